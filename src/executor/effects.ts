@@ -1,0 +1,101 @@
+// The side effects of running a step, behind one interface: the real implementation touches
+// disks and processes; the dry-run one records what it would do. The scheduler never knows which.
+import { open, mkdir, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Argv } from '../qemu/commands.js';
+import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
+import type { LedgerIntent } from '../planner/plan-types.js';
+import { fingerprintOf, type Fingerprint } from '../state/fingerprint.js';
+import type { LedgerWriter } from '../state/ledger.js';
+
+/** What running a step may do to the world. */
+export interface StepEffects {
+  run(argv: Argv, options?: RunOptions): Promise<CommandResult>;
+  /** Makes the folder and removes a stale temporary file left by an earlier, interrupted run. */
+  prepareTemporary(temporaryPath: string): Promise<void>;
+  /** Flushes the temporary file to disk, renames it onto `path`, and flushes the folder. */
+  commitTemporary(temporaryPath: string, path: string): Promise<void>;
+  /** Removes a temporary file after a failure; never fails. */
+  discardTemporary(temporaryPath: string): Promise<void>;
+  /** Flushes a file changed in place. */
+  flush(path: string): Promise<void>;
+  /** Records in the ledger that `path` was built as `intent` says. */
+  record(path: string, intent: LedgerIntent): Promise<void>;
+}
+
+async function fsyncPath(path: string, flags: 'r' | 'r+' = 'r'): Promise<void> {
+  const handle = await open(path, flags);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function fingerprints(paths: readonly string[]): Promise<Fingerprint[]> {
+  const prints = await Promise.all(paths.map((p) => fingerprintOf(p)));
+  return prints.filter((p): p is Fingerprint => p !== null);
+}
+
+/** The real effects. */
+export class DiskEffects implements StepEffects {
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly ledger: LedgerWriter,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  run(argv: Argv, options?: RunOptions): Promise<CommandResult> {
+    return this.runner.run(argv, options);
+  }
+
+  async prepareTemporary(temporaryPath: string): Promise<void> {
+    await mkdir(dirname(temporaryPath), { recursive: true });
+    await rm(temporaryPath, { force: true });
+  }
+
+  async commitTemporary(temporaryPath: string, path: string): Promise<void> {
+    // qemu-img convert writes with cache=unsafe (no flush): make the data durable before the
+    // new name can make it look finished.
+    await fsyncPath(temporaryPath, 'r+');
+    await rename(temporaryPath, path);
+    await fsyncPath(dirname(path));
+  }
+
+  async discardTemporary(temporaryPath: string): Promise<void> {
+    await rm(temporaryPath, { force: true }).catch(() => undefined);
+  }
+
+  async flush(path: string): Promise<void> {
+    await fsyncPath(path, 'r+');
+  }
+
+  async record(path: string, intent: LedgerIntent): Promise<void> {
+    const output = await fingerprintOf(path);
+    if (!output) throw new Error(`internal: ${path} vanished after its step`);
+    await this.ledger.record(path, {
+      id: intent.imageId,
+      format: intent.format,
+      output,
+      source: intent.source,
+      sourceChain: await fingerprints(intent.sourceChain),
+      backingChain: await fingerprints(intent.backingChain),
+      appliedAt: this.now().toISOString(),
+    });
+  }
+}
+
+/** Dry-run effects: every command "succeeds" and is listed; nothing is touched. */
+export class RecordingEffects implements StepEffects {
+  readonly commands: Argv[] = [];
+
+  async run(argv: Argv): Promise<CommandResult> {
+    this.commands.push(argv);
+    return { exitCode: 0, stdout: '', stderr: '' };
+  }
+  async prepareTemporary(): Promise<void> {}
+  async commitTemporary(): Promise<void> {}
+  async discardTemporary(): Promise<void> {}
+  async flush(): Promise<void> {}
+  async record(): Promise<void> {}
+}

@@ -1,0 +1,32 @@
+// Typed events the executor emits; renderers (listr2, plain lines, JSON) turn them into output.
+import type { Argv } from '../qemu/commands.js';
+import type { Step } from '../planner/plan-types.js';
+
+/** Why a step failed: the command, its exit and qemu-img's own words. */
+export interface StepFailure {
+  stepId: string;
+  message: string;
+  argv?: Argv;
+  exitCode?: number;
+  stderr?: string;
+}
+
+/** How a run ended. */
+export interface RunSummary {
+  ok: boolean;
+  done: string[];
+  failed: StepFailure[];
+  notStarted: string[];
+  /** True when the run was stopped by a signal (Ctrl-C) rather than a failure. */
+  interrupted: boolean;
+  durationMs: number;
+}
+
+/** Everything that happens during a run, in order. */
+export type ExecutionEvent =
+  | { type: 'step-started'; step: Step }
+  | { type: 'command-started'; step: Step; argv: Argv }
+  | { type: 'step-progress'; step: Step; percent: number }
+  | { type: 'step-finished'; step: Step; durationMs: number }
+  | { type: 'step-failed'; step: Step; failure: StepFailure }
+  | { type: 'run-finished'; summary: RunSummary };

@@ -1,0 +1,157 @@
+// Stage 3: look at what is on disk. Every qemu-img call here is read-only (`info -U`), and every
+// format is passed explicitly except a source whose format the manifest leaves out, which is
+// detected exactly once and reported.
+import { statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { error, warning, type Diagnostic, type SourceLocation } from '../diagnostics/diagnostic.js';
+import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { infoCommand } from '../qemu/commands.js';
+import { parseImageInfo, type ImageInfo } from '../qemu/image-info.js';
+import type { CommandRunner } from '../qemu/runner.js';
+import { fingerprintOf, type Fingerprint } from '../state/fingerprint.js';
+import type { Ledger } from '../state/ledger.js';
+
+/** One layer of an inspected chain, with the fingerprint of its file. */
+export interface ChainLayer extends ImageInfo {
+  fingerprint: Fingerprint | null;
+}
+
+/** What is known about one file chainform reads or writes. */
+export interface InspectedFile {
+  path: string;
+  /** null when the file does not exist. */
+  fingerprint: Fingerprint | null;
+  /** The format it was opened with. */
+  format: string;
+  /** Its backing chain, top first; null when missing or unreadable. */
+  chain: ChainLayer[] | null;
+}
+
+/** Free space of the filesystem holding some output folders. */
+export interface FilesystemSpace {
+  /** An output folder on it (the first one seen). */
+  dir: string;
+  freeBytes: number;
+}
+
+/** Everything the planner knows about the disk. */
+export interface InspectedLayout {
+  files: ReadonlyMap<string, InspectedFile>;
+  ledger: Ledger;
+  /** Free space per output folder. */
+  freeSpace: ReadonlyMap<string, FilesystemSpace>;
+}
+
+interface Request {
+  path: string;
+  format: string | undefined;
+  at: SourceLocation;
+  role: string;
+}
+
+function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
+  const requests: Request[] = [];
+  for (const image of manifest.images) {
+    const recorded = ledger.outputs[image.path];
+    requests.push({
+      path: image.path,
+      format: image.source ? (recorded?.format ?? image.format) : image.format,
+      at: image.at.path,
+      role: image.source ? 'output' : 'image',
+    });
+    if (image.source) {
+      requests.push({ path: image.source.path, format: image.source.format, at: image.at.fromPath, role: 'source' });
+    }
+    if (image.backing?.kind === 'file') {
+      requests.push({ path: image.backing.path, format: image.backing.format, at: image.at.backing, role: 'backing' });
+    }
+  }
+  return requests;
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n').at(-1)?.replace(/^qemu-img: /, '') ?? '';
+}
+
+async function inspectFile(
+  request: Request,
+  runner: CommandRunner,
+  diagnostics: Diagnostic[],
+): Promise<InspectedFile> {
+  const fingerprint = await fingerprintOf(request.path);
+  let format = request.format;
+  if (!fingerprint) return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
+  if (!format) {
+    const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', request.path]);
+    if (probe.exitCode !== 0) {
+      diagnostics.push(error('inspect-failed', `cannot read ${request.path}: ${firstLine(probe.stderr)}`, { location: request.at }));
+      return { path: request.path, fingerprint, format: 'unknown', chain: null };
+    }
+    format = parseImageInfo(probe.stdout)[0]?.format ?? 'raw';
+    diagnostics.push(
+      warning('format-detected', `the format of ${request.path} was detected as ${format}`, {
+        location: request.at,
+        hint: `pin it with \`format: ${format}\`: detection trusts the file's header, which a guest can write`,
+      }),
+    );
+  }
+  const result = await runner.run(infoCommand(request.path, format));
+  if (result.exitCode !== 0) {
+    diagnostics.push(
+      error('inspect-failed', `cannot read ${request.path} as ${format}: ${firstLine(result.stderr)}`, {
+        location: request.at,
+        hint: 'check the declared format and that the file and its backing files exist',
+      }),
+    );
+    return { path: request.path, fingerprint, format, chain: null };
+  }
+  const layers = parseImageInfo(result.stdout);
+  const chain = await Promise.all(
+    layers.map(async (layer) => ({ ...layer, fingerprint: await fingerprintOf(layer.filename) })),
+  );
+  for (const layer of chain) {
+    if (layer.backingName && !layer.backingFormat) {
+      diagnostics.push(
+        warning('backing-format-missing', `${layer.filename} does not record the format of its backing ${layer.backingName}; qemu probes it`, {
+          location: request.at,
+        }),
+      );
+    }
+  }
+  return { path: request.path, fingerprint, format, chain };
+}
+
+/** Inspects every file the manifest reads or writes, plus free space of output folders. */
+export async function inspectLayout(
+  manifest: ResolvedManifest,
+  ledger: Ledger,
+  runner: CommandRunner,
+): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
+  const diagnostics: Diagnostic[] = [];
+  const files = new Map<string, InspectedFile>();
+  const unique = new Map<string, Request>();
+  for (const request of requestsFor(manifest, ledger)) {
+    if (!unique.has(request.path)) unique.set(request.path, request);
+  }
+  const inspected = await Promise.all(
+    [...unique.values()].map((request) => inspectFile(request, runner, diagnostics)),
+  );
+  for (const file of inspected) files.set(file.path, file);
+
+  const freeSpace = new Map<string, FilesystemSpace>();
+  const seenDevices = new Map<string, FilesystemSpace>();
+  for (const image of manifest.images) {
+    const dir = dirname(image.path);
+    if (freeSpace.has(dir)) continue;
+    const dirPrint = await fingerprintOf(dir);
+    const device = dirPrint?.dev ?? dir;
+    let space = seenDevices.get(device);
+    if (!space) {
+      const free = dirPrint ? await statfs(dir).then((s) => s.bavail * s.bsize) : Number.NaN;
+      space = { dir, freeBytes: free };
+      seenDevices.set(device, space);
+    }
+    freeSpace.set(dir, space);
+  }
+  return { layout: { files, ledger, freeSpace }, diagnostics };
+}

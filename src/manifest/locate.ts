@@ -1,0 +1,61 @@
+// Maps a path inside the manifest data (e.g. ['images', 'web', 'backing']) to a line:column span.
+import { isMap, isPair, isScalar, isSeq, type LineCounter, type Node, type Pair } from 'yaml';
+import type { SourceLocation } from '../diagnostics/diagnostic.js';
+import type { ManifestSource } from './load-manifest.js';
+
+/** A span from character offsets, as 1-based line/column. */
+export function locationOfOffsets(
+  file: string,
+  lineCounter: LineCounter,
+  start: number,
+  end: number,
+): SourceLocation {
+  const from = lineCounter.linePos(start);
+  const to = lineCounter.linePos(Math.max(start, end));
+  return { file, line: from.line, column: from.col, endLine: to.line, endColumn: to.col };
+}
+
+function pairWithKey(node: Node, key: string | number): Pair<Node, Node | null> | undefined {
+  if (isMap(node)) {
+    for (const item of node.items) {
+      if (isPair(item) && isScalar(item.key) && String(item.key.value) === String(key)) {
+        return item as Pair<Node, Node | null>;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Finds where `path` is written. With `at: 'key'` the span is the mapping key itself
+ * (for "unknown key" errors); otherwise the value. A path that does not exist points at
+ * its nearest existing ancestor, so every diagnostic still has a location.
+ */
+export function locate(
+  source: ManifestSource,
+  path: readonly (string | number)[],
+  at: 'key' | 'value' = 'value',
+): SourceLocation {
+  let node: Node | null | undefined = source.document.contents as Node | null;
+  let best: [number, number] | undefined = node?.range ? [node.range[0], node.range[1]] : undefined;
+  for (const [index, segment] of path.entries()) {
+    if (!node) break;
+    const last = index === path.length - 1;
+    if (isSeq(node) && typeof segment === 'number') {
+      node = node.items[segment] as Node | undefined;
+    } else {
+      const pair = pairWithKey(node, segment);
+      if (!pair) break;
+      const keyNode = pair.key as Node;
+      if (last && at === 'key' && keyNode.range) {
+        best = [keyNode.range[0], keyNode.range[1]];
+        break;
+      }
+      node = pair.value;
+      if (!node && keyNode.range) best = [keyNode.range[0], keyNode.range[1]];
+    }
+    if (node?.range) best = [node.range[0], node.range[1]];
+  }
+  if (!best) return { file: source.file, line: 1, column: 1 };
+  return locationOfOffsets(source.file, source.lineCounter, best[0], best[1]);
+}

@@ -1,0 +1,120 @@
+// Stage 2b: turn a schema-valid manifest into the resolved model the rest of chainform uses:
+// absolute paths, defaults merged in, and the source location of every field kept for errors.
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { SourceLocation } from '../diagnostics/diagnostic.js';
+import type { ManifestSource } from './load-manifest.js';
+import { locate } from './locate.js';
+import type { Manifest, Options, OutputFormat, Source } from './manifest.generated.js';
+
+/** Input formats, as the schema spells them. */
+export type InputFormat = NonNullable<Source['format']>;
+
+/** Where the image's content comes from when it is not reshaped in place. */
+export interface ResolvedSource {
+  /** Absolute path of the source file. */
+  path: string;
+  /** Declared format; undefined means "detect once during inspection". */
+  format: InputFormat | undefined;
+  snapshot: string | undefined;
+}
+
+/** The backing an image must end up with. */
+export type ResolvedBacking =
+  | { kind: 'image'; id: string }
+  | {
+      kind: 'file';
+      /** Absolute path of the existing backing file. */
+      path: string;
+      format: InputFormat;
+      /** True when the manifest gave an absolute path, which is then stored as is. */
+      absolute: boolean;
+    };
+
+/** Source locations of an image's fields, for diagnostics from any later stage. */
+export interface ImageLocations {
+  id: SourceLocation;
+  path: SourceLocation;
+  format: SourceLocation;
+  from: SourceLocation;
+  fromPath: SourceLocation;
+  backing: SourceLocation;
+  /** Where an option is set (in the image, or else in `defaults`). */
+  option: (name: string) => SourceLocation;
+}
+
+/** One image of the desired layout. */
+export interface ResolvedImage {
+  id: string;
+  /** Position in the manifest, for deterministic ordering. */
+  index: number;
+  /** Absolute path where the image must end up. */
+  path: string;
+  /** True when the manifest gave `path` as absolute (backing links to it are then absolute). */
+  pathIsAbsolute: boolean;
+  format: OutputFormat;
+  /** Defaults merged with the image's own options. */
+  options: Options;
+  /** null: keep what the file at `path` presents today (reshape in place). */
+  source: ResolvedSource | null;
+  /** null: a standalone image. */
+  backing: ResolvedBacking | null;
+  at: ImageLocations;
+}
+
+/** The desired layout, resolved. */
+export interface ResolvedManifest {
+  /** Absolute path of the manifest file. */
+  file: string;
+  /** The manifest's folder; relative paths are taken from here. */
+  dir: string;
+  /** Images in manifest order. */
+  images: ResolvedImage[];
+  byId: ReadonlyMap<string, ResolvedImage>;
+}
+
+/** Resolves a schema-valid manifest. Pure apart from reading `source` positions. */
+export function resolveManifest(source: ManifestSource, manifest: Manifest): ResolvedManifest {
+  const dir = dirname(source.file);
+  const defaults = manifest.defaults ?? {};
+  const images = Object.entries(manifest.images).map(([id, image], index): ResolvedImage => {
+    const base = ['images', id];
+    const locateIn = (...rest: string[]) => locate(source, [...base, ...rest]);
+    const from = image.from;
+    const backing = image.backing;
+    return {
+      id,
+      index,
+      path: resolve(dir, image.path),
+      pathIsAbsolute: isAbsolute(image.path),
+      format: image.format ?? defaults.format ?? 'qcow2',
+      options: { ...defaults.options, ...image.options },
+      source: from
+        ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot }
+        : null,
+      backing:
+        backing === undefined || backing === null
+          ? null
+          : typeof backing === 'string'
+            ? { kind: 'image', id: backing }
+            : {
+                kind: 'file',
+                path: resolve(dir, backing.path),
+                format: backing.format,
+                absolute: isAbsolute(backing.path),
+              },
+      at: {
+        id: locate(source, base, 'key'),
+        path: locateIn('path'),
+        format: image.format ? locateIn('format') : locate(source, base, 'key'),
+        from: locateIn('from'),
+        fromPath: locateIn('from', 'path'),
+        backing: locateIn('backing'),
+        option: (name) =>
+          image.options && name in image.options
+            ? locate(source, [...base, 'options', name], 'key')
+            : locate(source, ['defaults', 'options', name], 'key'),
+      },
+    };
+  });
+  return { file: source.file, dir, images, byId: new Map(images.map((i) => [i.id, i])) };
+}

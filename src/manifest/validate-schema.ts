@@ -1,0 +1,151 @@
+// Stage 2a: check the manifest's shape against the JSON Schema and turn ajv errors into
+// located, readable diagnostics.
+import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { error, type Diagnostic } from '../diagnostics/diagnostic.js';
+import type { ManifestSource } from './load-manifest.js';
+import { locate } from './locate.js';
+import type { Manifest } from './manifest.generated.js';
+import { manifestSchema } from './schema.js';
+
+const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+const validate = ajv.compile<Manifest>(manifestSchema);
+
+function pointerToPath(pointer: string): string[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+function dotted(path: readonly string[]): string {
+  return path.length === 0 ? 'the manifest' : path.join('.');
+}
+
+function valueAt(data: unknown, path: readonly string[]): unknown {
+  let value: unknown = data;
+  for (const segment of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<string, unknown>)[segment];
+  }
+  return value;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
+  return `${typeof value} ${String(value)}`;
+}
+
+/** Schema keys a mapping at this schema location allows, for "unknown key" hints. */
+function allowedKeys(parentSchema: unknown): string[] {
+  const props = (parentSchema as { properties?: Record<string, unknown> } | undefined)?.properties;
+  return props ? Object.keys(props) : [];
+}
+
+function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
+  const path = pointerToPath(e.instancePath);
+  const where = dotted(path);
+  const value = valueAt(source.data, path);
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = String((e.params as { additionalProperty: string }).additionalProperty);
+      const allowed = allowedKeys(e.parentSchema);
+      return error('unknown-key', `unknown key "${key}" in ${where}`, {
+        location: locate(source, [...path, key], 'key'),
+        hint: allowed.length ? `allowed keys here: ${allowed.join(', ')}` : undefined,
+      });
+    }
+    case 'required': {
+      const key = String((e.params as { missingProperty: string }).missingProperty);
+      return error('missing-key', `${where} is missing the required key "${key}"`, {
+        location: locate(source, path, path.length ? 'key' : 'value'),
+      });
+    }
+    case 'propertyNames':
+    case 'pattern':
+    case 'maxLength':
+      if (e.propertyName !== undefined || e.keyword === 'propertyNames') {
+        const name = e.propertyName ?? String((e.params as { propertyName?: string }).propertyName);
+        return error('invalid-image-id', `"${name}" is not a valid image id`, {
+          location: locate(source, [...path, name], 'key'),
+          hint: 'an id starts with a letter or digit, then letters, digits, "_", "." or "-" (at most 128)',
+        });
+      }
+      return error('invalid-value', `${where} ${e.message ?? 'is not valid'}`, {
+        location: locate(source, path),
+      });
+    case 'type':
+      return error(
+        'wrong-type',
+        `${where} must be ${(e.params as { type: string | string[] }).type}, not ${describeValue(value)}`,
+        { location: locate(source, path) },
+      );
+    case 'enum': {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues;
+      return error(
+        'invalid-value',
+        `${where} is ${describeValue(value)}; it must be one of: ${allowed.map((v) => JSON.stringify(v)).join(', ')}`,
+        { location: locate(source, path) },
+      );
+    }
+    case 'const':
+      return error(
+        'invalid-value',
+        `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, not ${describeValue(value)}`,
+        { location: locate(source, path) },
+      );
+    case 'anyOf':
+      return error(
+        'invalid-value',
+        `${where} is ${describeValue(value)}; it must be an image id, a mapping {path, format}, or null`,
+        { location: locate(source, path) },
+      );
+    default:
+      return error('invalid-value', `${where} ${e.message ?? 'is not valid'}`, {
+        location: locate(source, path),
+      });
+  }
+}
+
+/**
+ * Ajv reports every failed branch of an `anyOf`. Where the value is a mapping, the mapping
+ * branch's own errors are the useful ones; otherwise one summary line says what is accepted.
+ */
+function pruneAnyOf(source: ManifestSource, errors: readonly ErrorObject[]): ErrorObject[] {
+  const anyOfs = errors.filter((e) => e.keyword === 'anyOf');
+  return errors.filter((e) => {
+    for (const anyOf of anyOfs) {
+      const inside =
+        e !== anyOf &&
+        e.schemaPath.startsWith(anyOf.schemaPath.replace(/\/anyOf$/, '/anyOf/')) &&
+        e.instancePath.startsWith(anyOf.instancePath);
+      const value = valueAt(source.data, pointerToPath(anyOf.instancePath));
+      const isMapping = value !== null && typeof value === 'object' && !Array.isArray(value);
+      if (e === anyOf && isMapping) return false;
+      if (inside && (!isMapping || e.keyword === 'type')) return false;
+    }
+    return true;
+  });
+}
+
+/** Validates parsed data against the manifest schema. */
+export function validateSchema(
+  source: ManifestSource,
+): { ok: true; manifest: Manifest } | { ok: false; diagnostics: Diagnostic[] } {
+  if (validate(source.data)) return { ok: true, manifest: source.data };
+  const errors = pruneAnyOf(source, validate.errors ?? []);
+  // propertyNames failures come twice (the inner keyword and the wrapper); keep one per name.
+  const seen = new Set<string>();
+  const diagnostics: Diagnostic[] = [];
+  for (const e of errors) {
+    const d = toDiagnostic(source, e);
+    const key = `${d.code}|${d.message}|${d.location?.line}:${d.location?.column}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    diagnostics.push(d);
+  }
+  return { ok: false, diagnostics };
+}

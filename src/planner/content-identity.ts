@@ -1,0 +1,38 @@
+// Which files are known to present the same guest-visible content. Knowledge comes only from
+// facts, never assumptions: two names of one file (same device and inode), or an output the
+// ledger shows was built from a source and neither has changed since. A union-find keeps the
+// equivalence classes.
+
+/** Content key of a file (by identity) or of one of its internal snapshots. */
+export function contentKey(fileIdentity: string, snapshot?: string): string {
+  return snapshot === undefined ? `file:${fileIdentity}` : `file:${fileIdentity}@${snapshot}`;
+}
+
+/** Equivalence classes of content keys. */
+export class ContentIdentity {
+  private readonly parent = new Map<string, string>();
+
+  private find(key: string): string {
+    let root = key;
+    while (true) {
+      const next = this.parent.get(root);
+      if (next === undefined || next === root) break;
+      root = next;
+    }
+    this.parent.set(key, root);
+    return root;
+  }
+
+  /** Records that `a` and `b` present the same content. */
+  union(a: string, b: string): void {
+    const ra = this.find(a);
+    const rb = this.find(b);
+    if (ra !== rb) this.parent.set(ra, rb);
+  }
+
+  /** True only when `a` and `b` are known to present the same content. */
+  same(a: string | undefined, b: string | undefined): boolean {
+    if (a === undefined || b === undefined) return false;
+    return a === b || this.find(a) === this.find(b);
+  }
+}

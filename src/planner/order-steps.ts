@@ -1,0 +1,53 @@
+// Orders the plan's steps: adds "readers before writers" edges for files changed in place, then
+// sorts topologically with a deterministic tie-break (manifest order, then step order).
+import type { Step } from './plan-types.js';
+
+function ancestorsOf(step: Step, byId: ReadonlyMap<string, Step>, memo: Map<string, Set<string>>): Set<string> {
+  const cached = memo.get(step.id);
+  if (cached) return cached;
+  const result = new Set<string>();
+  memo.set(step.id, result);
+  for (const dep of step.dependsOn) {
+    result.add(dep);
+    const depStep = byId.get(dep);
+    if (depStep) for (const a of ancestorsOf(depStep, byId, memo)) result.add(a);
+  }
+  return result;
+}
+
+/**
+ * A step that rewrites a file must wait for every step that reads that file's current content,
+ * unless the reader already waits for the writer (it reads the result).
+ */
+export function addReaderEdges(steps: Step[]): void {
+  const byId = new Map(steps.map((s) => [s.id, s]));
+  const memo = new Map<string, Set<string>>();
+  for (const writer of steps) {
+    for (const reader of steps) {
+      if (reader === writer) continue;
+      if (!reader.reads.some((file) => writer.writes.includes(file))) continue;
+      if (ancestorsOf(reader, byId, memo).has(writer.id)) continue;
+      if (!writer.dependsOn.includes(reader.id)) {
+        writer.dependsOn.push(reader.id);
+        memo.clear();
+      }
+    }
+  }
+}
+
+/** Kahn's algorithm. Returns null when the steps contain a dependency cycle. */
+export function topologicalOrder(steps: readonly Step[], rank: (step: Step) => number): Step[] | null {
+  const remaining = new Map(steps.map((s) => [s.id, new Set(s.dependsOn)]));
+  const ordered: Step[] = [];
+  while (remaining.size > 0) {
+    const ready = steps
+      .filter((s) => remaining.get(s.id)?.size === 0)
+      .sort((a, b) => rank(a) - rank(b));
+    const next = ready[0];
+    if (!next) return null;
+    ordered.push(next);
+    remaining.delete(next.id);
+    for (const deps of remaining.values()) deps.delete(next.id);
+  }
+  return ordered;
+}

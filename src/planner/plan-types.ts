@@ -1,0 +1,88 @@
+// The plan is plain data: what `plan` prints, what `--json` emits and what the executor runs.
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import type { Argv } from '../qemu/commands.js';
+
+/** The operations a step can perform. */
+export type StepKind =
+  /** A full copy into a new standalone image (`qemu-img convert`). */
+  | 'convert'
+  /** A copy of the source's top layer onto an equivalent backing (`qemu-img convert -B`). */
+  | 'convert-keep-backing'
+  /** A new overlay on the source, safely rebased onto the declared backing (the "diff" recipe). */
+  | 'diff'
+  /** A safe rebase of an existing image in place onto a backing with different content. */
+  | 'rebase'
+  /** An unsafe rebase: only the backing link changes, content is known to be equal. */
+  | 'repoint';
+
+/** One command of a step, with why it is there. */
+export interface PlannedCommand {
+  argv: Argv;
+  purpose: string;
+}
+
+/** What the executor records in the ledger after a step that built or changed a managed output. */
+export interface LedgerIntent {
+  imageId: string;
+  format: string;
+  source: { path: string; format: string; snapshot?: string };
+  /** Files of the source chain, top first, to fingerprint. */
+  sourceChain: string[];
+  /** Files of the output's backing chain after the step, top first, to fingerprint. */
+  backingChain: string[];
+}
+
+/** One node of the plan's DAG. */
+export interface Step {
+  /** Stable id: `<image id>:<kind>`. */
+  id: string;
+  kind: StepKind;
+  /** The manifest image this step produces or changes. */
+  image: string;
+  /** The image's final path. */
+  path: string;
+  /** Why this recipe, in words. */
+  reason: string;
+  /** Steps that must finish first. */
+  dependsOn: string[];
+  /** Files the step reads. */
+  reads: string[];
+  /** Final files the step writes (in place, or by renaming its temporary file). */
+  writes: string[];
+  /** When set, commands write this file, which is renamed onto `path` only after they all succeed. */
+  temporaryPath?: string;
+  commands: PlannedCommand[];
+  /** Bytes the step is expected to write. */
+  expectedWriteBytes: number;
+  /** True when `expectedWriteBytes` is an upper bound rather than an estimate. */
+  writeBytesIsUpperBound: boolean;
+  ledger?: LedgerIntent;
+}
+
+/** Free space against expected writes, per filesystem of the outputs. */
+export interface SpaceCheck {
+  dir: string;
+  freeBytes: number;
+  expectedWriteBytes: number;
+  fits: boolean;
+}
+
+/** What happens to one image. */
+export interface ImagePlan {
+  id: string;
+  path: string;
+  /** `unchanged` when the image already satisfies the manifest. */
+  action: 'unchanged' | 'create' | 'replace' | 'reshape';
+  steps: string[];
+}
+
+/** The whole plan. `formatVersion` changes whenever the JSON shape changes incompatibly. */
+export interface Plan {
+  formatVersion: 1;
+  manifest: string;
+  images: ImagePlan[];
+  /** Steps in a deterministic topological order. */
+  steps: Step[];
+  space: SpaceCheck[];
+  warnings: Diagnostic[];
+}

@@ -1,0 +1,215 @@
+// Step builders: one function per recipe, each returning the exact commands and its cost.
+// Which recipe applies is decided in plan-layout.ts; these only build correct steps.
+import { basename, dirname, join } from 'node:path';
+import type { Options } from '../manifest/manifest.generated.js';
+import {
+  convertCommand,
+  convertKeepingBackingCommand,
+  createOverlayCommand,
+  repointCommand,
+  safeRebaseCommand,
+} from '../qemu/commands.js';
+import type { LedgerIntent, Step, StepKind } from './plan-types.js';
+
+/** The file whose content a step reads: the source, or the image itself when in place. */
+export interface ContentFile {
+  path: string;
+  format: string;
+  /** Files of its chain, top first. */
+  chain: string[];
+  virtualSize: number;
+  /** Bytes allocated in its top layer. */
+  topBytes: number;
+  /** Bytes allocated across its whole chain (upper bound of its data). */
+  chainBytes: number;
+}
+
+/** The backing a new or changed image must point at. */
+export interface BackingTarget {
+  /** Absolute path of the backing file (once its own steps are done). */
+  path: string;
+  format: string;
+  /** The name to store in the image header. */
+  name: string;
+  /** Files of its chain after apply, top first. */
+  chain: string[];
+  /** Bytes allocated across its chain (upper bound of what a safe rebase may compare). */
+  chainBytes: number;
+  /** The step that produces it, when the manifest builds or changes it in this plan. */
+  producedBy: string | undefined;
+}
+
+/** What every recipe needs to know about the image being produced. */
+export interface Target {
+  id: string;
+  path: string;
+  format: string;
+  options: Options;
+  ledger: Omit<LedgerIntent, 'backingChain'> | undefined;
+}
+
+/** The temporary name a new image is written under, in its target's folder. */
+export function temporaryPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.chainform-tmp`);
+}
+
+function baseStep(
+  kind: StepKind,
+  target: Target,
+  reason: string,
+  reads: string[],
+  backing: BackingTarget | null,
+): Omit<Step, 'commands' | 'expectedWriteBytes' | 'writeBytesIsUpperBound'> {
+  return {
+    id: `${target.id}:${kind}`,
+    kind,
+    image: target.id,
+    path: target.path,
+    reason,
+    dependsOn: backing?.producedBy ? [backing.producedBy] : [],
+    reads: [...new Set([...reads, ...(backing?.chain ?? [])])],
+    writes: [target.path],
+    ...(target.ledger ? { ledger: { ...target.ledger, backingChain: backing?.chain ?? [] } } : {}),
+  };
+}
+
+/** A full copy into a new standalone image. */
+export function convertStep(target: Target, content: ContentFile, reason: string): Step {
+  const temporaryPath = temporaryPathFor(target.path);
+  return {
+    ...baseStep('convert', target, reason, content.chain, null),
+    temporaryPath,
+    commands: [
+      {
+        argv: convertCommand({
+          source: content.path,
+          sourceFormat: content.format,
+          target: temporaryPath,
+          targetFormat: target.format,
+          options: target.options,
+        }),
+        purpose: 'copy everything the source presents into a new standalone image',
+      },
+    ],
+    expectedWriteBytes: Math.min(content.virtualSize, content.chainBytes),
+    writeBytesIsUpperBound: true,
+  };
+}
+
+/** `convert -B`: copies only the source's top layer onto an equivalent backing. */
+export function convertKeepingBackingStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  reason: string,
+): Step {
+  const temporaryPath = temporaryPathFor(target.path);
+  return {
+    ...baseStep('convert-keep-backing', target, reason, content.chain, backing),
+    temporaryPath,
+    commands: [
+      {
+        argv: convertKeepingBackingCommand({
+          source: content.path,
+          sourceFormat: content.format,
+          target: temporaryPath,
+          targetFormat: target.format,
+          options: target.options,
+          backingName: backing.name,
+          backingFormat: backing.format,
+        }),
+        purpose: "copy only the source's top layer, on top of the declared backing",
+      },
+    ],
+    expectedWriteBytes: content.topBytes,
+    writeBytesIsUpperBound: false,
+  };
+}
+
+/** The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. */
+export function diffStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  reason: string,
+): Step {
+  const temporaryPath = temporaryPathFor(target.path);
+  return {
+    ...baseStep('diff', target, reason, content.chain, backing),
+    temporaryPath,
+    commands: [
+      {
+        argv: createOverlayCommand({
+          target: temporaryPath,
+          format: target.format,
+          options: target.options,
+          backing: content.path,
+          backingFormat: content.format,
+        }),
+        purpose: 'start an empty overlay that presents the wanted content',
+      },
+      {
+        argv: safeRebaseCommand({
+          image: temporaryPath,
+          format: target.format,
+          backingName: backing.name,
+          backingFormat: backing.format,
+        }),
+        purpose: 'keep only the clusters that differ from the declared backing, then link it',
+      },
+    ],
+    expectedWriteBytes: Math.min(content.virtualSize, content.chainBytes),
+    writeBytesIsUpperBound: true,
+  };
+}
+
+/** A safe rebase of the image in place: its content is kept, the backing changes. */
+export function rebaseInPlaceStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  oldBackingBytes: number,
+  reason: string,
+): Step {
+  return {
+    ...baseStep('rebase', target, reason, content.chain, backing),
+    commands: [
+      {
+        argv: safeRebaseCommand({
+          image: target.path,
+          format: content.format,
+          backingName: backing.name,
+          backingFormat: backing.format,
+        }),
+        purpose: 'copy in the clusters where old and new backing differ, then relink',
+      },
+    ],
+    expectedWriteBytes: Math.min(content.virtualSize, oldBackingBytes),
+    writeBytesIsUpperBound: true,
+  };
+}
+
+/** An unsafe rebase: rewrites the backing link only; content is known to be equal. */
+export function repointStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  reason: string,
+): Step {
+  return {
+    ...baseStep('repoint', target, reason, content.chain, backing),
+    commands: [
+      {
+        argv: repointCommand({
+          image: target.path,
+          format: content.format,
+          backingName: backing.name,
+          backingFormat: backing.format,
+        }),
+        purpose: 'rewrite the backing link (no data is read or copied)',
+      },
+    ],
+    expectedWriteBytes: 0,
+    writeBytesIsUpperBound: false,
+  };
+}

@@ -1,0 +1,157 @@
+// Builders for the exact qemu-img command lines chainform runs: argv arrays, never shell strings.
+// Every command names every format explicitly so qemu-img never probes one.
+import type { Options } from '../manifest/manifest.generated.js';
+import { fileArg, optionValue } from './filenames.js';
+
+/** An argv array; the first element is the program. */
+export type Argv = readonly string[];
+
+/** `-o` list for the options chainform manages (manifest keys to qemu-img option syntax). */
+export function creationOptions(options: Options): string | undefined {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(options) as [keyof Options, unknown][]) {
+    if (value === undefined) continue;
+    const text = typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value);
+    parts.push(`${key}=${optionValue(text)}`);
+  }
+  return parts.length ? parts.join(',') : undefined;
+}
+
+function withOptions(options: Options): string[] {
+  const o = creationOptions(options);
+  return o ? ['-o', o] : [];
+}
+
+/** `qemu-img info` of a whole chain, read-only and shared, with the top format given. */
+export function infoCommand(path: string, format: string | undefined): Argv {
+  return [
+    'qemu-img',
+    'info',
+    '--backing-chain',
+    '--output=json',
+    '-U',
+    ...(format ? ['-f', format] : []),
+    fileArg(path),
+  ];
+}
+
+/** A full copy of what `source` presents, as a standalone image. */
+export function convertCommand(args: {
+  source: string;
+  sourceFormat: string;
+  target: string;
+  targetFormat: string;
+  options: Options;
+}): Argv {
+  return [
+    'qemu-img',
+    'convert',
+    '-p',
+    '-f',
+    args.sourceFormat,
+    '-O',
+    args.targetFormat,
+    ...withOptions(args.options),
+    fileArg(args.source),
+    fileArg(args.target),
+  ];
+}
+
+/**
+ * Copies only the clusters allocated in `source`'s top layer, on top of `backingName`.
+ * Correct only when that backing presents the same content as the source's current backing.
+ */
+export function convertKeepingBackingCommand(args: {
+  source: string;
+  sourceFormat: string;
+  target: string;
+  targetFormat: string;
+  options: Options;
+  backingName: string;
+  backingFormat: string;
+}): Argv {
+  return [
+    'qemu-img',
+    'convert',
+    '-p',
+    '-f',
+    args.sourceFormat,
+    '-O',
+    args.targetFormat,
+    ...withOptions(args.options),
+    '-B',
+    args.backingName,
+    '-F',
+    args.backingFormat,
+    fileArg(args.source),
+    fileArg(args.target),
+  ];
+}
+
+/** A new, empty overlay of `backing` (an absolute path). */
+export function createOverlayCommand(args: {
+  target: string;
+  format: string;
+  options: Options;
+  backing: string;
+  backingFormat: string;
+}): Argv {
+  return [
+    'qemu-img',
+    'create',
+    '-q',
+    '-f',
+    args.format,
+    ...withOptions(args.options),
+    '-b',
+    fileArg(args.backing),
+    '-F',
+    args.backingFormat,
+    fileArg(args.target),
+  ];
+}
+
+/**
+ * Safe rebase: copies into `image` every cluster where the old and new backing differ, then
+ * writes the new backing link. The image is opened with detect-zeroes so zeros over backing
+ * data become zero clusters instead of data.
+ */
+export function safeRebaseCommand(args: {
+  image: string;
+  format: string;
+  backingName: string;
+  backingFormat: string;
+}): Argv {
+  return [
+    'qemu-img',
+    'rebase',
+    '-p',
+    '--image-opts',
+    '-b',
+    args.backingName,
+    '-F',
+    args.backingFormat,
+    `driver=${args.format},file.filename=${optionValue(fileArg(args.image))},detect-zeroes=on`,
+  ];
+}
+
+/** Unsafe rebase: rewrites only the backing link. Correct only when content is known equal. */
+export function repointCommand(args: {
+  image: string;
+  format: string;
+  backingName: string;
+  backingFormat: string;
+}): Argv {
+  return [
+    'qemu-img',
+    'rebase',
+    '-u',
+    '-f',
+    args.format,
+    '-b',
+    args.backingName,
+    '-F',
+    args.backingFormat,
+    fileArg(args.image),
+  ];
+}

@@ -1,0 +1,33 @@
+// Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
+// `json:{...}` as options, so names handed to it are made explicit.
+import { isAbsolute, relative } from 'node:path';
+
+/** True when qemu would parse this name as a protocol or `json:` pseudo-filename. */
+export function looksLikeProtocol(name: string): boolean {
+  const colon = name.indexOf(':');
+  if (colon < 0) return false;
+  const slash = name.indexOf('/');
+  return slash < 0 || colon < slash;
+}
+
+/**
+ * The backing name to store in an image at `imagePath` for a backing file at `backingPath`:
+ * relative to the image's folder unless `absolute`, and prefixed with `./` when qemu would
+ * otherwise read it as a protocol.
+ */
+export function backingNameFor(imageDir: string, backingPath: string, absolute: boolean): string {
+  if (absolute) return backingPath;
+  const name = relative(imageDir, backingPath);
+  return looksLikeProtocol(name) ? `./${name}` : name;
+}
+
+/** Argument form of a file path: absolute paths never look like protocols. */
+export function fileArg(path: string): string {
+  if (!isAbsolute(path)) throw new Error(`internal: expected an absolute path, got ${path}`);
+  return path;
+}
+
+/** Escapes a value for qemu's `key=value,...` option strings (a comma is doubled). */
+export function optionValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}

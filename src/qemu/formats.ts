@@ -1,0 +1,29 @@
+// What each image format can do, as far as the planner needs to know.
+import type { Options, OutputFormat } from '../manifest/manifest.generated.js';
+
+/** Option names (manifest keys) each output format accepts with `qemu-img create/convert -o`. */
+export const optionsByFormat: Readonly<Record<OutputFormat, ReadonlySet<keyof Options>>> = {
+  qcow2: new Set([
+    'cluster_size',
+    'compat',
+    'lazy_refcounts',
+    'refcount_bits',
+    'extended_l2',
+    'compression_type',
+    'preallocation',
+  ]),
+  raw: new Set(['preallocation']),
+  qed: new Set(['cluster_size']),
+  vmdk: new Set(['subformat']),
+  vdi: new Set(['preallocation']),
+  vhdx: new Set(['subformat']),
+  vpc: new Set(['subformat']),
+};
+
+/** Formats whose images can have a backing file that chainform can create and rebase. */
+export const formatsWithBacking: ReadonlySet<OutputFormat> = new Set(['qcow2', 'qed']);
+
+/** qemu-img spells compat levels two ways; this is the canonical one. */
+export function canonicalCompat(compat: string): '0.10' | '1.1' {
+  return compat === '0.10' || compat === 'v2' ? '0.10' : '1.1';
+}

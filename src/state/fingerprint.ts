@@ -1,0 +1,32 @@
+// File fingerprints: cheap identity + change detection without reading image data.
+import { stat } from 'node:fs/promises';
+
+/** Identity (device, inode) and change markers (size, mtime) of a file. */
+export interface Fingerprint {
+  dev: string;
+  ino: string;
+  size: string;
+  mtimeNs: string;
+}
+
+/** The fingerprint of `path`, or null when it does not exist. */
+export async function fingerprintOf(path: string): Promise<Fingerprint | null> {
+  try {
+    const s = await stat(path, { bigint: true });
+    return { dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** A key that is equal for two names of the same file (hard links, renames, symlinks). */
+export function fileIdentity(fingerprint: Fingerprint): string {
+  return `${fingerprint.dev}:${fingerprint.ino}`;
+}
+
+/** True when two fingerprints describe the same, unchanged file. */
+export function sameFingerprint(a: Fingerprint | null | undefined, b: Fingerprint | null | undefined): boolean {
+  if (!a || !b) return false;
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}

@@ -1,0 +1,76 @@
+// The ledger: what chainform built, from what, with fingerprints. It lets the planner know that
+// an output still presents its source's content (so a second apply plans nothing) and that a
+// file at an output path is chainform's own (so replacing it cannot lose a user's data).
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+import type { Fingerprint } from './fingerprint.js';
+
+/** One image chainform built from a source. */
+export interface LedgerEntry {
+  /** The manifest id it was built for (informational). */
+  id: string;
+  format: string;
+  /** The output file right after it was built. */
+  output: Fingerprint;
+  source: { path: string; snapshot?: string; format: string };
+  /** Every file of the source's chain (top first) when it was read. */
+  sourceChain: Fingerprint[];
+  /** Every file of the output's backing chain (top first) when it was built. */
+  backingChain: Fingerprint[];
+  appliedAt: string;
+}
+
+/** The ledger file's content. */
+export interface Ledger {
+  version: 1;
+  /** Keyed by the output's absolute path. */
+  outputs: Record<string, LedgerEntry>;
+}
+
+/** The state folder beside a manifest. */
+export function stateDir(manifestDir: string): string {
+  return join(manifestDir, '.chainform');
+}
+
+function ledgerPath(manifestDir: string): string {
+  return join(stateDir(manifestDir), 'ledger.json');
+}
+
+/** Reads the ledger; a missing one is empty. An unreadable one is an error the caller reports. */
+export async function readLedger(manifestDir: string): Promise<Ledger> {
+  try {
+    const parsed = JSON.parse(await readFile(ledgerPath(manifestDir), 'utf8')) as Ledger;
+    if (parsed.version !== 1 || typeof parsed.outputs !== 'object') {
+      throw new Error('unknown ledger version');
+    }
+    return parsed;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, outputs: {} };
+    throw new Error(`cannot read ${ledgerPath(manifestDir)}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Records entries one at a time: writes are serialised (steps finish in parallel) and each is
+ * atomic (temporary file, fsync, rename), so a crash leaves the old or the new ledger, never half.
+ */
+export class LedgerWriter {
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly manifestDir: string,
+    private readonly ledger: Ledger,
+  ) {}
+
+  /** Records (or replaces) the entry for an output path and writes the ledger durably. */
+  record(outputPath: string, entry: LedgerEntry): Promise<void> {
+    this.ledger.outputs[outputPath] = entry;
+    const snapshot = `${JSON.stringify(this.ledger, null, 2)}\n`;
+    this.queue = this.queue.then(async () => {
+      await mkdir(stateDir(this.manifestDir), { recursive: true });
+      await writeFileAtomic(ledgerPath(this.manifestDir), snapshot, { fsync: true });
+    });
+    return this.queue;
+  }
+}
