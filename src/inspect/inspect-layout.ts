@@ -143,11 +143,17 @@ export async function inspectLayout(
   for (const image of manifest.images) {
     const dir = dirname(image.path);
     if (freeSpace.has(dir)) continue;
-    const dirPrint = await fingerprintOf(dir);
+    // The folder may not exist yet (apply creates it): measure the nearest one that does.
+    let existing = dir;
+    let dirPrint = await fingerprintOf(existing);
+    while (!dirPrint && dirname(existing) !== existing) {
+      existing = dirname(existing);
+      dirPrint = await fingerprintOf(existing);
+    }
     const device = dirPrint?.dev ?? dir;
     let space = seenDevices.get(device);
     if (!space) {
-      const free = dirPrint ? await statfs(dir).then((s) => s.bavail * s.bsize) : Number.NaN;
+      const free = dirPrint ? await statfs(existing).then((s) => s.bavail * s.bsize) : Number.NaN;
       space = { dir, freeBytes: free };
       seenDevices.set(device, space);
     }

@@ -1,0 +1,98 @@
+// The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { type Diagnostic, hasErrors } from './diagnostics/diagnostic.js';
+import { DiskEffects, RecordingEffects } from './executor/effects.js';
+import type { ExecutionEvent, RunSummary } from './executor/events.js';
+import { executePlan } from './executor/execute-plan.js';
+import { inspectLayout } from './inspect/inspect-layout.js';
+import { checkManifest } from './manifest/check-manifest.js';
+import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
+import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manifest.js';
+import { validateSchema } from './manifest/validate-schema.js';
+import { planLayout } from './planner/plan-layout.js';
+import type { Plan } from './planner/plan-types.js';
+import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
+import { LedgerWriter, readLedger } from './state/ledger.js';
+
+/** A loaded manifest, or why it could not be loaded. Diagnostics point into `source`. */
+export type LoadResult =
+  | { ok: true; manifest: ResolvedManifest; source: ManifestSource; warnings: Diagnostic[] }
+  | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
+
+/** Reads, parses, schema-validates, resolves and checks a manifest. Touches no image. */
+export async function loadManifest(file: string): Promise<LoadResult> {
+  const loaded = await loadManifestFile(resolve(file));
+  if (!loaded.ok) return { ok: false, diagnostics: loaded.diagnostics };
+  const source = loaded.source;
+  const validated = validateSchema(source);
+  if (!validated.ok) return { ok: false, diagnostics: validated.diagnostics, source };
+  const manifest = resolveManifest(source, validated.manifest);
+  const problems = checkManifest(manifest, { fileExists: existsSync });
+  if (hasErrors(problems)) return { ok: false, diagnostics: problems, source };
+  return { ok: true, manifest, source, warnings: problems };
+}
+
+/** A plan, or why there is none. */
+export type PlanResult =
+  | { ok: true; plan: Plan; manifest: ResolvedManifest; source: ManifestSource; warnings: Diagnostic[] }
+  | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
+
+/** Options shared by {@link plan} and {@link apply}. */
+export interface EngineOptions {
+  /** Runs qemu-img; defaults to the real one. */
+  runner?: CommandRunner;
+}
+
+/** Loads a manifest, inspects the disk and plans. Writes nothing. */
+export async function plan(file: string, options: EngineOptions = {}): Promise<PlanResult> {
+  const loaded = await loadManifest(file);
+  if (!loaded.ok) return loaded;
+  const runner = options.runner ?? new ExecaRunner();
+  let ledger: Awaited<ReturnType<typeof readLedger>>;
+  try {
+    ledger = await readLedger(loaded.manifest.dir);
+  } catch (e) {
+    return {
+      ok: false,
+      source: loaded.source,
+      diagnostics: [{ code: 'ledger-unreadable', severity: 'error', message: (e as Error).message, hint: 'restore the file from a backup, or remove it to let chainform treat existing outputs as foreign' }],
+    };
+  }
+  const inspected = await inspectLayout(loaded.manifest, ledger, runner);
+  const warnings = [...loaded.warnings, ...inspected.diagnostics.filter((d) => d.severity === 'warning')];
+  if (hasErrors(inspected.diagnostics)) {
+    return { ok: false, diagnostics: inspected.diagnostics, source: loaded.source };
+  }
+  const planned = planLayout(loaded.manifest, inspected.layout);
+  if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
+  planned.plan.warnings = warnings;
+  return { ok: true, plan: planned.plan, manifest: loaded.manifest, source: loaded.source, warnings };
+}
+
+/** Options for {@link apply}. */
+export interface ApplyOptions extends EngineOptions {
+  /** Steps at most running at once; default 1. */
+  jobs?: number;
+  /** Record the commands instead of running them. */
+  dryRun?: boolean;
+  signal?: AbortSignal;
+  onEvent?: (event: ExecutionEvent) => void;
+}
+
+/** Runs a plan made by {@link plan}. */
+export async function apply(
+  planned: { plan: Plan; manifest: ResolvedManifest },
+  options: ApplyOptions = {},
+): Promise<RunSummary> {
+  const runner = options.runner ?? new ExecaRunner();
+  const effects = options.dryRun
+    ? new RecordingEffects()
+    : new DiskEffects(runner, new LedgerWriter(planned.manifest.dir, await readLedger(planned.manifest.dir)));
+  return executePlan(planned.plan, {
+    effects,
+    jobs: options.jobs ?? 1,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+  });
+}

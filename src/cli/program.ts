@@ -1,0 +1,173 @@
+// The `chainform` command line, built on the library API in ../api.ts.
+import { createInterface } from 'node:readline/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { apply, loadManifest, plan } from '../api.js';
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import type { RunSummary } from '../executor/events.js';
+import { renderPlan } from './render-plan.js';
+import { renderDiagnostics } from './report-diagnostics.js';
+import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
+import { createStyler } from './style.js';
+
+/** Where the CLI writes; swappable so tests can capture output. */
+export interface CliIO {
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+  stdin: NodeJS.ReadStream;
+  cwd: string;
+}
+
+/** Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode). */
+export const EXIT = { ok: 0, error: 1, changes: 2, interrupted: 130 } as const;
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError('expected a whole number from 1 to 64');
+  return n;
+}
+
+function summaryLines(summary: RunSummary): string[] {
+  const lines = [
+    summary.ok
+      ? `Apply complete: ${summary.done.length} steps done in ${(summary.durationMs / 1000).toFixed(1)}s.`
+      : `Apply ${summary.interrupted ? 'interrupted' : 'failed'}: ${summary.done.length} done, ${summary.failed.length} failed, ${summary.notStarted.length} not started.`,
+  ];
+  for (const failure of summary.failed) {
+    lines.push(`  failed: ${failure.message}`);
+    if (failure.argv) lines.push(`    command: ${failure.argv.join(' ')}`);
+  }
+  if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);
+  if (!summary.ok) lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
+  return lines;
+}
+
+async function confirm(io: CliIO, question: string): Promise<boolean> {
+  const rl = createInterface({ input: io.stdin, output: io.stderr });
+  try {
+    const answer = await rl.question(question);
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/** Builds the commander program; `run` parses argv and resolves to the exit code. */
+export function createProgram(io: CliIO): { run(argv: readonly string[]): Promise<number> } {
+  let exitCode: number = EXIT.ok;
+  const program = new Command('chainform')
+    .description('Reshape QEMU disk-image backing chains from a declarative manifest, with qemu-img doing the work.')
+    .option('--no-color', 'plain output without colours (NO_COLOR is honoured too)')
+    .showHelpAfterError()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride();
+
+  const styleOut = () => createStyler(program.opts().color !== false, io.stdout);
+  const styleErr = () => createStyler(program.opts().color !== false, io.stderr);
+  const reportProblems = (diagnostics: readonly Diagnostic[]) => {
+    io.stderr.write(`${renderDiagnostics(diagnostics, styleErr(), io.cwd)}\n`);
+  };
+
+  program
+    .command('validate')
+    .description('check a manifest (schema and semantics) without touching any image')
+    .argument('<manifest>', 'the manifest YAML file')
+    .addHelpText('after', '\nExample:\n  chainform validate examples/demo/manifest.yaml')
+    .action(async (file: string) => {
+      const loaded = await loadManifest(file);
+      if (!loaded.ok) {
+        reportProblems(loaded.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      if (loaded.warnings.length) reportProblems(loaded.warnings);
+      io.stdout.write(`${file}: valid (${loaded.manifest.images.length} images)\n`);
+    });
+
+  program
+    .command('plan')
+    .description('show the steps that would reach the manifest (a dry run: nothing is written)')
+    .argument('<manifest>', 'the manifest YAML file')
+    .option('--json', 'print the plan as JSON (see README: "Plan JSON")')
+    .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes')
+    .addHelpText('after', '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode')
+    .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean }) => {
+      const planned = await plan(file);
+      if (!planned.ok) {
+        reportProblems(planned.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      if (opts.json) {
+        io.stdout.write(`${JSON.stringify({ kind: 'chainform-plan', ...planned.plan }, null, 2)}\n`);
+      } else {
+        if (planned.warnings.length) reportProblems(planned.warnings);
+        io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+      }
+      if (opts.detailedExitcode && planned.plan.steps.length > 0) exitCode = EXIT.changes;
+    });
+
+  program
+    .command('apply')
+    .description('plan, then run the steps with qemu-img')
+    .argument('<manifest>', 'the manifest YAML file')
+    .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+    .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
+    .option('--dry-run', 'show the plan and the commands, run nothing')
+    .option('-v, --verbose', 'print each qemu-img command as it runs')
+    .addHelpText('after', '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4')
+    .action(async (file: string, opts: { yes?: boolean; jobs: number; dryRun?: boolean; verbose?: boolean }) => {
+      const planned = await plan(file);
+      if (!planned.ok) {
+        reportProblems(planned.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      if (planned.warnings.length) reportProblems(planned.warnings);
+      io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+      if (planned.plan.steps.length === 0) return;
+      if (opts.dryRun) {
+        io.stdout.write('\nDry run: nothing was changed.\n');
+        return;
+      }
+      if (!opts.yes) {
+        if (!io.stdin.isTTY) {
+          io.stderr.write('error: apply needs --yes when not run on a terminal (nothing was changed)\n');
+          exitCode = EXIT.error;
+          return;
+        }
+        if (!(await confirm(io, `\nApply these ${planned.plan.steps.length} steps? [y/N] `))) {
+          io.stderr.write('Cancelled: nothing was changed.\n');
+          return;
+        }
+      }
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const renderer = io.stdout.isTTY
+        ? createListrRenderer(planned.plan, opts.verbose === true)
+        : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
+      try {
+        const summary = await apply(planned, { jobs: opts.jobs, signal: controller.signal, onEvent: (e) => renderer.onEvent(e) });
+        await renderer.finish();
+        io.stdout.write(`\n${summaryLines(summary).join('\n')}\n`);
+        exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+
+  return {
+    async run(argv) {
+      try {
+        await program.parseAsync(argv, { from: 'user' });
+      } catch (e) {
+        const code = (e as { exitCode?: number; code?: string }).exitCode;
+        if (typeof code === 'number') return code === 0 ? EXIT.ok : EXIT.error;
+        throw e;
+      }
+      return exitCode;
+    },
+  };
+}

@@ -1,0 +1,116 @@
+// Turn executor events into output: listr2 on a terminal, plain lines everywhere else.
+import { Listr, type ListrTaskWrapper } from 'listr2';
+import type { ExecutionEvent } from '../executor/events.js';
+import type { Plan } from '../planner/plan-types.js';
+import { shellQuote } from './format.js';
+
+/** Receives events during a run; `finish` resolves once everything is printed. */
+export interface ProgressRenderer {
+  onEvent(event: ExecutionEvent): void;
+  finish(): Promise<void>;
+}
+
+type Outcome = { kind: 'done' } | { kind: 'failed'; message: string } | { kind: 'not-started' };
+
+/** listr2: one task per step, parallel steps side by side, live percentage in the title. */
+export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRenderer {
+  const outcomes = new Map<string, { promise: Promise<Outcome>; settle: (o: Outcome) => void }>();
+  const titles = new Map<string, string>();
+  // biome-ignore lint/suspicious/noExplicitAny: listr2's wrapper type carries renderer generics we do not use.
+  const tasks = new Map<string, ListrTaskWrapper<any, any, any>>();
+  for (const step of plan.steps) {
+    let settle!: (o: Outcome) => void;
+    const promise = new Promise<Outcome>((resolve) => {
+      settle = resolve;
+    });
+    outcomes.set(step.id, { promise, settle });
+    titles.set(step.id, `${step.id}: waiting`);
+  }
+  const setTitle = (id: string, title: string) => {
+    titles.set(id, title);
+    const task = tasks.get(id);
+    if (task) task.title = title;
+  };
+  const list = new Listr(
+    plan.steps.map((step) => ({
+      title: titles.get(step.id) ?? step.id,
+      task: async (_ctx: unknown, task: ListrTaskWrapper<any, any, any>) => {
+        tasks.set(step.id, task);
+        task.title = titles.get(step.id) ?? step.id;
+        const outcome = await (outcomes.get(step.id)?.promise as Promise<Outcome>);
+        if (outcome.kind === 'failed') throw new Error(outcome.message);
+        if (outcome.kind === 'not-started') task.skip(`${step.id}: not started`);
+      },
+    })),
+    { concurrent: true, exitOnError: false, rendererOptions: { collapseErrors: false } },
+  );
+  const running = list.run().catch(() => undefined);
+  return {
+    onEvent(event) {
+      switch (event.type) {
+        case 'step-started':
+          setTitle(event.step.id, `${event.step.id}: running`);
+          break;
+        case 'command-started':
+          if (verbose) tasks.get(event.step.id)?.stdout().write(`${shellQuote(event.argv)}\n`);
+          break;
+        case 'step-progress':
+          setTitle(event.step.id, `${event.step.id}: ${event.percent.toFixed(0)}%`);
+          break;
+        case 'step-finished':
+          setTitle(event.step.id, `${event.step.id}: done in ${(event.durationMs / 1000).toFixed(1)}s`);
+          outcomes.get(event.step.id)?.settle({ kind: 'done' });
+          break;
+        case 'step-failed':
+          outcomes.get(event.step.id)?.settle({ kind: 'failed', message: event.failure.message });
+          break;
+        case 'run-finished':
+          for (const id of event.summary.notStarted) outcomes.get(id)?.settle({ kind: 'not-started' });
+          break;
+        default: {
+          const exhaustive: never = event;
+          throw new Error(`internal: unknown event ${String(exhaustive)}`);
+        }
+      }
+    },
+    finish: () => running.then(() => undefined),
+  };
+}
+
+/** Plain lines for CI and pipes: start, progress every 10%, done with duration, failures. */
+export function createPlainRenderer(write: (line: string) => void, verbose: boolean): ProgressRenderer {
+  const lastReported = new Map<string, number>();
+  return {
+    onEvent(event) {
+      switch (event.type) {
+        case 'step-started':
+          write(`started  ${event.step.id}`);
+          break;
+        case 'command-started':
+          if (verbose) write(`  $ ${shellQuote(event.argv)}`);
+          break;
+        case 'step-progress': {
+          const bucket = Math.floor(event.percent / 10) * 10;
+          if (bucket > (lastReported.get(event.step.id) ?? 0) && bucket < 100) {
+            lastReported.set(event.step.id, bucket);
+            write(`progress ${event.step.id} ${bucket}%`);
+          }
+          break;
+        }
+        case 'step-finished':
+          write(`done     ${event.step.id} (${(event.durationMs / 1000).toFixed(1)}s)`);
+          break;
+        case 'step-failed':
+          write(`FAILED   ${event.step.id}: ${event.failure.message}`);
+          break;
+        case 'run-finished':
+          break;
+        default: {
+          const exhaustive: never = event;
+          throw new Error(`internal: unknown event ${String(exhaustive)}`);
+        }
+      }
+    },
+    finish: async () => undefined,
+  };
+}

@@ -1,0 +1,51 @@
+// The human-readable dry run: per image, each step's reason and exact commands, then a summary.
+import { relative } from 'node:path';
+import type { Plan, Step } from '../planner/plan-types.js';
+import { formatBytes, shellQuote } from './format.js';
+import type { Styler } from './style.js';
+
+const ACTION_MARK = { create: '+', replace: '-/+', reshape: '~', unchanged: '=' } as const;
+
+function describeBytes(step: Step): string {
+  return `${step.writeBytesIsUpperBound ? 'up to ' : '~'}${formatBytes(step.expectedWriteBytes)}`;
+}
+
+/** Renders a plan. `cwd` shortens paths in headings (commands keep their exact absolute form). */
+export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
+  const lines: string[] = [];
+  const show = (path: string) => relative(cwd, path) || '.';
+  const stepsById = new Map(plan.steps.map((s) => [s.id, s]));
+  for (const image of plan.images) {
+    const mark = ACTION_MARK[image.action];
+    const colour = image.action === 'unchanged' ? 'dim' : image.action === 'replace' ? 'yellow' : 'green';
+    lines.push(style.paint(colour, `${mark} ${image.id}`) + `  ${show(image.path)}  (${image.action})`);
+    for (const id of image.steps) {
+      const step = stepsById.get(id);
+      if (!step) continue;
+      lines.push(`    ${style.paint('bold', step.id)}  writes ${describeBytes(step)}`);
+      lines.push(`      why: ${step.reason}`);
+      if (step.dependsOn.length) lines.push(`      after: ${step.dependsOn.join(', ')}`);
+      for (const command of step.commands) {
+        lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
+      }
+      if (step.temporaryPath) {
+        lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${show(step.path)}`));
+      }
+    }
+  }
+  const count = (action: string) => plan.images.filter((i) => i.action === action).length;
+  const total = plan.steps.reduce((sum, s) => sum + s.expectedWriteBytes, 0);
+  lines.push('');
+  if (plan.steps.length === 0) {
+    lines.push(style.paint('green', `No changes: all ${plan.images.length} images match the manifest.`));
+  } else {
+    lines.push(
+      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plan.steps.length} steps writing up to ${formatBytes(total)}.`,
+    );
+  }
+  for (const space of plan.space) {
+    const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'may NOT fit');
+    lines.push(`Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes up to ${formatBytes(space.expectedWriteBytes)}: ${verdict}.`);
+  }
+  return lines.join('\n');
+}

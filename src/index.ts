@@ -1,0 +1,8 @@
+// Public entry point of the chainform library.
+export { apply, loadManifest, plan } from './api.js';
+export type { ApplyOptions, EngineOptions, LoadResult, PlanResult } from './api.js';
+export type { Diagnostic, SourceLocation } from './diagnostics/diagnostic.js';
+export type { ExecutionEvent, RunSummary, StepFailure } from './executor/events.js';
+export type { Manifest } from './manifest/manifest.generated.js';
+export type { ImagePlan, Plan, Step, StepKind } from './planner/plan-types.js';
+export type { CommandResult, CommandRunner } from './qemu/runner.js';
