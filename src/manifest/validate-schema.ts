@@ -7,7 +7,8 @@ import { locate } from './locate.js';
 import type { Manifest } from './manifest.generated.js';
 import { manifestSchema } from './schema.js';
 
-const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+// verbose: errors carry their parent schema, used for the "allowed keys here" hint.
+const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
 const validate = ajv.compile<Manifest>(manifestSchema);
 
 function pointerToPath(pointer: string): string[] {
@@ -112,20 +113,20 @@ function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
 
 /**
  * Ajv reports every failed branch of an `anyOf`. Where the value is a mapping, the mapping
- * branch's own errors are the useful ones; otherwise one summary line says what is accepted.
+ * branch's own errors are the useful ones (the other branches only say "wrong type");
+ * otherwise one summary line says what is accepted. Branches are matched by instance path
+ * because a `$ref` inside a branch hides it from the schema path.
  */
 function pruneAnyOf(source: ManifestSource, errors: readonly ErrorObject[]): ErrorObject[] {
   const anyOfs = errors.filter((e) => e.keyword === 'anyOf');
   return errors.filter((e) => {
     for (const anyOf of anyOfs) {
-      const inside =
-        e !== anyOf &&
-        e.schemaPath.startsWith(anyOf.schemaPath.replace(/\/anyOf$/, '/anyOf/')) &&
-        e.instancePath.startsWith(anyOf.instancePath);
-      const value = valueAt(source.data, pointerToPath(anyOf.instancePath));
+      const at = anyOf.instancePath;
+      const inside = e !== anyOf && (e.instancePath === at || e.instancePath.startsWith(`${at}/`));
+      const value = valueAt(source.data, pointerToPath(at));
       const isMapping = value !== null && typeof value === 'object' && !Array.isArray(value);
       if (e === anyOf && isMapping) return false;
-      if (inside && (!isMapping || e.keyword === 'type')) return false;
+      if (inside && (!isMapping || (e.keyword === 'type' && e.instancePath === at))) return false;
     }
     return true;
   });

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import type { StepEffects } from '../../src/executor/effects.js';
+import type { ExecutionEvent } from '../../src/executor/events.js';
+import { executePlan } from '../../src/executor/execute-plan.js';
+import type { Plan, Step } from '../../src/planner/plan-types.js';
+import type { Argv } from '../../src/qemu/commands.js';
+import type { CommandResult, RunOptions } from '../../src/qemu/runner.js';
+
+function step(id: string, dependsOn: string[] = [], temporary = true): Step {
+  return {
+    id,
+    kind: 'convert',
+    image: id,
+    path: `/out/${id}`,
+    reason: 'test',
+    dependsOn,
+    reads: [],
+    writes: [`/out/${id}`],
+    ...(temporary ? { temporaryPath: `/out/.${id}.tmp` } : {}),
+    commands: [{ argv: ['qemu-img', 'convert', id], purpose: 'test' }],
+    expectedWriteBytes: 0,
+    writeBytesIsUpperBound: false,
+  };
+}
+
+function planOf(steps: Step[]): Plan {
+  return { formatVersion: 1, manifest: '/m.yaml', images: [], steps, space: [], warnings: [] };
+}
+
+/** Fake effects: commands finish when the test releases them; every effect is logged. */
+class FakeEffects implements StepEffects {
+  readonly log: string[] = [];
+  private readonly releases = new Map<string, (r: CommandResult) => void>();
+  running = 0;
+  maxRunning = 0;
+
+  constructor(private readonly autoResult?: (id: string) => CommandResult) {}
+
+  run(argv: Argv, options?: RunOptions): Promise<CommandResult> {
+    const id = argv[2] as string;
+    this.log.push(`run ${id}`);
+    this.running++;
+    this.maxRunning = Math.max(this.maxRunning, this.running);
+    options?.onOutput?.('    (50.00/100%)\r');
+    const done = (r: CommandResult) => {
+      this.running--;
+      return r;
+    };
+    if (this.autoResult) {
+      const result = this.autoResult(id);
+      return new Promise((resolve) => setTimeout(() => resolve(done(result)), 5));
+    }
+    return new Promise((resolve) => this.releases.set(id, (r) => resolve(done(r))));
+  }
+  release(id: string, exitCode = 0): void {
+    this.releases.get(id)?.({ exitCode, stdout: '', stderr: exitCode ? 'qemu-img: boom\n' : '' });
+  }
+  async prepareTemporary(p: string) { this.log.push(`prepare ${p}`); }
+  async commitTemporary(t: string, p: string) { this.log.push(`commit ${t} -> ${p}`); }
+  async discardTemporary(p: string) { this.log.push(`discard ${p}`); }
+  async flush(p: string) { this.log.push(`flush ${p}`); }
+  async record(p: string) { this.log.push(`record ${p}`); }
+}
+
+const ok = () => ({ exitCode: 0, stdout: '', stderr: '' });
+const tick = () => new Promise((r) => setTimeout(r, 10));
+
+describe('executePlan', () => {
+  it('runs independent steps in parallel up to --jobs, dependents after', async () => {
+    const effects = new FakeEffects(ok);
+    const summary = await executePlan(planOf([step('a'), step('b'), step('c'), step('d', ['a', 'b'])]), { effects, jobs: 2 });
+    expect(summary.ok).toBe(true);
+    expect(summary.done.slice(-1)).toEqual(['d']);
+    expect(new Set(summary.done)).toEqual(new Set(['a', 'b', 'c', 'd']));
+    expect(effects.maxRunning).toBe(2);
+  });
+
+  it('runs one step at a time with jobs 1', async () => {
+    const effects = new FakeEffects(ok);
+    await executePlan(planOf([step('a'), step('b'), step('c')]), { effects, jobs: 1 });
+    expect(effects.maxRunning).toBe(1);
+  });
+
+  it('writes to a temporary file, commits it only after success', async () => {
+    const effects = new FakeEffects(ok);
+    await executePlan(planOf([step('a')]), { effects, jobs: 1 });
+    expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'commit /out/.a.tmp -> /out/a']);
+  });
+
+  it('flushes an in-place step instead of renaming', async () => {
+    const effects = new FakeEffects(ok);
+    await executePlan(planOf([step('a', [], false)]), { effects, jobs: 1 });
+    expect(effects.log).toEqual(['run a', 'flush /out/a']);
+  });
+
+  it('on failure: removes the temporary file, launches nothing new, lets running steps finish', async () => {
+    const effects = new FakeEffects();
+    const events: ExecutionEvent[] = [];
+    const run = executePlan(planOf([step('a'), step('b'), step('c'), step('d', ['a'])]), {
+      effects,
+      jobs: 2,
+      onEvent: (e) => events.push(e),
+    });
+    await tick();
+    effects.release('a', 1);
+    await tick();
+    effects.release('b');
+    const summary = await run;
+    expect(summary.ok).toBe(false);
+    expect(summary.done).toEqual(['b']);
+    expect(summary.failed.map((f) => f.stepId)).toEqual(['a']);
+    expect(summary.failed[0]!.message).toContain('boom');
+    expect(summary.failed[0]!.argv).toEqual(['qemu-img', 'convert', 'a']);
+    expect(summary.notStarted).toEqual(['c', 'd']);
+    expect(effects.log).toContain('discard /out/.a.tmp');
+    expect(effects.log).not.toContain('commit /out/.a.tmp -> /out/a');
+    expect(events.filter((e) => e.type === 'step-progress')).toHaveLength(2);
+  });
+
+  it('stops launching when aborted and reports an interrupted run', async () => {
+    const effects = new FakeEffects();
+    const controller = new AbortController();
+    const run = executePlan(planOf([step('a'), step('b', ['a'])]), { effects, jobs: 1, signal: controller.signal });
+    await tick();
+    controller.abort();
+    effects.release('a');
+    const summary = await run;
+    expect(summary.interrupted).toBe(true);
+    expect(summary.ok).toBe(false);
+    expect(summary.notStarted).toEqual(['b']);
+  });
+});

@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import { brief, semanticDiagnostics } from '../helpers/manifest.js';
+
+describe('semantic checks', () => {
+  it('accepts a consistent manifest', () => {
+    const text = `version: 1
+images:
+  base: { path: out/base.qcow2, from: { path: in/base.raw, format: raw } }
+  disk: { path: out/disk.qcow2, from: { path: in/disk.raw, format: raw }, backing: base }
+`;
+    expect(semanticDiagnostics(text)).toEqual([]);
+  });
+
+  it('reports an unknown backing id at the backing value', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: nope\n';
+    const d = semanticDiagnostics(text);
+    expect(d.map(brief)).toEqual(['unknown-backing@5:14']);
+    expect(d[0]!.hint).toContain('use one of: a');
+  });
+
+  it('reports a backing cycle once, with every edge and its location', () => {
+    const text = `version: 1
+images:
+  a:
+    path: a.qcow2
+    backing: b
+  b:
+    path: b.qcow2
+    backing: c
+  c:
+    path: c.qcow2
+    backing: a
+`;
+    const d = semanticDiagnostics(text).filter((x) => x.code === 'backing-cycle');
+    expect(d).toHaveLength(1);
+    expect(d[0]!.message).toBe('backing cycle: a -> b -> c -> a');
+    expect(d[0]!.related?.map((r) => `${r.message}@${r.location?.line}`)).toEqual([
+      'a is backed by b@5',
+      'b is backed by c@8',
+      'c is backed by a@11',
+    ]);
+  });
+
+  it('reports an image backed by itself as a cycle', () => {
+    const d = semanticDiagnostics('version: 1\nimages:\n  a: { path: a.qcow2, backing: a }\n');
+    expect(d.map((x) => x.message)).toEqual(['backing cycle: a -> a']);
+  });
+
+  it('reports two images with the same path at the second one', () => {
+    const text = 'version: 1\nimages:\n  a: { path: x.qcow2 }\n  b: { path: ./x.qcow2 }\n';
+    const d = semanticDiagnostics(text);
+    expect(d.map(brief)).toEqual(['duplicate-path@4:14']);
+    expect(d[0]!.related?.[0]?.location?.line).toBe(3);
+  });
+
+  it('reports a source that does not exist at from.path', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    from: { path: in/gone.raw, format: raw }\n';
+    const d = semanticDiagnostics(text, ['/work/m/in/gone.raw']);
+    expect(d.map(brief)).toEqual(['source-missing@5:19']);
+  });
+
+  it('reports an in-place image whose file does not exist', () => {
+    const d = semanticDiagnostics('version: 1\nimages:\n  a:\n    path: a.qcow2\n', ['/work/m/a.qcow2']);
+    expect(d.map(brief)).toEqual(['in-place-missing@4:11']);
+  });
+
+  it('refuses an output that replaces another image\'s source', () => {
+    const text = `version: 1
+images:
+  a: { path: in/disk.raw, format: raw, from: { path: in/other.raw, format: raw } }
+  b: { path: out/b.qcow2, from: { path: in/disk.raw, format: raw } }
+`;
+    const d = semanticDiagnostics(text);
+    expect(d.map(brief)).toEqual(['overwrites-input@3:14']);
+  });
+
+  it('refuses an output that replaces a fixed base another image uses', () => {
+    const text = `version: 1
+images:
+  a: { path: base.qcow2, from: { path: in/other.qcow2, format: qcow2 } }
+  b: { path: b.qcow2, backing: { path: base.qcow2, format: qcow2 } }
+`;
+    const d = semanticDiagnostics(text);
+    expect(d.map((x) => x.code)).toEqual(['overwrites-input']);
+    expect(d[0]!.hint).toContain('backing: a');
+  });
+
+  it('refuses an image that names itself as its source', () => {
+    const d = semanticDiagnostics('version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2 } }\n');
+    expect(d.map((x) => x.code)).toEqual(['overwrites-input']);
+  });
+
+  it('reports options that do not apply to the format, at the option (also from defaults)', () => {
+    const text = `version: 1
+defaults:
+  options: { lazy_refcounts: true }
+images:
+  a:
+    path: a.raw
+    format: raw
+    options: { cluster_size: 65536 }
+`;
+    const d = semanticDiagnostics(text);
+    expect(d.map(brief)).toEqual(['unknown-option@3:14', 'unknown-option@8:16']);
+  });
+
+  it('refuses lazy_refcounts with compat 0.10', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "0.10", lazy_refcounts: true }\n';
+    expect(semanticDiagnostics(text).map(brief)).toEqual(['option-needs-compat@5:32']);
+  });
+
+  it('refuses a backing on a format that cannot have one', () => {
+    const text = `version: 1
+images:
+  a: { path: a.qcow2 }
+  b: { path: b.raw, format: raw, backing: a }
+`;
+    expect(semanticDiagnostics(text).map(brief)).toEqual(['backing-unsupported@4:43']);
+  });
+});

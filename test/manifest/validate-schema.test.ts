@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { brief, schemaDiagnostics } from '../helpers/manifest.js';
+
+describe('schema validation', () => {
+  it('accepts the manifest of the contract', () => {
+    const text = `version: 1
+defaults:
+  format: qcow2
+  options: { cluster_size: 65536 }
+images:
+  base:
+    path: out/base.qcow2
+    from: { path: in/base.raw, format: raw }
+  disk:
+    path: out/disk.qcow2
+    format: qcow2
+    from: { path: in/disk.qcow2, format: qcow2, snapshot: sn0 }
+    backing: base
+    options: { cluster_size: 65536, compat: "1.1", lazy_refcounts: true }
+  fixed:
+    path: out/fixed.qcow2
+    backing: { path: /srv/base.qcow2, format: qcow2 }
+  flat:
+    path: out/flat.raw
+    format: raw
+    backing: null
+`;
+    expect(schemaDiagnostics(text)).toEqual([]);
+  });
+
+  it('points an unknown key at the key itself, listing the allowed ones', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: x.qcow2\n    bakcing: b\n';
+    const [d, ...rest] = schemaDiagnostics(text);
+    expect(rest).toEqual([]);
+    expect(brief(d!)).toBe('unknown-key@5:5');
+    expect(d!.message).toBe('unknown key "bakcing" in images.a');
+    expect(d!.hint).toContain('backing');
+  });
+
+  it('reports a wrong type at the value', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: 42\n');
+    expect(d.map(brief)).toEqual(['wrong-type@4:11']);
+    expect(d[0]!.message).toBe('images.a.path must be string, not number 42');
+  });
+
+  it('reports a missing required key at the mapping that lacks it', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    format: raw\n');
+    expect(d.map(brief)).toEqual(['missing-key@3:3']);
+    expect(d[0]!.message).toContain('"path"');
+  });
+
+  it('lists the allowed values of an enum', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: a\n    format: qcow3\n');
+    expect(d.map(brief)).toEqual(['invalid-value@5:13']);
+    expect(d[0]!.message).toContain('"qcow2"');
+  });
+
+  it('rejects a bad image id at the key', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  -bad:\n    path: a\n');
+    expect(d.map(brief)).toEqual(['invalid-image-id@3:3']);
+  });
+
+  it('explains what backing accepts when it is neither id, mapping nor null', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: a\n    backing: [x]\n');
+    expect(d.map(brief)).toEqual(['invalid-value@5:14']);
+    expect(d[0]!.message).toContain('an image id, a mapping {path, format}, or null');
+  });
+
+  it('reports the missing format of an external backing inside the mapping', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: a\n    backing: { path: b }\n');
+    expect(d.map(brief)).toEqual(['missing-key@5:5']);
+    expect(d[0]!.message).toContain('"format"');
+  });
+
+  it('requires version 1', () => {
+    const d = schemaDiagnostics('version: 2\nimages:\n  a: { path: a }\n');
+    expect(d.map(brief)).toEqual(['invalid-value@1:10']);
+  });
+
+  it('reports YAML syntax errors with their position', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: "unterminated\n');
+    expect(d[0]!.code).toBe('yaml-syntax');
+    expect(d[0]!.message).toContain('quote');
+    // yaml notices the missing quote at the end of the input.
+    expect(d[0]!.location?.line).toBe(5);
+  });
+
+  it('rejects duplicate keys', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a: { path: a }\n  a: { path: b }\n');
+    expect(d.map((x) => x.code)).toEqual(['yaml-syntax']);
+    expect(d[0]!.location?.line).toBe(4);
+  });
+
+  it('stops alias bombs', () => {
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+      'version: 1',
+      'images: { a: { path: a } }',
+    ].join('\n');
+    const d = schemaDiagnostics(bomb);
+    expect(d.map((x) => x.code)).toEqual(['yaml-aliases']);
+  });
+});

@@ -1,0 +1,244 @@
+import { describe, expect, it } from 'vitest';
+import { planLayout } from '../../src/planner/plan-layout.js';
+import type { Plan } from '../../src/planner/plan-types.js';
+import { file, fp, layer, layoutOf, MiB } from '../helpers/layout.js';
+import { resolved } from '../helpers/manifest.js';
+
+function planOf(text: string, layout: ReturnType<typeof layoutOf>): Plan {
+  const result = planLayout(resolved(text), layout);
+  if (!result.ok) throw new Error(JSON.stringify(result.diagnostics, null, 2));
+  return result.plan;
+}
+
+function kinds(plan: Plan): string[] {
+  return plan.steps.map((s) => s.id);
+}
+
+const raw = (path: string, ino: number, extra = {}) => file('raw', [layer(path, ino, { format: 'raw', clusterSize: undefined, qcow2: {}, ...extra })]);
+
+describe('planner: new images from a source', () => {
+  it('copies a standalone image in full', () => {
+    const plan = planOf(
+      'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw } }\n',
+      layoutOf([raw('/work/m/in/a.raw', 10)]),
+    );
+    expect(kinds(plan)).toEqual(['a:convert']);
+    const step = plan.steps[0]!;
+    expect(step.temporaryPath).toBe('/work/m/out/.a.qcow2.chainform-tmp');
+    expect(step.commands[0]!.argv).toEqual([
+      'qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', '/work/m/in/a.raw', '/work/m/out/.a.qcow2.chainform-tmp',
+    ]);
+    expect(plan.images[0]!.action).toBe('create');
+  });
+
+  it('uses convert -B when the source sits on the declared base (same file)', () => {
+    const text = `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: { path: in/base.qcow2, format: qcow2 }
+    options: { cluster_size: 65536 }
+`;
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1, { clusterSize: 512, actualSize: 300_000 }), layer('/work/m/in/base.qcow2', 2)]);
+    const base = file('qcow2', [layer('/work/m/in/base.qcow2', 2)]);
+    const plan = planOf(text, layoutOf([top, base]));
+    expect(kinds(plan)).toEqual(['top:convert-keep-backing']);
+    const argv = plan.steps[0]!.commands[0]!.argv;
+    expect(argv).toContain('-B');
+    expect(argv[argv.indexOf('-B') + 1]).toBe('../in/base.qcow2');
+    expect(argv[argv.indexOf('-F') + 1]).toBe('qcow2');
+    expect(plan.steps[0]!.expectedWriteBytes).toBe(300_000);
+  });
+
+  it('uses convert -B onto a manifest image built from the source\'s backing, after it', () => {
+    const text = `version: 1
+images:
+  base: { path: out/base.qcow2, from: { path: in/base.raw, format: raw } }
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: base
+`;
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/base.raw', 2, { format: 'raw' })]);
+    const plan = planOf(text, layoutOf([top, raw('/work/m/in/base.raw', 2)]));
+    expect(kinds(plan)).toEqual(['base:convert', 'top:convert-keep-backing']);
+    expect(plan.steps[1]!.dependsOn).toEqual(['base:convert']);
+    const argv = plan.steps[1]!.commands[0]!.argv;
+    expect(argv[argv.indexOf('-B') + 1]).toBe('base.qcow2');
+  });
+
+  it('diffs a flat full copy against its declared base', () => {
+    const text = `version: 1
+images:
+  tpl: { path: out/tpl.qcow2, from: { path: in/tpl.raw, format: raw } }
+  vm: { path: out/vm.qcow2, from: { path: in/vm.raw, format: raw }, backing: tpl }
+`;
+    const plan = planOf(text, layoutOf([raw('/work/m/in/tpl.raw', 1), raw('/work/m/in/vm.raw', 2)]));
+    expect(kinds(plan)).toEqual(['tpl:convert', 'vm:diff']);
+    const [create, rebase] = plan.steps[1]!.commands;
+    expect(create!.argv).toEqual([
+      'qemu-img', 'create', '-q', '-f', 'qcow2', '-b', '/work/m/in/vm.raw', '-F', 'raw', '/work/m/out/.vm.qcow2.chainform-tmp',
+    ]);
+    expect(rebase!.argv).toEqual([
+      'qemu-img', 'rebase', '-p', '--image-opts', '-b', 'tpl.qcow2', '-F', 'qcow2',
+      'driver=qcow2,file.filename=/work/m/out/.vm.qcow2.chainform-tmp,detect-zeroes=on',
+    ]);
+  });
+
+  it('diffs an overlay whose backing is only a copy of the declared base (never assumes equality)', () => {
+    const text = `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: { path: in/base-copy.qcow2, format: qcow2 }
+`;
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/base.qcow2', 2)]);
+    const copy = file('qcow2', [layer('/work/m/in/base-copy.qcow2', 3)]);
+    expect(kinds(planOf(text, layoutOf([top, copy])))).toEqual(['top:diff']);
+  });
+
+  it('refuses a backing larger than the image', () => {
+    const text = `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.raw, format: raw }
+    backing: { path: in/big.qcow2, format: qcow2 }
+`;
+    const big = file('qcow2', [layer('/work/m/in/big.qcow2', 3, { virtualSize: 128 * MiB })]);
+    const result = planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), big]));
+    expect(result.ok).toBe(false);
+    expect(!result.ok && result.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual(['backing-larger@6']);
+  });
+});
+
+describe('planner: reshaping in place', () => {
+  const inPlace = (backing: string, options = '') => `version: 1
+images:
+  top:
+    path: vm/top.qcow2
+    backing: ${backing}
+${options}`;
+
+  it('does nothing when the image already matches', () => {
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { backingName: '../in/base.qcow2' }), layer('/work/m/in/base.qcow2', 2)]);
+    const plan = planOf(inPlace('{ path: in/base.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]));
+    expect(plan.steps).toEqual([]);
+    expect(plan.images[0]!.action).toBe('unchanged');
+  });
+
+  it('repoints (rebase -u) when the backing is the same file under another name', () => {
+    // The stored name is absolute, the manifest wants a relative name to the same inode.
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { backingName: '/old/place/base.qcow2' }), layer('/old/place/base.qcow2', 2)]);
+    const plan = planOf(inPlace('{ path: in/base.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]));
+    expect(kinds(plan)).toEqual(['top:repoint']);
+    expect(plan.steps[0]!.commands[0]!.argv).toEqual([
+      'qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', '../in/base.qcow2', '-F', 'qcow2', '/work/m/vm/top.qcow2',
+    ]);
+    expect(plan.steps[0]!.expectedWriteBytes).toBe(0);
+  });
+
+  it('safely rebases in place onto a base with unknown content', () => {
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
+    const plan = planOf(inPlace('{ path: in/new.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]));
+    expect(kinds(plan)).toEqual(['top:rebase']);
+    expect(plan.steps[0]!.temporaryPath).toBeUndefined();
+    expect(plan.steps[0]!.commands[0]!.argv.slice(0, 4)).toEqual(['qemu-img', 'rebase', '-p', '--image-opts']);
+  });
+
+  it('flattens into a new file when the image must become standalone', () => {
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
+    const plan = planOf(inPlace('null'), layoutOf([top]));
+    expect(kinds(plan)).toEqual(['top:convert']);
+    expect(plan.steps[0]!.temporaryPath).toBe('/work/m/vm/.top.qcow2.chainform-tmp');
+  });
+
+  it('rewrites with convert -B when only options change, keeping the backing', () => {
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { clusterSize: 512, qcow2: { compat: '0.10' }, backingName: '../in/base.qcow2' }), layer('/work/m/in/base.qcow2', 2)]);
+    const plan = planOf(
+      inPlace('{ path: in/base.qcow2, format: qcow2 }', '    options: { cluster_size: 65536, compat: "1.1" }\n'),
+      layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]),
+    );
+    expect(kinds(plan)).toEqual(['top:convert-keep-backing']);
+    expect(plan.steps[0]!.reason).toContain('cluster_size 512 -> 65536');
+    expect(plan.steps[0]!.reason).toContain('compat 0.10 -> 1.1');
+  });
+
+  it('makes a step that rewrites a file wait for the steps that still read it', () => {
+    const text = `version: 1
+images:
+  top:
+    path: vm/top.qcow2
+    backing: { path: in/new.qcow2, format: qcow2 }
+  copy:
+    path: out/copy.qcow2
+    from: { path: vm/top.qcow2, format: qcow2 }
+`;
+    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
+    const plan = planOf(text, layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]));
+    expect(kinds(plan)).toEqual(['copy:convert', 'top:rebase']);
+    expect(plan.steps[1]!.dependsOn).toEqual(['copy:convert']);
+  });
+});
+
+describe('planner: outputs that already exist', () => {
+  const text = 'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw } }\n';
+  const output = file('qcow2', [layer('/work/m/out/a.qcow2', 20)]);
+  const source = raw('/work/m/in/a.raw', 10);
+  const entry = {
+    id: 'a',
+    format: 'qcow2',
+    output: fp(20),
+    source: { path: '/work/m/in/a.raw', format: 'raw' },
+    sourceChain: [fp(10)],
+    backingChain: [],
+    appliedAt: '2026-01-01T00:00:00.000Z',
+  };
+
+  it('plans nothing when the ledger shows the output was built from the unchanged source', () => {
+    const plan = planOf(text, layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': entry } }));
+    expect(plan.steps).toEqual([]);
+  });
+
+  it('rebuilds its own output when the source changed since', () => {
+    const changed = { ...entry, sourceChain: [fp(10, 999)] };
+    const plan = planOf(text, layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': changed } }));
+    expect(kinds(plan)).toEqual(['a:convert']);
+    expect(plan.images[0]!.action).toBe('replace');
+  });
+
+  it('refuses to replace a file chainform did not create', () => {
+    const result = planLayout(resolved(text), layoutOf([output, source]));
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['output-exists']);
+  });
+
+  it('refuses to replace an output modified since chainform built it', () => {
+    const modified = { ...entry, output: fp(20, 5) };
+    const result = planLayout(resolved(text), layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': modified } }));
+    expect(!result.ok && result.diagnostics[0]?.message).toContain('changed since chainform built it');
+  });
+});
+
+describe('planner: order and space', () => {
+  it('orders steps deterministically and leaves independent chains unlinked', () => {
+    const text = `version: 1
+images:
+  b: { path: out/b.qcow2, from: { path: in/b.raw, format: raw } }
+  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw } }
+  c: { path: out/c.qcow2, from: { path: in/c.raw, format: raw }, backing: a }
+`;
+    const layout = layoutOf([raw('/work/m/in/a.raw', 1), raw('/work/m/in/b.raw', 2), raw('/work/m/in/c.raw', 3)]);
+    const plan = planOf(text, layout);
+    expect(kinds(plan)).toEqual(['b:convert', 'a:convert', 'c:diff']);
+    expect(plan.steps.map((s) => s.dependsOn)).toEqual([[], [], ['a:convert']]);
+    expect(planOf(text, layout)).toEqual(plan);
+  });
+
+  it('sums expected writes per filesystem against free space', () => {
+    const text = 'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw } }\n';
+    const plan = planOf(text, layoutOf([raw('/work/m/in/a.raw', 1, { actualSize: 3 * MiB })]));
+    expect(plan.space).toEqual([{ dir: '/work/m/out', freeBytes: 10 * 1024 * MiB, expectedWriteBytes: 3 * MiB, fits: true }]);
+  });
+});
