@@ -1,0 +1,141 @@
+// The CLI as a user meets it: exit codes, diagnostics, refusals, dry runs and failures.
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { apply, plan } from '../../src/api.js';
+import { ExecaRunner, type CommandRunner } from '../../src/qemu/runner.js';
+import { chainform, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let inputs: string[];
+let before: Record<string, string>;
+
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempFolder());
+  await mkdir(join(dir, 'in'));
+  await qemuImg('create', '-q', '-f', 'raw', join(dir, 'in/base.raw'), '16M');
+  await qemuIo('raw', join(dir, 'in/base.raw'), 'write -P 0x01 0 8M');
+  await qemuImg('create', '-q', '-f', 'raw', join(dir, 'in/copy.raw'), '16M');
+  await qemuIo('raw', join(dir, 'in/copy.raw'), 'write -P 0x01 0 8M', 'write -P 0x02 1M 64k');
+  await writeFile(
+    join(dir, 'manifest.yaml'),
+    `version: 1
+images:
+  base:
+    path: out/base.qcow2
+    from: { path: in/base.raw, format: raw }
+  copy:
+    path: out/copy.qcow2
+    from: { path: in/copy.raw, format: raw }
+    backing: base
+`,
+  );
+  inputs = [join(dir, 'in/base.raw'), join(dir, 'in/copy.raw')];
+  before = await checksums(inputs);
+});
+
+afterEach(async () => {
+  expect(await checksums(inputs)).toEqual(before);
+  await cleanup();
+});
+
+describe('chainform CLI', () => {
+  it('validate: exit 0 and a one-line summary for a good manifest', async () => {
+    const r = await chainform(dir, 'validate', 'manifest.yaml');
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'manifest.yaml: valid (2 images)' });
+  });
+
+  it('validate: exit 1 with file:line:column, a code frame and no stack trace', async () => {
+    await writeFile(join(dir, 'bad.yaml'), 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: ghost\n');
+    const r = await chainform(dir, 'validate', 'bad.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('bad.yaml:5:14: error: image "a" is backed by "ghost", which is not an image of this manifest [unknown-backing]');
+    expect(r.stderr).toContain('> 5 |     backing: ghost');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('validate: a missing manifest file is a clear error', async () => {
+    const r = await chainform(dir, 'validate', 'nope.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('cannot read manifest');
+    expect(r.stderr).toContain('does not exist');
+  });
+
+  it('plan: --detailed-exitcode gives 2 with changes; --json has the documented shape', async () => {
+    const r = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout).toContain('Plan: 2 to create, 0 to replace, 0 to reshape, 0 unchanged; 2 steps');
+    const json = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(json.kind).toBe('chainform-plan');
+    expect(json.formatVersion).toBe(1);
+    expect(json.steps.map((s: { id: string; dependsOn: string[] }) => [s.id, s.dependsOn])).toEqual([
+      ['base:convert', []],
+      ['copy:diff', ['base:convert']],
+    ]);
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('plan: an inspection failure names the file and the declared format', async () => {
+    await writeFile(join(dir, 'wrong.yaml'), 'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/base.raw, format: qcow2 } }\n');
+    const r = await chainform(dir, 'plan', 'wrong.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/wrong\.yaml:3:\d+: error: cannot read .*in\/base\.raw as qcow2/);
+  });
+
+  it('apply: without a terminal it needs --yes, and changes nothing', async () => {
+    const r = await chainform(dir, 'apply', 'manifest.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('apply needs --yes when not run on a terminal');
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('apply --dry-run prints the commands and writes nothing', async () => {
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--dry-run');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('$ qemu-img convert -p -f raw -O qcow2');
+    expect(r.stdout).toContain('Dry run: nothing was changed.');
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+    expect(existsSync(join(dir, '.chainform'))).toBe(false);
+  });
+
+  it('apply: a failing step removes its temporary file, starts nothing more, and says so', async () => {
+    // Real qemu-img throughout, except that the safe rebase of `copy` is made to fail.
+    const real = new ExecaRunner();
+    const failing: CommandRunner = {
+      run: (argv, options) =>
+        argv[1] === 'rebase'
+          ? Promise.resolve({ exitCode: 1, stdout: '', stderr: 'qemu-img: injected failure\n' })
+          : real.run(argv, options),
+    };
+    const planned = await plan(join(dir, 'manifest.yaml'));
+    if (!planned.ok) throw new Error('plan failed');
+    const summary = await apply(planned, { runner: failing });
+    expect(summary.ok).toBe(false);
+    expect(summary.done).toEqual(['base:convert']);
+    expect(summary.failed.map((f) => [f.stepId, f.message])).toEqual([
+      ['copy:diff', 'qemu-img rebase failed (exit 1): injected failure'],
+    ]);
+    expect((await readdir(join(dir, 'out'))).sort()).toEqual(['base.qcow2']);
+    // A later, healthy run completes from there and plans only the missing image.
+    const resumed = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(resumed.exitCode).toBe(0);
+    expect(resumed.stdout).toContain('= base');
+    expect(await compareImages(join(dir, 'out/copy.qcow2'), 'qcow2', join(dir, 'in/copy.raw'), 'raw')).toBe(0);
+  });
+
+  it('--help lists the commands, and each command has examples', async () => {
+    const top = await chainform(dir, '--help');
+    expect(top.exitCode).toBe(0);
+    for (const command of ['validate', 'plan', 'apply']) expect(top.stdout).toContain(command);
+    const applyHelp = await chainform(dir, 'apply', '--help');
+    expect(applyHelp.stdout).toContain('chainform apply manifest.yaml --yes --jobs 4');
+  });
+
+  it('rejects a bad --jobs value with a usage error', async () => {
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--jobs', 'lots');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('expected a whole number from 1 to 64');
+  });
+});
