@@ -10,8 +10,7 @@ const outUrl = new URL('../src/manifest/manifest.generated.ts', import.meta.url)
 export async function generateManifestTypes() {
   const schema = JSON.parse(await readFile(schemaUrl, 'utf8'));
   return compile(schema, 'Manifest', {
-    bannerComment:
-      '/* Generated from schemas/manifest.schema.json by `npm run gen:types`. Do not edit. */',
+    bannerComment: '/* Generated from schemas/manifest.schema.json by `npm run gen:types`. Do not edit. */',
     additionalProperties: false,
     unreachableDefinitions: false,
     style: { singleQuote: true },

@@ -35,7 +35,13 @@ export async function loadManifest(file: string): Promise<LoadResult> {
 
 /** A plan, or why there is none. */
 export type PlanResult =
-  | { ok: true; plan: Plan; manifest: ResolvedManifest; source: ManifestSource; warnings: Diagnostic[] }
+  | {
+      ok: true;
+      plan: Plan;
+      manifest: ResolvedManifest;
+      source: ManifestSource;
+      warnings: Diagnostic[];
+    }
   | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
 
 /** Options shared by {@link plan} and {@link apply}. */
@@ -56,7 +62,14 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
     return {
       ok: false,
       source: loaded.source,
-      diagnostics: [{ code: 'ledger-unreadable', severity: 'error', message: (e as Error).message, hint: 'restore the file from a backup, or remove it to let chainform treat existing outputs as foreign' }],
+      diagnostics: [
+        {
+          code: 'ledger-unreadable',
+          severity: 'error',
+          message: (e as Error).message,
+          hint: 'restore the file from a backup, or remove it to let chainform treat existing outputs as foreign',
+        },
+      ],
     };
   }
   const inspected = await inspectLayout(loaded.manifest, ledger, runner);
@@ -67,7 +80,13 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
   const planned = planLayout(loaded.manifest, inspected.layout);
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
   planned.plan.warnings = warnings;
-  return { ok: true, plan: planned.plan, manifest: loaded.manifest, source: loaded.source, warnings };
+  return {
+    ok: true,
+    plan: planned.plan,
+    manifest: loaded.manifest,
+    source: loaded.source,
+    warnings,
+  };
 }
 
 /** Options for {@link apply}. */

@@ -2,7 +2,12 @@
 // The `chainform` executable. Bugs print a short report instead of a bare stack trace.
 import { createProgram } from './cli/program.js';
 
-const program = createProgram({ stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, cwd: process.cwd() });
+const program = createProgram({
+  stdout: process.stdout,
+  stderr: process.stderr,
+  stdin: process.stdin,
+  cwd: process.cwd(),
+});
 try {
   process.exitCode = await program.run(process.argv.slice(2));
 } catch (e) {

@@ -4,9 +4,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { apply, loadManifest, plan } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
+import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
 import { renderDiagnostics } from './report-diagnostics.js';
-import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { createStyler } from './style.js';
 
 /** Where the CLI writes; swappable so tests can capture output. */
@@ -37,7 +37,8 @@ function summaryLines(summary: RunSummary): string[] {
     if (failure.argv) lines.push(`    command: ${failure.argv.join(' ')}`);
   }
   if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);
-  if (!summary.ok) lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
+  if (!summary.ok)
+    lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
   return lines;
 }
 
@@ -89,7 +90,10 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .argument('<manifest>', 'the manifest YAML file')
     .option('--json', 'print the plan as JSON (see README: "Plan JSON")')
     .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes')
-    .addHelpText('after', '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode',
+    )
     .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean }) => {
       const planned = await plan(file);
       if (!planned.ok) {
@@ -114,7 +118,10 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
     .option('--dry-run', 'show the plan and the commands, run nothing')
     .option('-v, --verbose', 'print each qemu-img command as it runs')
-    .addHelpText('after', '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4',
+    )
     .action(async (file: string, opts: { yes?: boolean; jobs: number; dryRun?: boolean; verbose?: boolean }) => {
       const planned = await plan(file);
       if (!planned.ok) {
@@ -141,14 +148,19 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         }
       }
       const controller = new AbortController();
+      // `on`, not `once`: execa's exit handler re-raises the signal when it is the last listener left.
       const onSignal = () => controller.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       const renderer = io.stdout.isTTY
         ? createListrRenderer(planned.plan, opts.verbose === true)
         : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
       try {
-        const summary = await apply(planned, { jobs: opts.jobs, signal: controller.signal, onEvent: (e) => renderer.onEvent(e) });
+        const summary = await apply(planned, {
+          jobs: opts.jobs,
+          signal: controller.signal,
+          onEvent: (e) => renderer.onEvent(e),
+        });
         await renderer.finish();
         io.stdout.write(`\n${summaryLines(summary).join('\n')}\n`);
         exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;

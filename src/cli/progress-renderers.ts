@@ -1,5 +1,5 @@
 // Turn executor events into output: listr2 on a terminal, plain lines everywhere else.
-import { Listr, type ListrTaskWrapper } from 'listr2';
+import { Listr, type ListrDefaultRenderer, type ListrSimpleRenderer, type ListrTaskWrapper } from 'listr2';
 import type { ExecutionEvent } from '../executor/events.js';
 import type { Plan } from '../planner/plan-types.js';
 import { shellQuote } from './format.js';
@@ -10,14 +10,16 @@ export interface ProgressRenderer {
   finish(): Promise<void>;
 }
 
+/** The listr2 task handle of one step. */
+type StepTask = ListrTaskWrapper<unknown, ListrDefaultRenderer, ListrSimpleRenderer>;
+
 type Outcome = { kind: 'done' } | { kind: 'failed'; message: string } | { kind: 'not-started' };
 
 /** listr2: one task per step, parallel steps side by side, live percentage in the title. */
 export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRenderer {
   const outcomes = new Map<string, { promise: Promise<Outcome>; settle: (o: Outcome) => void }>();
   const titles = new Map<string, string>();
-  // biome-ignore lint/suspicious/noExplicitAny: listr2's wrapper type carries renderer generics we do not use.
-  const tasks = new Map<string, ListrTaskWrapper<any, any, any>>();
+  const tasks = new Map<string, StepTask>();
   for (const step of plan.steps) {
     let settle!: (o: Outcome) => void;
     const promise = new Promise<Outcome>((resolve) => {
@@ -34,7 +36,7 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
   const list = new Listr(
     plan.steps.map((step) => ({
       title: titles.get(step.id) ?? step.id,
-      task: async (_ctx: unknown, task: ListrTaskWrapper<any, any, any>) => {
+      task: async (_ctx: unknown, task: StepTask) => {
         tasks.set(step.id, task);
         task.title = titles.get(step.id) ?? step.id;
         const outcome = await (outcomes.get(step.id)?.promise as Promise<Outcome>);
@@ -52,7 +54,11 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
           setTitle(event.step.id, `${event.step.id}: running`);
           break;
         case 'command-started':
-          if (verbose) tasks.get(event.step.id)?.stdout().write(`${shellQuote(event.argv)}\n`);
+          if (verbose)
+            tasks
+              .get(event.step.id)
+              ?.stdout()
+              .write(`${shellQuote(event.argv)}\n`);
           break;
         case 'step-progress':
           setTitle(event.step.id, `${event.step.id}: ${event.percent.toFixed(0)}%`);

@@ -18,7 +18,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   for (const image of plan.images) {
     const mark = ACTION_MARK[image.action];
     const colour = image.action === 'unchanged' ? 'dim' : image.action === 'replace' ? 'yellow' : 'green';
-    lines.push(style.paint(colour, `${mark} ${image.id}`) + `  ${show(image.path)}  (${image.action})`);
+    lines.push(`${style.paint(colour, `${mark} ${image.id}`)}  ${show(image.path)}  (${image.action})`);
     for (const id of image.steps) {
       const step = stepsById.get(id);
       if (!step) continue;
@@ -45,7 +45,9 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   }
   for (const space of plan.space) {
     const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'may NOT fit');
-    lines.push(`Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes up to ${formatBytes(space.expectedWriteBytes)}: ${verdict}.`);
+    lines.push(
+      `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes up to ${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,
+    );
   }
   return lines.join('\n');
 }

@@ -20,6 +20,11 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], style: Sty
     return cache.get(file);
   };
   return sortDiagnostics(diagnostics)
-    .map((d) => formatDiagnostic(d, sources, { color: style.color, displayPath: (f) => relative(cwd, f) || f }))
+    .map((d) =>
+      formatDiagnostic(d, sources, {
+        color: style.color,
+        displayPath: (f) => relative(cwd, f) || f,
+      }),
+    )
     .join('\n\n');
 }

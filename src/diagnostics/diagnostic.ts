@@ -52,9 +52,7 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
 }
 
 /** The outcome of a stage that can fail with diagnostics. */
-export type Result<T> =
-  | { ok: true; value: T; warnings: Diagnostic[] }
-  | { ok: false; diagnostics: Diagnostic[] };
+export type Result<T> = { ok: true; value: T; warnings: Diagnostic[] } | { ok: false; diagnostics: Diagnostic[] };
 
 /** Orders diagnostics by file, line and column so output is deterministic. */
 export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[] {

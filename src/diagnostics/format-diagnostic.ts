@@ -33,11 +33,7 @@ function frame(location: SourceLocation, sources: SourceLookup, color: boolean):
 }
 
 /** One diagnostic as the multi-line text a person reads. */
-export function formatDiagnostic(
-  diagnostic: Diagnostic,
-  sources: SourceLookup,
-  options: FormatOptions,
-): string {
+export function formatDiagnostic(diagnostic: Diagnostic, sources: SourceLookup, options: FormatOptions): string {
   const displayPath = options.displayPath ?? ((file: string) => file);
   const where = diagnostic.location ? `${formatLocation(diagnostic.location, displayPath)}: ` : '';
   const label = diagnostic.severity === 'error' ? 'error' : 'warning';

@@ -1,11 +1,11 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { open, mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { LedgerIntent } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
-import type { LedgerIntent } from '../planner/plan-types.js';
-import { fingerprintOf, type Fingerprint } from '../state/fingerprint.js';
+import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
 
 /** What running a step may do to the world. */

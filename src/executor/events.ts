@@ -1,6 +1,7 @@
 // Typed events the executor emits; renderers (listr2, plain lines, JSON) turn them into output.
-import type { Argv } from '../qemu/commands.js';
+
 import type { Step } from '../planner/plan-types.js';
+import type { Argv } from '../qemu/commands.js';
 
 /** Why a step failed: the command, its exit and qemu-img's own words. */
 export interface StepFailure {

@@ -19,7 +19,13 @@ export interface ExecuteOptions {
 }
 
 function lastLine(text: string): string {
-  return text.trim().split('\n').at(-1)?.replace(/^qemu-img: /, '') ?? '';
+  return (
+    text
+      .trim()
+      .split('\n')
+      .at(-1)
+      ?.replace(/^qemu-img: /, '') ?? ''
+  );
 }
 
 async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
@@ -38,10 +44,14 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
       });
       if (result.exitCode !== 0 || result.signal) {
         if (step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
-        const why = result.signal ? `was stopped by ${result.signal}` : `failed (exit ${result.exitCode})`;
+        const why = signal?.aborted
+          ? 'was interrupted'
+          : result.signal
+            ? `was stopped by ${result.signal}`
+            : `failed (exit ${result.exitCode})`;
         return {
           stepId: step.id,
-          message: `${command.argv[0]} ${command.argv[1] ?? ''} ${why}: ${lastLine(result.stderr) || 'no message'}`,
+          message: `${command.argv[0]} ${command.argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${lastLine(result.stderr) || 'no message'}`}`,
           argv: command.argv,
           exitCode: result.exitCode,
           stderr: result.stderr,
@@ -69,8 +79,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   const failed: StepFailure[] = [];
   const running = new Map<string, Promise<void>>();
 
-  const launchable = () =>
-    failed.length === 0 && !options.signal?.aborted && running.size < jobs;
+  const launchable = () => failed.length === 0 && !options.signal?.aborted && running.size < jobs;
 
   while (true) {
     while (launchable()) {

@@ -3,12 +3,12 @@
 // detected exactly once and reported.
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { error, warning, type Diagnostic, type SourceLocation } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { infoCommand } from '../qemu/commands.js';
-import { parseImageInfo, type ImageInfo } from '../qemu/image-info.js';
+import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
-import { fingerprintOf, type Fingerprint } from '../state/fingerprint.js';
+import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
 
 /** One layer of an inspected chain, with the fingerprint of its file. */
@@ -60,31 +60,47 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       role: image.source ? 'output' : 'image',
     });
     if (image.source) {
-      requests.push({ path: image.source.path, format: image.source.format, at: image.at.fromPath, role: 'source' });
+      requests.push({
+        path: image.source.path,
+        format: image.source.format,
+        at: image.at.fromPath,
+        role: 'source',
+      });
     }
     if (image.backing?.kind === 'file') {
-      requests.push({ path: image.backing.path, format: image.backing.format, at: image.at.backing, role: 'backing' });
+      requests.push({
+        path: image.backing.path,
+        format: image.backing.format,
+        at: image.at.backing,
+        role: 'backing',
+      });
     }
   }
   return requests;
 }
 
 function firstLine(text: string): string {
-  return text.trim().split('\n').at(-1)?.replace(/^qemu-img: /, '') ?? '';
+  return (
+    text
+      .trim()
+      .split('\n')
+      .at(-1)
+      ?.replace(/^qemu-img: /, '') ?? ''
+  );
 }
 
-async function inspectFile(
-  request: Request,
-  runner: CommandRunner,
-  diagnostics: Diagnostic[],
-): Promise<InspectedFile> {
+async function inspectFile(request: Request, runner: CommandRunner, diagnostics: Diagnostic[]): Promise<InspectedFile> {
   const fingerprint = await fingerprintOf(request.path);
   let format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
   if (!format) {
     const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', request.path]);
     if (probe.exitCode !== 0) {
-      diagnostics.push(error('inspect-failed', `cannot read ${request.path}: ${firstLine(probe.stderr)}`, { location: request.at }));
+      diagnostics.push(
+        error('inspect-failed', `cannot read ${request.path}: ${firstLine(probe.stderr)}`, {
+          location: request.at,
+        }),
+      );
       return { path: request.path, fingerprint, format: 'unknown', chain: null };
     }
     format = parseImageInfo(probe.stdout)[0]?.format ?? 'raw';
@@ -112,9 +128,13 @@ async function inspectFile(
   for (const layer of chain) {
     if (layer.backingName && !layer.backingFormat) {
       diagnostics.push(
-        warning('backing-format-missing', `${layer.filename} does not record the format of its backing ${layer.backingName}; qemu probes it`, {
-          location: request.at,
-        }),
+        warning(
+          'backing-format-missing',
+          `${layer.filename} does not record the format of its backing ${layer.backingName}; qemu probes it`,
+          {
+            location: request.at,
+          },
+        ),
       );
     }
   }
@@ -133,9 +153,7 @@ export async function inspectLayout(
   for (const request of requestsFor(manifest, ledger)) {
     if (!unique.has(request.path)) unique.set(request.path, request);
   }
-  const inspected = await Promise.all(
-    [...unique.values()].map((request) => inspectFile(request, runner, diagnostics)),
-  );
+  const inspected = await Promise.all([...unique.values()].map((request) => inspectFile(request, runner, diagnostics)));
   for (const file of inspected) files.set(file.path, file);
 
   const freeSpace = new Map<string, FilesystemSpace>();

@@ -1,6 +1,6 @@
 // Stage 2c: semantic checks that the schema cannot express. Pure: the only outside fact it needs
 // (does a file exist?) is passed in, so every check is unit-testable.
-import { error, type Diagnostic } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import { canonicalCompat, formatsWithBacking, optionsByFormat } from '../qemu/formats.js';
 import type { Options } from './manifest.generated.js';
 import type { ResolvedImage, ResolvedManifest } from './resolve-manifest.js';
@@ -16,10 +16,14 @@ function checkBackingIds(manifest: ResolvedManifest): Diagnostic[] {
     const backing = image.backing;
     if (backing?.kind !== 'image' || manifest.byId.has(backing.id)) return [];
     return [
-      error('unknown-backing', `image "${image.id}" is backed by "${backing.id}", which is not an image of this manifest`, {
-        location: image.at.backing,
-        hint: `use one of: ${ids.join(', ')}; or {path: ..., format: ...} for a base the manifest does not manage`,
-      }),
+      error(
+        'unknown-backing',
+        `image "${image.id}" is backed by "${backing.id}", which is not an image of this manifest`,
+        {
+          location: image.at.backing,
+          hint: `use one of: ${ids.join(', ')}; or {path: ..., format: ...} for a base the manifest does not manage`,
+        },
+      ),
     ];
   });
 }
@@ -38,7 +42,10 @@ function checkBackingCycles(manifest: ResolvedManifest): Diagnostic[] {
     }
     if (!current) continue;
     const cycle = trail.slice(trail.indexOf(current));
-    const key = cycle.map((i) => i.id).sort().join(' ');
+    const key = cycle
+      .map((i) => i.id)
+      .sort()
+      .join(' ');
     if (reported.has(key)) continue;
     reported.add(key);
     // Start the cycle at the image that comes first in the manifest, for stable output.
@@ -49,18 +56,14 @@ function checkBackingCycles(manifest: ResolvedManifest): Diagnostic[] {
       to: ordered[(i + 1) % ordered.length] as ResolvedImage,
     }));
     diagnostics.push(
-      error(
-        'backing-cycle',
-        `backing cycle: ${[...ordered, first].map((i) => i.id).join(' -> ')}`,
-        {
-          location: first.at.backing,
-          related: edges.map((edge) => ({
-            message: `${edge.from.id} is backed by ${edge.to.id}`,
-            location: edge.from.at.backing,
-          })),
-          hint: 'a backing chain must end in a standalone image; remove one of these links',
-        },
-      ),
+      error('backing-cycle', `backing cycle: ${[...ordered, first].map((i) => i.id).join(' -> ')}`, {
+        location: first.at.backing,
+        related: edges.map((edge) => ({
+          message: `${edge.from.id} is backed by ${edge.to.id}`,
+          location: edge.from.at.backing,
+        })),
+        hint: 'a backing chain must end in a standalone image; remove one of these links',
+      }),
     );
   }
   return diagnostics;
@@ -101,7 +104,10 @@ function checkSourcesExist(manifest: ResolvedManifest, env: CheckEnvironment): D
       error(
         'in-place-missing',
         `"${image.id}" has no \`from\`, so it reshapes ${image.path} in place, but that file does not exist`,
-        { location: image.at.path, hint: 'add `from: {path: ...}` naming the content it must present' },
+        {
+          location: image.at.path,
+          hint: 'add `from: {path: ...}` naming the content it must present',
+        },
       ),
     ];
   });
@@ -124,20 +130,28 @@ function checkOverwrites(manifest: ResolvedManifest): Diagnostic[] {
       if (reader === image) continue;
       if (reader.source?.path === image.path) {
         diagnostics.push(
-          error('overwrites-input', `"${image.id}" would replace ${image.path}, which "${reader.id}" reads as its source`, {
-            location: image.at.path,
-            related: [{ message: `"${reader.id}" reads it here`, location: reader.at.fromPath }],
-            hint: 'write the new image to another path',
-          }),
+          error(
+            'overwrites-input',
+            `"${image.id}" would replace ${image.path}, which "${reader.id}" reads as its source`,
+            {
+              location: image.at.path,
+              related: [{ message: `"${reader.id}" reads it here`, location: reader.at.fromPath }],
+              hint: 'write the new image to another path',
+            },
+          ),
         );
       }
       if (reader.backing?.kind === 'file' && reader.backing.path === image.path) {
         diagnostics.push(
-          error('overwrites-input', `"${image.id}" would replace ${image.path}, which "${reader.id}" uses as its backing`, {
-            location: image.at.path,
-            related: [{ message: `"${reader.id}" names it here`, location: reader.at.backing }],
-            hint: `refer to the image by its id instead: backing: ${image.id}`,
-          }),
+          error(
+            'overwrites-input',
+            `"${image.id}" would replace ${image.path}, which "${reader.id}" uses as its backing`,
+            {
+              location: image.at.path,
+              related: [{ message: `"${reader.id}" names it here`, location: reader.at.backing }],
+              hint: `refer to the image by its id instead: backing: ${image.id}`,
+            },
+          ),
         );
       }
     }
@@ -154,15 +168,16 @@ function checkOptions(manifest: ResolvedManifest): Diagnostic[] {
       diagnostics.push(
         error('unknown-option', `option "${name}" does not apply to ${image.format} image "${image.id}"`, {
           location: image.at.option(name),
-          hint: allowed.size
-            ? `${image.format} takes: ${[...allowed].join(', ')}`
-            : `${image.format} takes no options`,
+          hint: allowed.size ? `${image.format} takes: ${[...allowed].join(', ')}` : `${image.format} takes no options`,
         }),
       );
     }
     const { compat, lazy_refcounts, extended_l2 } = image.options;
     if (compat !== undefined && canonicalCompat(compat) === '0.10') {
-      for (const [name, on] of [['lazy_refcounts', lazy_refcounts], ['extended_l2', extended_l2]] as const) {
+      for (const [name, on] of [
+        ['lazy_refcounts', lazy_refcounts],
+        ['extended_l2', extended_l2],
+      ] as const) {
         if (!on) continue;
         diagnostics.push(
           error('option-needs-compat', `${name} needs compat 1.1, but "${image.id}" asks for compat ${compat}`, {

@@ -1,7 +1,7 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
 import { readFile } from 'node:fs/promises';
-import { LineCounter, parseDocument, type Document } from 'yaml';
-import { error, type Diagnostic } from '../diagnostics/diagnostic.js';
+import { type Document, LineCounter, parseDocument } from 'yaml';
+import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets } from './locate.js';
 
 /** A parsed manifest file: its text, its YAML document (for locations) and its plain data. */

@@ -4,12 +4,7 @@ import type { SourceLocation } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
 
 /** A span from character offsets, as 1-based line/column. */
-export function locationOfOffsets(
-  file: string,
-  lineCounter: LineCounter,
-  start: number,
-  end: number,
-): SourceLocation {
+export function locationOfOffsets(file: string, lineCounter: LineCounter, start: number, end: number): SourceLocation {
   const from = lineCounter.linePos(start);
   const to = lineCounter.linePos(Math.max(start, end));
   return { file, line: from.line, column: from.col, endLine: to.line, endColumn: to.col };

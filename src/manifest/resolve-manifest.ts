@@ -88,9 +88,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
       pathIsAbsolute: isAbsolute(image.path),
       format: image.format ?? defaults.format ?? 'qcow2',
       options: { ...defaults.options, ...image.options },
-      source: from
-        ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot }
-        : null,
+      source: from ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot } : null,
       backing:
         backing === undefined || backing === null
           ? null

@@ -3,11 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** Absolute path of schemas/manifest.schema.json, from both src/ (tests) and dist/ (built). */
-export const manifestSchemaPath = fileURLToPath(
-  new URL('../../schemas/manifest.schema.json', import.meta.url),
-);
+export const manifestSchemaPath = fileURLToPath(new URL('../../schemas/manifest.schema.json', import.meta.url));
 
 /** The parsed manifest schema. */
-export const manifestSchema: Record<string, unknown> = JSON.parse(
-  readFileSync(manifestSchemaPath, 'utf8'),
-);
+export const manifestSchema: Record<string, unknown> = JSON.parse(readFileSync(manifestSchemaPath, 'utf8'));

@@ -1,7 +1,7 @@
 // Stage 2a: check the manifest's shape against the JSON Schema and turn ajv errors into
 // located, readable diagnostics.
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
-import { error, type Diagnostic } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest } from './manifest.generated.js';

@@ -40,9 +40,7 @@ export function topologicalOrder(steps: readonly Step[], rank: (step: Step) => n
   const remaining = new Map(steps.map((s) => [s.id, new Set(s.dependsOn)]));
   const ordered: Step[] = [];
   while (remaining.size > 0) {
-    const ready = steps
-      .filter((s) => remaining.get(s.id)?.size === 0)
-      .sort((a, b) => rank(a) - rank(b));
+    const ready = steps.filter((s) => remaining.get(s.id)?.size === 0).sort((a, b) => rank(a) - rank(b));
     const next = ready[0];
     if (!next) return null;
     ordered.push(next);

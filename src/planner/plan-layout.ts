@@ -1,11 +1,11 @@
 // Stage 4: the planner. A pure function of (resolved manifest, inspected layout incl. ledger):
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname, resolve } from 'node:path';
-import { error, type Diagnostic } from '../diagnostics/diagnostic.js';
-import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer, InspectedFile, InspectedLayout } from '../inspect/inspect-layout.js';
+import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
-import { fileIdentity, sameFingerprint, type Fingerprint } from '../state/fingerprint.js';
+import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { optionDifferences } from './compare-options.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
@@ -86,7 +86,10 @@ function backingFirst(manifest: ResolvedManifest): ResolvedImage[] {
   return ordered;
 }
 
-function resolveBacking(image: ResolvedImage, ctx: PlanContext): { target: BackingTarget; key: string | undefined; virtualSize: number } | null | 'failed' {
+function resolveBacking(
+  image: ResolvedImage,
+  ctx: PlanContext,
+): { target: BackingTarget; key: string | undefined; virtualSize: number } | null | 'failed' {
   const backing = image.backing;
   if (!backing) return null;
   const dir = dirname(image.path);
@@ -125,15 +128,33 @@ function resolveBacking(image: ResolvedImage, ctx: PlanContext): { target: Backi
 
 /** Where the image's content comes from, and whether the file at its path already has it. */
 type ContentPlan =
-  | { kind: 'in-place'; content: ContentFile; chain: ChainLayer[]; key: string; action: ImagePlan['action'] }
-  | { kind: 'build'; content: ContentFile; chain: ChainLayer[]; key: string; action: ImagePlan['action'] };
+  | {
+      kind: 'in-place';
+      content: ContentFile;
+      chain: ChainLayer[];
+      key: string;
+      action: ImagePlan['action'];
+    }
+  | {
+      kind: 'build';
+      content: ContentFile;
+      chain: ChainLayer[];
+      key: string;
+      action: ImagePlan['action'];
+    };
 
 function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'failed' {
   const existing = ctx.layout.files.get(image.path);
   if (!image.source) {
     if (!existing?.chain || !existing.fingerprint) return 'failed';
     const key = contentKey(fileIdentity(existing.fingerprint));
-    return { kind: 'in-place', content: contentOf(existing, existing.chain), chain: existing.chain, key, action: 'reshape' };
+    return {
+      kind: 'in-place',
+      content: contentOf(existing, existing.chain),
+      chain: existing.chain,
+      key,
+      action: 'reshape',
+    };
   }
   if (image.source.snapshot !== undefined) {
     ctx.diagnostics.push(
@@ -175,7 +196,13 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   if (!upToDate || !existing.chain) return { kind: 'build', ...build, action: 'replace' };
   // The ledger proves the output presents the source's content: reshape it like an in-place image.
   ctx.identity.union(contentKey(fileIdentity(existing.fingerprint)), key);
-  return { kind: 'in-place', content: contentOf(existing, existing.chain), chain: existing.chain, key, action: 'reshape' };
+  return {
+    kind: 'in-place',
+    content: contentOf(existing, existing.chain),
+    chain: existing.chain,
+    key,
+    action: 'reshape',
+  };
 }
 
 /** Picks the recipe for one image; returns its steps (possibly none). */
@@ -189,22 +216,29 @@ function chooseSteps(
   const { content, chain } = plan;
   const top = chain[0] as ChainLayer;
   const currentBacking = chain[1];
-  const backingIsEquivalent =
-    backing !== null && ctx.identity.same(keyOfLayer(currentBacking), backing.key);
+  const backingIsEquivalent = backing !== null && ctx.identity.same(keyOfLayer(currentBacking), backing.key);
 
   if (plan.kind === 'build') {
     if (!backing) return [convertStep(target, content, 'a standalone image: full copy of the source')];
     if (backingIsEquivalent) {
       return [
-        convertKeepingBackingStep(target, content, backing.target,
-          "the source's backing presents the same content as the declared backing, so only the source's top layer is copied"),
+        convertKeepingBackingStep(
+          target,
+          content,
+          backing.target,
+          "the source's backing presents the same content as the declared backing, so only the source's top layer is copied",
+        ),
       ];
     }
     return [
-      diffStep(target, content, backing.target,
+      diffStep(
+        target,
+        content,
+        backing.target,
         currentBacking
           ? "the source's backing differs from the declared one: keep only the clusters that differ from it"
-          : 'the source is a full copy: keep only the clusters that differ from the declared backing'),
+          : 'the source is a full copy: keep only the clusters that differ from the declared backing',
+      ),
     ];
   }
 
@@ -216,30 +250,56 @@ function chooseSteps(
   const rewrite = changes.length > 0;
   if (!backing) {
     if (currentBacking) {
-      return [convertStep(target, content, `becomes standalone: flatten its backing chain into a new file${rewrite ? ` (${changes.join(', ')})` : ''}`)];
+      return [
+        convertStep(
+          target,
+          content,
+          `becomes standalone: flatten its backing chain into a new file${rewrite ? ` (${changes.join(', ')})` : ''}`,
+        ),
+      ];
     }
     return rewrite ? [convertStep(target, content, `rewrite with new settings: ${changes.join(', ')}`)] : [];
   }
   if (backingIsEquivalent) {
     if (rewrite) {
-      return [convertKeepingBackingStep(target, content, backing.target, `rewrite with new settings (${changes.join(', ')}), copying only its own layer`)];
+      return [
+        convertKeepingBackingStep(
+          target,
+          content,
+          backing.target,
+          `rewrite with new settings (${changes.join(', ')}), copying only its own layer`,
+        ),
+      ];
     }
     if (top.backingName === backing.target.name && top.backingFormat === backing.target.format) return [];
     return [
-      repointStep(target, content, backing.target,
-        `its backing ${top.backingName ?? '?'} presents the same content as ${backing.target.name} (same file), so only the link changes`),
+      repointStep(
+        target,
+        content,
+        backing.target,
+        `its backing ${top.backingName ?? '?'} presents the same content as ${backing.target.name} (same file), so only the link changes`,
+      ),
     ];
   }
   if (!currentBacking || rewrite) {
     return [
-      diffStep(target, content, backing.target,
-        `${currentBacking ? 'rewrite with new settings' : 'a full image gets a backing'}: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`),
+      diffStep(
+        target,
+        content,
+        backing.target,
+        `${currentBacking ? 'rewrite with new settings' : 'a full image gets a backing'}: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`,
+      ),
     ];
   }
   const oldBackingBytes = chain.slice(1).reduce((sum, layer) => sum + layer.actualSize, 0);
   return [
-    rebaseInPlaceStep(target, content, backing.target, oldBackingBytes,
-      `its backing ${top.backingName ?? '?'} is not known to present the same content as ${backing.target.name}: a safe rebase compares them and copies what differs`),
+    rebaseInPlaceStep(
+      target,
+      content,
+      backing.target,
+      oldBackingBytes,
+      `its backing ${top.backingName ?? '?'} is not known to present the same content as ${backing.target.name}: a safe rebase compares them and copies what differs`,
+    ),
   ];
 }
 
@@ -249,10 +309,14 @@ function planImage(image: ResolvedImage, ctx: PlanContext): { plan: ImagePlan; s
   if (content === 'failed' || backing === 'failed') return 'failed';
   if (backing && backing.virtualSize > content.content.virtualSize) {
     ctx.diagnostics.push(
-      error('backing-larger', `the backing of "${image.id}" (${backing.virtualSize} bytes) is larger than the image itself (${content.content.virtualSize} bytes)`, {
-        location: image.at.backing,
-        hint: 'grow the image first, or back it with an image of its own size',
-      }),
+      error(
+        'backing-larger',
+        `the backing of "${image.id}" (${backing.virtualSize} bytes) is larger than the image itself (${content.content.virtualSize} bytes)`,
+        {
+          location: image.at.backing,
+          hint: 'grow the image first, or back it with an image of its own size',
+        },
+      ),
     );
     return 'failed';
   }
@@ -265,7 +329,10 @@ function planImage(image: ResolvedImage, ctx: PlanContext): { plan: ImagePlan; s
       ? {
           imageId: image.id,
           format: image.format,
-          source: { path: image.source.path, format: ctx.layout.files.get(image.source.path)?.format ?? 'raw' },
+          source: {
+            path: image.source.path,
+            format: ctx.layout.files.get(image.source.path)?.format ?? 'raw',
+          },
           sourceChain: layerPaths(ctx.layout.files.get(image.source.path)?.chain ?? []),
         }
       : undefined,
@@ -295,11 +362,20 @@ function checkReplacedFiles(manifest: ResolvedManifest, layout: InspectedLayout)
       const chain = file?.chain ? layerPaths(file.chain).slice(1) : [];
       if (!chain.includes(image.path)) continue;
       diagnostics.push(
-        error('overwrites-input', `"${image.id}" would replace ${image.path}, which the chain of ${file?.path} reads through`, {
-          location: image.at.path,
-          related: [{ message: `"${other.id}" reads that chain`, location: other.source ? other.at.fromPath : other.at.path }],
-          hint: 'write the new image to another path',
-        }),
+        error(
+          'overwrites-input',
+          `"${image.id}" would replace ${image.path}, which the chain of ${file?.path} reads through`,
+          {
+            location: image.at.path,
+            related: [
+              {
+                message: `"${other.id}" reads that chain`,
+                location: other.source ? other.at.fromPath : other.at.path,
+              },
+            ],
+            hint: 'write the new image to another path',
+          },
+        ),
       );
     }
   }
@@ -311,7 +387,12 @@ function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceChec
   for (const step of steps) {
     const space = layout.freeSpace.get(dirname(step.path));
     if (!space) continue;
-    const check = byDir.get(space.dir) ?? { dir: space.dir, freeBytes: space.freeBytes, expectedWriteBytes: 0, fits: true };
+    const check = byDir.get(space.dir) ?? {
+      dir: space.dir,
+      freeBytes: space.freeBytes,
+      expectedWriteBytes: 0,
+      fits: true,
+    };
     check.expectedWriteBytes += step.expectedWriteBytes;
     check.fits = !(check.expectedWriteBytes > check.freeBytes);
     byDir.set(space.dir, check);
@@ -324,7 +405,13 @@ export function planLayout(
   manifest: ResolvedManifest,
   layout: InspectedLayout,
 ): { ok: true; plan: Plan } | { ok: false; diagnostics: Diagnostic[] } {
-  const ctx: PlanContext = { manifest, layout, identity: new ContentIdentity(), final: new Map(), diagnostics: checkReplacedFiles(manifest, layout) };
+  const ctx: PlanContext = {
+    manifest,
+    layout,
+    identity: new ContentIdentity(),
+    final: new Map(),
+    diagnostics: checkReplacedFiles(manifest, layout),
+  };
   const images: ImagePlan[] = [];
   const steps: Step[] = [];
   let failed = false;
@@ -349,7 +436,12 @@ export function planLayout(
   if (!ordered) {
     return {
       ok: false,
-      diagnostics: [error('plan-cycle', `the steps depend on each other in a cycle: ${steps.map((s) => `${s.id} after ${s.dependsOn.join(', ') || 'nothing'}`).join('; ')}`)],
+      diagnostics: [
+        error(
+          'plan-cycle',
+          `the steps depend on each other in a cycle: ${steps.map((s) => `${s.id} after ${s.dependsOn.join(', ') || 'nothing'}`).join('; ')}`,
+        ),
+      ],
     };
   }
   images.sort((a, b) => (rank.get(a.id) ?? 0) - (rank.get(b.id) ?? 0));

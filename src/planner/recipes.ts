@@ -127,12 +127,7 @@ export function convertKeepingBackingStep(
 }
 
 /** The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. */
-export function diffStep(
-  target: Target,
-  content: ContentFile,
-  backing: BackingTarget,
-  reason: string,
-): Step {
+export function diffStep(target: Target, content: ContentFile, backing: BackingTarget, reason: string): Step {
   const temporaryPath = temporaryPathFor(target.path);
   return {
     ...baseStep('diff', target, reason, content.chain, backing),
@@ -190,12 +185,7 @@ export function rebaseInPlaceStep(
 }
 
 /** An unsafe rebase: rewrites the backing link only; content is known to be equal. */
-export function repointStep(
-  target: Target,
-  content: ContentFile,
-  backing: BackingTarget,
-  reason: string,
-): Step {
+export function repointStep(target: Target, content: ContentFile, backing: BackingTarget, reason: string): Step {
   return {
     ...baseStep('repoint', target, reason, content.chain, backing),
     commands: [

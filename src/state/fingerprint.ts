@@ -13,7 +13,12 @@ export interface Fingerprint {
 export async function fingerprintOf(path: string): Promise<Fingerprint | null> {
   try {
     const s = await stat(path, { bigint: true });
-    return { dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+    return {
+      dev: String(s.dev),
+      ino: String(s.ino),
+      size: String(s.size),
+      mtimeNs: String(s.mtimeNs),
+    };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;

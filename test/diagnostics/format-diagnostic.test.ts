@@ -4,9 +4,13 @@ import { MANIFEST_FILE, semanticDiagnostics } from '../helpers/manifest.js';
 
 describe('diagnostic output', () => {
   it('prints file:line:column, the message, a code frame marking the span, related places and a hint', () => {
-    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: b\n  b:\n    path: b.qcow2\n    backing: a\n';
+    const text =
+      'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: b\n  b:\n    path: b.qcow2\n    backing: a\n';
     const [cycle] = semanticDiagnostics(text);
-    const out = formatDiagnostic(cycle!, () => text, { color: false, displayPath: () => 'manifest.yaml' });
+    const out = formatDiagnostic(cycle!, () => text, {
+      color: false,
+      displayPath: () => 'manifest.yaml',
+    });
     expect(out).toBe(
       [
         'manifest.yaml:5:14: error: backing cycle: a -> b -> a [backing-cycle]',

@@ -55,11 +55,21 @@ class FakeEffects implements StepEffects {
   release(id: string, exitCode = 0): void {
     this.releases.get(id)?.({ exitCode, stdout: '', stderr: exitCode ? 'qemu-img: boom\n' : '' });
   }
-  async prepareTemporary(p: string) { this.log.push(`prepare ${p}`); }
-  async commitTemporary(t: string, p: string) { this.log.push(`commit ${t} -> ${p}`); }
-  async discardTemporary(p: string) { this.log.push(`discard ${p}`); }
-  async flush(p: string) { this.log.push(`flush ${p}`); }
-  async record(p: string) { this.log.push(`record ${p}`); }
+  async prepareTemporary(p: string) {
+    this.log.push(`prepare ${p}`);
+  }
+  async commitTemporary(t: string, p: string) {
+    this.log.push(`commit ${t} -> ${p}`);
+  }
+  async discardTemporary(p: string) {
+    this.log.push(`discard ${p}`);
+  }
+  async flush(p: string) {
+    this.log.push(`flush ${p}`);
+  }
+  async record(p: string) {
+    this.log.push(`record ${p}`);
+  }
 }
 
 const ok = () => ({ exitCode: 0, stdout: '', stderr: '' });
@@ -68,7 +78,10 @@ const tick = () => new Promise((r) => setTimeout(r, 10));
 describe('executePlan', () => {
   it('runs independent steps in parallel up to --jobs, dependents after', async () => {
     const effects = new FakeEffects(ok);
-    const summary = await executePlan(planOf([step('a'), step('b'), step('c'), step('d', ['a', 'b'])]), { effects, jobs: 2 });
+    const summary = await executePlan(planOf([step('a'), step('b'), step('c'), step('d', ['a', 'b'])]), {
+      effects,
+      jobs: 2,
+    });
     expect(summary.ok).toBe(true);
     expect(summary.done.slice(-1)).toEqual(['d']);
     expect(new Set(summary.done)).toEqual(new Set(['a', 'b', 'c', 'd']));
@@ -120,7 +133,11 @@ describe('executePlan', () => {
   it('stops launching when aborted and reports an interrupted run', async () => {
     const effects = new FakeEffects();
     const controller = new AbortController();
-    const run = executePlan(planOf([step('a'), step('b', ['a'])]), { effects, jobs: 1, signal: controller.signal });
+    const run = executePlan(planOf([step('a'), step('b', ['a'])]), {
+      effects,
+      jobs: 1,
+      signal: controller.signal,
+    });
     await tick();
     controller.abort();
     effects.release('a');

@@ -1,7 +1,7 @@
 // Synthetic inspected layouts for planner unit tests: what qemu-img info would have reported.
 import type { ChainLayer, InspectedFile, InspectedLayout } from '../../src/inspect/inspect-layout.js';
-import type { Ledger } from '../../src/state/ledger.js';
 import type { Fingerprint } from '../../src/state/fingerprint.js';
+import type { Ledger } from '../../src/state/ledger.js';
 
 const MiB = 1024 * 1024;
 
@@ -34,7 +34,12 @@ export function file(format: string, layers: ChainLayer[]): InspectedFile {
   const linked = layers.map((l, i) => {
     const below = layers[i + 1];
     return below
-      ? { ...l, backingName: l.backingName ?? below.filename.split('/').at(-1), backingPath: below.filename, backingFormat: l.backingFormat ?? below.format }
+      ? {
+          ...l,
+          backingName: l.backingName ?? below.filename.split('/').at(-1),
+          backingPath: below.filename,
+          backingFormat: l.backingFormat ?? below.format,
+        }
       : l;
   });
   const top = linked[0]!;
@@ -47,7 +52,10 @@ export function layoutOf(files: InspectedFile[], ledger: Ledger = { version: 1, 
   return {
     files: new Map(files.map((f) => [f.path, f])),
     ledger,
-    freeSpace: new Map([['/work/m/out', space], ['/work/m', space]]),
+    freeSpace: new Map([
+      ['/work/m/out', space],
+      ['/work/m', space],
+    ]),
   };
 }
 

@@ -1,9 +1,10 @@
 // Builds manifests from YAML text in memory, for unit tests of the pure stages.
+
+import type { Diagnostic } from '../../src/diagnostics/diagnostic.js';
 import { checkManifest } from '../../src/manifest/check-manifest.js';
 import { parseManifestText } from '../../src/manifest/load-manifest.js';
-import { resolveManifest, type ResolvedManifest } from '../../src/manifest/resolve-manifest.js';
+import { type ResolvedManifest, resolveManifest } from '../../src/manifest/resolve-manifest.js';
 import { validateSchema } from '../../src/manifest/validate-schema.js';
-import type { Diagnostic } from '../../src/diagnostics/diagnostic.js';
 
 export const MANIFEST_FILE = '/work/m/manifest.yaml';
 

@@ -1,7 +1,8 @@
 // Real qemu-img/qemu-io helpers for integration tests: small images in a temporary folder,
 // checked with qemu-img compare / check / info / map. Nothing here is mocked.
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -28,7 +29,9 @@ export async function qemuIo(format: string, file: string, ...commands: string[]
 
 /** `qemu-img compare` exit code: 0 identical, 1 different. */
 export async function compareImages(a: string, formatA: string, b: string, formatB: string): Promise<number> {
-  const result = await execa('qemu-img', ['compare', '-f', formatA, '-F', formatB, a, b], { reject: false });
+  const result = await execa('qemu-img', ['compare', '-f', formatA, '-F', formatB, a, b], {
+    reject: false,
+  });
   return result.exitCode ?? -1;
 }
 
@@ -53,16 +56,28 @@ export async function topLayerDataBytes(file: string, format: string): Promise<n
   return rows.filter((r) => r.depth === 0 && r.data).reduce((sum, r) => sum + r.length, 0);
 }
 
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
 /** sha256 of each file, to prove inputs are untouched. */
 export async function checksums(files: string[]): Promise<Record<string, string>> {
-  const entries = await Promise.all(
-    files.map(async (f) => [f, createHash('sha256').update(await readFile(f)).digest('hex')] as const),
-  );
+  const entries = await Promise.all(files.map(async (f) => [f, await sha256(f)] as const));
   return Object.fromEntries(entries);
 }
 
 /** Runs the built CLI (`dist/cli.js`) without a terminal. */
 export async function chainform(cwd: string, ...args: string[]) {
-  const result = await execa('node', [CLI, '--no-color', ...args], { cwd, reject: false, stdin: 'ignore' });
-  return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+  const result = await execa('node', [CLI, '--no-color', ...args], {
+    cwd,
+    reject: false,
+    stdin: 'ignore',
+  });
+  return {
+    exitCode: result.exitCode ?? -1,
+    stdout: String(result.stdout),
+    stderr: String(result.stderr),
+  };
 }

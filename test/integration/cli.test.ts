@@ -1,10 +1,11 @@
 // The CLI as a user meets it: exit codes, diagnostics, refusals, dry runs and failures.
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+
 import { existsSync } from 'node:fs';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
-import { ExecaRunner, type CommandRunner } from '../../src/qemu/runner.js';
+import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
 import { chainform, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
 
 let dir: string;
@@ -51,7 +52,9 @@ describe('chainform CLI', () => {
     await writeFile(join(dir, 'bad.yaml'), 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: ghost\n');
     const r = await chainform(dir, 'validate', 'bad.yaml');
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain('bad.yaml:5:14: error: image "a" is backed by "ghost", which is not an image of this manifest [unknown-backing]');
+    expect(r.stderr).toContain(
+      'bad.yaml:5:14: error: image "a" is backed by "ghost", which is not an image of this manifest [unknown-backing]',
+    );
     expect(r.stderr).toContain('> 5 |     backing: ghost');
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
@@ -78,7 +81,10 @@ describe('chainform CLI', () => {
   });
 
   it('plan: an inspection failure names the file and the declared format', async () => {
-    await writeFile(join(dir, 'wrong.yaml'), 'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/base.raw, format: qcow2 } }\n');
+    await writeFile(
+      join(dir, 'wrong.yaml'),
+      'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/base.raw, format: qcow2 } }\n',
+    );
     const r = await chainform(dir, 'plan', 'wrong.yaml');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/wrong\.yaml:3:\d+: error: cannot read .*in\/base\.raw as qcow2/);

@@ -5,7 +5,15 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  chainform, checkImage, checksums, compareImages, imageInfo, MiB, qemuImg, qemuIo, tempFolder, topLayerDataBytes,
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  imageInfo,
+  qemuImg,
+  qemuIo,
+  tempFolder,
+  topLayerDataBytes,
 } from '../helpers/qemu.js';
 
 let dir: string;
@@ -20,8 +28,27 @@ beforeEach(async () => {
   const top = join(dir, 'in/top.qcow2');
   await qemuImg('create', '-q', '-f', 'qcow2', base, '64M');
   await qemuIo('qcow2', base, 'write -P 0x33 0 40M');
-  await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512,compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', top);
-  await qemuIo('qcow2', top, 'write -P 0x44 1M 96k', 'write -P 0x45 33M 3k', 'write -z 10M 64k', 'write -P 0x46 50M 128k');
+  await qemuImg(
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-o',
+    'cluster_size=512,compat=0.10',
+    '-b',
+    'base.qcow2',
+    '-F',
+    'qcow2',
+    top,
+  );
+  await qemuIo(
+    'qcow2',
+    top,
+    'write -P 0x44 1M 96k',
+    'write -P 0x45 33M 3k',
+    'write -z 10M 64k',
+    'write -P 0x46 50M 128k',
+  );
   await copyFile(base, join(dir, 'in/base-renamed.qcow2'));
   inputs = ['in/base.qcow2', 'in/top.qcow2', 'in/base-renamed.qcow2'].map((f) => join(dir, f));
   before = await checksums(inputs);
@@ -93,7 +120,17 @@ images:
     // The user's own overlay is reshaped in place: the manifest asks for that (no `from`).
     const vm = join(dir, 'vm');
     await mkdir(vm);
-    await qemuImg('create', '-q', '-f', 'qcow2', '-b', join(dir, 'in/base.qcow2'), '-F', 'qcow2', join(vm, 'disk.qcow2'));
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      join(dir, 'in/base.qcow2'),
+      '-F',
+      'qcow2',
+      join(vm, 'disk.qcow2'),
+    );
     await qemuIo('qcow2', join(vm, 'disk.qcow2'), 'write -P 0x55 2M 64k');
     await writeFile(
       join(dir, 'manifest.yaml'),
@@ -112,5 +149,3 @@ images:
     expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
 });
-
-export { MiB };

@@ -6,7 +6,16 @@ import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  chainform, checkImage, checksums, compareImages, imageInfo, MiB, qemuImg, qemuIo, tempFolder, topLayerDataBytes,
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  imageInfo,
+  MiB,
+  qemuImg,
+  qemuIo,
+  tempFolder,
+  topLayerDataBytes,
 } from '../helpers/qemu.js';
 
 let dir: string;
@@ -72,7 +81,15 @@ describe('full copies back to thin overlays', () => {
     }
     // vm2's zeros over template data are zero clusters, not stored data.
     const map = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', join(dir, 'out/vm2.qcow2')));
-    expect(map).toContainEqual(expect.objectContaining({ start: 8 * MiB, length: 2 * MiB, depth: 0, zero: true, data: false }));
+    expect(map).toContainEqual(
+      expect.objectContaining({
+        start: 8 * MiB,
+        length: 2 * MiB,
+        depth: 0,
+        zero: true,
+        data: false,
+      }),
+    );
     expect(await compareImages(join(dir, 'out/template.qcow2'), 'qcow2', join(dir, 'in/template.raw'), 'raw')).toBe(0);
     // No temporary files are left behind.
     expect((await readdir(join(dir, 'out'))).sort()).toEqual(['template.qcow2', 'vm1.qcow2', 'vm2.qcow2']);

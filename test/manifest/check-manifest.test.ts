@@ -64,7 +64,7 @@ images:
     expect(d.map(brief)).toEqual(['in-place-missing@4:11']);
   });
 
-  it('refuses an output that replaces another image\'s source', () => {
+  it("refuses an output that replaces another image's source", () => {
     const text = `version: 1
 images:
   a: { path: in/disk.raw, format: raw, from: { path: in/other.raw, format: raw } }
@@ -105,7 +105,8 @@ images:
   });
 
   it('refuses lazy_refcounts with compat 0.10', () => {
-    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "0.10", lazy_refcounts: true }\n';
+    const text =
+      'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "0.10", lazy_refcounts: true }\n';
     expect(semanticDiagnostics(text).map(brief)).toEqual(['option-needs-compat@5:32']);
   });
 

@@ -14,7 +14,8 @@ function kinds(plan: Plan): string[] {
   return plan.steps.map((s) => s.id);
 }
 
-const raw = (path: string, ino: number, extra = {}) => file('raw', [layer(path, ino, { format: 'raw', clusterSize: undefined, qcow2: {}, ...extra })]);
+const raw = (path: string, ino: number, extra = {}) =>
+  file('raw', [layer(path, ino, { format: 'raw', clusterSize: undefined, qcow2: {}, ...extra })]);
 
 describe('planner: new images from a source', () => {
   it('copies a standalone image in full', () => {
@@ -26,7 +27,15 @@ describe('planner: new images from a source', () => {
     const step = plan.steps[0]!;
     expect(step.temporaryPath).toBe('/work/m/out/.a.qcow2.chainform-tmp');
     expect(step.commands[0]!.argv).toEqual([
-      'qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', '/work/m/in/a.raw', '/work/m/out/.a.qcow2.chainform-tmp',
+      'qemu-img',
+      'convert',
+      '-p',
+      '-f',
+      'raw',
+      '-O',
+      'qcow2',
+      '/work/m/in/a.raw',
+      '/work/m/out/.a.qcow2.chainform-tmp',
     ]);
     expect(plan.images[0]!.action).toBe('create');
   });
@@ -40,7 +49,10 @@ images:
     backing: { path: in/base.qcow2, format: qcow2 }
     options: { cluster_size: 65536 }
 `;
-    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1, { clusterSize: 512, actualSize: 300_000 }), layer('/work/m/in/base.qcow2', 2)]);
+    const top = file('qcow2', [
+      layer('/work/m/in/top.qcow2', 1, { clusterSize: 512, actualSize: 300_000 }),
+      layer('/work/m/in/base.qcow2', 2),
+    ]);
     const base = file('qcow2', [layer('/work/m/in/base.qcow2', 2)]);
     const plan = planOf(text, layoutOf([top, base]));
     expect(kinds(plan)).toEqual(['top:convert-keep-backing']);
@@ -51,7 +63,7 @@ images:
     expect(plan.steps[0]!.expectedWriteBytes).toBe(300_000);
   });
 
-  it('uses convert -B onto a manifest image built from the source\'s backing, after it', () => {
+  it("uses convert -B onto a manifest image built from the source's backing, after it", () => {
     const text = `version: 1
 images:
   base: { path: out/base.qcow2, from: { path: in/base.raw, format: raw } }
@@ -78,10 +90,26 @@ images:
     expect(kinds(plan)).toEqual(['tpl:convert', 'vm:diff']);
     const [create, rebase] = plan.steps[1]!.commands;
     expect(create!.argv).toEqual([
-      'qemu-img', 'create', '-q', '-f', 'qcow2', '-b', '/work/m/in/vm.raw', '-F', 'raw', '/work/m/out/.vm.qcow2.chainform-tmp',
+      'qemu-img',
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      '/work/m/in/vm.raw',
+      '-F',
+      'raw',
+      '/work/m/out/.vm.qcow2.chainform-tmp',
     ]);
     expect(rebase!.argv).toEqual([
-      'qemu-img', 'rebase', '-p', '--image-opts', '-b', 'tpl.qcow2', '-F', 'qcow2',
+      'qemu-img',
+      'rebase',
+      '-p',
+      '--image-opts',
+      '-b',
+      'tpl.qcow2',
+      '-F',
+      'qcow2',
       'driver=qcow2,file.filename=/work/m/out/.vm.qcow2.chainform-tmp,detect-zeroes=on',
     ]);
   });
@@ -123,26 +151,50 @@ images:
 ${options}`;
 
   it('does nothing when the image already matches', () => {
-    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { backingName: '../in/base.qcow2' }), layer('/work/m/in/base.qcow2', 2)]);
-    const plan = planOf(inPlace('{ path: in/base.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]));
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, { backingName: '../in/base.qcow2' }),
+      layer('/work/m/in/base.qcow2', 2),
+    ]);
+    const plan = planOf(
+      inPlace('{ path: in/base.qcow2, format: qcow2 }'),
+      layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]),
+    );
     expect(plan.steps).toEqual([]);
     expect(plan.images[0]!.action).toBe('unchanged');
   });
 
   it('repoints (rebase -u) when the backing is the same file under another name', () => {
     // The stored name is absolute, the manifest wants a relative name to the same inode.
-    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { backingName: '/old/place/base.qcow2' }), layer('/old/place/base.qcow2', 2)]);
-    const plan = planOf(inPlace('{ path: in/base.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]));
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, { backingName: '/old/place/base.qcow2' }),
+      layer('/old/place/base.qcow2', 2),
+    ]);
+    const plan = planOf(
+      inPlace('{ path: in/base.qcow2, format: qcow2 }'),
+      layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]),
+    );
     expect(kinds(plan)).toEqual(['top:repoint']);
     expect(plan.steps[0]!.commands[0]!.argv).toEqual([
-      'qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', '../in/base.qcow2', '-F', 'qcow2', '/work/m/vm/top.qcow2',
+      'qemu-img',
+      'rebase',
+      '-u',
+      '-f',
+      'qcow2',
+      '-b',
+      '../in/base.qcow2',
+      '-F',
+      'qcow2',
+      '/work/m/vm/top.qcow2',
     ]);
     expect(plan.steps[0]!.expectedWriteBytes).toBe(0);
   });
 
   it('safely rebases in place onto a base with unknown content', () => {
     const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
-    const plan = planOf(inPlace('{ path: in/new.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]));
+    const plan = planOf(
+      inPlace('{ path: in/new.qcow2, format: qcow2 }'),
+      layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]),
+    );
     expect(kinds(plan)).toEqual(['top:rebase']);
     expect(plan.steps[0]!.temporaryPath).toBeUndefined();
     expect(plan.steps[0]!.commands[0]!.argv.slice(0, 4)).toEqual(['qemu-img', 'rebase', '-p', '--image-opts']);
@@ -156,7 +208,14 @@ ${options}`;
   });
 
   it('rewrites with convert -B when only options change, keeping the backing', () => {
-    const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1, { clusterSize: 512, qcow2: { compat: '0.10' }, backingName: '../in/base.qcow2' }), layer('/work/m/in/base.qcow2', 2)]);
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, {
+        clusterSize: 512,
+        qcow2: { compat: '0.10' },
+        backingName: '../in/base.qcow2',
+      }),
+      layer('/work/m/in/base.qcow2', 2),
+    ]);
     const plan = planOf(
       inPlace('{ path: in/base.qcow2, format: qcow2 }', '    options: { cluster_size: 65536, compat: "1.1" }\n'),
       layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]),
@@ -216,7 +275,10 @@ describe('planner: outputs that already exist', () => {
 
   it('refuses to replace an output modified since chainform built it', () => {
     const modified = { ...entry, output: fp(20, 5) };
-    const result = planLayout(resolved(text), layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': modified } }));
+    const result = planLayout(
+      resolved(text),
+      layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': modified } }),
+    );
     expect(!result.ok && result.diagnostics[0]?.message).toContain('changed since chainform built it');
   });
 });
@@ -239,6 +301,8 @@ images:
   it('sums expected writes per filesystem against free space', () => {
     const text = 'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw } }\n';
     const plan = planOf(text, layoutOf([raw('/work/m/in/a.raw', 1, { actualSize: 3 * MiB })]));
-    expect(plan.space).toEqual([{ dir: '/work/m/out', freeBytes: 10 * 1024 * MiB, expectedWriteBytes: 3 * MiB, fits: true }]);
+    expect(plan.space).toEqual([
+      { dir: '/work/m/out', freeBytes: 10 * 1024 * MiB, expectedWriteBytes: 3 * MiB, fits: true },
+    ]);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { parseProgress } from '../../src/executor/progress.js';
 import { creationOptions } from '../../src/qemu/commands.js';
 import { backingNameFor, looksLikeProtocol, optionValue } from '../../src/qemu/filenames.js';
-import { parseProgress } from '../../src/executor/progress.js';
 
 describe('qemu filenames', () => {
   it('recognises names qemu would parse as a protocol or json: options', () => {
