@@ -27,6 +27,13 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
       if (step.dependsOn.length) lines.push(`      after: ${step.dependsOn.join(', ')}`);
       for (const command of step.commands) {
         lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
+        if (command.check) lines.push('      if identical:');
+      }
+      if (step.otherwise?.length) {
+        lines.push('      if different, instead:');
+        for (const command of step.otherwise) {
+          lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
+        }
       }
       if (step.temporaryPath) {
         lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${show(step.path)}`));

@@ -28,12 +28,17 @@ function lastLine(text: string): string {
   );
 }
 
+/** Exit code of `qemu-img compare` when the images differ. */
+const CHECK_DIFFERENT = 1;
+
 async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
   const { effects, signal } = options;
   const emit = options.onEvent ?? (() => undefined);
   if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
   try {
-    for (const command of step.commands) {
+    // A check that reports "different" switches to the step's `otherwise` commands.
+    const queue = [...step.commands];
+    for (let command = queue.shift(); command; command = queue.shift()) {
       emit({ type: 'command-started', step, argv: command.argv });
       const result = await effects.run(command.argv, {
         ...(signal ? { signal } : {}),
@@ -42,6 +47,10 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
           if (percent !== undefined) emit({ type: 'step-progress', step, percent });
         },
       });
+      if (command.check && result.exitCode === CHECK_DIFFERENT && !result.signal && !signal?.aborted) {
+        queue.splice(0, queue.length, ...(step.otherwise ?? []));
+        continue;
+      }
       if (result.exitCode !== 0 || result.signal) {
         if (step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
         const why = signal?.aborted

@@ -16,9 +16,10 @@ import {
   convertKeepingBackingStep,
   convertStep,
   diffStep,
-  rebaseInPlaceStep,
   repointStep,
   type Target,
+  verifiedConvertKeepingBackingStep,
+  verifiedRepointStep,
 } from './recipes.js';
 
 /** What a planned image will be once its steps ran: what later images back onto. */
@@ -218,6 +219,11 @@ function chooseSteps(
   const currentBacking = chain[1];
   const backingIsEquivalent = backing !== null && ctx.identity.same(keyOfLayer(currentBacking), backing.key);
 
+  // The backing it has today, to compare with the declared one when equality is not known.
+  const current = currentBacking
+    ? { path: resolve(currentBacking.filename), format: currentBacking.format }
+    : undefined;
+
   if (plan.kind === 'build') {
     if (!backing) return [convertStep(target, content, 'a standalone image: full copy of the source')];
     if (backingIsEquivalent) {
@@ -230,14 +236,23 @@ function chooseSteps(
         ),
       ];
     }
+    if (current) {
+      return [
+        verifiedConvertKeepingBackingStep(
+          target,
+          content,
+          current,
+          backing.target,
+          `the source's backing ${currentBacking?.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}`,
+        ),
+      ];
+    }
     return [
       diffStep(
         target,
         content,
         backing.target,
-        currentBacking
-          ? "the source's backing differs from the declared one: keep only the clusters that differ from it"
-          : 'the source is a full copy: keep only the clusters that differ from the declared backing',
+        'the source is a full copy: keep only the clusters that differ from the declared backing',
       ),
     ];
   }
@@ -281,24 +296,37 @@ function chooseSteps(
       ),
     ];
   }
-  if (!currentBacking || rewrite) {
+  if (!current) {
     return [
       diffStep(
         target,
         content,
         backing.target,
-        `${currentBacking ? 'rewrite with new settings' : 'a full image gets a backing'}: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`,
+        `a full image gets a backing: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`,
+      ),
+    ];
+  }
+  const unknown = `its backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}`;
+  if (rewrite) {
+    return [
+      verifiedConvertKeepingBackingStep(
+        target,
+        content,
+        current,
+        backing.target,
+        `rewrite with new settings (${changes.join(', ')}); ${unknown}: compare them; identical: copy only its own layer; different: keep only the clusters that differ`,
       ),
     ];
   }
   const oldBackingBytes = chain.slice(1).reduce((sum, layer) => sum + layer.actualSize, 0);
   return [
-    rebaseInPlaceStep(
+    verifiedRepointStep(
       target,
       content,
+      current,
       backing.target,
       oldBackingBytes,
-      `its backing ${top.backingName ?? '?'} is not known to present the same content as ${backing.target.name}: a safe rebase compares them and copies what differs`,
+      `${unknown}: compare them; identical: rewrite the link only (rebase -u); different: a safe rebase copies in what differs`,
     ),
   ];
 }

@@ -13,12 +13,24 @@ export type StepKind =
   /** A safe rebase of an existing image in place onto a backing with different content. */
   | 'rebase'
   /** An unsafe rebase: only the backing link changes, content is known to be equal. */
-  | 'repoint';
+  | 'repoint'
+  /**
+   * `qemu-img compare` of the source's backing with the declared one; identical: copy only the
+   * top layer (`convert -B`); different: the diff recipe (`otherwise`).
+   */
+  | 'verified-convert-keep-backing'
+  /** `qemu-img compare` of old and new backing; identical: `rebase -u`; different: safe rebase. */
+  | 'verified-repoint';
 
 /** One command of a step, with why it is there. */
 export interface PlannedCommand {
   argv: Argv;
   purpose: string;
+  /**
+   * A check (`qemu-img compare`): exit 0 goes on with the next command; exit 1 ("different")
+   * runs the step's `otherwise` commands instead of the rest; any other exit fails the step.
+   */
+  check?: boolean;
 }
 
 /** What the executor records in the ledger after a step that built or changed a managed output. */
@@ -52,7 +64,9 @@ export interface Step {
   /** When set, commands write this file, which is renamed onto `path` only after they all succeed. */
   temporaryPath?: string;
   commands: PlannedCommand[];
-  /** Bytes the step is expected to write. */
+  /** Run instead of the remaining commands when a `check` command reports a difference. */
+  otherwise?: PlannedCommand[];
+  /** Bytes the step is expected to write (the larger branch when there is an `otherwise`). */
   expectedWriteBytes: number;
   /** True when `expectedWriteBytes` is an upper bound rather than an estimate. */
   writeBytesIsUpperBound: boolean;

@@ -3,6 +3,7 @@
 import { basename, dirname, join } from 'node:path';
 import type { Options } from '../manifest/manifest.generated.js';
 import {
+  compareCommand,
   convertCommand,
   convertKeepingBackingCommand,
   createOverlayCommand,
@@ -201,5 +202,66 @@ export function repointStep(target: Target, content: ContentFile, backing: Backi
     ],
     expectedWriteBytes: 0,
     writeBytesIsUpperBound: false,
+  };
+}
+
+/** The backing a source or image has today, for a `qemu-img compare` against the declared one. */
+export interface CurrentBacking {
+  path: string;
+  format: string;
+}
+
+function compareFirst(current: CurrentBacking, backing: BackingTarget) {
+  return {
+    argv: compareCommand({ a: current.path, aFormat: current.format, b: backing.path, bFormat: backing.format }),
+    purpose: 'check whether the current backing presents the same content as the declared one',
+    check: true,
+  };
+}
+
+/**
+ * Compare the source's current backing with the declared one: identical, copy only the top
+ * layer (`convert -B`); different, fall back to the diff recipe. A compare stops at the first
+ * difference, so the check is cheap when they differ and saves the full diff when they match.
+ */
+export function verifiedConvertKeepingBackingStep(
+  target: Target,
+  content: ContentFile,
+  current: CurrentBacking,
+  backing: BackingTarget,
+  reason: string,
+): Step {
+  const cheap = convertKeepingBackingStep(target, content, backing, reason);
+  const safe = diffStep(target, content, backing, reason);
+  return {
+    ...cheap,
+    id: `${target.id}:verified-convert-keep-backing`,
+    kind: 'verified-convert-keep-backing',
+    commands: [compareFirst(current, backing), ...cheap.commands],
+    otherwise: safe.commands,
+    expectedWriteBytes: Math.max(cheap.expectedWriteBytes, safe.expectedWriteBytes),
+    writeBytesIsUpperBound: true,
+  };
+}
+
+/** Compare old and new backing: identical, rewrite the link only; different, safe rebase. */
+export function verifiedRepointStep(
+  target: Target,
+  content: ContentFile,
+  current: CurrentBacking,
+  backing: BackingTarget,
+  oldBackingBytes: number,
+  reason: string,
+): Step {
+  const cheap = repointStep(target, content, backing, reason);
+  const safe = rebaseInPlaceStep(target, content, backing, oldBackingBytes, reason);
+  return {
+    ...cheap,
+    id: `${target.id}:verified-repoint`,
+    kind: 'verified-repoint',
+    commands: [compareFirst(current, backing), ...cheap.commands],
+    otherwise: safe.commands,
+    expectedWriteBytes: safe.expectedWriteBytes,
+    writeBytesIsUpperBound: true,
   };
 }

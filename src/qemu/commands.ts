@@ -155,3 +155,8 @@ export function repointCommand(args: {
     fileArg(args.image),
   ];
 }
+
+/** `qemu-img compare`: exit 0 when both present the same content, 1 when they differ. */
+export function compareCommand(args: { a: string; aFormat: string; b: string; bFormat: string }): Argv {
+  return ['qemu-img', 'compare', '-f', args.aFormat, '-F', args.bFormat, fileArg(args.a), fileArg(args.b)];
+}

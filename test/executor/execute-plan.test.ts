@@ -130,6 +130,31 @@ describe('executePlan', () => {
     expect(events.filter((e) => e.type === 'step-progress')).toHaveLength(2);
   });
 
+  it('a check reporting "different" switches to the otherwise commands', async () => {
+    const checked: Step = {
+      ...step('x', [], false),
+      commands: [
+        { argv: ['qemu-img', 'compare', 'cmp'], purpose: 'check', check: true },
+        { argv: ['qemu-img', 'rebase', 'cheap'], purpose: 'cheap' },
+      ],
+      otherwise: [{ argv: ['qemu-img', 'rebase', 'safe'], purpose: 'safe' }],
+    };
+    const different = new FakeEffects((id) => (id === 'cmp' ? { exitCode: 1, stdout: '', stderr: '' } : ok()));
+    expect((await executePlan(planOf([checked]), { effects: different, jobs: 1 })).ok).toBe(true);
+    expect(different.log).toEqual(['run cmp', 'run safe', 'flush /out/x']);
+
+    const identical = new FakeEffects(ok);
+    await executePlan(planOf([checked]), { effects: identical, jobs: 1 });
+    expect(identical.log).toEqual(['run cmp', 'run cheap', 'flush /out/x']);
+
+    const broken = new FakeEffects((id) =>
+      id === 'cmp' ? { exitCode: 2, stdout: '', stderr: 'qemu-img: cannot open\n' } : ok(),
+    );
+    const summary = await executePlan(planOf([checked]), { effects: broken, jobs: 1 });
+    expect(summary.failed.map((f) => f.message)).toEqual(['qemu-img compare failed (exit 2): cannot open']);
+    expect(broken.log).toEqual(['run cmp']);
+  });
+
   it('stops launching when aborted and reports an interrupted run', async () => {
     const effects = new FakeEffects();
     const controller = new AbortController();

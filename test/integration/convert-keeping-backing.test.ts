@@ -103,8 +103,15 @@ images:
     backing: { path: in/base-renamed.qcow2, format: qcow2 }
 `,
     );
-    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['verified-convert-keep-backing']);
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--verbose');
     expect(applied.exitCode, applied.stderr).toBe(0);
+    // The bases compared identical, so the cheap branch ran: no diff overlay was created.
+    const ran = applied.stdout.slice(applied.stdout.indexOf('started  '));
+    expect(ran).toContain('$ qemu-img compare');
+    expect(ran).toContain('$ qemu-img convert');
+    expect(ran).not.toContain('$ qemu-img create');
     const out = join(dir, 'out/top.qcow2');
     expect(await compareImages(out, 'qcow2', join(dir, 'in/top.qcow2'), 'qcow2')).toBe(0);
     expect(await checkImage(out, 'qcow2')).toBe(0);
@@ -114,6 +121,57 @@ images:
     expect(await topLayerDataBytes(out, 'qcow2')).toBeLessThanOrEqual(9 * 65536);
     const again = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
     expect(again.exitCode, again.stdout).toBe(0);
+  });
+
+  it('falls back to the diff when the new base only looks like the old one', async () => {
+    // A different base: same size, one changed region. The compare must catch it.
+    const other = join(dir, 'other-base.qcow2');
+    await copyFile(join(dir, 'in/base.qcow2'), other);
+    await qemuIo('qcow2', other, 'write -P 0x99 20M 256k');
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: { path: other-base.qcow2, format: qcow2 }
+`,
+    );
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--verbose');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    const ran = applied.stdout.slice(applied.stdout.indexOf('started  '));
+    expect(ran).toContain('$ qemu-img create');
+    expect(ran).not.toContain('$ qemu-img convert');
+    const out = join(dir, 'out/top.qcow2');
+    expect(await compareImages(out, 'qcow2', join(dir, 'in/top.qcow2'), 'qcow2')).toBe(0);
+    expect(await checkImage(out, 'qcow2')).toBe(0);
+    // The delta now also holds the base's changed 256 KiB, which the overlay must mask.
+    expect(await topLayerDataBytes(out, 'qcow2')).toBeGreaterThanOrEqual(256 * 1024);
+  });
+
+  it('re-points an overlay in place at a byte-identical copy of its base, copying nothing', async () => {
+    const vm = join(dir, 'vm');
+    await mkdir(vm);
+    const disk = join(vm, 'disk.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', '../in/base.qcow2', '-F', 'qcow2', disk);
+    await qemuIo('qcow2', disk, 'write -P 0x55 2M 64k');
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  disk:\n    path: vm/disk.qcow2\n    backing: { path: in/base-renamed.qcow2, format: qcow2 }\n',
+    );
+    const steps = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout).steps;
+    expect(steps.map((s: { kind: string }) => s.kind)).toEqual(['verified-repoint']);
+    const dataBefore = await topLayerDataBytes(disk, 'qcow2');
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--verbose');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    const ran = applied.stdout.slice(applied.stdout.indexOf('started  '));
+    expect(ran).toContain('$ qemu-img rebase -u');
+    expect(ran).not.toContain('--image-opts');
+    expect((await imageInfo(disk, 'qcow2'))['backing-filename']).toBe('../in/base-renamed.qcow2');
+    expect(await topLayerDataBytes(disk, 'qcow2')).toBe(dataBefore);
+    expect(await checkImage(disk, 'qcow2')).toBe(0);
+    expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
 
   it('re-points an overlay in place at the same base under a new name without copying data', async () => {

@@ -114,7 +114,7 @@ images:
     ]);
   });
 
-  it('diffs an overlay whose backing is only a copy of the declared base (never assumes equality)', () => {
+  it("compares an overlay's backing with a copy of it before choosing (never assumes equality)", () => {
     const text = `version: 1
 images:
   top:
@@ -124,7 +124,25 @@ images:
 `;
     const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/base.qcow2', 2)]);
     const copy = file('qcow2', [layer('/work/m/in/base-copy.qcow2', 3)]);
-    expect(kinds(planOf(text, layoutOf([top, copy])))).toEqual(['top:diff']);
+    const plan = planOf(text, layoutOf([top, copy]));
+    expect(kinds(plan)).toEqual(['top:verified-convert-keep-backing']);
+    const step = plan.steps[0]!;
+    expect(step.commands.map((c) => [c.argv[1], c.check ?? false])).toEqual([
+      ['compare', true],
+      ['convert', false],
+    ]);
+    expect(step.commands[0]!.argv).toEqual([
+      'qemu-img',
+      'compare',
+      '-f',
+      'qcow2',
+      '-F',
+      'qcow2',
+      '/work/m/in/base.qcow2',
+      '/work/m/in/base-copy.qcow2',
+    ]);
+    expect(step.otherwise?.map((c) => c.argv[1])).toEqual(['create', 'rebase']);
+    expect(step.writeBytesIsUpperBound).toBe(true);
   });
 
   it('refuses a backing larger than the image', () => {
@@ -189,15 +207,20 @@ ${options}`;
     expect(plan.steps[0]!.expectedWriteBytes).toBe(0);
   });
 
-  it('safely rebases in place onto a base with unknown content', () => {
+  it('compares old and new base in place: identical repoints, different safely rebases', () => {
     const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
     const plan = planOf(
       inPlace('{ path: in/new.qcow2, format: qcow2 }'),
       layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]),
     );
-    expect(kinds(plan)).toEqual(['top:rebase']);
-    expect(plan.steps[0]!.temporaryPath).toBeUndefined();
-    expect(plan.steps[0]!.commands[0]!.argv.slice(0, 4)).toEqual(['qemu-img', 'rebase', '-p', '--image-opts']);
+    expect(kinds(plan)).toEqual(['top:verified-repoint']);
+    const step = plan.steps[0]!;
+    expect(step.temporaryPath).toBeUndefined();
+    expect(step.commands.map((c) => c.argv.slice(0, 3))).toEqual([
+      ['qemu-img', 'compare', '-f'],
+      ['qemu-img', 'rebase', '-u'],
+    ]);
+    expect(step.otherwise?.map((c) => c.argv.slice(0, 4))).toEqual([['qemu-img', 'rebase', '-p', '--image-opts']]);
   });
 
   it('flattens into a new file when the image must become standalone', () => {
@@ -237,7 +260,7 @@ images:
 `;
     const top = file('qcow2', [layer('/work/m/vm/top.qcow2', 1), layer('/work/m/in/old.qcow2', 2)]);
     const plan = planOf(text, layoutOf([top, file('qcow2', [layer('/work/m/in/new.qcow2', 3)])]));
-    expect(kinds(plan)).toEqual(['copy:convert', 'top:rebase']);
+    expect(kinds(plan)).toEqual(['copy:convert', 'top:verified-repoint']);
     expect(plan.steps[1]!.dependsOn).toEqual(['copy:convert']);
   });
 });
