@@ -10,6 +10,7 @@ import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
+import { sniffFormat } from './sniff-format.js';
 
 /** One layer of an inspected chain, with the fingerprint of its file. */
 export interface ChainLayer extends ImageInfo {
@@ -57,7 +58,7 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       path: image.path,
       format: image.source ? (recorded?.format ?? image.format) : image.format,
       at: image.at.path,
-      role: image.source ? 'output' : 'image',
+      role: image.source ? (recorded ? 'output' : 'foreign-output') : 'image',
     });
     if (image.source) {
       requests.push({
@@ -93,6 +94,16 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   const fingerprint = await fingerprintOf(request.path);
   let format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
+  // A file at an output path that chainform did not build is never opened: the planner refuses it.
+  if (request.role === 'foreign-output')
+    return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
+  if (format) {
+    const problem = await contradictedFormat(request, format);
+    if (problem) {
+      diagnostics.push(problem);
+      if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
+    }
+  }
   if (!format) {
     const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', request.path]);
     if (probe.exitCode !== 0) {
@@ -139,6 +150,31 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
     }
   }
   return { path: request.path, fingerprint, format, chain };
+}
+
+/**
+ * A declared format the file's header contradicts. For an image reshaped in place that is an
+ * error (the file is what it is). For a source or base declared raw it is a warning: a raw
+ * disk may hold any bytes, so raw may be right, but it is more often a slip.
+ */
+async function contradictedFormat(request: Request, format: string): Promise<Diagnostic | undefined> {
+  const claimed = await sniffFormat(request.path).catch(() => undefined);
+  if (!claimed || claimed === format) return undefined;
+  if (request.role === 'image') {
+    return error(
+      'format-mismatch',
+      `${request.path} is a ${claimed} image (by its header), but the manifest says ${format}`,
+      {
+        location: request.at,
+        hint: `declare format: ${claimed}; to change its format, write a new image to another path with from: {path: ..., format: ${claimed}}`,
+      },
+    );
+  }
+  if (format !== 'raw') return undefined; // qemu-img itself refuses a header of another format
+  return warning('raw-has-header', `${request.path} is declared raw, but its header says ${claimed}`, {
+    location: request.at,
+    hint: `if it is a ${claimed} image, declare format: ${claimed}; a raw disk whose guest wrote such a header is rightly read as raw`,
+  });
 }
 
 /** Inspects every file the manifest reads or writes, plus free space of output folders. */

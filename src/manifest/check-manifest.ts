@@ -1,7 +1,14 @@
 // Stage 2c: semantic checks that the schema cannot express. Pure: the only outside fact it needs
 // (does a file exist?) is passed in, so every check is unit-testable.
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
-import { canonicalCompat, formatsWithBacking, optionsByFormat } from '../qemu/formats.js';
+import {
+  canonicalCompat,
+  clusterSizeRange,
+  formatsWithBacking,
+  optionsByFormat,
+  preallocationByFormat,
+  subformatsByFormat,
+} from '../qemu/formats.js';
 import type { Options } from './manifest.generated.js';
 import type { ResolvedImage, ResolvedManifest } from './resolve-manifest.js';
 
@@ -11,17 +18,17 @@ export interface CheckEnvironment {
 }
 
 function checkBackingIds(manifest: ResolvedManifest): Diagnostic[] {
-  const ids = [...manifest.byId.keys()];
   return manifest.images.flatMap((image) => {
     const backing = image.backing;
     if (backing?.kind !== 'image' || manifest.byId.has(backing.id)) return [];
+    const ids = [...manifest.byId.keys()].filter((id) => id !== image.id);
     return [
       error(
         'unknown-backing',
         `image "${image.id}" is backed by "${backing.id}", which is not an image of this manifest`,
         {
           location: image.at.backing,
-          hint: `use one of: ${ids.join(', ')}; or {path: ..., format: ...} for a base the manifest does not manage`,
+          hint: `${ids.length ? `use one of: ${ids.join(', ')}; or ` : 'use '}{path: ..., format: ...} for a base the manifest does not manage`,
         },
       ),
     ];
@@ -89,28 +96,90 @@ function checkDuplicatePaths(manifest: ResolvedManifest): Diagnostic[] {
   return diagnostics;
 }
 
-function checkSourcesExist(manifest: ResolvedManifest, env: CheckEnvironment): Diagnostic[] {
+function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnostic[] {
   return manifest.images.flatMap((image) => {
-    if (image.source) {
-      if (env.fileExists(image.source.path)) return [];
-      return [
+    const problems: Diagnostic[] = [];
+    if (/[/\\]$/.test(image.declaredPath)) {
+      problems.push(
+        error('path-is-folder', `the path of "${image.id}" ends with "/": it names a folder, not an image file`, {
+          location: image.at.path,
+          hint: 'give the file name too, e.g. out/disk.qcow2',
+        }),
+      );
+    }
+    if (image.source && !env.fileExists(image.source.path)) {
+      problems.push(
         error('source-missing', `the source of "${image.id}" does not exist: ${image.source.path}`, {
           location: image.at.fromPath,
         }),
-      ];
+      );
     }
-    if (env.fileExists(image.path)) return [];
-    return [
-      error(
-        'in-place-missing',
-        `"${image.id}" has no \`from\`, so it reshapes ${image.path} in place, but that file does not exist`,
-        {
-          location: image.at.path,
-          hint: 'add `from: {path: ...}` naming the content it must present',
-        },
-      ),
-    ];
+    if (!image.source && !env.fileExists(image.path)) {
+      problems.push(
+        error(
+          'in-place-missing',
+          `"${image.id}" has no \`from\`, so it reshapes ${image.path} in place, but that file does not exist`,
+          {
+            location: image.at.path,
+            hint: 'add `from: {path: ...}` naming the content it must present',
+          },
+        ),
+      );
+    }
+    if (image.backing?.kind === 'file' && !env.fileExists(image.backing.path)) {
+      problems.push(
+        error('backing-missing', `the backing of "${image.id}" does not exist: ${image.backing.path}`, {
+          location: image.at.backing,
+          hint: 'name an existing image, or the id of an image of this manifest',
+        }),
+      );
+    }
+    if (image.source?.snapshot !== undefined) {
+      problems.push(
+        error('snapshot-unsupported', `internal snapshots as a source are not supported yet ("${image.id}")`, {
+          location: image.at.from,
+          hint: 'export the snapshot first: qemu-img convert -l snapshot.name=NAME ...',
+        }),
+      );
+    }
+    return problems;
   });
+}
+
+/** One file read under two formats would present two different contents: refuse it. */
+function checkFormatConflicts(manifest: ResolvedManifest): Diagnostic[] {
+  const declared = new Map<string, { format: string; image: ResolvedImage; location: ResolvedImage['at']['path'] }>();
+  const diagnostics: Diagnostic[] = [];
+  const note = (
+    path: string,
+    format: string | undefined,
+    image: ResolvedImage,
+    location: ResolvedImage['at']['path'],
+  ) => {
+    if (format === undefined) return;
+    const first = declared.get(path);
+    if (!first) {
+      declared.set(path, { format, image, location });
+    } else if (first.format !== format) {
+      diagnostics.push(
+        error(
+          'format-conflict',
+          `${path} is declared as ${format} here but as ${first.format} for "${first.image.id}"`,
+          {
+            location,
+            related: [{ message: `declared ${first.format} here`, location: first.location }],
+            hint: 'a file has one format; use the same one everywhere',
+          },
+        ),
+      );
+    }
+  };
+  for (const image of manifest.images) {
+    if (!image.source) note(image.path, image.format, image, image.at.format);
+    if (image.source) note(image.source.path, image.source.format, image, image.at.fromPath);
+    if (image.backing?.kind === 'file') note(image.backing.path, image.backing.format, image, image.at.backing);
+  }
+  return diagnostics;
 }
 
 /** Outputs must not replace a file that some image still reads (its source, or a fixed base). */
@@ -172,21 +241,7 @@ function checkOptions(manifest: ResolvedManifest): Diagnostic[] {
         }),
       );
     }
-    const { compat, lazy_refcounts, extended_l2 } = image.options;
-    if (compat !== undefined && canonicalCompat(compat) === '0.10') {
-      for (const [name, on] of [
-        ['lazy_refcounts', lazy_refcounts],
-        ['extended_l2', extended_l2],
-      ] as const) {
-        if (!on) continue;
-        diagnostics.push(
-          error('option-needs-compat', `${name} needs compat 1.1, but "${image.id}" asks for compat ${compat}`, {
-            location: image.at.option(name),
-            hint: `drop ${name} or use compat "1.1"`,
-          }),
-        );
-      }
-    }
+    diagnostics.push(...checkOptionValues(image));
     if (image.backing && !formatsWithBacking.has(image.format)) {
       diagnostics.push(
         error('backing-unsupported', `${image.format} images cannot have a backing file ("${image.id}")`, {
@@ -199,13 +254,87 @@ function checkOptions(manifest: ResolvedManifest): Diagnostic[] {
   return diagnostics;
 }
 
+/** Values qemu-img would refuse for this format, caught before anything runs. */
+function checkOptionValues(image: ResolvedImage): Diagnostic[] {
+  const problems: Diagnostic[] = [];
+  const refuse = (name: string, message: string, hint: string) =>
+    problems.push(error('invalid-option', `${message} ("${image.id}")`, { location: image.at.option(name), hint }));
+  const {
+    cluster_size,
+    compat,
+    lazy_refcounts,
+    extended_l2,
+    refcount_bits,
+    compression_type,
+    preallocation,
+    subformat,
+  } = image.options;
+  const range = clusterSizeRange[image.format];
+  if (cluster_size !== undefined && range) {
+    const [min, max] = range;
+    if (cluster_size < min || cluster_size > max || (cluster_size & (cluster_size - 1)) !== 0) {
+      refuse(
+        'cluster_size',
+        `cluster_size ${cluster_size} is not valid for ${image.format}`,
+        `use a power of two from ${min} to ${max}`,
+      );
+    }
+  }
+  const preallocations = preallocationByFormat[image.format];
+  if (preallocation !== undefined && preallocations && !preallocations.includes(preallocation)) {
+    refuse(
+      'preallocation',
+      `${image.format} does not take preallocation ${preallocation}`,
+      `use one of: ${preallocations.join(', ')}`,
+    );
+  }
+  const subformats = subformatsByFormat[image.format];
+  if (subformat !== undefined && subformats && !subformats.includes(subformat)) {
+    refuse('subformat', `${image.format} has no subformat ${subformat}`, `use one of: ${subformats.join(', ')}`);
+  }
+  if (image.format !== 'qcow2') return problems;
+  if (compat !== undefined && canonicalCompat(compat) === '0.10') {
+    const needsV3: [string, boolean][] = [
+      ['lazy_refcounts', lazy_refcounts === true],
+      ['extended_l2', extended_l2 === true],
+      ['refcount_bits', refcount_bits !== undefined && refcount_bits !== 16],
+      ['compression_type', compression_type === 'zstd'],
+    ];
+    for (const [name, used] of needsV3) {
+      if (!used) continue;
+      problems.push(
+        error('option-needs-compat', `${name} needs compat 1.1, but "${image.id}" asks for compat ${compat}`, {
+          location: image.at.option(name),
+          hint: `drop ${name} or use compat "1.1"`,
+        }),
+      );
+    }
+  }
+  if (extended_l2 && (cluster_size ?? 65536) < 16384) {
+    refuse(
+      'extended_l2',
+      'extended_l2 needs a cluster_size of at least 16384',
+      'raise cluster_size or drop extended_l2',
+    );
+  }
+  if (image.backing && preallocation !== undefined && preallocation !== 'off' && !extended_l2) {
+    refuse(
+      'preallocation',
+      'qcow2 allows preallocation with a backing file only with extended_l2 on',
+      'drop preallocation for this overlay, or set extended_l2: true',
+    );
+  }
+  return problems;
+}
+
 /** Runs every semantic check; returns all problems found (an empty list means valid). */
 export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment): Diagnostic[] {
   const structural = [...checkBackingIds(manifest), ...checkBackingCycles(manifest)];
   return [
     ...structural,
     ...checkDuplicatePaths(manifest),
-    ...checkSourcesExist(manifest, env),
+    ...checkFiles(manifest, env),
+    ...checkFormatConflicts(manifest),
     ...checkOverwrites(manifest),
     ...checkOptions(manifest),
   ];

@@ -2,6 +2,7 @@
 // absolute paths, defaults merged in, and the source location of every field kept for errors.
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { SourceLocation } from '../diagnostics/diagnostic.js';
+import { optionsByFormat } from '../qemu/formats.js';
 import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest, Options, OutputFormat, Source } from './manifest.generated.js';
@@ -49,10 +50,12 @@ export interface ResolvedImage {
   index: number;
   /** Absolute path where the image must end up. */
   path: string;
+  /** `path` as written in the manifest. */
+  declaredPath: string;
   /** True when the manifest gave `path` as absolute (backing links to it are then absolute). */
   pathIsAbsolute: boolean;
   format: OutputFormat;
-  /** Defaults merged with the image's own options. */
+  /** The default options its format accepts, overridden by the image's own. */
   options: Options;
   /** null: keep what the file at `path` presents today (reshape in place). */
   source: ResolvedSource | null;
@@ -78,6 +81,11 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
   const defaults = manifest.defaults ?? {};
   const images = Object.entries(manifest.images).map(([id, image], index): ResolvedImage => {
     const base = ['images', id];
+    const format = image.format ?? defaults.format ?? 'qcow2';
+    // Each image takes the default options its format accepts; its own options override them.
+    const inherited = Object.fromEntries(
+      Object.entries(defaults.options ?? {}).filter(([name]) => optionsByFormat[format].has(name as keyof Options)),
+    );
     const locateIn = (...rest: string[]) => locate(source, [...base, ...rest]);
     const from = image.from;
     const backing = image.backing;
@@ -85,9 +93,10 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
       id,
       index,
       path: resolve(dir, image.path),
+      declaredPath: image.path,
       pathIsAbsolute: isAbsolute(image.path),
-      format: image.format ?? defaults.format ?? 'qcow2',
-      options: { ...defaults.options, ...image.options },
+      format,
+      options: { ...inherited, ...image.options },
       source: from ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot } : null,
       backing:
         backing === undefined || backing === null

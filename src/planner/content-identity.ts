@@ -3,9 +3,13 @@
 // ledger shows was built from a source and neither has changed since. A union-find keeps the
 // equivalence classes.
 
-/** Content key of a file (by identity) or of one of its internal snapshots. */
-export function contentKey(fileIdentity: string, snapshot?: string): string {
-  return snapshot === undefined ? `file:${fileIdentity}` : `file:${fileIdentity}@${snapshot}`;
+/**
+ * Content key of a file (by identity) read as `format`, or of one of its internal snapshots.
+ * The format is part of the key: the same bytes read as qcow2 and as raw are different content.
+ */
+export function contentKey(fileIdentity: string, format: string, snapshot?: string): string {
+  const base = `file:${fileIdentity}:${format}`;
+  return snapshot === undefined ? base : `${base}@${snapshot}`;
 }
 
 /** Equivalence classes of content keys. */

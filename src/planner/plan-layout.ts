@@ -43,7 +43,7 @@ interface PlanContext {
 }
 
 function keyOfLayer(layer: ChainLayer | undefined): string | undefined {
-  return layer?.fingerprint ? contentKey(fileIdentity(layer.fingerprint)) : undefined;
+  return layer?.fingerprint ? contentKey(fileIdentity(layer.fingerprint), layer.format) : undefined;
 }
 
 function layerPaths(chain: readonly ChainLayer[]): string[] {
@@ -122,33 +122,30 @@ function resolveBacking(
       chainBytes: chain.reduce((sum, layer) => sum + layer.actualSize, 0),
       producedBy: undefined,
     },
-    key: contentKey(fileIdentity(file.fingerprint)),
+    key: contentKey(fileIdentity(file.fingerprint), backing.format),
     virtualSize: chain[0]?.virtualSize ?? 0,
   };
 }
 
 /** Where the image's content comes from, and whether the file at its path already has it. */
-type ContentPlan =
-  | {
-      kind: 'in-place';
-      content: ContentFile;
-      chain: ChainLayer[];
-      key: string;
-      action: ImagePlan['action'];
-    }
-  | {
-      kind: 'build';
-      content: ContentFile;
-      chain: ChainLayer[];
-      key: string;
-      action: ImagePlan['action'];
-    };
+type ContentPlan = {
+  kind: 'in-place' | 'build';
+  content: ContentFile;
+  chain: ChainLayer[];
+  key: string;
+  action: ImagePlan['action'];
+  /**
+   * Set on an output the ledger shows is up to date: its own content key (to be declared equal
+   * to the source's), and the plan to rebuild it from its source should it turn out stale.
+   */
+  ledger?: { outputKey: string; rebuild: ContentPlan };
+};
 
 function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'failed' {
   const existing = ctx.layout.files.get(image.path);
   if (!image.source) {
     if (!existing?.chain || !existing.fingerprint) return 'failed';
-    const key = contentKey(fileIdentity(existing.fingerprint));
+    const key = contentKey(fileIdentity(existing.fingerprint), existing.format);
     return {
       kind: 'in-place',
       content: contentOf(existing, existing.chain),
@@ -157,18 +154,9 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
       action: 'reshape',
     };
   }
-  if (image.source.snapshot !== undefined) {
-    ctx.diagnostics.push(
-      error('snapshot-unsupported', `internal snapshots as a source are not supported yet ("${image.id}")`, {
-        location: image.at.from,
-        hint: 'export the snapshot first: qemu-img convert -l snapshot.name=NAME ...',
-      }),
-    );
-    return 'failed';
-  }
   const source = ctx.layout.files.get(image.source.path);
   if (!source?.chain || !source.fingerprint) return 'failed';
-  const key = contentKey(fileIdentity(source.fingerprint));
+  const key = contentKey(fileIdentity(source.fingerprint), source.format);
   const build = { content: contentOf(source, source.chain), chain: source.chain, key };
   if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
 
@@ -194,16 +182,86 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
     entry.source.snapshot === image.source.snapshot &&
     chainMatches(entry.sourceChain, source.chain) &&
     chainMatches(entry.backingChain, existing.chain.slice(1));
-  if (!upToDate || !existing.chain) return { kind: 'build', ...build, action: 'replace' };
-  // The ledger proves the output presents the source's content: reshape it like an in-place image.
-  ctx.identity.union(contentKey(fileIdentity(existing.fingerprint)), key);
+  const rebuild: ContentPlan = { kind: 'build', ...build, action: 'replace' };
+  if (!upToDate || !existing.chain) return rebuild;
+  // The ledger shows the output presents the source's content: reshape it like an in-place image.
   return {
     kind: 'in-place',
     content: contentOf(existing, existing.chain),
     chain: existing.chain,
     key,
     action: 'reshape',
+    ledger: { outputKey: contentKey(fileIdentity(existing.fingerprint), existing.format), rebuild },
   };
+}
+
+/**
+ * A file this plan (re)builds changes what every chain through it presents. A source read
+ * through one would be damaged: refused. An output read through one is stale and is rebuilt
+ * from its source (which can make more outputs stale, hence the loop). An image reshaped in
+ * place cannot be rebuilt: refused.
+ */
+function settleStaleContent(
+  manifest: ResolvedManifest,
+  contents: Map<string, ContentPlan | 'failed'>,
+  ctx: PlanContext,
+): void {
+  const builtPaths = () =>
+    new Map(
+      manifest.images
+        .filter((i) => {
+          const plan = contents.get(i.id);
+          return plan !== undefined && plan !== 'failed' && plan.kind === 'build';
+        })
+        .map((i) => [i.path, i] as const),
+    );
+  for (const reader of manifest.images) {
+    const chain = reader.source ? ctx.layout.files.get(reader.source.path)?.chain : undefined;
+    const built = builtPaths();
+    const through = chain ? layerPaths(chain).find((path) => built.has(path)) : undefined;
+    const writer = through ? built.get(through) : undefined;
+    if (!through || !writer) continue;
+    contents.set(reader.id, 'failed');
+    ctx.diagnostics.push(
+      error(
+        'overwrites-input',
+        `"${writer.id}" would replace ${through}, which the source of "${reader.id}" reads through`,
+        {
+          location: writer.at.path,
+          related: [{ message: `"${reader.id}" reads it here`, location: reader.at.fromPath }],
+          hint: 'write the new image to another path',
+        },
+      ),
+    );
+  }
+  for (let changed = true; changed; ) {
+    changed = false;
+    const built = builtPaths();
+    for (const image of manifest.images) {
+      const plan = contents.get(image.id);
+      if (!plan || plan === 'failed' || plan.kind === 'build') continue;
+      const through = layerPaths(plan.chain)
+        .slice(1)
+        .find((path) => built.has(path));
+      if (!through) continue;
+      changed = true;
+      if (plan.ledger) {
+        contents.set(image.id, plan.ledger.rebuild);
+        continue;
+      }
+      contents.set(image.id, 'failed');
+      ctx.diagnostics.push(
+        error(
+          'backing-rebuilt',
+          `"${image.id}" keeps its content in place, but its chain reads through ${through}, which this plan rebuilds with new content`,
+          {
+            location: image.at.path,
+            hint: 'give it a `from` and a new path so it is rebuilt too, or write the rebuilt image to another path',
+          },
+        ),
+      );
+    }
+  }
 }
 
 /** Picks the recipe for one image; returns its steps (possibly none). */
@@ -331,8 +389,11 @@ function chooseSteps(
   ];
 }
 
-function planImage(image: ResolvedImage, ctx: PlanContext): { plan: ImagePlan; steps: Step[] } | 'failed' {
-  const content = planContent(image, ctx);
+function planImage(
+  image: ResolvedImage,
+  content: ContentPlan | 'failed',
+  ctx: PlanContext,
+): { plan: ImagePlan; steps: Step[] } | 'failed' {
   const backing = resolveBacking(image, ctx);
   if (content === 'failed' || backing === 'failed') return 'failed';
   if (backing && backing.virtualSize > content.content.virtualSize) {
@@ -380,36 +441,6 @@ function planImage(image: ResolvedImage, ctx: PlanContext): { plan: ImagePlan; s
   return { plan: { id: image.id, path: image.path, action, steps: steps.map((s) => s.id) }, steps };
 }
 
-/** An image built from a source must not replace a file some chain still reads through. */
-function checkReplacedFiles(manifest: ResolvedManifest, layout: InspectedLayout): Diagnostic[] {
-  const diagnostics: Diagnostic[] = [];
-  for (const image of manifest.images) {
-    if (!image.source) continue;
-    for (const other of manifest.images) {
-      const file = layout.files.get(other.source?.path ?? other.path);
-      const chain = file?.chain ? layerPaths(file.chain).slice(1) : [];
-      if (!chain.includes(image.path)) continue;
-      diagnostics.push(
-        error(
-          'overwrites-input',
-          `"${image.id}" would replace ${image.path}, which the chain of ${file?.path} reads through`,
-          {
-            location: image.at.path,
-            related: [
-              {
-                message: `"${other.id}" reads that chain`,
-                location: other.source ? other.at.fromPath : other.at.path,
-              },
-            ],
-            hint: 'write the new image to another path',
-          },
-        ),
-      );
-    }
-  }
-  return diagnostics;
-}
-
 function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceCheck[] {
   const byDir = new Map<string, SpaceCheck>();
   for (const step of steps) {
@@ -438,13 +469,18 @@ export function planLayout(
     layout,
     identity: new ContentIdentity(),
     final: new Map(),
-    diagnostics: checkReplacedFiles(manifest, layout),
+    diagnostics: [],
   };
   const images: ImagePlan[] = [];
   const steps: Step[] = [];
   let failed = false;
+  const contents = new Map(manifest.images.map((image) => [image.id, planContent(image, ctx)] as const));
+  settleStaleContent(manifest, contents, ctx);
+  for (const plan of contents.values()) {
+    if (plan !== 'failed' && plan.ledger) ctx.identity.union(plan.ledger.outputKey, plan.key);
+  }
   for (const image of backingFirst(manifest)) {
-    const planned = planImage(image, ctx);
+    const planned = planImage(image, contents.get(image.id) ?? 'failed', ctx);
     if (planned === 'failed') {
       failed = true;
       continue;

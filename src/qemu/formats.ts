@@ -27,3 +27,23 @@ export const formatsWithBacking: ReadonlySet<OutputFormat> = new Set(['qcow2', '
 export function canonicalCompat(compat: string): '0.10' | '1.1' {
   return compat === '0.10' || compat === 'v2' ? '0.10' : '1.1';
 }
+
+/** Preallocation modes each format accepts (qemu-img 7.2). */
+export const preallocationByFormat: Readonly<Partial<Record<OutputFormat, readonly string[]>>> = {
+  qcow2: ['off', 'metadata', 'falloc', 'full'],
+  raw: ['off', 'falloc', 'full'],
+  vdi: ['off', 'metadata'],
+};
+
+/** Sub-formats each format accepts. */
+export const subformatsByFormat: Readonly<Partial<Record<OutputFormat, readonly string[]>>> = {
+  vmdk: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'streamOptimized'],
+  vhdx: ['dynamic', 'fixed'],
+  vpc: ['dynamic', 'fixed'],
+};
+
+/** Cluster sizes each format accepts: powers of two in a range. */
+export const clusterSizeRange: Readonly<Partial<Record<OutputFormat, readonly [number, number]>>> = {
+  qcow2: [512, 2 * 1024 * 1024],
+  qed: [4096, 64 * 1024 * 1024],
+};

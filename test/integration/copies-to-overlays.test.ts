@@ -107,6 +107,19 @@ describe('full copies back to thin overlays', () => {
     expect(await checksums(outputs)).toEqual(afterFirst);
   });
 
+  it('rebuilds the overlays too when the template they sit on is rebuilt', async () => {
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    await qemuIo('raw', join(dir, 'in/template.raw'), 'write -P 0x11 4M 1M');
+    before = await checksums(inputs);
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { id: string }) => s.id)).toEqual(['template:convert', 'vm1:diff', 'vm2:diff']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    for (const vm of ['vm1', 'vm2']) {
+      expect(await compareImages(join(dir, `out/${vm}.qcow2`), 'qcow2', join(dir, `in/${vm}.raw`), 'raw')).toBe(0);
+    }
+    expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
   it('rebuilds an output when its source changed since the last apply', async () => {
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     // The test owns this copy; change it and update the checksum it must keep from now on.

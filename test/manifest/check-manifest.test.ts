@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { brief, semanticDiagnostics } from '../helpers/manifest.js';
+import { brief, resolved, semanticDiagnostics } from '../helpers/manifest.js';
 
 describe('semantic checks', () => {
   it('accepts a consistent manifest', () => {
@@ -12,10 +12,11 @@ images:
   });
 
   it('reports an unknown backing id at the backing value', () => {
-    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: nope\n';
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: nope\n  b: { path: b.qcow2 }\n';
     const d = semanticDiagnostics(text);
     expect(d.map(brief)).toEqual(['unknown-backing@5:14']);
-    expect(d[0]!.hint).toContain('use one of: a');
+    // The image itself is not suggested: that would be a cycle.
+    expect(d[0]!.hint).toBe('use one of: b; or {path: ..., format: ...} for a base the manifest does not manage');
   });
 
   it('reports a backing cycle once, with every edge and its location', () => {
@@ -90,7 +91,7 @@ images:
     expect(d.map((x) => x.code)).toEqual(['overwrites-input']);
   });
 
-  it('reports options that do not apply to the format, at the option (also from defaults)', () => {
+  it('reports options that do not apply to the format at the option; defaults apply where they fit', () => {
     const text = `version: 1
 defaults:
   options: { lazy_refcounts: true }
@@ -99,9 +100,63 @@ images:
     path: a.raw
     format: raw
     options: { cluster_size: 65536 }
+  b: { path: b.qcow2 }
 `;
     const d = semanticDiagnostics(text);
-    expect(d.map(brief)).toEqual(['unknown-option@3:14', 'unknown-option@8:16']);
+    expect(d.map(brief)).toEqual(['unknown-option@8:16']);
+    expect(resolved(text).byId.get('a')?.options).toEqual({ cluster_size: 65536 });
+    expect(resolved(text).byId.get('b')?.options).toEqual({ lazy_refcounts: true });
+  });
+
+  it('refuses option values qemu-img would refuse', () => {
+    const text = `version: 1
+images:
+  a: { path: a.qcow2, options: { cluster_size: 3000 } }
+  b: { path: b.raw, format: raw, options: { preallocation: metadata } }
+  c: { path: c.vmdk, format: vmdk, options: { subformat: bogus } }
+  d: { path: d.qcow2, options: { compat: "0.10", refcount_bits: 8, compression_type: zstd } }
+  e: { path: e.qcow2, options: { extended_l2: true, cluster_size: 4096 } }
+  f: { path: f.qcow2, backing: a, options: { preallocation: metadata } }
+`;
+    expect(semanticDiagnostics(text).map((x) => `${x.code}@${x.location?.line}`)).toEqual([
+      'invalid-option@3',
+      'invalid-option@4',
+      'invalid-option@5',
+      'option-needs-compat@6',
+      'option-needs-compat@6',
+      'invalid-option@7',
+      'invalid-option@8',
+    ]);
+  });
+
+  it('reports an external backing that does not exist', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: { path: gone.qcow2, format: qcow2 }\n';
+    expect(semanticDiagnostics(text, ['/work/m/gone.qcow2']).map(brief)).toEqual(['backing-missing@5:14']);
+  });
+
+  it('refuses one file declared with two formats', () => {
+    const text = `version: 1
+images:
+  a:
+    path: out/a.qcow2
+    from: { path: in/t.raw, format: raw }
+    backing: { path: in/t.raw, format: qcow2 }
+`;
+    const d = semanticDiagnostics(text);
+    expect(d.map(brief)).toEqual(['format-conflict@6:14']);
+    expect(d[0]!.related?.[0]?.location?.line).toBe(5);
+  });
+
+  it('refuses a path that names a folder', () => {
+    expect(semanticDiagnostics('version: 1\nimages:\n  a: { path: out/ }\n').map((x) => x.code)).toContain(
+      'path-is-folder',
+    );
+  });
+
+  it('refuses internal snapshots as a source for now, at validate time', () => {
+    const text =
+      'version: 1\nimages:\n  a:\n    path: a.qcow2\n    from: { path: in.qcow2, format: qcow2, snapshot: sn0 }\n';
+    expect(semanticDiagnostics(text).map(brief)).toEqual(['snapshot-unsupported@5:11']);
   });
 
   it('refuses lazy_refcounts with compat 0.10', () => {

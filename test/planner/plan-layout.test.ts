@@ -306,6 +306,103 @@ describe('planner: outputs that already exist', () => {
   });
 });
 
+describe('planner: content that changes under a chain', () => {
+  const text = `version: 1
+images:
+  tpl: { path: out/tpl.qcow2, from: { path: in/tpl.raw, format: raw } }
+  vm: { path: out/vm.qcow2, from: { path: in/vm.raw, format: raw }, backing: tpl }
+`;
+  const entry = (id: string, output: number, source: number, sourceMtime: number, backing: number[]) => ({
+    id,
+    format: 'qcow2',
+    output: fp(output),
+    source: { path: `/work/m/in/${id}.raw`, format: 'raw' },
+    sourceChain: [fp(source, sourceMtime)],
+    backingChain: backing.map((ino) => fp(ino)),
+    appliedAt: '2026-01-01T00:00:00.000Z',
+  });
+
+  it('rebuilds an overlay whose base is rebuilt, instead of rebasing it onto itself', () => {
+    const tplOut = file('qcow2', [layer('/work/m/out/tpl.qcow2', 20)]);
+    const vmOut = file('qcow2', [
+      layer('/work/m/out/vm.qcow2', 21, { backingName: 'tpl.qcow2' }),
+      layer('/work/m/out/tpl.qcow2', 20),
+    ]);
+    const ledger = {
+      version: 1 as const,
+      outputs: {
+        // The template's source changed since (mtime 1 recorded, the file now has another).
+        '/work/m/out/tpl.qcow2': entry('tpl', 20, 10, 0, []),
+        '/work/m/out/vm.qcow2': entry('vm', 21, 11, 1, [20]),
+      },
+    };
+    const plan = planOf(
+      text,
+      layoutOf([tplOut, vmOut, raw('/work/m/in/tpl.raw', 10), raw('/work/m/in/vm.raw', 11)], ledger),
+    );
+    expect(kinds(plan)).toEqual(['tpl:convert', 'vm:diff']);
+    expect(plan.images.map((i) => i.action)).toEqual(['replace', 'replace']);
+  });
+
+  it('refuses an in-place image whose chain reads through a file the plan rebuilds', () => {
+    const inPlace = `${text}  kept: { path: vm/kept.qcow2, backing: tpl }
+`;
+    const tplOut = file('qcow2', [layer('/work/m/out/tpl.qcow2', 20)]);
+    const kept = file('qcow2', [
+      layer('/work/m/vm/kept.qcow2', 30, { backingName: '../out/tpl.qcow2' }),
+      layer('/work/m/out/tpl.qcow2', 20),
+    ]);
+    const ledger = { version: 1 as const, outputs: { '/work/m/out/tpl.qcow2': entry('tpl', 20, 10, 0, []) } };
+    const result = planLayout(
+      resolved(inPlace),
+      layoutOf([tplOut, kept, raw('/work/m/in/tpl.raw', 10), raw('/work/m/in/vm.raw', 11)], ledger),
+    );
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['backing-rebuilt']);
+  });
+
+  it('accepts an in-place overlay on a managed image that is not rebuilt', () => {
+    const inPlace = `${text}  kept: { path: vm/kept.qcow2, backing: tpl }\n`;
+    const tplOut = file('qcow2', [layer('/work/m/out/tpl.qcow2', 20)]);
+    const kept = file('qcow2', [
+      layer('/work/m/vm/kept.qcow2', 30, { backingName: '../out/tpl.qcow2' }),
+      layer('/work/m/out/tpl.qcow2', 20),
+    ]);
+    const ledger = { version: 1 as const, outputs: { '/work/m/out/tpl.qcow2': entry('tpl', 20, 10, 1, []) } };
+    const plan = planOf(
+      inPlace,
+      layoutOf([tplOut, kept, raw('/work/m/in/tpl.raw', 10), raw('/work/m/in/vm.raw', 11)], ledger),
+    );
+    expect(plan.images.map((i) => `${i.id}:${i.action}`)).toEqual(['tpl:unchanged', 'vm:create', 'kept:unchanged']);
+  });
+
+  it("refuses to rebuild a file that another image's source reads through", () => {
+    const damaging = `${text}  copy: { path: out/copy.qcow2, from: { path: in/overlay.qcow2, format: qcow2 } }\n`;
+    const tplOut = file('qcow2', [layer('/work/m/out/tpl.qcow2', 20)]);
+    const overlay = file('qcow2', [layer('/work/m/in/overlay.qcow2', 40), layer('/work/m/out/tpl.qcow2', 20)]);
+    const ledger = { version: 1 as const, outputs: { '/work/m/out/tpl.qcow2': entry('tpl', 20, 10, 0, []) } };
+    const result = planLayout(
+      resolved(damaging),
+      layoutOf([tplOut, overlay, raw('/work/m/in/tpl.raw', 10), raw('/work/m/in/vm.raw', 11)], ledger),
+    );
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['overwrites-input']);
+  });
+
+  it('never treats one file read under two formats as the same content', () => {
+    const overlay = `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: { path: in/base.img, format: raw }
+`;
+    // The source's backing is in/base.img read as qcow2; the manifest names it as raw.
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/base.img', 2)]);
+    const base = file('raw', [layer('/work/m/in/base.img', 2, { format: 'raw' })]);
+    const plan = planOf(overlay, layoutOf([top, base]));
+    expect(kinds(plan)).toEqual(['top:verified-convert-keep-backing']);
+  });
+});
+
 describe('planner: order and space', () => {
   it('orders steps deterministically and leaves independent chains unlinked', () => {
     const text = `version: 1
