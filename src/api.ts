@@ -1,6 +1,6 @@
 // The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { type Diagnostic, hasErrors } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
@@ -15,6 +15,15 @@ import type { Plan } from './planner/plan-types.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 
+/** The nearest existing ancestor of `path`, when it is not a folder. */
+function parentBlocked(path: string): string | undefined {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const stat = statSync(dir, { throwIfNoEntry: false });
+    if (stat) return stat.isDirectory() ? undefined : dir;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
 /** A loaded manifest, or why it could not be loaded. Diagnostics point into `source`. */
 export type LoadResult =
   | { ok: true; manifest: ResolvedManifest; source: ManifestSource; warnings: Diagnostic[] }
@@ -28,7 +37,7 @@ export async function loadManifest(file: string): Promise<LoadResult> {
   const validated = validateSchema(source);
   if (!validated.ok) return { ok: false, diagnostics: validated.diagnostics, source };
   const manifest = resolveManifest(source, validated.manifest);
-  const problems = checkManifest(manifest, { fileExists: existsSync });
+  const problems = checkManifest(manifest, { fileExists: existsSync, parentBlocked });
   if (hasErrors(problems)) return { ok: false, diagnostics: problems, source };
   return { ok: true, manifest, source, warnings: problems };
 }

@@ -1,9 +1,11 @@
 // The `chainform` command line, built on the library API in ../api.ts.
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { apply, loadManifest, plan } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
+import { plural } from './format.js';
 import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
 import { renderDiagnostics } from './report-diagnostics.js';
@@ -17,6 +19,8 @@ export interface CliIO {
   cwd: string;
 }
 
+const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+
 /** Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode). */
 export const EXIT = { ok: 0, error: 1, changes: 2, interrupted: 130 } as const;
 
@@ -29,7 +33,7 @@ function positiveInt(value: string): number {
 function summaryLines(summary: RunSummary): string[] {
   const lines = [
     summary.ok
-      ? `Apply complete: ${summary.done.length} steps done in ${(summary.durationMs / 1000).toFixed(1)}s.`
+      ? `Apply complete: ${plural(summary.done.length, 'step')} done in ${(summary.durationMs / 1000).toFixed(1)}s.`
       : `Apply ${summary.interrupted ? 'interrupted' : 'failed'}: ${summary.done.length} done, ${summary.failed.length} failed, ${summary.notStarted.length} not started.`,
   ];
   for (const failure of summary.failed) {
@@ -57,6 +61,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
   let exitCode: number = EXIT.ok;
   const program = new Command('chainform')
     .description('Reshape QEMU disk-image backing chains from a declarative manifest, with qemu-img doing the work.')
+    .version(VERSION)
     .option('--no-color', 'plain output without colours (NO_COLOR is honoured too)')
     .showHelpAfterError()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
@@ -72,7 +77,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .command('validate')
     .description('check a manifest (schema and semantics) without touching any image')
     .argument('<manifest>', 'the manifest YAML file')
-    .addHelpText('after', '\nExample:\n  chainform validate examples/demo/manifest.yaml')
+    .addHelpText('after', '\nExample:\n  chainform validate examples/copies-to-overlays/manifest.yaml')
     .action(async (file: string) => {
       const loaded = await loadManifest(file);
       if (!loaded.ok) {
@@ -81,7 +86,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         return;
       }
       if (loaded.warnings.length) reportProblems(loaded.warnings);
-      io.stdout.write(`${file}: valid (${loaded.manifest.images.length} images)\n`);
+      io.stdout.write(`${file}: valid (${plural(loaded.manifest.images.length, 'image')})\n`);
     });
 
   program
@@ -142,7 +147,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           exitCode = EXIT.error;
           return;
         }
-        if (!(await confirm(io, `\nApply these ${planned.plan.steps.length} steps? [y/N] `))) {
+        if (!(await confirm(io, `\nApply ${plural(planned.plan.steps.length, 'step')}? [y/N] `))) {
           io.stderr.write('Cancelled: nothing was changed.\n');
           return;
         }

@@ -1,7 +1,7 @@
 // The human-readable dry run: per image, each step's reason and exact commands, then a summary.
 import { relative } from 'node:path';
 import type { Plan, Step } from '../planner/plan-types.js';
-import { formatBytes, shellQuote } from './format.js';
+import { formatBytes, plural, shellQuote } from './format.js';
 import type { Styler } from './style.js';
 
 const ACTION_MARK = { create: '+', replace: '-/+', reshape: '~', unchanged: '=' } as const;
@@ -44,10 +44,15 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   const total = plan.steps.reduce((sum, s) => sum + s.expectedWriteBytes, 0);
   lines.push('');
   if (plan.steps.length === 0) {
-    lines.push(style.paint('green', `No changes: all ${plan.images.length} images match the manifest.`));
+    lines.push(
+      style.paint(
+        'green',
+        `No changes: ${plan.images.length === 1 ? 'the image matches' : `all ${plan.images.length} images match`} the manifest.`,
+      ),
+    );
   } else {
     lines.push(
-      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plan.steps.length} steps writing up to ${formatBytes(total)}.`,
+      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}.`,
     );
   }
   for (const space of plan.space) {

@@ -6,7 +6,10 @@ import { sortDiagnostics } from '../diagnostics/diagnostic.js';
 import { formatDiagnostic } from '../diagnostics/format-diagnostic.js';
 import type { Styler } from './style.js';
 
-/** Renders all diagnostics, sorted by location, with paths relative to `cwd`. */
+/** At most this many diagnostics are printed; a file that is not a manifest can yield hundreds. */
+const MAX_SHOWN = 20;
+
+/** Renders diagnostics sorted by location, with paths relative to `cwd`, at most MAX_SHOWN. */
 export function renderDiagnostics(diagnostics: readonly Diagnostic[], style: Styler, cwd: string): string {
   const cache = new Map<string, string | undefined>();
   const sources = (file: string) => {
@@ -19,12 +22,10 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], style: Sty
     }
     return cache.get(file);
   };
-  return sortDiagnostics(diagnostics)
-    .map((d) =>
-      formatDiagnostic(d, sources, {
-        color: style.color,
-        displayPath: (f) => relative(cwd, f) || f,
-      }),
-    )
-    .join('\n\n');
+  const sorted = sortDiagnostics(diagnostics);
+  const shown = sorted
+    .slice(0, MAX_SHOWN)
+    .map((d) => formatDiagnostic(d, sources, { color: style.color, displayPath: (f) => relative(cwd, f) || f }));
+  if (sorted.length > MAX_SHOWN) shown.push(`... and ${sorted.length - MAX_SHOWN} more problems not shown.`);
+  return shown.join('\n\n');
 }

@@ -189,7 +189,17 @@ export async function inspectLayout(
   for (const request of requestsFor(manifest, ledger)) {
     if (!unique.has(request.path)) unique.set(request.path, request);
   }
-  const inspected = await Promise.all([...unique.values()].map((request) => inspectFile(request, runner, diagnostics)));
+  // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
+  const inspected = await Promise.all(
+    [...unique.values()].map((request) =>
+      inspectFile(request, runner, diagnostics).catch((e: unknown): InspectedFile => {
+        diagnostics.push(
+          error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
+        );
+        return { path: request.path, fingerprint: null, format: request.format ?? 'unknown', chain: null };
+      }),
+    ),
+  );
   for (const file of inspected) files.set(file.path, file);
 
   const freeSpace = new Map<string, FilesystemSpace>();

@@ -15,6 +15,8 @@ import type { ResolvedImage, ResolvedManifest } from './resolve-manifest.js';
 /** Facts about the filesystem the checks need. */
 export interface CheckEnvironment {
   fileExists(path: string): boolean;
+  /** The nearest existing ancestor folder of `path` is not a folder (a file is in the way). */
+  parentBlocked?(path: string): string | undefined;
 }
 
 function checkBackingIds(manifest: ResolvedManifest): Diagnostic[] {
@@ -104,6 +106,14 @@ function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnost
         error('path-is-folder', `the path of "${image.id}" ends with "/": it names a folder, not an image file`, {
           location: image.at.path,
           hint: 'give the file name too, e.g. out/disk.qcow2',
+        }),
+      );
+    }
+    const blocker = env.parentBlocked?.(image.path);
+    if (blocker) {
+      problems.push(
+        error('path-blocked', `"${image.id}" cannot be written to ${image.path}: ${blocker} is a file, not a folder`, {
+          location: image.at.path,
         }),
       );
     }

@@ -63,10 +63,22 @@ export async function loadManifestFile(
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : String(e);
+    const code = (e as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'ENOENT'
+        ? 'it does not exist'
+        : code === 'EISDIR'
+          ? 'it is a directory, not a manifest file'
+          : (e as Error).message;
     return {
       ok: false,
       diagnostics: [error('manifest-unreadable', `cannot read manifest ${file}: ${reason}`)],
+    };
+  }
+  if (text.includes('\0')) {
+    return {
+      ok: false,
+      diagnostics: [error('manifest-not-yaml', `${file} is not a YAML manifest: it contains binary data`)],
     };
   }
   return parseManifestText(file, text);

@@ -32,12 +32,16 @@ function valueAt(data: unknown, path: readonly string[]): unknown {
   return value;
 }
 
+/** Longest value quoted in a message; longer ones are cut. */
+const MAX_QUOTED = 60;
+
 function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
-  return `${typeof value} ${String(value)}`;
+  const text = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  const shown = text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}...` : text;
+  return typeof value === 'string' ? `the string ${shown}` : `${typeof value} ${shown}`;
 }
 
 /** Schema keys a mapping at this schema location allows, for "unknown key" hints. */
@@ -79,6 +83,15 @@ function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
         location: locate(source, path),
       });
     case 'type':
+      if (path.length === 0) {
+        return error(
+          'manifest-not-mapping',
+          source.data === null || source.data === undefined
+            ? 'the manifest is empty'
+            : `the manifest must be a mapping with "version" and "images", not ${describeValue(value)}`,
+          { location: locate(source, path), hint: 'start from examples/copies-to-overlays/manifest.yaml' },
+        );
+      }
       return error(
         'wrong-type',
         `${where} must be ${(e.params as { type: string | string[] }).type}, not ${describeValue(value)}`,
@@ -92,6 +105,10 @@ function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
         { location: locate(source, path) },
       );
     }
+    case 'minProperties':
+      return error('invalid-value', `${where} must list at least one image`, { location: locate(source, path) });
+    case 'minLength':
+      return error('invalid-value', `${where} must not be empty`, { location: locate(source, path) });
     case 'const':
       return error(
         'invalid-value',

@@ -92,7 +92,10 @@ export function convertStep(target: Target, content: ContentFile, reason: string
         purpose: 'copy everything the source presents into a new standalone image',
       },
     ],
-    expectedWriteBytes: Math.min(content.virtualSize, content.chainBytes),
+    // Full and falloc preallocation allocate the whole virtual size.
+    expectedWriteBytes: ['full', 'falloc'].includes(target.options.preallocation ?? 'off')
+      ? content.virtualSize
+      : Math.min(content.virtualSize, content.chainBytes),
     writeBytesIsUpperBound: true,
   };
 }

@@ -20,7 +20,9 @@ export async function fingerprintOf(path: string): Promise<Fingerprint | null> {
       mtimeNs: String(s.mtimeNs),
     };
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    // ENOTDIR: a parent in the path is a file, so this path cannot exist either.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw e;
   }
 }

@@ -37,12 +37,38 @@ function ledgerPath(manifestDir: string): string {
   return join(stateDir(manifestDir), 'ledger.json');
 }
 
+function isFingerprint(value: unknown): value is Fingerprint {
+  const f = value as Fingerprint | null;
+  return (
+    typeof f?.dev === 'string' &&
+    typeof f.ino === 'string' &&
+    typeof f.size === 'string' &&
+    typeof f.mtimeNs === 'string'
+  );
+}
+
+function isLedgerEntry(value: unknown): value is LedgerEntry {
+  const e = value as LedgerEntry | null;
+  return (
+    typeof e?.format === 'string' &&
+    isFingerprint(e.output) &&
+    typeof e.source?.path === 'string' &&
+    Array.isArray(e.sourceChain) &&
+    e.sourceChain.every(isFingerprint) &&
+    Array.isArray(e.backingChain) &&
+    e.backingChain.every(isFingerprint)
+  );
+}
+
 /** Reads the ledger; a missing one is empty. An unreadable one is an error the caller reports. */
 export async function readLedger(manifestDir: string): Promise<Ledger> {
   try {
     const parsed = JSON.parse(await readFile(ledgerPath(manifestDir), 'utf8')) as Ledger;
-    if (parsed.version !== 1 || typeof parsed.outputs !== 'object') {
-      throw new Error('unknown ledger version');
+    if (parsed?.version !== 1 || typeof parsed.outputs !== 'object' || parsed.outputs === null) {
+      throw new Error('not a version 1 ledger');
+    }
+    for (const [path, entry] of Object.entries(parsed.outputs)) {
+      if (!isLedgerEntry(entry)) throw new Error(`the entry for ${path} is damaged`);
     }
     return parsed;
   } catch (e) {

@@ -66,6 +66,41 @@ describe('chainform CLI', () => {
     expect(r.stderr).toContain('does not exist');
   });
 
+  it('validate: files that are not manifests get one clear line, never a dump', async () => {
+    await writeFile(join(dir, 'empty.yaml'), '');
+    await writeFile(join(dir, 'binary.yaml'), Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]));
+    await mkdir(join(dir, 'folder.yaml'));
+    const list = Array.from({ length: 40 }, (_, i) => `  img${i}: { path: [${i}] }`).join('\n');
+    await writeFile(join(dir, 'many.yaml'), `version: 1\nimages:\n${list}\n`);
+    const expectations: [string, string][] = [
+      ['empty.yaml', 'error: the manifest is empty [manifest-not-mapping]'],
+      ['binary.yaml', 'is not a YAML manifest: it contains binary data'],
+      ['folder.yaml', 'it is a directory, not a manifest file'],
+      ['many.yaml', '... and 20 more problems not shown.'],
+    ];
+    for (const [file, message] of expectations) {
+      const r = await chainform(dir, 'validate', file);
+      expect(r.exitCode, file).toBe(1);
+      expect(r.stderr, file).toContain(message);
+      expect(r.stderr, file).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('plan: a base that does not exist is named at its line', async () => {
+    await writeFile(
+      join(dir, 'nobase.yaml'),
+      'version: 1\nimages:\n  b:\n    path: out/b.qcow2\n    from: { path: in/copy.raw, format: raw }\n    backing: { path: in/nobase.qcow2, format: qcow2 }\n',
+    );
+    const r = await chainform(dir, 'plan', 'nobase.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('nobase.yaml:6:14: error: the backing of "b" does not exist');
+  });
+
+  it('--version prints the package version', async () => {
+    const r = await chainform(dir, '--version');
+    expect(r).toMatchObject({ exitCode: 0, stdout: '0.1.0' });
+  });
+
   it('plan: --detailed-exitcode gives 2 with changes; --json has the documented shape', async () => {
     const r = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
     expect(r.exitCode).toBe(2);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { checkManifest } from '../../src/manifest/check-manifest.js';
 import { brief, resolved, semanticDiagnostics } from '../helpers/manifest.js';
 
 describe('semantic checks', () => {
@@ -145,6 +146,12 @@ images:
     const d = semanticDiagnostics(text);
     expect(d.map(brief)).toEqual(['format-conflict@6:14']);
     expect(d[0]!.related?.[0]?.location?.line).toBe(5);
+  });
+
+  it('refuses an output whose folder would have to be made inside a file', () => {
+    const text = 'version: 1\nimages:\n  a: { path: in/a.raw/out.qcow2, from: { path: in/b.raw, format: raw } }\n';
+    const d = checkManifest(resolved(text), { fileExists: () => true, parentBlocked: () => '/work/m/in/a.raw' });
+    expect(d.map(brief)).toEqual(['path-blocked@3:14']);
   });
 
   it('refuses a path that names a folder', () => {
