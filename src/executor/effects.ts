@@ -21,6 +21,8 @@ export interface StepEffects {
   flush(path: string): Promise<void>;
   /** Records in the ledger that `path` was built as `intent` says. */
   record(path: string, intent: LedgerIntent): Promise<void>;
+  /** Updates the ledger entry of `output` with the current fingerprints of `backingChain`. */
+  refreshBacking(output: string, backingChain: readonly string[]): Promise<void>;
 }
 
 async function fsyncPath(path: string, flags: 'r' | 'r+' = 'r'): Promise<void> {
@@ -83,6 +85,10 @@ export class DiskEffects implements StepEffects {
       appliedAt: this.now().toISOString(),
     });
   }
+
+  async refreshBacking(output: string, backingChain: readonly string[]): Promise<void> {
+    await this.ledger.refreshBacking(output, await fingerprints(backingChain));
+  }
 }
 
 /** Dry-run effects: every command "succeeds" and is listed; nothing is touched. */
@@ -98,4 +104,5 @@ export class RecordingEffects implements StepEffects {
   async discardTemporary(): Promise<void> {}
   async flush(): Promise<void> {}
   async record(): Promise<void> {}
+  async refreshBacking(): Promise<void> {}
 }

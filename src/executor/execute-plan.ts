@@ -70,6 +70,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
     if (step.temporaryPath) await effects.commitTemporary(step.temporaryPath, step.path);
     else await effects.flush(step.path);
     if (step.ledger) await effects.record(step.path, step.ledger);
+    for (const refresh of step.refreshLedger ?? []) await effects.refreshBacking(refresh.output, refresh.backingChain);
     return null;
   } catch (e) {
     if (step.temporaryPath) await effects.discardTemporary(step.temporaryPath);

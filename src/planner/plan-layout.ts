@@ -441,6 +441,29 @@ function planImage(
   return { plan: { id: image.id, path: image.path, action, steps: steps.map((s) => s.id) }, steps };
 }
 
+/**
+ * An up-to-date output with no step of its own keeps presenting its source's content when a
+ * file of its chain is rewritten in place (content-preserving steps only reach here: a file
+ * rebuilt with new content made the output stale earlier). Its ledger entry must follow the
+ * new fingerprints, or the next plan would rebuild it for nothing.
+ */
+function addRefreshes(
+  manifest: ResolvedManifest,
+  contents: ReadonlyMap<string, ContentPlan | 'failed'>,
+  steps: Step[],
+): void {
+  const stepped = new Set(steps.map((s) => s.image));
+  for (const image of manifest.images) {
+    const plan = contents.get(image.id);
+    if (!plan || plan === 'failed' || !plan.ledger || stepped.has(image.id)) continue;
+    const chain = layerPaths(plan.chain).slice(1);
+    for (const step of steps) {
+      if (!step.writes.some((path) => chain.includes(path))) continue;
+      step.refreshLedger = [...(step.refreshLedger ?? []), { output: image.path, backingChain: chain }];
+    }
+  }
+}
+
 function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceCheck[] {
   const byDir = new Map<string, SpaceCheck>();
   for (const step of steps) {
@@ -494,6 +517,7 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
+  addRefreshes(manifest, contents, steps);
   addReaderEdges(steps);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);

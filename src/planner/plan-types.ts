@@ -71,6 +71,11 @@ export interface Step {
   /** True when `expectedWriteBytes` is an upper bound rather than an estimate. */
   writeBytesIsUpperBound: boolean;
   ledger?: LedgerIntent;
+  /**
+   * Up-to-date outputs whose chain reads through a file this step rewrites without changing
+   * its content: their ledger entries get the new fingerprints of their backing chain.
+   */
+  refreshLedger?: { output: string; backingChain: string[] }[];
 }
 
 /** Free space against expected writes, per filesystem of the outputs. */

@@ -92,6 +92,18 @@ export class LedgerWriter {
   /** Records (or replaces) the entry for an output path and writes the ledger durably. */
   record(outputPath: string, entry: LedgerEntry): Promise<void> {
     this.ledger.outputs[outputPath] = entry;
+    return this.save();
+  }
+
+  /** Replaces the recorded backing chain of an existing entry (its content did not change). */
+  refreshBacking(outputPath: string, backingChain: Fingerprint[]): Promise<void> {
+    const entry = this.ledger.outputs[outputPath];
+    if (!entry) return this.queue;
+    this.ledger.outputs[outputPath] = { ...entry, backingChain };
+    return this.save();
+  }
+
+  private save(): Promise<void> {
     const snapshot = `${JSON.stringify(this.ledger, null, 2)}\n`;
     this.queue = this.queue.then(async () => {
       await mkdir(stateDir(this.manifestDir), { recursive: true });

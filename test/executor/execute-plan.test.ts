@@ -70,6 +70,9 @@ class FakeEffects implements StepEffects {
   async record(p: string) {
     this.log.push(`record ${p}`);
   }
+  async refreshBacking(p: string) {
+    this.log.push(`refresh ${p}`);
+  }
 }
 
 const ok = () => ({ exitCode: 0, stdout: '', stderr: '' });
@@ -98,6 +101,29 @@ describe('executePlan', () => {
     const effects = new FakeEffects(ok);
     await executePlan(planOf([step('a')]), { effects, jobs: 1 });
     expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'commit /out/.a.tmp -> /out/a']);
+  });
+
+  it('records the ledger, then refreshes the outputs whose chain the step rewrote', async () => {
+    const effects = new FakeEffects(ok);
+    const recorded: Step = {
+      ...step('a'),
+      ledger: {
+        imageId: 'a',
+        format: 'qcow2',
+        source: { path: '/in/a', format: 'raw' },
+        sourceChain: [],
+        backingChain: [],
+      },
+      refreshLedger: [{ output: '/out/web', backingChain: ['/out/a'] }],
+    };
+    await executePlan(planOf([recorded]), { effects, jobs: 1 });
+    expect(effects.log).toEqual([
+      'prepare /out/.a.tmp',
+      'run a',
+      'commit /out/.a.tmp -> /out/a',
+      'record /out/a',
+      'refresh /out/web',
+    ]);
   });
 
   it('flushes an in-place step instead of renaming', async () => {

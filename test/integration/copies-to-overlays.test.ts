@@ -120,6 +120,26 @@ describe('full copies back to thin overlays', () => {
     expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
 
+  it('keeps the overlays when their template is rewritten with new settings, also on the next run', async () => {
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      MANIFEST.replace(
+        'template:\n    path: out/template.qcow2',
+        'template:\n    options: { cluster_size: 131072 }\n    path: out/template.qcow2',
+      ),
+    );
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { id: string }) => s.id)).toEqual(['template:convert']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect((await imageInfo(join(dir, 'out/template.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
+    for (const vm of ['vm1', 'vm2']) {
+      expect(await compareImages(join(dir, `out/${vm}.qcow2`), 'qcow2', join(dir, `in/${vm}.raw`), 'raw')).toBe(0);
+    }
+    const again = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
+    expect(again.exitCode, again.stdout).toBe(0);
+  });
+
   it('rebuilds an output when its source changed since the last apply', async () => {
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     // The test owns this copy; change it and update the checksum it must keep from now on.
