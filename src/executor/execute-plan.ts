@@ -2,6 +2,7 @@
 // the first failure stops new launches, running steps finish, and the summary says what is
 // done, failed and not started.
 import type { Plan, Step } from '../planner/plan-types.js';
+import { qemuMessage } from '../qemu/messages.js';
 import type { StepEffects } from './effects.js';
 import type { ExecutionEvent, RunSummary, StepFailure } from './events.js';
 import { parseProgress } from './progress.js';
@@ -16,16 +17,6 @@ export interface ExecuteOptions {
   onEvent?: (event: ExecutionEvent) => void;
   /** Clock, for durations (swappable in tests). */
   now?: () => number;
-}
-
-function lastLine(text: string): string {
-  return (
-    text
-      .trim()
-      .split('\n')
-      .at(-1)
-      ?.replace(/^qemu-img: /, '') ?? ''
-  );
 }
 
 /** Exit code of `qemu-img compare` when the images differ. */
@@ -60,7 +51,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
             : `failed (exit ${result.exitCode})`;
         return {
           stepId: step.id,
-          message: `${command.argv[0]} ${command.argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${lastLine(result.stderr) || 'no message'}`}`,
+          message: `${command.argv[0]} ${command.argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || 'no message'}`}`,
           argv: command.argv,
           exitCode: result.exitCode,
           stderr: result.stderr,

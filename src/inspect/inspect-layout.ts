@@ -7,6 +7,7 @@ import { type Diagnostic, error, type SourceLocation, warning } from '../diagnos
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { infoCommand } from '../qemu/commands.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
+import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
@@ -80,16 +81,6 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
   return requests;
 }
 
-function firstLine(text: string): string {
-  return (
-    text
-      .trim()
-      .split('\n')
-      .at(-1)
-      ?.replace(/^qemu-img: /, '') ?? ''
-  );
-}
-
 async function inspectFile(request: Request, runner: CommandRunner, diagnostics: Diagnostic[]): Promise<InspectedFile> {
   const fingerprint = await fingerprintOf(request.path);
   let format = request.format;
@@ -108,7 +99,7 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
     const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', request.path]);
     if (probe.exitCode !== 0) {
       diagnostics.push(
-        error('inspect-failed', `cannot read ${request.path}: ${firstLine(probe.stderr)}`, {
+        error('inspect-failed', `cannot read ${request.path}: ${qemuMessage(probe.stderr)}`, {
           location: request.at,
         }),
       );
@@ -125,7 +116,7 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   const result = await runner.run(infoCommand(request.path, format));
   if (result.exitCode !== 0) {
     diagnostics.push(
-      error('inspect-failed', `cannot read ${request.path} as ${format}: ${firstLine(result.stderr)}`, {
+      error('inspect-failed', `cannot read ${request.path} as ${format}: ${qemuMessage(result.stderr)}`, {
         location: request.at,
         hint: 'check the declared format and that the file and its backing files exist',
       }),

@@ -145,14 +145,7 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   const existing = ctx.layout.files.get(image.path);
   if (!image.source) {
     if (!existing?.chain || !existing.fingerprint) return 'failed';
-    const key = contentKey(fileIdentity(existing.fingerprint), existing.format);
-    return {
-      kind: 'in-place',
-      content: contentOf(existing, existing.chain),
-      chain: existing.chain,
-      key,
-      action: 'reshape',
-    };
+    return inPlace(existing, existing.chain, contentKey(fileIdentity(existing.fingerprint), existing.format));
   }
   const source = ctx.layout.files.get(image.source.path);
   if (!source?.chain || !source.fingerprint) return 'failed';
@@ -185,13 +178,21 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   const rebuild: ContentPlan = { kind: 'build', ...build, action: 'replace' };
   if (!upToDate || !existing.chain) return rebuild;
   // The ledger shows the output presents the source's content: reshape it like an in-place image.
+  return inPlace(existing, existing.chain, key, {
+    outputKey: contentKey(fileIdentity(existing.fingerprint), existing.format),
+    rebuild,
+  });
+}
+
+/** The content plan of a file that already presents the wanted content. */
+function inPlace(file: InspectedFile, chain: ChainLayer[], key: string, ledger?: ContentPlan['ledger']): ContentPlan {
   return {
     kind: 'in-place',
-    content: contentOf(existing, existing.chain),
-    chain: existing.chain,
+    content: contentOf(file, chain),
+    chain,
     key,
     action: 'reshape',
-    ledger: { outputKey: contentKey(fileIdentity(existing.fingerprint), existing.format), rebuild },
+    ...(ledger ? { ledger } : {}),
   };
 }
 

@@ -3,18 +3,13 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
 import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
-import { chainform, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+import { chainform, compareImages, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
 
-let dir: string;
-let cleanup: () => Promise<void>;
-let inputs: string[];
-let before: Record<string, string>;
-
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempFolder());
+const ws = useWorkspace(async (dir) => {
   await mkdir(join(dir, 'in'));
   await qemuImg('create', '-q', '-f', 'raw', join(dir, 'in/base.raw'), '16M');
   await qemuIo('raw', join(dir, 'in/base.raw'), 'write -P 0x01 0 8M');
@@ -33,22 +28,18 @@ images:
     backing: base
 `,
   );
-  inputs = [join(dir, 'in/base.raw'), join(dir, 'in/copy.raw')];
-  before = await checksums(inputs);
-});
-
-afterEach(async () => {
-  expect(await checksums(inputs)).toEqual(before);
-  await cleanup();
+  return [join(dir, 'in/base.raw'), join(dir, 'in/copy.raw')];
 });
 
 describe('chainform CLI', () => {
   it('validate: exit 0 and a one-line summary for a good manifest', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'validate', 'manifest.yaml');
     expect(r).toMatchObject({ exitCode: 0, stdout: 'manifest.yaml: valid (2 images)' });
   });
 
   it('validate: exit 1 with file:line:column, a code frame and no stack trace', async () => {
+    const { dir } = ws;
     await writeFile(join(dir, 'bad.yaml'), 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: ghost\n');
     const r = await chainform(dir, 'validate', 'bad.yaml');
     expect(r.exitCode).toBe(1);
@@ -60,6 +51,7 @@ describe('chainform CLI', () => {
   });
 
   it('validate: a missing manifest file is a clear error', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'validate', 'nope.yaml');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('cannot read manifest');
@@ -67,6 +59,7 @@ describe('chainform CLI', () => {
   });
 
   it('validate: files that are not manifests get one clear line, never a dump', async () => {
+    const { dir } = ws;
     await writeFile(join(dir, 'empty.yaml'), '');
     await writeFile(join(dir, 'binary.yaml'), Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]));
     await mkdir(join(dir, 'folder.yaml'));
@@ -87,6 +80,7 @@ describe('chainform CLI', () => {
   });
 
   it('plan: a base that does not exist is named at its line', async () => {
+    const { dir } = ws;
     await writeFile(
       join(dir, 'nobase.yaml'),
       'version: 1\nimages:\n  b:\n    path: out/b.qcow2\n    from: { path: in/copy.raw, format: raw }\n    backing: { path: in/nobase.qcow2, format: qcow2 }\n',
@@ -97,11 +91,13 @@ describe('chainform CLI', () => {
   });
 
   it('--version prints the package version', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, '--version');
     expect(r).toMatchObject({ exitCode: 0, stdout: '0.1.0' });
   });
 
   it('plan: --detailed-exitcode gives 2 with changes; --json has the documented shape', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toContain('Plan: 2 to create, 0 to replace, 0 to reshape, 0 unchanged; 2 steps');
@@ -116,6 +112,7 @@ describe('chainform CLI', () => {
   });
 
   it('plan: an inspection failure names the file and the declared format', async () => {
+    const { dir } = ws;
     await writeFile(
       join(dir, 'wrong.yaml'),
       'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/base.raw, format: qcow2 } }\n',
@@ -126,6 +123,7 @@ describe('chainform CLI', () => {
   });
 
   it('apply: without a terminal it needs --yes, and changes nothing', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('apply needs --yes when not run on a terminal');
@@ -133,6 +131,7 @@ describe('chainform CLI', () => {
   });
 
   it('apply --dry-run prints the commands and writes nothing', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--dry-run');
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain('$ qemu-img convert -p -f raw -O qcow2');
@@ -142,6 +141,7 @@ describe('chainform CLI', () => {
   });
 
   it('apply: a failing step removes its temporary file, starts nothing more, and says so', async () => {
+    const { dir } = ws;
     // Real qemu-img throughout, except that the safe rebase of `copy` is made to fail.
     const real = new ExecaRunner();
     const failing: CommandRunner = {
@@ -167,6 +167,7 @@ describe('chainform CLI', () => {
   });
 
   it('--help lists the commands, and each command has examples', async () => {
+    const { dir } = ws;
     const top = await chainform(dir, '--help');
     expect(top.exitCode).toBe(0);
     for (const command of ['validate', 'plan', 'apply']) expect(top.stdout).toContain(command);
@@ -175,6 +176,7 @@ describe('chainform CLI', () => {
   });
 
   it('rejects a bad --jobs value with a usage error', async () => {
+    const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--jobs', 'lots');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('expected a whole number from 1 to 64');

@@ -3,26 +3,19 @@
 // byte-identical copy of its base under another name.
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   chainform,
   checkImage,
-  checksums,
   compareImages,
   imageInfo,
   qemuImg,
   qemuIo,
-  tempFolder,
   topLayerDataBytes,
 } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
 
-let dir: string;
-let cleanup: () => Promise<void>;
-let inputs: string[];
-let before: Record<string, string>;
-
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempFolder());
+const ws = useWorkspace(async (dir) => {
   await mkdir(join(dir, 'in'));
   const base = join(dir, 'in/base.qcow2');
   const top = join(dir, 'in/top.qcow2');
@@ -50,17 +43,12 @@ beforeEach(async () => {
     'write -P 0x46 50M 128k',
   );
   await copyFile(base, join(dir, 'in/base-renamed.qcow2'));
-  inputs = ['in/base.qcow2', 'in/top.qcow2', 'in/base-renamed.qcow2'].map((f) => join(dir, f));
-  before = await checksums(inputs);
-});
-
-afterEach(async () => {
-  expect(await checksums(inputs)).toEqual(before);
-  await cleanup();
+  return ['in/base.qcow2', 'in/top.qcow2', 'in/base-renamed.qcow2'].map((f) => join(dir, f));
 });
 
 describe('convert keeping copy-on-write', () => {
   it('changes cluster size and compat on the same base, copying only the top layer', async () => {
+    const { dir } = ws;
     await writeFile(
       join(dir, 'manifest.yaml'),
       `version: 1
@@ -93,6 +81,7 @@ images:
   });
 
   it('re-points the overlay at a byte-identical copy of its base, storing only the delta', async () => {
+    const { dir } = ws;
     await writeFile(
       join(dir, 'manifest.yaml'),
       `version: 1
@@ -124,6 +113,7 @@ images:
   });
 
   it('falls back to the diff when the new base only looks like the old one', async () => {
+    const { dir } = ws;
     // A different base: same size, one changed region. The compare must catch it.
     const other = join(dir, 'other-base.qcow2');
     await copyFile(join(dir, 'in/base.qcow2'), other);
@@ -151,6 +141,7 @@ images:
   });
 
   it('re-points an overlay in place at a byte-identical copy of its base, copying nothing', async () => {
+    const { dir } = ws;
     const vm = join(dir, 'vm');
     await mkdir(vm);
     const disk = join(vm, 'disk.qcow2');
@@ -175,6 +166,7 @@ images:
   });
 
   it('re-points an overlay in place at the same base under a new name without copying data', async () => {
+    const { dir } = ws;
     // The user's own overlay is reshaped in place: the manifest asks for that (no `from`).
     const vm = join(dir, 'vm');
     await mkdir(vm);

@@ -4,7 +4,7 @@
 // unchanged.
 import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   chainform,
   checkImage,
@@ -14,14 +14,9 @@ import {
   MiB,
   qemuImg,
   qemuIo,
-  tempFolder,
   topLayerDataBytes,
 } from '../helpers/qemu.js';
-
-let dir: string;
-let cleanup: () => Promise<void>;
-let inputs: string[];
-let before: Record<string, string>;
+import { useWorkspace } from '../helpers/workspace.js';
 
 const MANIFEST = `version: 1
 defaults:
@@ -40,8 +35,7 @@ images:
     backing: template
 `;
 
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempFolder());
+const ws = useWorkspace(async (dir) => {
   await mkdir(join(dir, 'in'));
   const template = join(dir, 'in/template.raw');
   await qemuImg('create', '-q', '-f', 'raw', template, '64M');
@@ -52,17 +46,12 @@ beforeEach(async () => {
   // vm2: zeros written over template data, and new data past the template's data.
   await qemuIo('raw', join(dir, 'in/vm2.raw'), 'write -z 8M 2M', 'write -P 0x22 56M 1M');
   await writeFile(join(dir, 'manifest.yaml'), MANIFEST);
-  inputs = ['template.raw', 'vm1.raw', 'vm2.raw'].map((f) => join(dir, 'in', f));
-  before = await checksums(inputs);
-});
-
-afterEach(async () => {
-  expect(await checksums(inputs)).toEqual(before);
-  await cleanup();
+  return ['template.raw', 'vm1.raw', 'vm2.raw'].map((f) => join(dir, 'in', f));
 });
 
 describe('full copies back to thin overlays', () => {
   it('builds overlays that present each copy exactly and store about the changed clusters', async () => {
+    const { dir } = ws;
     const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--jobs', '2');
     expect(applied.exitCode, applied.stderr + applied.stdout).toBe(0);
     expect(applied.stdout).toContain('Apply complete: 3 steps done');
@@ -96,6 +85,7 @@ describe('full copies back to thin overlays', () => {
   });
 
   it('plans nothing on a second run, and nothing changes on disk', async () => {
+    const { dir } = ws;
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     const outputs = ['template', 'vm1', 'vm2'].map((n) => join(dir, `out/${n}.qcow2`));
     const afterFirst = await checksums(outputs);
@@ -108,9 +98,10 @@ describe('full copies back to thin overlays', () => {
   });
 
   it('rebuilds the overlays too when the template they sit on is rebuilt', async () => {
+    const { dir } = ws;
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     await qemuIo('raw', join(dir, 'in/template.raw'), 'write -P 0x11 4M 1M');
-    before = await checksums(inputs);
+    await ws.acceptInputChanges();
     const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
     expect(plan.steps.map((s: { id: string }) => s.id)).toEqual(['template:convert', 'vm1:diff', 'vm2:diff']);
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
@@ -121,6 +112,7 @@ describe('full copies back to thin overlays', () => {
   });
 
   it('keeps the overlays when their template is rewritten with new settings, also on the next run', async () => {
+    const { dir } = ws;
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     await writeFile(
       join(dir, 'manifest.yaml'),
@@ -141,10 +133,11 @@ describe('full copies back to thin overlays', () => {
   });
 
   it('rebuilds an output when its source changed since the last apply', async () => {
+    const { dir } = ws;
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     // The test owns this copy; change it and update the checksum it must keep from now on.
     await qemuIo('raw', join(dir, 'in/vm1.raw'), 'write -P 0x77 20M 64k');
-    before = await checksums(inputs);
+    await ws.acceptInputChanges();
     const plan = await chainform(dir, 'plan', 'manifest.yaml', '--json');
     const parsed = JSON.parse(plan.stdout);
     expect(parsed.steps.map((s: { id: string }) => s.id)).toEqual(['vm1:diff']);
