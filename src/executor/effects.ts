@@ -21,6 +21,8 @@ export interface StepEffects {
   flush(path: string): Promise<void>;
   /** Records in the ledger that `path` was built as `intent` says. */
   record(path: string, intent: LedgerIntent): Promise<void>;
+  /** Before an in-place change of a recorded output: mark its ledger entry in progress. */
+  markInProgress(path: string): Promise<void>;
   /** Updates the ledger entry of `output` with the current fingerprints of `backingChain`. */
   refreshBacking(output: string, backingChain: readonly string[]): Promise<void>;
 }
@@ -86,6 +88,10 @@ export class DiskEffects implements StepEffects {
     });
   }
 
+  async markInProgress(path: string): Promise<void> {
+    await this.ledger.markInProgress(path);
+  }
+
   async refreshBacking(output: string, backingChain: readonly string[]): Promise<void> {
     await this.ledger.refreshBacking(output, await fingerprints(backingChain));
   }
@@ -104,5 +110,6 @@ export class RecordingEffects implements StepEffects {
   async discardTemporary(): Promise<void> {}
   async flush(): Promise<void> {}
   async record(): Promise<void> {}
+  async markInProgress(): Promise<void> {}
   async refreshBacking(): Promise<void> {}
 }

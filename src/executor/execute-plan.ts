@@ -26,6 +26,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
   const { effects, signal } = options;
   const emit = options.onEvent ?? (() => undefined);
   if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
+  else if (step.ledger) await effects.markInProgress(step.path);
   try {
     // A check that reports "different" switches to the step's `otherwise` commands.
     const queue = [...step.commands];

@@ -154,7 +154,8 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
 
   const entry = ctx.layout.ledger.outputs[image.path];
-  if (!entry || !sameFingerprint(entry.output, existing.fingerprint)) {
+  // An entry in progress: chainform was changing this file when a run died; it is ours, but stale.
+  if (!entry || (!entry.inProgress && !sameFingerprint(entry.output, existing.fingerprint))) {
     ctx.diagnostics.push(
       error(
         'output-exists',
@@ -170,6 +171,7 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
     return 'failed';
   }
   const upToDate =
+    !entry.inProgress &&
     existing.chain !== null &&
     entry.source.path === image.source.path &&
     entry.source.snapshot === image.source.snapshot &&

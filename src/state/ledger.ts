@@ -19,6 +19,11 @@ export interface LedgerEntry {
   /** Every file of the output's backing chain (top first) when it was built. */
   backingChain: Fingerprint[];
   appliedAt: string;
+  /**
+   * Set while chainform changes this output in place. If the run dies then, the file no longer
+   * matches `output`, but it is still chainform's own: the next plan rebuilds it from its source.
+   */
+  inProgress?: boolean;
 }
 
 /** The ledger file's content. */
@@ -92,6 +97,14 @@ export class LedgerWriter {
   /** Records (or replaces) the entry for an output path and writes the ledger durably. */
   record(outputPath: string, entry: LedgerEntry): Promise<void> {
     this.ledger.outputs[outputPath] = entry;
+    return this.save();
+  }
+
+  /** Marks an existing entry as being changed in place (see {@link LedgerEntry.inProgress}). */
+  markInProgress(outputPath: string): Promise<void> {
+    const entry = this.ledger.outputs[outputPath];
+    if (!entry) return this.queue;
+    this.ledger.outputs[outputPath] = { ...entry, inProgress: true };
     return this.save();
   }
 

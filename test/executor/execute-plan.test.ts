@@ -70,6 +70,9 @@ class FakeEffects implements StepEffects {
   async record(p: string) {
     this.log.push(`record ${p}`);
   }
+  async markInProgress(p: string) {
+    this.log.push(`in-progress ${p}`);
+  }
   async refreshBacking(p: string) {
     this.log.push(`refresh ${p}`);
   }
@@ -124,6 +127,22 @@ describe('executePlan', () => {
       'record /out/a',
       'refresh /out/web',
     ]);
+  });
+
+  it('marks a recorded output in progress before changing it in place', async () => {
+    const effects = new FakeEffects(ok);
+    const inPlace: Step = {
+      ...step('a', [], false),
+      ledger: {
+        imageId: 'a',
+        format: 'qcow2',
+        source: { path: '/in/a', format: 'raw' },
+        sourceChain: [],
+        backingChain: [],
+      },
+    };
+    await executePlan(planOf([inPlace]), { effects, jobs: 1 });
+    expect(effects.log).toEqual(['in-progress /out/a', 'run a', 'flush /out/a', 'record /out/a']);
   });
 
   it('flushes an in-place step instead of renaming', async () => {

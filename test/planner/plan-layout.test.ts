@@ -291,6 +291,16 @@ describe('planner: outputs that already exist', () => {
     expect(plan.images[0]!.action).toBe('replace');
   });
 
+  it('rebuilds its own output left half-changed by a run that died', () => {
+    const interrupted = { ...entry, output: fp(20, 5), inProgress: true };
+    const plan = planOf(
+      text,
+      layoutOf([output, source], { version: 1, outputs: { '/work/m/out/a.qcow2': interrupted } }),
+    );
+    expect(kinds(plan)).toEqual(['a:convert']);
+    expect(plan.images[0]!.action).toBe('replace');
+  });
+
   it('refuses to replace a file chainform did not create', () => {
     const result = planLayout(resolved(text), layoutOf([output, source]));
     expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['output-exists']);
