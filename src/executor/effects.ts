@@ -1,15 +1,23 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import type { LedgerIntent } from '../planner/plan-types.js';
+import { mkdir, mkdtemp, open, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
+import { type StartedHelper, startHelperProcess } from './helper-process.js';
 
 /** What running a step may do to the world. */
 export interface StepEffects {
+  /** Creates the step's private runtime folder (mode 0700) for helper sockets. */
+  openRuntime(): Promise<string>;
+  /** Removes a runtime folder; never fails. */
+  closeRuntime(dir: string): Promise<void>;
+  /** Starts a helper process and waits until it serves `socket`. */
+  startHelper(argv: Argv, socket: string): Promise<StartedHelper>;
   run(argv: Argv, options?: RunOptions): Promise<CommandResult>;
   /** Makes the folder and removes a stale temporary file left by an earlier, interrupted run. */
   prepareTemporary(temporaryPath: string): Promise<void>;
@@ -51,6 +59,19 @@ export class DiskEffects implements StepEffects {
 
   run(argv: Argv, options?: RunOptions): Promise<CommandResult> {
     return this.runner.run(argv, options);
+  }
+
+  openRuntime(): Promise<string> {
+    // mkdtemp creates the folder with mode 0700: the sockets in it are private to this user.
+    return mkdtemp(join(tmpdir(), 'chainform-'));
+  }
+
+  async closeRuntime(dir: string): Promise<void> {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  startHelper(argv: Argv, socket: string): Promise<StartedHelper> {
+    return startHelperProcess(argv, socket);
   }
 
   async prepareTemporary(temporaryPath: string): Promise<void> {
@@ -104,6 +125,14 @@ export class RecordingEffects implements StepEffects {
   async run(argv: Argv): Promise<CommandResult> {
     this.commands.push(argv);
     return { exitCode: 0, stdout: '', stderr: '' };
+  }
+  async openRuntime(): Promise<string> {
+    return RUNTIME_DIR;
+  }
+  async closeRuntime(): Promise<void> {}
+  async startHelper(argv: Argv): Promise<StartedHelper> {
+    this.commands.push(argv);
+    return { stop: async () => undefined };
   }
   async prepareTemporary(): Promise<void> {}
   async commitTemporary(): Promise<void> {}

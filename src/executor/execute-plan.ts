@@ -1,10 +1,12 @@
 // Stage 5: run the plan's DAG. Steps whose dependencies are done run in parallel (up to `jobs`);
 // the first failure stops new launches, running steps finish, and the summary says what is
 // done, failed and not started.
-import type { Plan, Step } from '../planner/plan-types.js';
+import { type Plan, RUNTIME_DIR, type Step } from '../planner/plan-types.js';
+import type { Argv } from '../qemu/commands.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { StepEffects } from './effects.js';
 import type { ExecutionEvent, RunSummary, StepFailure } from './events.js';
+import type { StartedHelper } from './helper-process.js';
 import { parseProgress } from './progress.js';
 
 /** Options for {@link executePlan}. */
@@ -22,52 +24,82 @@ export interface ExecuteOptions {
 /** Exit code of `qemu-img compare` when the images differ. */
 const CHECK_DIFFERENT = 1;
 
-async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
+/** Runs the step's commands (switching to `otherwise` on a "different" check); null on success. */
+async function runCommands(
+  step: Step,
+  options: ExecuteOptions,
+  expand: (argv: Argv) => Argv,
+): Promise<StepFailure | null> {
   const { effects, signal } = options;
   const emit = options.onEvent ?? (() => undefined);
-  if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
-  else if (step.ledger) await effects.markInProgress(step.path);
-  try {
-    // A check that reports "different" switches to the step's `otherwise` commands.
-    const queue = [...step.commands];
-    for (let command = queue.shift(); command; command = queue.shift()) {
-      emit({ type: 'command-started', step, argv: command.argv });
-      const result = await effects.run(command.argv, {
-        ...(signal ? { signal } : {}),
-        onOutput: (chunk) => {
-          const percent = parseProgress(chunk);
-          if (percent !== undefined) emit({ type: 'step-progress', step, percent });
-        },
-      });
-      if (command.check && result.exitCode === CHECK_DIFFERENT && !result.signal && !signal?.aborted) {
-        queue.splice(0, queue.length, ...(step.otherwise ?? []));
-        continue;
-      }
-      if (result.exitCode !== 0 || result.signal) {
-        if (step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
-        const why = signal?.aborted
-          ? 'was interrupted'
-          : result.signal
-            ? `was stopped by ${result.signal}`
-            : `failed (exit ${result.exitCode})`;
-        return {
-          stepId: step.id,
-          message: `${command.argv[0]} ${command.argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || 'no message'}`}`,
-          argv: command.argv,
-          exitCode: result.exitCode,
-          stderr: result.stderr,
-        };
-      }
+  const queue = [...step.commands];
+  for (let command = queue.shift(); command; command = queue.shift()) {
+    const argv = expand(command.argv);
+    emit({ type: 'command-started', step, argv });
+    const result = await effects.run(argv, {
+      ...(signal ? { signal } : {}),
+      onOutput: (chunk) => {
+        const percent = parseProgress(chunk);
+        if (percent !== undefined) emit({ type: 'step-progress', step, percent });
+      },
+    });
+    if (command.check && result.exitCode === CHECK_DIFFERENT && !result.signal && !signal?.aborted) {
+      queue.splice(0, queue.length, ...(step.otherwise ?? []));
+      continue;
     }
-    if (step.temporaryPath) await effects.commitTemporary(step.temporaryPath, step.path);
-    else await effects.flush(step.path);
-    if (step.ledger) await effects.record(step.path, step.ledger);
-    for (const refresh of step.refreshLedger ?? []) await effects.refreshBacking(refresh.output, refresh.backingChain);
-    return null;
-  } catch (e) {
-    if (step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
-    return { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };
+    if (result.exitCode !== 0 || result.signal) {
+      const why = signal?.aborted
+        ? 'was interrupted'
+        : result.signal
+          ? `was stopped by ${result.signal}`
+          : `failed (exit ${result.exitCode})`;
+      return {
+        stepId: step.id,
+        message: `${argv[0]} ${argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || 'no message'}`}`,
+        argv,
+        exitCode: result.exitCode,
+        stderr: result.stderr,
+      };
+    }
   }
+  return null;
+}
+
+/**
+ * One step: helpers up, commands, then (on success) flush and rename and record in the ledger.
+ * Helpers are stopped and the runtime folder removed whatever happens; a failed step leaves no
+ * temporary file behind.
+ */
+async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
+  const { effects } = options;
+  const helpers: StartedHelper[] = [];
+  let runtime: string | undefined;
+  let failure: StepFailure | null = null;
+  try {
+    if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
+    else if (step.ledger) await effects.markInProgress(step.path);
+    if (step.helpers?.length) runtime = await effects.openRuntime();
+    const dir = runtime;
+    const expand = (argv: Argv): Argv => (dir === undefined ? argv : argv.map((a) => a.replaceAll(RUNTIME_DIR, dir)));
+    for (const helper of step.helpers ?? []) {
+      helpers.push(await effects.startHelper(expand(helper.argv), expand([helper.socket])[0] ?? helper.socket));
+    }
+    failure = await runCommands(step, options, expand);
+    if (!failure) {
+      if (step.temporaryPath) await effects.commitTemporary(step.temporaryPath, step.path);
+      else await effects.flush(step.path);
+      if (step.ledger) await effects.record(step.path, step.ledger);
+      for (const refresh of step.refreshLedger ?? [])
+        await effects.refreshBacking(refresh.output, refresh.backingChain);
+    }
+  } catch (e) {
+    failure = { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };
+  } finally {
+    for (const helper of helpers.reverse()) await helper.stop().catch(() => undefined);
+    if (runtime !== undefined) await effects.closeRuntime(runtime);
+    if (failure && step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
+  }
+  return failure;
 }
 
 /** Runs every step of `plan` in dependency order. Never throws for a failed step. */

@@ -144,14 +144,6 @@ function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnost
         }),
       );
     }
-    if (image.source?.snapshot !== undefined) {
-      problems.push(
-        error('snapshot-unsupported', `internal snapshots as a source are not supported yet ("${image.id}")`, {
-          location: image.at.from,
-          hint: 'export the snapshot first: qemu-img convert -l snapshot.name=NAME ...',
-        }),
-      );
-    }
     return problems;
   });
 }

@@ -38,6 +38,7 @@ export interface ImageLocations {
   format: SourceLocation;
   from: SourceLocation;
   fromPath: SourceLocation;
+  fromSnapshot: SourceLocation;
   backing: SourceLocation;
   /** Where an option is set (in the image, or else in `defaults`). */
   option: (name: string) => SourceLocation;
@@ -115,6 +116,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
         format: image.format ? locateIn('format') : locate(source, base, 'key'),
         from: locateIn('from'),
         fromPath: locateIn('from', 'path'),
+        fromSnapshot: locateIn('from', 'snapshot'),
         backing: locateIn('backing'),
         option: (name) =>
           image.options && name in image.options

@@ -4,7 +4,9 @@ import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer, InspectedFile, InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { snapshotSelector } from '../qemu/commands.js';
 import { backingNameFor } from '../qemu/filenames.js';
+import type { ImageInfo } from '../qemu/image-info.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { optionDifferences } from './compare-options.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
@@ -149,8 +151,17 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   }
   const source = ctx.layout.files.get(image.source.path);
   if (!source?.chain || !source.fingerprint) return 'failed';
-  const key = contentKey(fileIdentity(source.fingerprint), source.format);
-  const build = { content: contentOf(source, source.chain), chain: source.chain, key };
+  let snapshot: { name: string; selector: string } | undefined;
+  if (image.source.snapshot !== undefined) {
+    snapshot = findSnapshot(image, source.chain[0] as ChainLayer, ctx);
+    if (!snapshot) return 'failed';
+  }
+  const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot?.name);
+  const build = {
+    content: { ...contentOf(source, source.chain), snapshot: snapshot?.selector },
+    chain: source.chain,
+    key,
+  };
   if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
 
   const entry = ctx.layout.ledger.outputs[image.path];
@@ -184,6 +195,44 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
     outputKey: contentKey(fileIdentity(existing.fingerprint), existing.format),
     rebuild,
   });
+}
+
+/**
+ * The internal snapshot a source names, by name or else by id, with the `-l` selector qemu
+ * needs. A missing or ambiguous one is a located error that lists what exists.
+ */
+function findSnapshot(
+  image: ResolvedImage,
+  top: ImageInfo,
+  ctx: PlanContext,
+): { name: string; selector: string } | undefined {
+  const wanted = image.source?.snapshot ?? '';
+  const byName = top.snapshots.filter((s) => s.name === wanted);
+  const byId = top.snapshots.filter((s) => s.id === wanted);
+  if (byName.length === 1 && byName[0])
+    return { name: byName[0].name, selector: snapshotSelector({ by: 'name', value: wanted }) };
+  if (byName.length === 0 && byId.length === 1 && byId[0]) {
+    return { name: byId[0].name, selector: snapshotSelector({ by: 'id', value: wanted }) };
+  }
+  const existing = top.snapshots.map((s) => `${s.name} (id ${s.id})`).join(', ');
+  ctx.diagnostics.push(
+    error(
+      byName.length > 1 ? 'snapshot-ambiguous' : 'snapshot-missing',
+      byName.length > 1
+        ? `${image.source?.path} has ${byName.length} snapshots named "${wanted}"`
+        : `${image.source?.path} has no internal snapshot "${wanted}"`,
+      {
+        location: image.at.fromSnapshot,
+        hint:
+          byName.length > 1
+            ? `name it by id: ${byName.map((s) => s.id).join(' or ')}`
+            : existing
+              ? `it has: ${existing}`
+              : 'it has no internal snapshots',
+      },
+    ),
+  );
+  return undefined;
 }
 
 /** The content plan of a file that already presents the wanted content. */
@@ -424,6 +473,7 @@ function planImage(
           source: {
             path: image.source.path,
             format: ctx.layout.files.get(image.source.path)?.format ?? 'raw',
+            ...(image.source.snapshot !== undefined ? { snapshot: image.source.snapshot } : {}),
           },
           sourceChain: layerPaths(ctx.layout.files.get(image.source.path)?.chain ?? []),
         }

@@ -33,6 +33,21 @@ export interface PlannedCommand {
   check?: boolean;
 }
 
+/**
+ * The token standing for the step's private runtime folder in helper and command argv. The
+ * executor creates the folder (mode 0700, under the system temp dir) for the step and removes
+ * it after; sockets of helper processes live there.
+ */
+export const RUNTIME_DIR = '{runtime}';
+
+/** A helper process a step needs while its commands run, e.g. a read-only qemu-nbd export. */
+export interface PlannedHelper {
+  argv: Argv;
+  /** The unix socket it serves; the step's commands start once it accepts connections. */
+  socket: string;
+  purpose: string;
+}
+
 /** What the executor records in the ledger after a step that built or changed a managed output. */
 export interface LedgerIntent {
   imageId: string;
@@ -63,6 +78,8 @@ export interface Step {
   writes: string[];
   /** When set, commands write this file, which is renamed onto `path` only after they all succeed. */
   temporaryPath?: string;
+  /** Started before the commands, always stopped after (also on failure and Ctrl-C). */
+  helpers?: PlannedHelper[];
   commands: PlannedCommand[];
   /** Run instead of the remaining commands when a `check` command reports a difference. */
   otherwise?: PlannedCommand[];

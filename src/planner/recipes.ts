@@ -7,10 +7,12 @@ import {
   convertCommand,
   convertKeepingBackingCommand,
   createOverlayCommand,
+  nbdUrl,
   repointCommand,
   safeRebaseCommand,
+  snapshotExportCommand,
 } from '../qemu/commands.js';
-import type { LedgerIntent, Step, StepKind } from './plan-types.js';
+import { type LedgerIntent, type PlannedHelper, RUNTIME_DIR, type Step, type StepKind } from './plan-types.js';
 
 /** The file whose content a step reads: the source, or the image itself when in place. */
 export interface ContentFile {
@@ -23,6 +25,8 @@ export interface ContentFile {
   topBytes: number;
   /** Bytes allocated across its whole chain (upper bound of its data). */
   chainBytes: number;
+  /** The `-l` selector of the internal snapshot whose content this is; undefined: the active layer. */
+  snapshot?: string | undefined;
 }
 
 /** The backing a new or changed image must point at. */
@@ -85,6 +89,7 @@ export function convertStep(target: Target, content: ContentFile, reason: string
         argv: convertCommand({
           source: content.path,
           sourceFormat: content.format,
+          snapshot: content.snapshot,
           target: temporaryPath,
           targetFormat: target.format,
           options: target.options,
@@ -116,6 +121,7 @@ export function convertKeepingBackingStep(
         argv: convertKeepingBackingCommand({
           source: content.path,
           sourceFormat: content.format,
+          snapshot: content.snapshot,
           target: temporaryPath,
           targetFormat: target.format,
           options: target.options,
@@ -126,24 +132,52 @@ export function convertKeepingBackingStep(
       },
     ],
     expectedWriteBytes: content.topBytes,
-    writeBytesIsUpperBound: false,
+    // A snapshot's share of the top layer is not known without reading its tables.
+    writeBytesIsUpperBound: content.snapshot !== undefined,
+  };
+}
+
+/**
+ * Where a diff's overlay reads the wanted content: the source file itself, or, for an internal
+ * snapshot, a read-only qemu-nbd export of it (a private socket in the step's runtime folder).
+ */
+function contentForOverlay(content: ContentFile): { backing: string; format: string; helpers: PlannedHelper[] } {
+  if (content.snapshot === undefined) return { backing: content.path, format: content.format, helpers: [] };
+  const socket = `${RUNTIME_DIR}/source.sock`;
+  return {
+    backing: nbdUrl(socket),
+    format: 'raw',
+    helpers: [
+      {
+        argv: snapshotExportCommand({
+          image: content.path,
+          format: content.format,
+          snapshot: content.snapshot,
+          socket,
+        }),
+        socket,
+        purpose: 'serve the snapshot read-only, as the content the new overlay must present',
+      },
+    ],
   };
 }
 
 /** The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. */
 export function diffStep(target: Target, content: ContentFile, backing: BackingTarget, reason: string): Step {
   const temporaryPath = temporaryPathFor(target.path);
+  const overlay = contentForOverlay(content);
   return {
     ...baseStep('diff', target, reason, content.chain, backing),
     temporaryPath,
+    ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     commands: [
       {
         argv: createOverlayCommand({
           target: temporaryPath,
           format: target.format,
           options: target.options,
-          backing: content.path,
-          backingFormat: content.format,
+          backing: overlay.backing,
+          backingFormat: overlay.format,
         }),
         purpose: 'start an empty overlay that presents the wanted content',
       },
@@ -240,6 +274,7 @@ export function verifiedConvertKeepingBackingStep(
     ...cheap,
     id: `${target.id}:verified-convert-keep-backing`,
     kind: 'verified-convert-keep-backing',
+    ...(safe.helpers ? { helpers: safe.helpers } : {}),
     commands: [compareFirst(current, backing), ...cheap.commands],
     otherwise: safe.commands,
     expectedWriteBytes: Math.max(cheap.expectedWriteBytes, safe.expectedWriteBytes),

@@ -6,6 +6,19 @@ import { fileArg, optionValue } from './filenames.js';
 /** An argv array; the first element is the program. */
 export type Argv = readonly string[];
 
+/**
+ * How qemu selects an internal snapshot: `snapshot.name=` for a name, `snapshot.id=` for an id
+ * (see {@link snapshotSelector}); commas in a name are escaped.
+ */
+function snapshotArgs(snapshot: string | undefined): string[] {
+  return snapshot === undefined ? [] : ['-l', snapshot];
+}
+
+/** The `-l` value selecting a snapshot by name or by id. */
+export function snapshotSelector(snapshot: { by: 'name' | 'id'; value: string }): string {
+  return `snapshot.${snapshot.by}=${optionValue(snapshot.value)}`;
+}
+
 /** `-o` list for the options chainform manages (manifest keys to qemu-img option syntax). */
 export function creationOptions(options: Options): string | undefined {
   const parts: string[] = [];
@@ -39,6 +52,7 @@ export function infoCommand(path: string, format: string | undefined): Argv {
 export function convertCommand(args: {
   source: string;
   sourceFormat: string;
+  snapshot?: string | undefined;
   target: string;
   targetFormat: string;
   options: Options;
@@ -49,6 +63,7 @@ export function convertCommand(args: {
     '-p',
     '-f',
     args.sourceFormat,
+    ...snapshotArgs(args.snapshot),
     '-O',
     args.targetFormat,
     ...withOptions(args.options),
@@ -64,6 +79,7 @@ export function convertCommand(args: {
 export function convertKeepingBackingCommand(args: {
   source: string;
   sourceFormat: string;
+  snapshot?: string | undefined;
   target: string;
   targetFormat: string;
   options: Options;
@@ -76,6 +92,7 @@ export function convertKeepingBackingCommand(args: {
     '-p',
     '-f',
     args.sourceFormat,
+    ...snapshotArgs(args.snapshot),
     '-O',
     args.targetFormat,
     ...withOptions(args.options),
@@ -88,7 +105,7 @@ export function convertKeepingBackingCommand(args: {
   ];
 }
 
-/** A new, empty overlay of `backing` (an absolute path). */
+/** A new, empty overlay of `backing`: an absolute path, or an `nbd+unix://` URL of an export. */
 export function createOverlayCommand(args: {
   target: string;
   format: string;
@@ -104,7 +121,7 @@ export function createOverlayCommand(args: {
     args.format,
     ...withOptions(args.options),
     '-b',
-    fileArg(args.backing),
+    args.backing.startsWith('nbd+unix://') ? args.backing : fileArg(args.backing),
     '-F',
     args.backingFormat,
     fileArg(args.target),
@@ -159,4 +176,25 @@ export function repointCommand(args: {
 /** `qemu-img compare`: exit 0 when both present the same content, 1 when they differ. */
 export function compareCommand(args: { a: string; aFormat: string; b: string; bFormat: string }): Argv {
   return ['qemu-img', 'compare', '-f', args.aFormat, '-F', args.bFormat, fileArg(args.a), fileArg(args.b)];
+}
+
+/** A read-only, persistent qemu-nbd export of one internal snapshot, on a unix socket. */
+export function snapshotExportCommand(args: { image: string; format: string; snapshot: string; socket: string }): Argv {
+  return [
+    'qemu-nbd',
+    '--read-only',
+    '--persistent',
+    '--format',
+    args.format,
+    '--load-snapshot',
+    args.snapshot,
+    '--socket',
+    args.socket,
+    fileArg(args.image),
+  ];
+}
+
+/** The URL qemu opens for an NBD export on a unix socket. */
+export function nbdUrl(socket: string): string {
+  return `nbd+unix:///?socket=${socket}`;
 }

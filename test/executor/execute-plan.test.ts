@@ -70,6 +70,17 @@ class FakeEffects implements StepEffects {
   async record(p: string) {
     this.log.push(`record ${p}`);
   }
+  async openRuntime() {
+    this.log.push('open-runtime');
+    return '/run/x';
+  }
+  async closeRuntime(dir: string) {
+    this.log.push(`close-runtime ${dir}`);
+  }
+  async startHelper(argv: Argv, socket: string) {
+    this.log.push(`helper ${argv.join(' ')} @ ${socket}`);
+    return { stop: async () => void this.log.push(`stop ${argv.at(-1)}`) };
+  }
   async markInProgress(p: string) {
     this.log.push(`in-progress ${p}`);
   }
@@ -127,6 +138,31 @@ describe('executePlan', () => {
       'record /out/a',
       'refresh /out/web',
     ]);
+  });
+
+  it('starts helpers in a private runtime folder and always stops them, also on failure', async () => {
+    const withHelper: Step = {
+      ...step('a'),
+      helpers: [
+        { argv: ['qemu-nbd', '--socket', '{runtime}/s.sock', 'img'], socket: '{runtime}/s.sock', purpose: 'export' },
+      ],
+      commands: [{ argv: ['qemu-img', 'create', 'a', 'nbd+unix:///?socket={runtime}/s.sock'], purpose: 'use it' }],
+    };
+    const good = new FakeEffects(ok);
+    await executePlan(planOf([withHelper]), { effects: good, jobs: 1 });
+    expect(good.log).toEqual([
+      'prepare /out/.a.tmp',
+      'open-runtime',
+      'helper qemu-nbd --socket /run/x/s.sock img @ /run/x/s.sock',
+      'run a',
+      'commit /out/.a.tmp -> /out/a',
+      'stop img',
+      'close-runtime /run/x',
+    ]);
+    const bad = new FakeEffects(() => ({ exitCode: 1, stdout: '', stderr: 'qemu-img: no\n' }));
+    const summary = await executePlan(planOf([withHelper]), { effects: bad, jobs: 1 });
+    expect(summary.failed).toHaveLength(1);
+    expect(bad.log.slice(-3)).toEqual(['stop img', 'close-runtime /run/x', 'discard /out/.a.tmp']);
   });
 
   it('marks a recorded output in progress before changing it in place', async () => {

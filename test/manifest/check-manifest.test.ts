@@ -160,12 +160,6 @@ images:
     );
   });
 
-  it('refuses internal snapshots as a source for now, at validate time', () => {
-    const text =
-      'version: 1\nimages:\n  a:\n    path: a.qcow2\n    from: { path: in.qcow2, format: qcow2, snapshot: sn0 }\n';
-    expect(semanticDiagnostics(text).map(brief)).toEqual(['snapshot-unsupported@5:11']);
-  });
-
   it('refuses lazy_refcounts with compat 0.10', () => {
     const text =
       'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "0.10", lazy_refcounts: true }\n';
