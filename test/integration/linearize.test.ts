@@ -1,0 +1,80 @@
+// Issue 3: internal snapshots into an external chain where every link holds only its delta.
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { apply, plan } from '../../src/api.js';
+import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
+import { chainform, checkImage, compareImages, imageInfo, qemuImg, topLayerDataBytes } from '../helpers/qemu.js';
+import { LINKS, linearManifest, makeRfcChain } from '../helpers/rfc-chain.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const ws = useWorkspace(makeRfcChain);
+
+async function helpersServing(dir: string): Promise<string> {
+  const result = await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false });
+  return String(result.stdout);
+}
+
+describe('linearising internal snapshots', () => {
+  it('builds the RFC chain: each link presents its snapshot and stores only its delta', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--jobs', '2');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+
+    for (const [i, link] of LINKS.entries()) {
+      const out = join(dir, `export/${link.id}.qcow2`);
+      const reference = join(dir, `${link.id}.ref.raw`);
+      const select = link.snapshot ? ['-l', `snapshot.name=${link.snapshot}`] : [];
+      await qemuImg('convert', '-f', 'qcow2', ...select, '-O', 'raw', join(dir, `${link.image}.qcow2`), reference);
+      expect(await compareImages(out, 'qcow2', reference, 'raw'), link.id).toBe(0);
+      expect(await checkImage(out, 'qcow2'), link.id).toBe(0);
+      expect(await topLayerDataBytes(out, 'qcow2'), link.id).toBe(link.dataBytes);
+      const info = await imageInfo(out, 'qcow2');
+      const below = LINKS[i - 1];
+      expect(info['backing-filename'], link.id).toBe(below ? `${below.id}.qcow2` : undefined);
+    }
+    // imageC's zeroed megabyte over base data is a zero cluster, not data.
+    const map = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', join(dir, 'export/imageC.qcow2')));
+    expect(map).toContainEqual(expect.objectContaining({ start: 2 * 1024 * 1024, depth: 0, zero: true, data: false }));
+
+    expect(await helpersServing(dir)).toBe('');
+    expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('names a missing snapshot at its line and lists the ones that exist', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  x:\n    path: out/x.qcow2\n    from: { path: imageB.qcow2, format: qcow2, snapshot: sn9 }\n',
+    );
+    const r = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('manifest.yaml:5:58: error:');
+    expect(r.stderr).toContain('has no internal snapshot "sn9"');
+    expect(r.stderr).toContain('hint: it has: sn0 (id 1), sn1 (id 2)');
+  });
+
+  it('stops its qemu-nbd exports and removes the temporary file when a step fails', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
+    const real = new ExecaRunner();
+    // Real qemu-img, except that the safe rebase onto imageB_sn0 fails while the export serves.
+    const failing: CommandRunner = {
+      run: async (argv, options) => {
+        if (argv[1] === 'rebase' && argv.includes('imageB_sn0.qcow2')) {
+          expect(await helpersServing(dir)).toContain('snapshot.name=sn1');
+          return { exitCode: 1, stdout: '', stderr: 'qemu-img: injected failure\n' };
+        }
+        return real.run(argv, options);
+      },
+    };
+    const planned = await plan(join(dir, 'manifest.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    const summary = await apply(planned, { runner: failing });
+    expect(summary.failed.map((f) => f.stepId)).toEqual(['imageB_sn1:verified-convert-keep-backing']);
+    expect(await helpersServing(dir)).toBe('');
+    expect((await readdir(join(dir, 'export'))).filter((f) => f.includes('chainform-tmp'))).toEqual([]);
+  });
+});
