@@ -5,10 +5,13 @@ import { type Diagnostic, hasErrors } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
+import { layoutManifest, linearManifest } from './importer/build-manifest.js';
+import { inspectChains } from './importer/inspect-chains.js';
 import { inspectLayout } from './inspect/inspect-layout.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
 import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manifest.js';
+import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
 import { planLayout } from './planner/plan-layout.js';
 import type { Plan } from './planner/plan-types.js';
@@ -123,4 +126,35 @@ export async function apply(
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   });
+}
+
+/** Options for {@link importLayout}. */
+export interface ImportOptions extends EngineOptions {
+  /** Format of the given images; detected (with a warning) when omitted. */
+  format?: string;
+  /** Folder the manifest will be written to; paths in it are relative to this folder. */
+  manifestDir: string;
+  /** Write the linearising manifest instead, with the links under this folder. */
+  linearizeInto?: string;
+  /** Clock, for the origin comment. */
+  now?: () => Date;
+}
+
+/** Captures the chains of `images` as manifest text (read-only: nothing on disk changes). */
+export async function importLayout(
+  images: readonly string[],
+  options: ImportOptions,
+): Promise<{ ok: true; text: string; warnings: Diagnostic[] } | { ok: false; diagnostics: Diagnostic[] }> {
+  const runner = options.runner ?? new ExecaRunner();
+  const { layout, diagnostics } = await inspectChains(images, options.format, runner);
+  if (hasErrors(diagnostics)) return { ok: false, diagnostics };
+  const context = {
+    manifestDir: resolve(options.manifestDir),
+    schemaPath: manifestSchemaPath,
+    origin: `Written by chainform import on ${(options.now ?? (() => new Date()))().toISOString()}.`,
+  };
+  const doc = options.linearizeInto
+    ? linearManifest(layout, context, resolve(options.linearizeInto))
+    : layoutManifest(layout, context);
+  return { ok: true, text: doc.toString({ lineWidth: 0 }), warnings: diagnostics };
 }

@@ -1,8 +1,10 @@
 // The `chainform` command line, built on the library API in ../api.ts.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { apply, loadManifest, plan } from '../api.js';
+import writeFileAtomic from 'write-file-atomic';
+import { apply, importLayout, loadManifest, plan } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import { plural } from './format.js';
@@ -174,6 +176,58 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         process.off('SIGTERM', onSignal);
       }
     });
+
+  program
+    .command('import')
+    .description('write a manifest describing the chains of existing images (read-only)')
+    .argument('<images...>', 'the top images of the chains to capture')
+    .option('-o, --output <file>', 'write the manifest to this file (default: standard output)')
+    .option('-f, --format <format>', 'format of the given images (default: detected, with a warning)')
+    .option('--linearize', 'write the manifest that turns every internal snapshot into its own external link')
+    .option('--out-dir <dir>', 'with --linearize: the folder for the new links')
+    .option('--force', 'overwrite the output file if it exists')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  chainform import vm/disk.qcow2 -o vm.yaml\n  chainform import --linearize --out-dir export vm/disk.qcow2 -o linear.yaml',
+    )
+    .action(
+      async (
+        images: string[],
+        opts: { output?: string; format?: string; linearize?: boolean; outDir?: string; force?: boolean },
+      ) => {
+        if (opts.linearize && !opts.outDir) {
+          io.stderr.write('error: --linearize needs --out-dir DIR, the folder for the new links\n');
+          exitCode = EXIT.error;
+          return;
+        }
+        const output = opts.output ? resolve(io.cwd, opts.output) : undefined;
+        if (output && existsSync(output) && !opts.force) {
+          io.stderr.write(`error: ${opts.output} exists; pass --force to overwrite it (nothing was written)\n`);
+          exitCode = EXIT.error;
+          return;
+        }
+        const imported = await importLayout(
+          images.map((i) => resolve(io.cwd, i)),
+          {
+            ...(opts.format ? { format: opts.format } : {}),
+            manifestDir: output ? dirname(output) : io.cwd,
+            ...(opts.linearize && opts.outDir ? { linearizeInto: resolve(io.cwd, opts.outDir) } : {}),
+          },
+        );
+        if (!imported.ok) {
+          reportProblems(imported.diagnostics);
+          exitCode = EXIT.error;
+          return;
+        }
+        if (imported.warnings.length) reportProblems(imported.warnings);
+        if (output) {
+          await writeFileAtomic(output, imported.text);
+          io.stderr.write(`wrote ${opts.output}\n`);
+        } else {
+          io.stdout.write(imported.text);
+        }
+      },
+    );
 
   return {
     async run(argv) {

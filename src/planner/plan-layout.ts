@@ -5,7 +5,7 @@ import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer, InspectedFile, InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { snapshotSelector } from '../qemu/commands.js';
-import { backingNameFor } from '../qemu/filenames.js';
+import { backingNameFor, sameBackingName } from '../qemu/filenames.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { optionDifferences } from './compare-options.js';
@@ -396,7 +396,12 @@ function chooseSteps(
         ),
       ];
     }
-    if (top.backingName === backing.target.name && top.backingFormat === backing.target.format) return [];
+    if (
+      sameBackingName(top.backingName, backing.target.name, dirname(image.path)) &&
+      top.backingFormat === backing.target.format
+    ) {
+      return [];
+    }
     return [
       repointStep(
         target,

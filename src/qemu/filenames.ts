@@ -1,6 +1,6 @@
 // Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
 // `json:{...}` as options, so names handed to it are made explicit.
-import { isAbsolute, relative } from 'node:path';
+import { isAbsolute, relative, resolve } from 'node:path';
 
 /** True when qemu would parse this name as a protocol or `json:` pseudo-filename. */
 export function looksLikeProtocol(name: string): boolean {
@@ -30,4 +30,16 @@ export function fileArg(path: string): string {
 /** Escapes a value for qemu's `key=value,...` option strings (a comma is doubled). */
 export function optionValue(value: string): string {
   return value.replaceAll(',', ',,');
+}
+
+/**
+ * True when a stored backing name already says what `wanted` says: the same text, or both
+ * relative and naming the same file (`./base.qcow2` and `base.qcow2`), with the same protection
+ * against protocol parsing.
+ */
+export function sameBackingName(stored: string | undefined, wanted: string, imageDir: string): boolean {
+  if (stored === undefined) return false;
+  if (stored === wanted) return true;
+  if (isAbsolute(stored) || isAbsolute(wanted) || looksLikeProtocol(stored)) return false;
+  return resolve(imageDir, stored) === resolve(imageDir, wanted);
 }

@@ -26,7 +26,8 @@ export interface ImageInfo {
     corrupt?: boolean;
     dataFile?: string;
   };
-  snapshots: { id: string; name: string; virtualSize: number }[];
+  /** Internal snapshots of this layer, as qemu-img lists them. */
+  snapshots: { id: string; name: string; dateSec: number; dateNsec: number }[];
 }
 
 type Json = Record<string, unknown>;
@@ -69,7 +70,8 @@ function parseOne(raw: Json): ImageInfo {
     snapshots: snapshots.map((s) => ({
       id: String(s.id ?? ''),
       name: String(s.name ?? ''),
-      virtualSize: num(s['vm-state-size']) ?? 0,
+      dateSec: num(s['date-sec']) ?? 0,
+      dateNsec: num(s['date-nsec']) ?? 0,
     })),
   };
 }

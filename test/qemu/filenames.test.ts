@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseProgress } from '../../src/executor/progress.js';
 import { creationOptions } from '../../src/qemu/commands.js';
-import { backingNameFor, looksLikeProtocol, optionValue } from '../../src/qemu/filenames.js';
+import { backingNameFor, looksLikeProtocol, optionValue, sameBackingName } from '../../src/qemu/filenames.js';
 
 describe('qemu filenames', () => {
   it('recognises names qemu would parse as a protocol or json: options', () => {
@@ -16,6 +16,14 @@ describe('qemu filenames', () => {
     expect(backingNameFor('/a/out', '/a/in/base.qcow2', false)).toBe('../in/base.qcow2');
     expect(backingNameFor('/a/out', '/a/out/nbd:base', false)).toBe('./nbd:base');
     expect(backingNameFor('/a/out', '/a/in/base.qcow2', true)).toBe('/a/in/base.qcow2');
+  });
+
+  it('treats relative names of one file as the same backing name, never absolute vs relative', () => {
+    expect(sameBackingName('./base.qcow2', 'base.qcow2', '/a/out')).toBe(true);
+    expect(sameBackingName('../out/base.qcow2', 'base.qcow2', '/a/out')).toBe(true);
+    expect(sameBackingName('/a/out/base.qcow2', 'base.qcow2', '/a/out')).toBe(false);
+    expect(sameBackingName('nbd:base', './nbd:base', '/a/out')).toBe(false);
+    expect(sameBackingName(undefined, 'base.qcow2', '/a/out')).toBe(false);
   });
 
   it('escapes commas in option values', () => {

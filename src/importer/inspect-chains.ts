@@ -1,0 +1,86 @@
+// Reads the chains of the images given to `chainform import`: read-only, one qemu-img process
+// per chain. A format not given is detected by qemu-img once and reported.
+import { resolve } from 'node:path';
+import { type Diagnostic, error, warning } from '../diagnostics/diagnostic.js';
+import { infoCommand } from '../qemu/commands.js';
+import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
+import { qemuMessage } from '../qemu/messages.js';
+import type { CommandRunner } from '../qemu/runner.js';
+
+/** One image file of an imported layout, with the layer below it. */
+export interface ImportedLayer {
+  /** Absolute path. */
+  path: string;
+  info: ImageInfo;
+  /** Absolute path of its backing file, if any. */
+  backing: string | undefined;
+  /** True when some overlay stores its name as an absolute path (the manifest keeps it so). */
+  referencedAbsolute: boolean;
+}
+
+/** The layers of all chains, each file once, every backing before the images on top of it. */
+export interface ImportedLayout {
+  layers: ImportedLayer[];
+  /** The top layer of each chain given, in the order given. */
+  tops: string[];
+}
+
+/** Inspects the chain of every image; diagnostics explain what could not be read. */
+export async function inspectChains(
+  images: readonly string[],
+  format: string | undefined,
+  runner: CommandRunner,
+): Promise<{ layout: ImportedLayout; diagnostics: Diagnostic[] }> {
+  const diagnostics: Diagnostic[] = [];
+  const byPath = new Map<string, ImportedLayer>();
+  const order: string[] = [];
+  const tops: string[] = [];
+  for (const image of images) {
+    const path = resolve(image);
+    let topFormat = format;
+    if (!topFormat) {
+      const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', path]);
+      if (probe.exitCode !== 0) {
+        diagnostics.push(error('inspect-failed', `cannot read ${path}: ${qemuMessage(probe.stderr)}`));
+        continue;
+      }
+      topFormat = parseImageInfo(probe.stdout)[0]?.format ?? 'raw';
+      diagnostics.push(
+        warning('format-detected', `the format of ${path} was detected as ${topFormat}`, {
+          hint: 'pass --format to state it; detection trusts the header, which a guest can write into a raw disk',
+        }),
+      );
+    }
+    const result = await runner.run(infoCommand(path, topFormat));
+    if (result.exitCode !== 0) {
+      diagnostics.push(error('inspect-failed', `cannot read ${path} as ${topFormat}: ${qemuMessage(result.stderr)}`));
+      continue;
+    }
+    const chain = parseImageInfo(result.stdout);
+    tops.push(resolve(chain[0]?.filename ?? path));
+    const chainOrder: string[] = [];
+    chain.forEach((info, i) => {
+      const layerPath = resolve(info.filename);
+      const below = chain[i + 1];
+      const known = byPath.get(layerPath);
+      if (!known) {
+        byPath.set(layerPath, {
+          path: layerPath,
+          info,
+          backing: below ? resolve(below.filename) : undefined,
+          referencedAbsolute: false,
+        });
+        chainOrder.unshift(layerPath);
+      }
+    });
+    order.push(...chainOrder.filter((p) => !order.includes(p)));
+  }
+  // A backing some overlay names by an absolute path keeps an absolute path in the manifest.
+  for (const layer of byPath.values()) {
+    if (layer.info.backingName?.startsWith('/') && layer.backing) {
+      const below = byPath.get(layer.backing);
+      if (below) below.referencedAbsolute = true;
+    }
+  }
+  return { layout: { layers: order.map((p) => byPath.get(p) as ImportedLayer), tops }, diagnostics };
+}

@@ -1,0 +1,90 @@
+// Issue 3: `chainform import` captures an existing layout; `--linearize` writes the manifest
+// that turns every internal snapshot into its own external link.
+
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { chainform, checkImage, compareImages, qemuImg, qemuIo, topLayerDataBytes } from '../helpers/qemu.js';
+import { LINKS, makeRfcChain } from '../helpers/rfc-chain.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const ws = useWorkspace(makeRfcChain);
+
+describe('chainform import', () => {
+  it('captures the layout so that plan on it is empty, with snapshots as comments', async () => {
+    const { dir } = ws;
+    const r = await chainform(dir, 'import', 'imageC.qcow2', '--format', 'qcow2', '-o', 'layout.yaml');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const text = await readFile(join(dir, 'layout.yaml'), 'utf8');
+    const schema = /^# yaml-language-server: \$schema=(\S+)\n/.exec(text)?.[1];
+    expect(schema && existsSync(resolve(dir, schema))).toBe(true);
+    expect(text).toContain('# internal snapshots: sn0 (id 1, ');
+    expect(text).toMatch(/imageB:\n {4}path: imageB\.qcow2\n {4}format: qcow2\n {4}backing: imageA\n/);
+    expect((await chainform(dir, 'validate', 'layout.yaml')).exitCode).toBe(0);
+    const plan = await chainform(dir, 'plan', 'layout.yaml', '--detailed-exitcode');
+    expect(plan.exitCode, plan.stdout + plan.stderr).toBe(0);
+    expect(plan.stdout).toContain('No changes: all 3 images match the manifest.');
+  });
+
+  it('keeps absolute backing names absolute and copes with spaces and colons in names', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'odd dir'));
+    const base = join(dir, 'odd dir', 'base: v1.qcow2');
+    const top = join(dir, 'odd dir', 'top disk.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', base, '16M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top);
+    await qemuIo('qcow2', top, 'write -P 0x09 0 64k');
+    const r = await chainform(dir, 'import', 'odd dir/top disk.qcow2', '-f', 'qcow2', '-o', 'odd.yaml');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const manifest = parse(await readFile(join(dir, 'odd.yaml'), 'utf8'));
+    expect(manifest.images['base-v1'].path).toBe(base);
+    expect(manifest.images['top-disk'].path).toBe('odd dir/top disk.qcow2');
+    const plan = await chainform(dir, 'plan', 'odd.yaml', '--detailed-exitcode');
+    expect(plan.exitCode, plan.stdout + plan.stderr).toBe(0);
+  });
+
+  it('--linearize writes a manifest that validates and applies into the RFC chain', async () => {
+    const { dir } = ws;
+    const r = await chainform(
+      dir,
+      'import',
+      '--linearize',
+      '--out-dir',
+      'export',
+      'imageC.qcow2',
+      '-f',
+      'qcow2',
+      '-o',
+      'linear.yaml',
+    );
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await chainform(dir, 'validate', 'linear.yaml')).stdout).toBe('linear.yaml: valid (7 images)');
+    const applied = await chainform(dir, 'apply', 'linear.yaml', '--yes', '--jobs', '2');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    for (const link of LINKS) {
+      const id = link.id;
+      const out = join(dir, 'export', `${id}.qcow2`);
+      const reference = join(dir, `${id}.ref.raw`);
+      const select = link.snapshot ? ['-l', `snapshot.name=${link.snapshot}`] : [];
+      await qemuImg('convert', '-f', 'qcow2', ...select, '-O', 'raw', join(dir, `${link.image}.qcow2`), reference);
+      expect(await compareImages(out, 'qcow2', reference, 'raw'), id).toBe(0);
+      expect(await checkImage(out, 'qcow2'), id).toBe(0);
+      expect(await topLayerDataBytes(out, 'qcow2'), id).toBe(link.dataBytes);
+    }
+    expect((await chainform(dir, 'plan', 'linear.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('refuses to overwrite a file, and --linearize without --out-dir', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'taken.yaml'), 'mine\n');
+    const taken = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '-o', 'taken.yaml');
+    expect(taken.exitCode).toBe(1);
+    expect(taken.stderr).toContain('taken.yaml exists; pass --force to overwrite it');
+    expect(await readFile(join(dir, 'taken.yaml'), 'utf8')).toBe('mine\n');
+    const noDir = await chainform(dir, 'import', '--linearize', 'imageC.qcow2');
+    expect(noDir.exitCode).toBe(1);
+    expect(noDir.stderr).toContain('--linearize needs --out-dir DIR');
+  });
+});
