@@ -86,6 +86,14 @@ export interface Image {
    */
   backing?: string | ExternalBacking | null;
   options?: Options;
+  /**
+   * The virtual size the image must have. Larger than today: it grows (`qemu-img resize`). Smaller: refused unless `shrink: true`.
+   */
+  size?: number | string;
+  /**
+   * Allow `size` to make the image smaller. Shrinking drops the data past the new end: only for images whose guest no longer uses it.
+   */
+  shrink?: boolean;
 }
 /**
  * The guest-visible content the image must present, read through the source's backing chain. Omitted: keep what the file at `path` presents today (reshape in place).

@@ -40,6 +40,7 @@ export interface ImageLocations {
   fromPath: SourceLocation;
   fromSnapshot: SourceLocation;
   backing: SourceLocation;
+  size: SourceLocation;
   /** Where an option is set (in the image, or else in `defaults`). */
   option: (name: string) => SourceLocation;
 }
@@ -62,6 +63,10 @@ export interface ResolvedImage {
   source: ResolvedSource | null;
   /** null: a standalone image. */
   backing: ResolvedBacking | null;
+  /** The virtual size it must have, in bytes; undefined: whatever its content has. */
+  size: number | undefined;
+  /** `size` may make it smaller. */
+  shrink: boolean;
   at: ImageLocations;
 }
 
@@ -74,6 +79,15 @@ export interface ResolvedManifest {
   /** Images in manifest order. */
   images: ResolvedImage[];
   byId: ReadonlyMap<string, ResolvedImage>;
+}
+
+const SUFFIX = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 } as const;
+
+/** `20G` -> 21474836480; a number is already bytes. Rounded down to whole bytes. */
+export function sizeInBytes(size: number | string): number {
+  if (typeof size === 'number') return size;
+  const unit = size.at(-1) as keyof typeof SUFFIX;
+  return Math.floor(Number(size.slice(0, -1)) * SUFFIX[unit]);
 }
 
 /** Resolves a schema-valid manifest. Pure apart from reading `source` positions. */
@@ -110,6 +124,8 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
                 format: backing.format,
                 absolute: isAbsolute(backing.path),
               },
+      size: image.size === undefined ? undefined : sizeInBytes(image.size),
+      shrink: image.shrink === true,
       at: {
         id: locate(source, base, 'key'),
         path: locateIn('path'),
@@ -118,6 +134,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
         fromPath: locateIn('from', 'path'),
         fromSnapshot: locateIn('from', 'snapshot'),
         backing: locateIn('backing'),
+        size: locateIn('size'),
         option: (name) =>
           image.options && name in image.options
             ? locate(source, [...base, 'options', name], 'key')

@@ -115,12 +115,13 @@ function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
         `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, not ${describeValue(value)}`,
         { location: locate(source, path) },
       );
-    case 'anyOf':
-      return error(
-        'invalid-value',
-        `${where} is ${describeValue(value)}; it must be an image id, a mapping {path, format}, or null`,
-        { location: locate(source, path) },
-      );
+    case 'anyOf': {
+      // The schema's own description of the field says what it accepts.
+      const accepted = (e.parentSchema as { description?: string } | undefined)?.description ?? 'is not valid';
+      return error('invalid-value', `${where} is ${describeValue(value)}. ${accepted}`, {
+        location: locate(source, path),
+      });
+    }
     default:
       return error('invalid-value', `${where} ${e.message ?? 'is not valid'}`, {
         location: locate(source, path),

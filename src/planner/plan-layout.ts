@@ -8,17 +8,20 @@ import { snapshotSelector } from '../qemu/commands.js';
 import { backingNameFor, sameBackingName } from '../qemu/filenames.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
-import { optionDifferences } from './compare-options.js';
+import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import type { ImagePlan, Plan, SpaceCheck, Step } from './plan-types.js';
 import {
+  amendStep,
   type BackingTarget,
   type ContentFile,
   convertKeepingBackingStep,
   convertStep,
   diffStep,
   repointStep,
+  resizeOf,
+  resizeStep,
   type Target,
   verifiedConvertKeepingBackingStep,
   verifiedRepointStep,
@@ -316,8 +319,85 @@ function settleStaleContent(
   }
 }
 
-/** Picks the recipe for one image; returns its steps (possibly none). */
+/**
+ * All steps of one image: an in-place `amend` first (when options amend can change differ), the
+ * recipe for its content and backing, then the resize to a declared size (appended to the
+ * recipe's new file when there is one). Steps of one image run in order.
+ */
 function chooseSteps(
+  image: ResolvedImage,
+  target: Target,
+  plan: ContentPlan,
+  backing: { target: BackingTarget; key: string | undefined } | null,
+  ctx: PlanContext,
+): Step[] | 'failed' {
+  const steps = chooseRecipe(image, target, plan, backing, ctx);
+  const top = plan.chain[0] as ChainLayer;
+  // A step that writes a new file creates it with the wanted options; in place, amend them.
+  if (plan.kind === 'in-place' && steps.every((s) => !s.temporaryPath)) {
+    const amendable = optionChanges(image.options, top).filter((c) => AMENDABLE.has(c.name));
+    if (amendable.length > 0 && plan.content.format === image.format) {
+      const wantsV2 = amendable.some((c) => c.name === 'compat' && c.want === '0.10');
+      const blockers = wantsV2 ? downgradeBlockers(image.options, top) : [];
+      if (blockers.length > 0) {
+        ctx.diagnostics.push(
+          error(
+            'compat-downgrade-refused',
+            `"${image.id}" cannot be downgraded to compat 0.10 in place: ${blockers.join('; ')}`,
+            {
+              location: image.at.option('compat'),
+            },
+          ),
+        );
+        return 'failed';
+      }
+      const options = Object.fromEntries(amendable.map((c) => [c.name, c.want]));
+      steps.unshift(
+        amendStep(
+          target,
+          plan.content,
+          options,
+          `change in place with qemu-img amend: ${amendable.map(describeChange).join(', ')}`,
+        ),
+      );
+    }
+  }
+  const size = image.size;
+  const current = plan.content.virtualSize;
+  if (size !== undefined && size !== current) {
+    if (size < current && !image.shrink) {
+      ctx.diagnostics.push(
+        error(
+          'shrink-refused',
+          `"${image.id}" would shrink from ${current} to ${size} bytes, dropping the data past the new end`,
+          {
+            location: image.at.size,
+            hint: 'add `shrink: true` to the image if its guest no longer uses that space',
+          },
+        ),
+      );
+      return 'failed';
+    }
+    const shrink = size < current;
+    const last = steps.at(-1);
+    const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
+    if (last?.temporaryPath) {
+      last.commands.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+      if (last.otherwise) last.otherwise.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+      last.reason = `${last.reason}; then ${why}`;
+    } else {
+      steps.push(resizeStep(target, plan.content, size, shrink, why));
+    }
+  }
+  for (const [i, step] of steps.entries()) {
+    const previous = steps[i - 1];
+    if (previous && !step.dependsOn.includes(previous.id)) step.dependsOn.push(previous.id);
+  }
+  return steps;
+}
+
+/** Picks the recipe for one image's content and backing; returns its steps (possibly none). */
+function chooseRecipe(
   image: ResolvedImage,
   target: Target,
   plan: ContentPlan,
@@ -367,12 +447,15 @@ function chooseSteps(
     ];
   }
 
-  // In place: the file at `path` already presents the wanted content.
+  // In place: the file at `path` already presents the wanted content. Option changes that
+  // `qemu-img amend` can make are made in place; any other change rewrites the file.
+  const optionDiffs = optionChanges(image.options, top);
+  const amendOnly = content.format === image.format && optionDiffs.every((c) => AMENDABLE.has(c.name));
   const changes = [
     ...(content.format !== image.format ? [`format ${content.format} -> ${image.format}`] : []),
-    ...optionDifferences(image.options, top),
+    ...optionDiffs.map(describeChange),
   ];
-  const rewrite = changes.length > 0;
+  const rewrite = changes.length > 0 && !amendOnly;
   if (!backing) {
     if (currentBacking) {
       return [
@@ -453,11 +536,12 @@ function planImage(
 ): { plan: ImagePlan; steps: Step[] } | 'failed' {
   const backing = resolveBacking(image, ctx);
   if (content === 'failed' || backing === 'failed') return 'failed';
-  if (backing && backing.virtualSize > content.content.virtualSize) {
+  const finalSize = image.size ?? content.content.virtualSize;
+  if (backing && backing.virtualSize > finalSize) {
     ctx.diagnostics.push(
       error(
         'backing-larger',
-        `the backing of "${image.id}" (${backing.virtualSize} bytes) is larger than the image itself (${content.content.virtualSize} bytes)`,
+        `the backing of "${image.id}" (${backing.virtualSize} bytes) is larger than the image itself (${finalSize} bytes)`,
         {
           location: image.at.backing,
           hint: 'grow the image first, or back it with an image of its own size',
@@ -485,6 +569,7 @@ function planImage(
       : undefined,
   };
   const steps = chooseSteps(image, target, content, backing, ctx);
+  if (steps === 'failed') return 'failed';
   ctx.final.set(image.id, {
     key: content.key,
     path: image.path,

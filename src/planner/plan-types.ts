@@ -20,7 +20,11 @@ export type StepKind =
    */
   | 'verified-convert-keep-backing'
   /** `qemu-img compare` of old and new backing; identical: `rebase -u`; different: safe rebase. */
-  | 'verified-repoint';
+  | 'verified-repoint'
+  /** `qemu-img amend` in place: compat, lazy_refcounts, refcount_bits. */
+  | 'amend'
+  /** `qemu-img resize` in place: grow, or shrink when the manifest says `shrink: true`. */
+  | 'resize';
 
 /** One command of a step, with why it is there. */
 export interface PlannedCommand {

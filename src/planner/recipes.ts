@@ -3,12 +3,14 @@
 import { basename, dirname, join } from 'node:path';
 import type { Options } from '../manifest/manifest.generated.js';
 import {
+  amendCommand,
   compareCommand,
   convertCommand,
   convertKeepingBackingCommand,
   createOverlayCommand,
   nbdUrl,
   repointCommand,
+  resizeCommand,
   safeRebaseCommand,
   snapshotExportCommand,
 } from '../qemu/commands.js';
@@ -301,5 +303,39 @@ export function verifiedRepointStep(
     otherwise: safe.commands,
     expectedWriteBytes: safe.expectedWriteBytes,
     writeBytesIsUpperBound: true,
+  };
+}
+
+/** `qemu-img amend` of the image in place (options amend can change, see compare-options.ts). */
+export function amendStep(target: Target, content: ContentFile, options: Options, reason: string): Step {
+  return {
+    ...baseStep('amend', target, reason, content.chain, null),
+    commands: [
+      {
+        argv: amendCommand({ image: target.path, format: content.format, options }),
+        purpose: 'change the header options in place (a downgrade to 0.10 writes zero clusters out as data)',
+      },
+    ],
+    // A downgrade writes zero clusters as data: at most the image's size.
+    expectedWriteBytes: options.compat !== undefined ? content.virtualSize : 0,
+    writeBytesIsUpperBound: true,
+  };
+}
+
+/** `qemu-img resize` of the image in place. */
+export function resizeStep(target: Target, content: ContentFile, size: number, shrink: boolean, reason: string): Step {
+  return {
+    ...baseStep('resize', target, reason, content.chain, null),
+    commands: [resizeOf(target.path, target.format, size, shrink)],
+    expectedWriteBytes: 0,
+    writeBytesIsUpperBound: false,
+  };
+}
+
+/** The resize command for a file (a step's temporary file, or the image in place). */
+export function resizeOf(path: string, format: string, size: number, shrink: boolean) {
+  return {
+    argv: resizeCommand({ image: path, format, size, shrink }),
+    purpose: shrink ? 'shrink to the declared size (data past the new end is dropped)' : 'grow to the declared size',
   };
 }

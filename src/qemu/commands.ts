@@ -198,3 +198,21 @@ export function snapshotExportCommand(args: { image: string; format: string; sna
 export function nbdUrl(socket: string): string {
   return `nbd+unix:///?socket=${socket}`;
 }
+
+/** `qemu-img amend`: changes compat / lazy_refcounts / refcount_bits of a qcow2 image in place. */
+export function amendCommand(args: { image: string; format: string; options: Options }): Argv {
+  return ['qemu-img', 'amend', '-p', '-f', args.format, ...withOptions(args.options), fileArg(args.image)];
+}
+
+/** `qemu-img resize` to an exact virtual size; shrinking must be asked for explicitly. */
+export function resizeCommand(args: { image: string; format: string; size: number; shrink: boolean }): Argv {
+  return [
+    'qemu-img',
+    'resize',
+    '-f',
+    args.format,
+    ...(args.shrink ? ['--shrink'] : []),
+    fileArg(args.image),
+    String(args.size),
+  ];
+}

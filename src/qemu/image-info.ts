@@ -25,6 +25,8 @@ export interface ImageInfo {
     compressionType?: string;
     corrupt?: boolean;
     dataFile?: string;
+    /** Persistent dirty bitmaps stored in the image. */
+    bitmaps?: number;
   };
   /** Internal snapshots of this layer, as qemu-img lists them. */
   snapshots: { id: string; name: string; dateSec: number; dateNsec: number }[];
@@ -65,6 +67,7 @@ function parseOne(raw: Json): ImageInfo {
             compressionType: str(specific['compression-type']),
             corrupt: bool(specific.corrupt),
             dataFile: str(specific['data-file']),
+            bitmaps: Array.isArray(specific.bitmaps) ? specific.bitmaps.length : 0,
           }
         : {},
     snapshots: snapshots.map((s) => ({

@@ -63,7 +63,9 @@ images:
   it('explains what backing accepts when it is neither id, mapping nor null', () => {
     const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: a\n    backing: [x]\n');
     expect(d.map(brief)).toEqual(['invalid-value@5:14']);
-    expect(d[0]!.message).toContain('an image id, a mapping {path, format}, or null');
+    expect(d[0]!.message).toBe(
+      'images.a.backing is a list. What the image is backed by: the id of another image of this manifest, an existing image the manifest does not manage, or null (omitted) for a standalone image.',
+    );
   });
 
   it('reports the missing format of an external backing inside the mapping', () => {

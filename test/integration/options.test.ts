@@ -1,0 +1,124 @@
+// Issue 3, options: amend in place where qemu-img amend can, convert where it cannot; grow;
+// refuse a shrink unless asked. The reshaped overlay is the manifest's own in-place image; its
+// base is an input and must not change.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chainform, checkImage, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const ws = useWorkspace(async (dir) => {
+  const base = join(dir, 'base.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', base, '64M');
+  await qemuIo('qcow2', base, 'write -P 0x01 0 32M');
+  return [base];
+});
+
+/** An overlay on base.qcow2 with zeros over base data and some data of its own; its content as raw. */
+async function makeOverlay(dir: string, createOptions: string): Promise<string> {
+  const vm = join(dir, 'vm.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', '-o', createOptions, '-b', 'base.qcow2', '-F', 'qcow2', vm);
+  await qemuIo('qcow2', vm, 'write -z 1M 2M', 'write -P 0x02 8M 1M');
+  const reference = join(dir, 'reference.raw');
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', vm, reference);
+  return reference;
+}
+
+function manifest(vm: string): string {
+  return `version: 1\nimages:\n  base: { path: base.qcow2 }\n  vm:\n    path: vm.qcow2\n    backing: base\n${vm}`;
+}
+
+async function planKinds(dir: string): Promise<string[]> {
+  const r = await chainform(dir, 'plan', 'manifest.yaml', '--json');
+  return JSON.parse(r.stdout).steps.map((s: { kind: string }) => s.kind);
+}
+
+async function format(dir: string): Promise<Record<string, unknown>> {
+  const info = await imageInfo(join(dir, 'vm.qcow2'), 'qcow2');
+  return {
+    ...(info['format-specific'] as { data: Record<string, unknown> }).data,
+    size: info['virtual-size'],
+    cluster: info['cluster-size'],
+  };
+}
+
+describe('options and size', () => {
+  it('downgrades to compat 0.10 and back in place with amend, keeping content with zero clusters', async () => {
+    const { dir } = ws;
+    const reference = await makeOverlay(dir, 'compat=1.1');
+    for (const compat of ['0.10', '1.1']) {
+      await writeFile(join(dir, 'manifest.yaml'), manifest(`    options: { compat: "${compat}" }\n`));
+      expect(await planKinds(dir)).toEqual(['amend']);
+      const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+      expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+      expect((await format(dir)).compat).toBe(compat);
+      expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+      expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+      expect(await planKinds(dir)).toEqual([]);
+    }
+  });
+
+  it('refuses a downgrade the image cannot take, naming why, until the manifest drops the feature', async () => {
+    const { dir } = ws;
+    const reference = await makeOverlay(dir, 'lazy_refcounts=on');
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { compat: "0.10" }\n'));
+    const refused = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      'manifest.yaml:7:16: error: "vm" cannot be downgraded to compat 0.10 in place: lazy_refcounts is on (add lazy_refcounts: false)',
+    );
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { compat: "0.10", lazy_refcounts: false }\n'));
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(dir)).toMatchObject({ compat: '0.10' });
+    expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+  });
+
+  it('turns lazy_refcounts on and off in place', async () => {
+    const { dir } = ws;
+    await makeOverlay(dir, 'compat=1.1');
+    for (const lazy of [true, false]) {
+      await writeFile(join(dir, 'manifest.yaml'), manifest(`    options: { lazy_refcounts: ${lazy} }\n`));
+      expect(await planKinds(dir)).toEqual(['amend']);
+      expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+      expect((await format(dir))['lazy-refcounts']).toBe(lazy);
+      expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+    }
+  });
+
+  it('grows to a declared size, refuses to shrink unless asked, and shrinks when asked', async () => {
+    const { dir } = ws;
+    const reference = await makeOverlay(dir, 'compat=1.1');
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    size: 128M\n'));
+    expect(await planKinds(dir)).toEqual(['resize']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect((await format(dir)).size).toBe(128 * 1024 * 1024);
+    expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    size: 96M\n'));
+    const refused = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain('manifest.yaml:7:11: error: "vm" would shrink from 134217728 to 100663296 bytes');
+    expect(refused.stderr).toContain('hint: add `shrink: true`');
+
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    size: 96M\n    shrink: true\n'));
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps[0].commands[0].argv).toContain('--shrink');
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect((await format(dir)).size).toBe(96 * 1024 * 1024);
+    expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+  });
+
+  it('changes cluster_size through a convert that keeps the backing, with the plan saying why', async () => {
+    const { dir } = ws;
+    const reference = await makeOverlay(dir, 'cluster_size=512');
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { cluster_size: 65536 }\n'));
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['convert-keep-backing']);
+    expect(plan.steps[0].reason).toContain('cluster_size 512 -> 65536');
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(dir)).toMatchObject({ cluster: 65536 });
+    expect((await imageInfo(join(dir, 'vm.qcow2'), 'qcow2'))['backing-filename']).toBe('base.qcow2');
+    expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
+  });
+});
