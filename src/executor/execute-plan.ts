@@ -78,6 +78,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
   try {
     if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
     else if (step.ledger) await effects.markInProgress(step.path);
+    for (const extra of step.extraTemporaries ?? []) await effects.prepareTemporary(extra.temporaryPath);
     if (step.helpers?.length) runtime = await effects.openRuntime();
     const dir = runtime;
     const expand = (argv: Argv): Argv => (dir === undefined ? argv : argv.map((a) => a.replaceAll(RUNTIME_DIR, dir)));
@@ -86,6 +87,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
     }
     failure = await runCommands(step, options, expand);
     if (!failure) {
+      for (const extra of step.extraTemporaries ?? []) await effects.commitTemporary(extra.temporaryPath, extra.path);
       if (step.temporaryPath) await effects.commitTemporary(step.temporaryPath, step.path);
       else await effects.flush(step.path);
       if (step.ledger) await effects.record(step.path, step.ledger);
@@ -98,6 +100,8 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
     for (const helper of helpers.reverse()) await helper.stop().catch(() => undefined);
     if (runtime !== undefined) await effects.closeRuntime(runtime);
     if (failure && step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
+    for (const extra of failure ? (step.extraTemporaries ?? []) : [])
+      await effects.discardTemporary(extra.temporaryPath);
   }
   return failure;
 }

@@ -77,6 +77,15 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
         role: 'backing',
       });
     }
+    if (image.options.data_file !== undefined) {
+      // Only whether it exists matters: it is never opened as an image here.
+      requests.push({
+        path: image.options.data_file,
+        format: 'raw',
+        at: image.at.option('data_file'),
+        role: 'foreign-output',
+      });
+    }
   }
   return requests;
 }

@@ -78,6 +78,32 @@ function checkBackingCycles(manifest: ResolvedManifest): Diagnostic[] {
   return diagnostics;
 }
 
+/** A data file must be a file of its own: not an image, a source, a base or another data file. */
+function checkDataFiles(manifest: ResolvedManifest): Diagnostic[] {
+  const taken = new Map<string, string>();
+  for (const image of manifest.images) {
+    taken.set(image.path, `the path of "${image.id}"`);
+    if (image.source) taken.set(image.source.path, `the source of "${image.id}"`);
+    if (image.backing?.kind === 'file') taken.set(image.backing.path, `the backing of "${image.id}"`);
+  }
+  const diagnostics: Diagnostic[] = [];
+  for (const image of manifest.images) {
+    const dataFile = image.options.data_file;
+    if (dataFile === undefined) continue;
+    const other = taken.get(dataFile);
+    if (other) {
+      diagnostics.push(
+        error('data-file-collision', `the data file of "${image.id}" is ${other}: ${dataFile}`, {
+          location: image.at.option('data_file'),
+          hint: 'give the data file a path of its own',
+        }),
+      );
+    }
+    taken.set(dataFile, `the data file of "${image.id}"`);
+  }
+  return diagnostics;
+}
+
 function checkDuplicatePaths(manifest: ResolvedManifest): Diagnostic[] {
   const firstByPath = new Map<string, ResolvedImage>();
   const diagnostics: Diagnostic[] = [];
@@ -295,6 +321,20 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
     refuse('subformat', `${image.format} has no subformat ${subformat}`, `use one of: ${subformats.join(', ')}`);
   }
   if (image.format !== 'qcow2') return problems;
+  if (image.options.data_file_raw !== undefined && image.options.data_file === undefined) {
+    refuse(
+      'data_file_raw',
+      'data_file_raw needs a data_file',
+      'add data_file: path/to/data.raw, or drop data_file_raw',
+    );
+  }
+  if (image.options.data_file_raw && image.backing) {
+    refuse(
+      'data_file_raw',
+      'a raw data file cannot be combined with a backing file (qemu refuses it)',
+      'drop data_file_raw, or the backing',
+    );
+  }
   if (compat !== undefined && canonicalCompat(compat) === '0.10') {
     const needsV3: [string, boolean][] = [
       ['lazy_refcounts', lazy_refcounts === true],
@@ -335,6 +375,7 @@ export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment)
   return [
     ...structural,
     ...checkDuplicatePaths(manifest),
+    ...checkDataFiles(manifest),
     ...checkFiles(manifest, env),
     ...checkFormatConflicts(manifest),
     ...checkOverwrites(manifest),

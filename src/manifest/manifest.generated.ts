@@ -67,6 +67,14 @@ export interface Options {
    * vmdk, vhdx or vpc sub-format, e.g. monolithicSparse, streamOptimized, dynamic, fixed.
    */
   subformat?: string;
+  /**
+   * qcow2: keep the guest data in this external file (created with the image). Relative paths are taken from the manifest's folder; the image stores it as an absolute path, because qemu resolves a relative data-file name against the working directory of whoever opens the image.
+   */
+  data_file?: string;
+  /**
+   * qcow2 with data_file: keep the data file a valid raw image of the guest disk. Cannot be combined with a backing file.
+   */
+  data_file_raw?: boolean;
 }
 /**
  * One image of the layout: where it lives, what it stores, what it shows the guest, and what it is backed by.

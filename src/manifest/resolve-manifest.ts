@@ -81,6 +81,11 @@ export interface ResolvedManifest {
   byId: ReadonlyMap<string, ResolvedImage>;
 }
 
+/** A data file path is taken from the manifest's folder, like every path. */
+function withAbsoluteDataFile(options: Options, dir: string): Options {
+  return options.data_file === undefined ? options : { ...options, data_file: resolve(dir, options.data_file) };
+}
+
 const SUFFIX = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 } as const;
 
 /** `20G` -> 21474836480; a number is already bytes. Rounded down to whole bytes. */
@@ -111,7 +116,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
       declaredPath: image.path,
       pathIsAbsolute: isAbsolute(image.path),
       format,
-      options: { ...inherited, ...image.options },
+      options: withAbsoluteDataFile({ ...inherited, ...image.options }, dir),
       source: from ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot } : null,
       backing:
         backing === undefined || backing === null

@@ -26,6 +26,8 @@ export function optionChanges(wanted: Options, image: ImageInfo): OptionChange[]
   check('refcount_bits', q.refcountBits, wanted.refcount_bits);
   check('extended_l2', q.extendedL2 ?? false, wanted.extended_l2);
   check('compression_type', q.compressionType ?? 'zlib', wanted.compression_type);
+  check('data_file', q.dataFile, wanted.data_file);
+  check('data_file_raw', q.dataFileRaw ?? false, wanted.data_file_raw);
   // preallocation and subformat only shape how a new file is written; nothing to compare.
   return changes;
 }

@@ -23,8 +23,10 @@ import {
   resizeOf,
   resizeStep,
   type Target,
+  temporaryPathFor,
   verifiedConvertKeepingBackingStep,
   verifiedRepointStep,
+  withDataFile,
 } from './recipes.js';
 
 /** What a planned image will be once its steps ran: what later images back onto. */
@@ -236,6 +238,24 @@ function findSnapshot(
     ),
   );
   return undefined;
+}
+
+/**
+ * The data file path must be free, or be the data file of the existing image chainform keeps or
+ * rebuilds at this path: an unrelated file there would be overwritten.
+ */
+function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext): boolean {
+  const existing = ctx.layout.files.get(dataFile);
+  if (!existing?.fingerprint) return true;
+  const output = ctx.layout.files.get(image.path);
+  if (output?.chain?.[0]?.qcow2.dataFile === dataFile) return true;
+  ctx.diagnostics.push(
+    error('data-file-exists', `${dataFile} already exists and is not the data file of "${image.id}"`, {
+      location: image.at.option('data_file'),
+      hint: 'move the file away, or choose another data_file path',
+    }),
+  );
+  return false;
 }
 
 /** The content plan of a file that already presents the wanted content. */
@@ -550,11 +570,14 @@ function planImage(
     );
     return 'failed';
   }
+  const dataFile = image.options.data_file;
+  if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
   const target: Target = {
     id: image.id,
     path: image.path,
     format: image.format,
-    options: image.options,
+    // A new file's data file is created under a temporary name too (see withDataFile).
+    options: dataFile === undefined ? image.options : { ...image.options, data_file: temporaryPathFor(dataFile) },
     ledger: image.source
       ? {
           imageId: image.id,
@@ -568,8 +591,9 @@ function planImage(
         }
       : undefined,
   };
-  const steps = chooseSteps(image, target, content, backing, ctx);
-  if (steps === 'failed') return 'failed';
+  const chosen = chooseSteps(image, target, content, backing, ctx);
+  if (chosen === 'failed') return 'failed';
+  const steps = dataFile === undefined ? chosen : chosen.map((step) => withDataFile(step, dataFile, image.format));
   ctx.final.set(image.id, {
     key: content.key,
     path: image.path,

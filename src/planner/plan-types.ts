@@ -82,6 +82,8 @@ export interface Step {
   writes: string[];
   /** When set, commands write this file, which is renamed onto `path` only after they all succeed. */
   temporaryPath?: string;
+  /** More files written under temporary names (an external data file), renamed before `path`. */
+  extraTemporaries?: { temporaryPath: string; path: string }[];
   /** Started before the commands, always stopped after (also on failure and Ctrl-C). */
   helpers?: PlannedHelper[];
   commands: PlannedCommand[];

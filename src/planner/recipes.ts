@@ -339,3 +339,24 @@ export function resizeOf(path: string, format: string, size: number, shrink: boo
     purpose: shrink ? 'shrink to the declared size (data past the new end is dropped)' : 'grow to the declared size',
   };
 }
+
+/**
+ * A new image with an external data file: qemu-img creates the data file under a temporary name
+ * too; once the commands succeeded, the header is amended to name the final data file, and the
+ * executor renames the data file before the image. (qemu 7.2 opens a relative data-file name
+ * against the opener's working directory, so the name stored is absolute.)
+ */
+export function withDataFile(step: Step, dataFile: string, format: string): Step {
+  if (!step.temporaryPath) return step;
+  const rename = {
+    argv: amendCommand({ image: step.temporaryPath, format, options: { data_file: dataFile } }),
+    purpose: 'name the final data file in the header (it is renamed into place next)',
+  };
+  return {
+    ...step,
+    commands: [...step.commands, rename],
+    ...(step.otherwise ? { otherwise: [...step.otherwise, rename] } : {}),
+    extraTemporaries: [{ temporaryPath: temporaryPathFor(dataFile), path: dataFile }],
+    writes: [...step.writes, dataFile],
+  };
+}

@@ -11,6 +11,8 @@ export const optionsByFormat: Readonly<Record<OutputFormat, ReadonlySet<keyof Op
     'extended_l2',
     'compression_type',
     'preallocation',
+    'data_file',
+    'data_file_raw',
   ]),
   raw: new Set(['preallocation']),
   qed: new Set(['cluster_size']),

@@ -25,6 +25,7 @@ export interface ImageInfo {
     compressionType?: string;
     corrupt?: boolean;
     dataFile?: string;
+    dataFileRaw?: boolean;
     /** Persistent dirty bitmaps stored in the image. */
     bitmaps?: number;
   };
@@ -67,6 +68,7 @@ function parseOne(raw: Json): ImageInfo {
             compressionType: str(specific['compression-type']),
             corrupt: bool(specific.corrupt),
             dataFile: str(specific['data-file']),
+            dataFileRaw: bool(specific['data-file-raw']),
             bitmaps: Array.isArray(specific.bitmaps) ? specific.bitmaps.length : 0,
           }
         : {},

@@ -154,6 +154,21 @@ images:
     expect(d.map(brief)).toEqual(['path-blocked@3:14']);
   });
 
+  it('refuses a data file that is another image, source or data file', () => {
+    const text = `version: 1
+images:
+  a: { path: a.qcow2, options: { data_file: b.qcow2 } }
+  b: { path: b.qcow2, options: { data_file: shared.data } }
+  c: { path: c.qcow2, options: { data_file: shared.data } }
+  d: { path: d.qcow2, options: { data_file_raw: true } }
+`;
+    expect(semanticDiagnostics(text).map(brief)).toEqual([
+      'data-file-collision@3:34',
+      'data-file-collision@5:34',
+      'invalid-option@6:34',
+    ]);
+  });
+
   it('refuses a path that names a folder', () => {
     expect(semanticDiagnostics('version: 1\nimages:\n  a: { path: out/ }\n').map((x) => x.code)).toContain(
       'path-is-folder',

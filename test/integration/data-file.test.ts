@@ -1,0 +1,80 @@
+// Issue 3, external data files: a qcow2 whose guest data lives in a raw file, with and without
+// a backing; both files are written under temporary names and renamed only when complete.
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chainform, checkImage, compareImages, imageInfo, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const ws = useWorkspace(async (dir) => {
+  const tpl = join(dir, 'tpl.raw');
+  await qemuImg('create', '-q', '-f', 'raw', tpl, '32M');
+  await qemuIo('raw', tpl, 'write -P 0x05 0 16M');
+  const vm = join(dir, 'vm.raw');
+  await qemuImg('create', '-q', '-f', 'raw', vm, '32M');
+  await qemuIo('raw', vm, 'write -P 0x05 0 16M', 'write -P 0x06 2M 1M');
+  return [tpl, vm];
+});
+
+const MANIFEST = `version: 1
+images:
+  tpl:
+    path: out/tpl.qcow2
+    from: { path: tpl.raw, format: raw }
+    options: { data_file: out/tpl.data, data_file_raw: true }
+  vm:
+    path: out/vm.qcow2
+    from: { path: vm.raw, format: raw }
+    backing: tpl
+    options: { data_file: out/vm.data }
+`;
+
+describe('external data files', () => {
+  it('builds a qcow2 with a raw data file, and an overlay with a data file of its own', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), MANIFEST);
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect((await readdir(join(dir, 'out'))).sort()).toEqual(['tpl.data', 'tpl.qcow2', 'vm.data', 'vm.qcow2']);
+    const tpl = await imageInfo(join(dir, 'out/tpl.qcow2'), 'qcow2');
+    expect((tpl['format-specific'] as { data: Record<string, unknown> }).data).toMatchObject({
+      'data-file': join(dir, 'out/tpl.data'),
+      'data-file-raw': true,
+    });
+    expect(await compareImages(join(dir, 'out/tpl.qcow2'), 'qcow2', join(dir, 'tpl.raw'), 'raw')).toBe(0);
+    // data_file_raw: the data file itself is the guest disk as a raw image.
+    expect(await compareImages(join(dir, 'out/tpl.data'), 'raw', join(dir, 'tpl.raw'), 'raw')).toBe(0);
+    expect(await compareImages(join(dir, 'out/vm.qcow2'), 'qcow2', join(dir, 'vm.raw'), 'raw')).toBe(0);
+    for (const image of ['tpl', 'vm']) expect(await checkImage(join(dir, `out/${image}.qcow2`), 'qcow2')).toBe(0);
+    const vm = await imageInfo(join(dir, 'out/vm.qcow2'), 'qcow2');
+    expect(vm['backing-filename']).toBe('tpl.qcow2');
+    // The overlay's data file holds its 1 MiB delta, not a copy of the template.
+    expect((await stat(join(dir, 'out/vm.data'))).blocks * 512).toBeLessThanOrEqual(2 * MiB);
+    expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('refuses a raw data file on an image with a backing, at its line and column', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      MANIFEST.replace('{ data_file: out/vm.data }', '{ data_file: out/vm.data, data_file_raw: true }'),
+    );
+    const r = await chainform(dir, 'validate', 'manifest.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(
+      'manifest.yaml:11:40: error: a raw data file cannot be combined with a backing file (qemu refuses it) ("vm") [invalid-option]',
+    );
+  });
+
+  it('never overwrites an existing file at the data file path', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), MANIFEST);
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'out-data.raw'), '1M');
+    await writeFile(join(dir, 'manifest.yaml'), MANIFEST.replace('out/tpl.data', 'out-data.raw'));
+    ws.inputs.push(join(dir, 'out-data.raw'));
+    await ws.acceptInputChanges();
+    const r = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('out-data.raw already exists and is not the data file of "tpl" [data-file-exists]');
+  });
+});
