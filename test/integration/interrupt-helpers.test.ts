@@ -1,0 +1,54 @@
+// Ctrl-C while a step serves a snapshot through qemu-nbd: the export is stopped, its private
+// runtime folder removed, no temporary image is left, and the input is unchanged.
+import { readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { expect, it } from 'vitest';
+import { checksums, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+
+const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
+
+it('stops qemu-nbd exports and removes their folder on SIGINT', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const image = join(dir, 'disk.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', image, '1G');
+    await qemuIo('qcow2', image, 'write -P 0x01 0 768M');
+    await qemuImg('snapshot', '-c', 'sn0', '--image-opts', `driver=qcow2,file.filename=${image}`);
+    await qemuIo('qcow2', image, 'write -P 0x02 0 64M');
+    await qemuImg('snapshot', '-c', 'sn1', '--image-opts', `driver=qcow2,file.filename=${image}`);
+    const before = await checksums([image]);
+    await writeFile(
+      join(dir, 'm.yaml'),
+      `version: 1
+images:
+  base: { path: out/base.qcow2, from: { path: disk.qcow2, format: qcow2, snapshot: sn0 } }
+  next: { path: out/next.qcow2, from: { path: disk.qcow2, format: qcow2, snapshot: sn1 }, backing: base }
+`,
+    );
+    const runtimesBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
+    const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+    let output = '';
+    await new Promise<void>((resolve) => {
+      child.stdout?.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('started  next:')) resolve();
+      });
+    });
+    // Let the export come up and the rebase start, then interrupt.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGINT');
+    const result = await child;
+    expect(result.exitCode).toBe(130);
+    expect(String(result.stdout)).toContain('Apply interrupted: 1 done, 1 failed, 0 not started.');
+    const nbd = await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false });
+    expect(nbd.stdout).toBe('');
+    const runtimesAfter = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
+    expect(runtimesAfter.filter((f) => !runtimesBefore.includes(f))).toEqual([]);
+    expect((await readdir(join(dir, 'out'))).sort()).toEqual(['base.qcow2']);
+    expect(await checksums([image])).toEqual(before);
+  } finally {
+    await cleanup();
+  }
+});
