@@ -28,6 +28,9 @@ describe('bundled manifests', () => {
       'examples/copies-to-overlays/manifest.yaml',
       'plans/convert-keeping-cow.yaml',
       'plans/copies-to-overlays.yaml',
+      'plans/downgrade-compat.yaml',
+      'plans/linearize-snapshots.yaml',
+      'plans/qcow2-with-raw-data-file.yaml',
       'plans/repoint-renamed-base.yaml',
     ]);
   });
