@@ -31,8 +31,8 @@ export interface StepEffects {
   record(path: string, intent: LedgerIntent): Promise<void>;
   /** Before an in-place change of a recorded output: mark its ledger entry in progress. */
   markInProgress(path: string): Promise<void>;
-  /** Updates the ledger entry of `output` with the current fingerprints of `backingChain`. */
-  refreshBacking(output: string, backingChain: readonly string[]): Promise<void>;
+  /** Updates a chain of the ledger entry of `output` with the current fingerprints of `files`. */
+  refreshChain(output: string, chain: 'backingChain' | 'sourceChain', files: readonly string[]): Promise<void>;
 }
 
 async function fsyncPath(path: string, flags: 'r' | 'r+' = 'r'): Promise<void> {
@@ -113,8 +113,8 @@ export class DiskEffects implements StepEffects {
     await this.ledger.markInProgress(path);
   }
 
-  async refreshBacking(output: string, backingChain: readonly string[]): Promise<void> {
-    await this.ledger.refreshBacking(output, await fingerprints(backingChain));
+  async refreshChain(output: string, chain: 'backingChain' | 'sourceChain', files: readonly string[]): Promise<void> {
+    await this.ledger.refreshChain(output, chain, await fingerprints(files));
   }
 }
 
@@ -140,5 +140,5 @@ export class RecordingEffects implements StepEffects {
   async flush(): Promise<void> {}
   async record(): Promise<void> {}
   async markInProgress(): Promise<void> {}
-  async refreshBacking(): Promise<void> {}
+  async refreshChain(): Promise<void> {}
 }

@@ -44,7 +44,16 @@ async function runCommands(
       },
     });
     if (command.check && result.exitCode === CHECK_DIFFERENT && !result.signal && !signal?.aborted) {
-      queue.splice(0, queue.length, ...(step.otherwise ?? []));
+      // No fallback: the step is only correct when the check passes.
+      if (!step.otherwise) {
+        return {
+          stepId: step.id,
+          message: `${step.id}: the check found a difference, so nothing was changed`,
+          argv,
+          exitCode: 1,
+        };
+      }
+      queue.splice(0, queue.length, ...step.otherwise);
       continue;
     }
     if (result.exitCode !== 0 || result.signal) {
@@ -92,7 +101,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
       else await effects.flush(step.path);
       if (step.ledger) await effects.record(step.path, step.ledger);
       for (const refresh of step.refreshLedger ?? [])
-        await effects.refreshBacking(refresh.output, refresh.backingChain);
+        await effects.refreshChain(refresh.output, refresh.chain, refresh.files);
     }
   } catch (e) {
     failure = { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };

@@ -156,12 +156,13 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   }
   const source = ctx.layout.files.get(image.source.path);
   if (!source?.chain || !source.fingerprint) return 'failed';
-  let snapshot: { name: string; selector: string } | undefined;
+  let snapshot: { id: string; selector: string } | undefined;
   if (image.source.snapshot !== undefined) {
     snapshot = findSnapshot(image, source.chain[0] as ChainLayer, ctx);
     if (!snapshot) return 'failed';
   }
-  const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot?.name);
+  // Snapshots are keyed by id: names need not be unique.
+  const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot && `id:${snapshot.id}`);
   const build = {
     content: { ...contentOf(source, source.chain), snapshot: snapshot?.selector },
     chain: source.chain,
@@ -196,10 +197,10 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   const rebuild: ContentPlan = { kind: 'build', ...build, action: 'replace' };
   if (!upToDate || !existing.chain) return rebuild;
   // The ledger shows the output presents the source's content: reshape it like an in-place image.
-  return inPlace(existing, existing.chain, key, {
-    outputKey: contentKey(fileIdentity(existing.fingerprint), existing.format),
-    rebuild,
-  });
+  // Resized to a declared size, it presents more or less than its source: it keeps its own key.
+  const outputKey = contentKey(fileIdentity(existing.fingerprint), existing.format);
+  const resized = image.size !== undefined && image.size !== source.chain[0]?.virtualSize;
+  return inPlace(existing, existing.chain, resized ? outputKey : key, { outputKey, rebuild });
 }
 
 /**
@@ -210,30 +211,29 @@ function findSnapshot(
   image: ResolvedImage,
   top: ImageInfo,
   ctx: PlanContext,
-): { name: string; selector: string } | undefined {
+): { id: string; selector: string } | undefined {
   const wanted = image.source?.snapshot ?? '';
   const byName = top.snapshots.filter((s) => s.name === wanted);
   const byId = top.snapshots.filter((s) => s.id === wanted);
-  if (byName.length === 1 && byName[0])
-    return { name: byName[0].name, selector: snapshotSelector({ by: 'name', value: wanted }) };
-  if (byName.length === 0 && byId.length === 1 && byId[0]) {
-    return { name: byId[0].name, selector: snapshotSelector({ by: 'id', value: wanted }) };
+  const named = byName[0];
+  const numbered = byId[0];
+  // A value that is one snapshot's name and another's id is ambiguous, as are duplicate names.
+  if (byName.length === 1 && named && (!numbered || numbered === named)) {
+    return { id: named.id, selector: snapshotSelector({ by: 'name', value: wanted }) };
   }
-  const existing = top.snapshots.map((s) => `${s.name} (id ${s.id})`).join(', ');
+  if (byName.length === 0 && numbered)
+    return { id: numbered.id, selector: snapshotSelector({ by: 'id', value: wanted }) };
+  const existing = top.snapshots.map((s) => `${s.name || '(no name)'} (id ${s.id})`).join(', ');
+  const ambiguous = byName.length > 1 || (named !== undefined && numbered !== undefined);
   ctx.diagnostics.push(
     error(
-      byName.length > 1 ? 'snapshot-ambiguous' : 'snapshot-missing',
-      byName.length > 1
-        ? `${image.source?.path} has ${byName.length} snapshots named "${wanted}"`
+      ambiguous ? 'snapshot-ambiguous' : 'snapshot-missing',
+      ambiguous
+        ? `"${wanted}" names more than one internal snapshot of ${image.source?.path}`
         : `${image.source?.path} has no internal snapshot "${wanted}"`,
       {
         location: image.at.fromSnapshot,
-        hint:
-          byName.length > 1
-            ? `name it by id: ${byName.map((s) => s.id).join(' or ')}`
-            : existing
-              ? `it has: ${existing}`
-              : 'it has no internal snapshots',
+        hint: existing ? `it has: ${existing}` : 'it has no internal snapshots',
       },
     ),
   );
@@ -281,12 +281,14 @@ function settleStaleContent(
   contents: Map<string, ContentPlan | 'failed'>,
   ctx: PlanContext,
 ): void {
+  // Rebuilt from a source, or shrunk in place: either way its content changes.
   const builtPaths = () =>
     new Map(
       manifest.images
         .filter((i) => {
           const plan = contents.get(i.id);
-          return plan !== undefined && plan !== 'failed' && plan.kind === 'build';
+          if (plan === undefined || plan === 'failed') return false;
+          return plan.kind === 'build' || (i.size !== undefined && i.size < plan.content.virtualSize);
         })
         .map((i) => [i.path, i] as const),
     );
@@ -300,7 +302,7 @@ function settleStaleContent(
     ctx.diagnostics.push(
       error(
         'overwrites-input',
-        `"${writer.id}" would replace ${through}, which the source of "${reader.id}" reads through`,
+        `"${writer.id}" would change ${through} (rebuild or shrink it), which the source of "${reader.id}" reads through`,
         {
           location: writer.at.path,
           related: [{ message: `"${reader.id}" reads it here`, location: reader.at.fromPath }],
@@ -328,7 +330,7 @@ function settleStaleContent(
       ctx.diagnostics.push(
         error(
           'backing-rebuilt',
-          `"${image.id}" keeps its content in place, but its chain reads through ${through}, which this plan rebuilds with new content`,
+          `"${image.id}" keeps its content in place, but its chain reads through ${through}, which this plan rebuilds or shrinks`,
           {
             location: image.at.path,
             hint: 'give it a `from` and a new path so it is rebuilt too, or write the rebuilt image to another path',
@@ -337,6 +339,35 @@ function settleStaleContent(
       );
     }
   }
+}
+
+/**
+ * An image kept in place that has internal snapshots: its snapshots read through the same
+ * backing file as its active layer, so only a repoint to content verified identical, or an
+ * amend, keeps every snapshot right. A verified repoint then has no fallback (a safe rebase
+ * would fix the active layer only); anything else is refused.
+ */
+function keepsSnapshots(image: ResolvedImage, steps: Step[], resizes: boolean, ctx: PlanContext): boolean {
+  const refused = steps.filter((s) => s.kind !== 'repoint' && s.kind !== 'verified-repoint');
+  if (refused.length > 0 || resizes) {
+    ctx.diagnostics.push(
+      error(
+        'in-place-snapshots',
+        `"${image.id}" has internal snapshots, which ${refused[0]?.kind ?? 'resize'} in place would leave wrong or lose`,
+        {
+          location: image.at.path,
+          hint: 'turn the snapshots into external links first (chainform import --linearize), or rebuild the image with `from`',
+        },
+      ),
+    );
+    return false;
+  }
+  for (const step of steps) {
+    if (step.kind !== 'verified-repoint') continue;
+    delete step.otherwise;
+    step.reason = `${step.reason}. It has internal snapshots: if the bases differ, the step fails instead`;
+  }
+  return true;
 }
 
 /**
@@ -353,6 +384,9 @@ function chooseSteps(
 ): Step[] | 'failed' {
   const steps = chooseRecipe(image, target, plan, backing, ctx);
   const top = plan.chain[0] as ChainLayer;
+  const resizes = image.size !== undefined && image.size !== plan.content.virtualSize;
+  if (plan.kind === 'in-place' && top.snapshots.length > 0 && !keepsSnapshots(image, steps, resizes, ctx))
+    return 'failed';
   // A step that writes a new file creates it with the wanted options; in place, amend them.
   if (plan.kind === 'in-place' && steps.every((s) => !s.temporaryPath)) {
     const amendable = optionChanges(image.options, top).filter((c) => AMENDABLE.has(c.name));
@@ -453,7 +487,7 @@ function chooseRecipe(
           content,
           current,
           backing.target,
-          `the source's backing ${currentBacking?.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}`,
+          `the source's backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}`,
         ),
       ];
     }
@@ -595,13 +629,14 @@ function planImage(
   if (chosen === 'failed') return 'failed';
   const steps = dataFile === undefined ? chosen : chosen.map((step) => withDataFile(step, dataFile, image.format));
   ctx.final.set(image.id, {
-    key: content.key,
+    // A declared size that differs from its content's makes it other content.
+    key: finalSize === content.content.virtualSize ? content.key : `${content.key}#size=${finalSize}`,
     path: image.path,
     format: image.format,
     pathIsAbsolute: image.pathIsAbsolute,
     chain: [image.path, ...(backing?.target.chain ?? [])],
     chainBytes: content.content.chainBytes,
-    virtualSize: content.content.virtualSize,
+    virtualSize: finalSize,
     producedBy: steps.at(-1)?.id ?? backing?.target.producedBy,
   });
   const action = steps.length === 0 ? 'unchanged' : content.action;
@@ -618,15 +653,22 @@ function addRefreshes(
   manifest: ResolvedManifest,
   contents: ReadonlyMap<string, ContentPlan | 'failed'>,
   steps: Step[],
+  layout: InspectedLayout,
 ): void {
   const stepped = new Set(steps.map((s) => s.image));
   for (const image of manifest.images) {
     const plan = contents.get(image.id);
     if (!plan || plan === 'failed' || !plan.ledger || stepped.has(image.id)) continue;
-    const chain = layerPaths(plan.chain).slice(1);
+    const chains = {
+      backingChain: layerPaths(plan.chain).slice(1),
+      sourceChain: layerPaths(layout.files.get(image.source?.path ?? '')?.chain ?? []),
+    } as const;
     for (const step of steps) {
-      if (!step.writes.some((path) => chain.includes(path))) continue;
-      step.refreshLedger = [...(step.refreshLedger ?? []), { output: image.path, backingChain: chain }];
+      for (const chain of ['backingChain', 'sourceChain'] as const) {
+        const files = chains[chain];
+        if (!step.writes.some((path) => files.includes(path))) continue;
+        step.refreshLedger = [...(step.refreshLedger ?? []), { output: image.path, chain, files }];
+      }
     }
   }
 }
@@ -684,7 +726,7 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
-  addRefreshes(manifest, contents, steps);
+  addRefreshes(manifest, contents, steps, layout);
   addReaderEdges(steps);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);

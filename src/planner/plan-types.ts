@@ -95,10 +95,10 @@ export interface Step {
   writeBytesIsUpperBound: boolean;
   ledger?: LedgerIntent;
   /**
-   * Up-to-date outputs whose chain reads through a file this step rewrites without changing
-   * its content: their ledger entries get the new fingerprints of their backing chain.
+   * Up-to-date outputs whose backing or source chain reads through a file this step rewrites
+   * without changing its content: their ledger entries get that chain's new fingerprints.
    */
-  refreshLedger?: { output: string; backingChain: string[] }[];
+  refreshLedger?: { output: string; chain: 'backingChain' | 'sourceChain'; files: string[] }[];
 }
 
 /** Free space against expected writes, per filesystem of the outputs. */

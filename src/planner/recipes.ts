@@ -66,6 +66,8 @@ function baseStep(
   reason: string,
   reads: string[],
   backing: BackingTarget | null,
+  /** For in-place steps that keep the backing: the chain below the image, as it stays. */
+  keptBackingChain: string[] = [],
 ): Omit<Step, 'commands' | 'expectedWriteBytes' | 'writeBytesIsUpperBound'> {
   return {
     id: `${target.id}:${kind}`,
@@ -76,7 +78,7 @@ function baseStep(
     dependsOn: backing?.producedBy ? [backing.producedBy] : [],
     reads: [...new Set([...reads, ...(backing?.chain ?? [])])],
     writes: [target.path],
-    ...(target.ledger ? { ledger: { ...target.ledger, backingChain: backing?.chain ?? [] } } : {}),
+    ...(target.ledger ? { ledger: { ...target.ledger, backingChain: backing?.chain ?? keptBackingChain } } : {}),
   };
 }
 
@@ -309,7 +311,7 @@ export function verifiedRepointStep(
 /** `qemu-img amend` of the image in place (options amend can change, see compare-options.ts). */
 export function amendStep(target: Target, content: ContentFile, options: Options, reason: string): Step {
   return {
-    ...baseStep('amend', target, reason, content.chain, null),
+    ...baseStep('amend', target, reason, content.chain, null, content.chain.slice(1)),
     commands: [
       {
         argv: amendCommand({ image: target.path, format: content.format, options }),
@@ -325,7 +327,7 @@ export function amendStep(target: Target, content: ContentFile, options: Options
 /** `qemu-img resize` of the image in place. */
 export function resizeStep(target: Target, content: ContentFile, size: number, shrink: boolean, reason: string): Step {
   return {
-    ...baseStep('resize', target, reason, content.chain, null),
+    ...baseStep('resize', target, reason, content.chain, null, content.chain.slice(1)),
     commands: [resizeOf(target.path, target.format, size, shrink)],
     expectedWriteBytes: 0,
     writeBytesIsUpperBound: false,

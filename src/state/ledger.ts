@@ -108,11 +108,11 @@ export class LedgerWriter {
     return this.save();
   }
 
-  /** Replaces the recorded backing chain of an existing entry (its content did not change). */
-  refreshBacking(outputPath: string, backingChain: Fingerprint[]): Promise<void> {
+  /** Replaces a recorded chain of an existing entry (the content it presents did not change). */
+  refreshChain(outputPath: string, chain: 'backingChain' | 'sourceChain', prints: Fingerprint[]): Promise<void> {
     const entry = this.ledger.outputs[outputPath];
     if (!entry) return this.queue;
-    this.ledger.outputs[outputPath] = { ...entry, backingChain };
+    this.ledger.outputs[outputPath] = { ...entry, [chain]: prints };
     return this.save();
   }
 

@@ -84,8 +84,8 @@ class FakeEffects implements StepEffects {
   async markInProgress(p: string) {
     this.log.push(`in-progress ${p}`);
   }
-  async refreshBacking(p: string) {
-    this.log.push(`refresh ${p}`);
+  async refreshChain(p: string, chain: string) {
+    this.log.push(`refresh ${p} ${chain}`);
   }
 }
 
@@ -128,7 +128,7 @@ describe('executePlan', () => {
         sourceChain: [],
         backingChain: [],
       },
-      refreshLedger: [{ output: '/out/web', backingChain: ['/out/a'] }],
+      refreshLedger: [{ output: '/out/web', chain: 'backingChain', files: ['/out/a'] }],
     };
     await executePlan(planOf([recorded]), { effects, jobs: 1 });
     expect(effects.log).toEqual([
@@ -136,7 +136,7 @@ describe('executePlan', () => {
       'run a',
       'commit /out/.a.tmp -> /out/a',
       'record /out/a',
-      'refresh /out/web',
+      'refresh /out/web backingChain',
     ]);
   });
 
@@ -209,6 +209,20 @@ describe('executePlan', () => {
     expect(effects.log).toContain('discard /out/.a.tmp');
     expect(effects.log).not.toContain('commit /out/.a.tmp -> /out/a');
     expect(events.filter((e) => e.type === 'step-progress')).toHaveLength(2);
+  });
+
+  it('a check reporting "different" fails a step that has no fallback, changing nothing', async () => {
+    const guarded: Step = {
+      ...step('x', [], false),
+      commands: [
+        { argv: ['qemu-img', 'compare', 'cmp'], purpose: 'check', check: true },
+        { argv: ['qemu-img', 'rebase', 'cheap'], purpose: 'cheap' },
+      ],
+    };
+    const different = new FakeEffects((id) => (id === 'cmp' ? { exitCode: 1, stdout: '', stderr: '' } : ok()));
+    const summary = await executePlan(planOf([guarded]), { effects: different, jobs: 1 });
+    expect(summary.failed.map((f) => f.message)).toEqual(['x: the check found a difference, so nothing was changed']);
+    expect(different.log).toEqual(['run cmp']);
   });
 
   it('a check reporting "different" switches to the otherwise commands', async () => {
