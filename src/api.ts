@@ -5,6 +5,7 @@ import { type Diagnostic, hasErrors } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
+import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
 import { inspectLayout } from './inspect/inspect-layout.js';
@@ -117,6 +118,8 @@ export async function apply(
   options: ApplyOptions = {},
 ): Promise<RunSummary> {
   const runner = options.runner ?? new ExecaRunner();
+  // Helpers left running by an earlier run that was killed hold locks on images: stop them.
+  if (!options.dryRun) await reapOrphanedRuntimeFolders();
   const effects = options.dryRun
     ? new RecordingEffects()
     : new DiskEffects(runner, new LedgerWriter(planned.manifest.dir, await readLedger(planned.manifest.dir)));

@@ -159,6 +159,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       const onSignal = () => controller.abort();
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      process.on('SIGHUP', onSignal);
       const renderer = io.stdout.isTTY
         ? createListrRenderer(planned.plan, opts.verbose === true)
         : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
@@ -174,6 +175,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        process.off('SIGHUP', onSignal);
       }
     });
 

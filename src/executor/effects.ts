@@ -1,14 +1,14 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { mkdir, mkdtemp, open, rename, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
 import { type StartedHelper, startHelperProcess } from './helper-process.js';
+import { createRuntimeFolder, noteHelper } from './runtime-folders.js';
 
 /** What running a step may do to the world. */
 export interface StepEffects {
@@ -63,7 +63,7 @@ export class DiskEffects implements StepEffects {
 
   openRuntime(): Promise<string> {
     // mkdtemp creates the folder with mode 0700: the sockets in it are private to this user.
-    return mkdtemp(join(tmpdir(), 'chainform-'));
+    return createRuntimeFolder();
   }
 
   async closeRuntime(dir: string): Promise<void> {
@@ -71,7 +71,7 @@ export class DiskEffects implements StepEffects {
   }
 
   startHelper(argv: Argv, socket: string): Promise<StartedHelper> {
-    return startHelperProcess(argv, socket);
+    return startHelperProcess(argv, socket, (pid) => noteHelper(dirname(socket), pid));
   }
 
   async prepareTemporary(temporaryPath: string): Promise<void> {

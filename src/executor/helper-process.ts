@@ -31,8 +31,15 @@ async function accepts(socket: string): Promise<boolean> {
   });
 }
 
-/** Starts `argv` and resolves once `socket` accepts connections; rejects if it dies first. */
-export async function startHelperProcess(argv: Argv, socket: string): Promise<StartedHelper> {
+/**
+ * Starts `argv` and resolves once `socket` accepts connections; rejects if it dies first.
+ * `onSpawn` learns the pid first, so a later run can stop the helper if this one is killed.
+ */
+export async function startHelperProcess(
+  argv: Argv,
+  socket: string,
+  onSpawn: (pid: number) => Promise<void> = async () => undefined,
+): Promise<StartedHelper> {
   const [program, ...args] = argv;
   if (!program) throw new Error('internal: empty helper argv');
   const child = execa(program, args, {
@@ -52,6 +59,7 @@ export async function startHelperProcess(argv: Argv, socket: string): Promise<St
     if (!exited) child.kill('SIGTERM');
     await done;
   };
+  if (child.pid !== undefined) await onSpawn(child.pid);
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await accepts(socket))) {
     if (exited) {

@@ -5,39 +5,78 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect, it } from 'vitest';
-import { checksums, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+import { checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
 
 const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
 
-it('stops qemu-nbd exports and removes their folder on SIGINT', async () => {
-  const { dir, cleanup } = await tempFolder();
-  try {
-    const image = join(dir, 'disk.qcow2');
-    await qemuImg('create', '-q', '-f', 'qcow2', image, '1G');
-    await qemuIo('qcow2', image, 'write -P 0x01 0 768M');
-    await qemuImg('snapshot', '-c', 'sn0', '--image-opts', `driver=qcow2,file.filename=${image}`);
-    await qemuIo('qcow2', image, 'write -P 0x02 0 64M');
-    await qemuImg('snapshot', '-c', 'sn1', '--image-opts', `driver=qcow2,file.filename=${image}`);
-    const before = await checksums([image]);
-    await writeFile(
-      join(dir, 'm.yaml'),
-      `version: 1
+/** A 1 GiB disk with two snapshots (768 MiB written, then 64 MiB changed) and a manifest for it. */
+async function makeDisk(dir: string): Promise<string> {
+  const image = join(dir, 'disk.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', image, '1G');
+  await qemuIo('qcow2', image, 'write -P 0x01 0 768M');
+  await qemuImg('snapshot', '-c', 'sn0', '--image-opts', `driver=qcow2,file.filename=${image}`);
+  await qemuIo('qcow2', image, 'write -P 0x02 0 64M');
+  await qemuImg('snapshot', '-c', 'sn1', '--image-opts', `driver=qcow2,file.filename=${image}`);
+  await writeFile(
+    join(dir, 'm.yaml'),
+    `version: 1
 images:
   base: { path: out/base.qcow2, from: { path: disk.qcow2, format: qcow2, snapshot: sn0 } }
   next: { path: out/next.qcow2, from: { path: disk.qcow2, format: qcow2, snapshot: sn1 }, backing: base }
 `,
-    );
-    const runtimesBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
-    const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
-    let output = '';
-    await new Promise<void>((resolve) => {
-      child.stdout?.on('data', (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes('started  next:')) resolve();
-      });
+  );
+  return image;
+}
+
+/**
+ * Starts `apply` and resolves once the snapshot delta step has started. The process is wrapped:
+ * an async function returning it directly would wait for it (it is thenable).
+ */
+async function applyUntilDeltaStarts(dir: string) {
+  const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+  let output = '';
+  await new Promise<void>((resolve) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('started  next:')) resolve();
     });
-    // Let the export come up and the rebase start, then interrupt.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+  });
+  // Let the export come up and the rebase start.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return { child };
+}
+
+it('stops helpers left by a run killed with SIGKILL on the next apply, which completes', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const image = await makeDisk(dir);
+    const before = await checksums([image]);
+    const { child } = await applyUntilDeltaStarts(dir);
+    child.kill('SIGKILL');
+    await child;
+    // The killed run could not stop its export: it still holds the image open.
+    expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toContain(
+      'snapshot.name=sn1',
+    );
+    const again = await execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+    expect(again.exitCode, String(again.stdout)).toBe(0);
+    expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toBe('');
+    const reference = join(dir, 'sn1.raw');
+    await qemuImg('convert', '-f', 'qcow2', '-l', 'snapshot.name=sn1', '-O', 'raw', image, reference);
+    expect(await compareImages(join(dir, 'out/next.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+    expect(await checksums([image])).toEqual(before);
+  } finally {
+    await cleanup();
+  }
+});
+
+it('stops qemu-nbd exports and removes their folder on SIGINT', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const image = await makeDisk(dir);
+    const before = await checksums([image]);
+    const runtimesBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
+    const { child } = await applyUntilDeltaStarts(dir);
     child.kill('SIGINT');
     const result = await child;
     expect(result.exitCode).toBe(130);
