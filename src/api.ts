@@ -1,7 +1,7 @@
 // The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { type Diagnostic, hasErrors } from './diagnostics/diagnostic.js';
+import { type Diagnostic, error, hasErrors } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
@@ -11,6 +11,7 @@ import { inspectChains } from './importer/inspect-chains.js';
 import { inspectLayout } from './inspect/inspect-layout.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
+import type { Manifest } from './manifest/manifest.generated.js';
 import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manifest.js';
 import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
@@ -159,5 +160,22 @@ export async function importLayout(
   const doc = options.linearizeInto
     ? linearManifest(layout, context, resolve(options.linearizeInto))
     : layoutManifest(layout, context);
+  if (options.linearizeInto) {
+    // The links are new files: none may land on an image of the chains being read.
+    const links = Object.values((doc.toJS() as Manifest).images).map((image) =>
+      resolve(context.manifestDir, image.path),
+    );
+    const clash = links.find((path) => layout.layers.some((layer) => layer.path === path));
+    if (clash) {
+      return {
+        ok: false,
+        diagnostics: [
+          error('import-out-dir', `--out-dir would put a new link over an input image: ${clash}`, {
+            hint: 'choose an empty folder for --out-dir',
+          }),
+        ],
+      };
+    }
+  }
   return { ok: true, text: doc.toString({ lineWidth: 0 }), warnings: diagnostics };
 }

@@ -203,6 +203,11 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           return;
         }
         const output = opts.output ? resolve(io.cwd, opts.output) : undefined;
+        if (output && !existsSync(dirname(output))) {
+          io.stderr.write(`error: the folder of ${opts.output} does not exist (nothing was written)\n`);
+          exitCode = EXIT.error;
+          return;
+        }
         if (output && existsSync(output) && !opts.force) {
           io.stderr.write(`error: ${opts.output} exists; pass --force to overwrite it (nothing was written)\n`);
           exitCode = EXIT.error;

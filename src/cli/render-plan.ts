@@ -25,6 +25,10 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
       lines.push(`    ${style.paint('bold', step.id)}  writes ${describeBytes(step)}`);
       lines.push(`      why: ${step.reason}`);
       if (step.dependsOn.length) lines.push(`      after: ${step.dependsOn.join(', ')}`);
+      for (const helper of step.helpers ?? []) {
+        lines.push(style.paint('dim', `      with helper (${helper.purpose}):`));
+        lines.push(style.paint('cyan', `      $ ${shellQuote(helper.argv)}`));
+      }
       for (const command of step.commands) {
         lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
         if (command.check) lines.push('      if identical:');
@@ -34,6 +38,9 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
         for (const command of step.otherwise) {
           lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
         }
+      }
+      for (const extra of step.extraTemporaries ?? []) {
+        lines.push(style.paint('dim', `      then: flush, rename ${show(extra.temporaryPath)} -> ${show(extra.path)}`));
       }
       if (step.temporaryPath) {
         lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${show(step.path)}`));
@@ -54,6 +61,9 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     lines.push(
       `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}.`,
     );
+  }
+  if (plan.steps.some((s) => s.helpers?.length)) {
+    lines.push(style.paint('dim', '{runtime} is a private folder (mode 0700) made for the step and removed after it.'));
   }
   for (const space of plan.space) {
     const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'may NOT fit');

@@ -141,8 +141,12 @@ export function linearManifest(layout: ImportedLayout, context: ManifestContext,
     snapshot: ImageInfo['snapshots'][number] | undefined,
     below: string | undefined,
   ) => {
-    const id = ids.allocate(snapshot ? `${stem(layer.path)}_${snapshot.name}` : stem(layer.path));
-    const duplicateName = layer.info.snapshots.filter((s) => s.name === snapshot?.name).length > 1;
+    const id = ids.allocate(snapshot ? `${stem(layer.path)}_${snapshot.name || `id${snapshot.id}`}` : stem(layer.path));
+    // By name when that is unambiguous, else by id (see findSnapshot in the planner).
+    const byId =
+      snapshot !== undefined &&
+      (snapshot.name === '' ||
+        layer.info.snapshots.some((s) => s !== snapshot && (s.name === snapshot.name || s.id === snapshot.name)));
     const options = layer.info.clusterSize ? { cluster_size: layer.info.clusterSize } : undefined;
     images[id] = {
       path: manifestPath(context.manifestDir, `${outDir}/${id}.qcow2`, false),
@@ -150,7 +154,7 @@ export function linearManifest(layout: ImportedLayout, context: ManifestContext,
       from: {
         path: manifestPath(context.manifestDir, layer.path, false),
         format: layer.info.format as NonNullable<Image['from']>['format'],
-        ...(snapshot ? { snapshot: duplicateName ? snapshot.id : snapshot.name } : {}),
+        ...(snapshot ? { snapshot: byId ? snapshot.id : snapshot.name } : {}),
       },
       ...(below ? { backing: below } : {}),
       ...(options && (options.cluster_size & (options.cluster_size - 1)) === 0 && options.cluster_size >= 512

@@ -76,13 +76,19 @@ describe('chainform import', () => {
     expect((await chainform(dir, 'plan', 'linear.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
 
-  it('refuses to overwrite a file, and --linearize without --out-dir', async () => {
+  it('refuses to overwrite a file or an input, a missing folder, and --linearize without --out-dir', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'taken.yaml'), 'mine\n');
     const taken = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '-o', 'taken.yaml');
     expect(taken.exitCode).toBe(1);
     expect(taken.stderr).toContain('taken.yaml exists; pass --force to overwrite it');
     expect(await readFile(join(dir, 'taken.yaml'), 'utf8')).toBe('mine\n');
+    const clash = await chainform(dir, 'import', '--linearize', '--out-dir', '.', 'imageC.qcow2', '-f', 'qcow2');
+    expect(clash.exitCode).toBe(1);
+    expect(clash.stderr).toContain('--out-dir would put a new link over an input image');
+    const missing = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '-o', 'no/such/dir/m.yaml');
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toContain('the folder of no/such/dir/m.yaml does not exist');
     const noDir = await chainform(dir, 'import', '--linearize', 'imageC.qcow2');
     expect(noDir.exitCode).toBe(1);
     expect(noDir.stderr).toContain('--linearize needs --out-dir DIR');
