@@ -98,10 +98,12 @@ export class DiskEffects implements StepEffects {
   async record(path: string, intent: LedgerIntent): Promise<void> {
     const output = await fingerprintOf(path);
     if (!output) throw new Error(`internal: ${path} vanished after its step`);
+    const dataFile = intent.dataFile ? await fingerprintOf(intent.dataFile) : null;
     await this.ledger.record(path, {
       id: intent.imageId,
       format: intent.format,
       output,
+      ...(dataFile ? { dataFile } : {}),
       source: intent.source,
       sourceChain: await fingerprints(intent.sourceChain),
       backingChain: await fingerprints(intent.backingChain),

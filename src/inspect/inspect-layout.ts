@@ -2,7 +2,7 @@
 // format is passed explicitly except a source whose format the manifest leaves out, which is
 // detected exactly once and reported.
 import { statfs } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { infoCommand } from '../qemu/commands.js';
@@ -13,9 +13,28 @@ import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
 import { sniffFormat } from './sniff-format.js';
 
-/** One layer of an inspected chain, with the fingerprint of its file. */
+/** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
 export interface ChainLayer extends ImageInfo {
   fingerprint: Fingerprint | null;
+  /** Absolute path of its external data file, if it has one. */
+  dataFilePath?: string;
+  dataFileFingerprint?: Fingerprint | null;
+}
+
+/**
+ * The files a chain's content lives in, top first: each layer, then its data file if it has one.
+ * Ledger chains are recorded in this order (see chainPrints).
+ */
+export function chainFiles(chain: readonly ChainLayer[]): string[] {
+  return chain.flatMap((layer) => [resolve(layer.filename), ...(layer.dataFilePath ? [layer.dataFilePath] : [])]);
+}
+
+/** Fingerprints of {@link chainFiles}, in the same order. */
+export function chainPrints(chain: readonly ChainLayer[]): (Fingerprint | null)[] {
+  return chain.flatMap((layer) => [
+    layer.fingerprint,
+    ...(layer.dataFilePath ? [layer.dataFileFingerprint ?? null] : []),
+  ]);
 }
 
 /** What is known about one file chainform reads or writes. */
@@ -134,7 +153,16 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   }
   const layers = parseImageInfo(result.stdout);
   const chain = await Promise.all(
-    layers.map(async (layer) => ({ ...layer, fingerprint: await fingerprintOf(layer.filename) })),
+    layers.map(async (layer) => {
+      // qemu 7.2 resolves a relative data-file name against the working directory; chainform
+      // stores absolute names, and takes others as relative to the image's folder.
+      const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
+      return {
+        ...layer,
+        fingerprint: await fingerprintOf(layer.filename),
+        ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await fingerprintOf(dataFilePath) } : {}),
+      };
+    }),
   );
   for (const layer of chain) {
     if (layer.backingName && !layer.backingFormat) {

@@ -2,7 +2,13 @@
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
-import type { ChainLayer, InspectedFile, InspectedLayout } from '../inspect/inspect-layout.js';
+import {
+  type ChainLayer,
+  chainFiles,
+  chainPrints,
+  type InspectedFile,
+  type InspectedLayout,
+} from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { snapshotSelector } from '../qemu/commands.js';
 import { backingNameFor, sameBackingName } from '../qemu/filenames.js';
@@ -62,7 +68,8 @@ function contentOf(file: InspectedFile, chain: ChainLayer[]): ContentFile {
   return {
     path: file.path,
     format: file.format,
-    chain: layerPaths(chain),
+    chain: chainFiles(chain),
+    backingFiles: chainFiles(chain.slice(1)),
     virtualSize: top.virtualSize,
     topBytes: top.actualSize,
     chainBytes: chain.reduce((sum, layer) => sum + layer.actualSize, 0),
@@ -70,9 +77,9 @@ function contentOf(file: InspectedFile, chain: ChainLayer[]): ContentFile {
 }
 
 function chainMatches(recorded: readonly Fingerprint[], chain: readonly ChainLayer[]): boolean {
+  const current = chainPrints(chain);
   return (
-    recorded.length === chain.length &&
-    recorded.every((fingerprint, i) => sameFingerprint(fingerprint, chain[i]?.fingerprint))
+    recorded.length === current.length && recorded.every((fingerprint, i) => sameFingerprint(fingerprint, current[i]))
   );
 }
 
@@ -125,7 +132,7 @@ function resolveBacking(
       path: backing.path,
       format: backing.format,
       name: backingNameFor(dir, backing.path, backing.absolute),
-      chain: layerPaths(chain),
+      chain: chainFiles(chain),
       chainBytes: chain.reduce((sum, layer) => sum + layer.actualSize, 0),
       producedBy: undefined,
     },
@@ -172,7 +179,9 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
 
   const entry = ctx.layout.ledger.outputs[image.path];
   // An entry in progress: chainform was changing this file when a run died; it is ours, but stale.
-  if (!entry || (!entry.inProgress && !sameFingerprint(entry.output, existing.fingerprint))) {
+  const dataFileChanged =
+    entry?.dataFile !== undefined && !sameFingerprint(entry.dataFile, existing.chain?.[0]?.dataFileFingerprint);
+  if (!entry || (!entry.inProgress && (!sameFingerprint(entry.output, existing.fingerprint) || dataFileChanged))) {
     ctx.diagnostics.push(
       error(
         'output-exists',
@@ -621,7 +630,8 @@ function planImage(
             format: ctx.layout.files.get(image.source.path)?.format ?? 'raw',
             ...(image.source.snapshot !== undefined ? { snapshot: image.source.snapshot } : {}),
           },
-          sourceChain: layerPaths(ctx.layout.files.get(image.source.path)?.chain ?? []),
+          sourceChain: chainFiles(ctx.layout.files.get(image.source.path)?.chain ?? []),
+          ...(image.options.data_file ? { dataFile: image.options.data_file } : {}),
         }
       : undefined,
   };
@@ -634,7 +644,11 @@ function planImage(
     path: image.path,
     format: image.format,
     pathIsAbsolute: image.pathIsAbsolute,
-    chain: [image.path, ...(backing?.target.chain ?? [])],
+    chain: [
+      image.path,
+      ...(image.options.data_file ? [image.options.data_file] : []),
+      ...(backing?.target.chain ?? []),
+    ],
     chainBytes: content.content.chainBytes,
     virtualSize: finalSize,
     producedBy: steps.at(-1)?.id ?? backing?.target.producedBy,
@@ -660,8 +674,8 @@ function addRefreshes(
     const plan = contents.get(image.id);
     if (!plan || plan === 'failed' || !plan.ledger || stepped.has(image.id)) continue;
     const chains = {
-      backingChain: layerPaths(plan.chain).slice(1),
-      sourceChain: layerPaths(layout.files.get(image.source?.path ?? '')?.chain ?? []),
+      backingChain: chainFiles(plan.chain.slice(1)),
+      sourceChain: chainFiles(layout.files.get(image.source?.path ?? '')?.chain ?? []),
     } as const;
     for (const step of steps) {
       for (const chain of ['backingChain', 'sourceChain'] as const) {

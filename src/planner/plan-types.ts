@@ -61,6 +61,8 @@ export interface LedgerIntent {
   sourceChain: string[];
   /** Files of the output's backing chain after the step, top first, to fingerprint. */
   backingChain: string[];
+  /** The output's external data file, to fingerprint with it. */
+  dataFile?: string;
 }
 
 /** One node of the plan's DAG. */

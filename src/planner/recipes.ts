@@ -27,6 +27,8 @@ export interface ContentFile {
   topBytes: number;
   /** Bytes allocated across its whole chain (upper bound of its data). */
   chainBytes: number;
+  /** Files of the chain below it (layers and data files), as recorded in the ledger. */
+  backingFiles: string[];
   /** The `-l` selector of the internal snapshot whose content this is; undefined: the active layer. */
   snapshot?: string | undefined;
 }
@@ -311,7 +313,7 @@ export function verifiedRepointStep(
 /** `qemu-img amend` of the image in place (options amend can change, see compare-options.ts). */
 export function amendStep(target: Target, content: ContentFile, options: Options, reason: string): Step {
   return {
-    ...baseStep('amend', target, reason, content.chain, null, content.chain.slice(1)),
+    ...baseStep('amend', target, reason, content.chain, null, content.backingFiles),
     commands: [
       {
         argv: amendCommand({ image: target.path, format: content.format, options }),
@@ -327,7 +329,7 @@ export function amendStep(target: Target, content: ContentFile, options: Options
 /** `qemu-img resize` of the image in place. */
 export function resizeStep(target: Target, content: ContentFile, size: number, shrink: boolean, reason: string): Step {
   return {
-    ...baseStep('resize', target, reason, content.chain, null, content.chain.slice(1)),
+    ...baseStep('resize', target, reason, content.chain, null, content.backingFiles),
     commands: [resizeOf(target.path, target.format, size, shrink)],
     expectedWriteBytes: 0,
     writeBytesIsUpperBound: false,

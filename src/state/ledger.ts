@@ -13,6 +13,8 @@ export interface LedgerEntry {
   format: string;
   /** The output file right after it was built. */
   output: Fingerprint;
+  /** Its external data file, if it has one: guest writes may touch only that file. */
+  dataFile?: Fingerprint;
   source: { path: string; snapshot?: string; format: string };
   /** Every file of the source's chain (top first) when it was read. */
   sourceChain: Fingerprint[];

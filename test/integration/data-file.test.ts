@@ -53,6 +53,17 @@ describe('external data files', () => {
     expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
 
+  it('notices guest writes that touch only the data file, and will not replace that output', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), MANIFEST);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    // A guest write to allocated clusters of a raw data file changes only the data file.
+    await qemuIo('qcow2', join(dir, 'out/tpl.qcow2'), 'write -P 0x77 0 1M');
+    const r = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(r.exitCode, r.stdout).toBe(1);
+    expect(r.stderr).toContain('changed since chainform built it');
+  });
+
   it('refuses a raw data file on an image with a backing, at its line and column', async () => {
     const { dir } = ws;
     await writeFile(
