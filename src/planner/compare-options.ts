@@ -14,7 +14,7 @@ export interface OptionChange {
 export const AMENDABLE: ReadonlySet<keyof Options> = new Set(['compat', 'lazy_refcounts', 'refcount_bits']);
 
 /** How the image differs from the options the manifest asks for. */
-export function optionChanges(wanted: Options, image: ImageInfo): OptionChange[] {
+export function optionChanges(wanted: Options, image: ImageInfo & { dataFilePath?: string }): OptionChange[] {
   const changes: OptionChange[] = [];
   const check = (name: keyof Options, have: unknown, want: unknown) => {
     if (want !== undefined && have !== want) changes.push({ name, have, want });
@@ -26,7 +26,8 @@ export function optionChanges(wanted: Options, image: ImageInfo): OptionChange[]
   check('refcount_bits', q.refcountBits, wanted.refcount_bits);
   check('extended_l2', q.extendedL2 ?? false, wanted.extended_l2);
   check('compression_type', q.compressionType ?? 'zlib', wanted.compression_type);
-  check('data_file', q.dataFile, wanted.data_file);
+  // The data file as a resolved path (a stored relative name is not compared as text).
+  check('data_file', image.dataFilePath ?? q.dataFile, wanted.data_file);
   check('data_file_raw', q.dataFileRaw ?? false, wanted.data_file_raw);
   // preallocation and subformat only shape how a new file is written; nothing to compare.
   return changes;
@@ -51,6 +52,9 @@ export function downgradeBlockers(wanted: Options, image: ImageInfo): string[] {
   }
   if (q.refcountBits !== undefined && q.refcountBits !== 16 && wanted.refcount_bits !== 16) {
     blockers.push(`refcount_bits is ${q.refcountBits} (add refcount_bits: 16)`);
+  }
+  if (q.compressionType === 'zstd' && wanted.compression_type !== 'zlib') {
+    blockers.push('it uses zstd compression (add compression_type: zlib; chainform then rewrites the image)');
   }
   if (q.bitmaps) blockers.push(`it has ${q.bitmaps} persistent bitmap(s) (remove them with qemu-img bitmap --remove)`);
   if (q.dataFile) blockers.push(`it keeps its data in an external data file (${q.dataFile})`);

@@ -257,7 +257,7 @@ function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext
   const existing = ctx.layout.files.get(dataFile);
   if (!existing?.fingerprint) return true;
   const output = ctx.layout.files.get(image.path);
-  if (output?.chain?.[0]?.qcow2.dataFile === dataFile) return true;
+  if (output?.chain?.[0]?.dataFilePath === dataFile) return true;
   ctx.diagnostics.push(
     error('data-file-exists', `${dataFile} already exists and is not the data file of "${image.id}"`, {
       location: image.at.option('data_file'),
