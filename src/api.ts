@@ -15,8 +15,12 @@ import type { Manifest } from './manifest/manifest.generated.js';
 import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manifest.js';
 import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
+import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout } from './planner/plan-layout.js';
 import type { Plan } from './planner/plan-types.js';
+import { infoCommand } from './qemu/commands.js';
+import { parseImageInfo } from './qemu/image-info.js';
+import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 
@@ -45,6 +49,33 @@ export async function loadManifest(file: string): Promise<LoadResult> {
   const problems = checkManifest(manifest, { fileExists: existsSync, parentBlocked });
   if (hasErrors(problems)) return { ok: false, diagnostics: problems, source };
   return { ok: true, manifest, source, warnings: problems };
+}
+
+/**
+ * {@link loadManifest}, then the checks that need an image header: every snapshot a `from`
+ * names must exist (read with `qemu-img info -U`, which never writes).
+ */
+export async function validate(file: string, options: EngineOptions = {}): Promise<LoadResult> {
+  const loaded = await loadManifest(file);
+  if (!loaded.ok) return loaded;
+  const runner = options.runner ?? new ExecaRunner();
+  const diagnostics: Diagnostic[] = [];
+  for (const image of loaded.manifest.images) {
+    if (!image.source || image.source.snapshot === undefined) continue;
+    const result = await runner.run(infoCommand(image.source.path, image.source.format));
+    if (result.exitCode !== 0) {
+      diagnostics.push(
+        error('inspect-failed', `cannot read ${image.source.path}: ${qemuMessage(result.stderr)}`, {
+          location: image.at.fromPath,
+        }),
+      );
+      continue;
+    }
+    const choice = findSnapshot(image, parseImageInfo(result.stdout)[0]?.snapshots ?? []);
+    if (!choice.ok) diagnostics.push(choice.diagnostic);
+  }
+  if (diagnostics.length > 0) return { ok: false, diagnostics, source: loaded.source };
+  return loaded;
 }
 
 /** A plan, or why there is none. */

@@ -1,7 +1,7 @@
 // Public entry point of the chainform library.
 
-export type { ApplyOptions, EngineOptions, LoadResult, PlanResult } from './api.js';
-export { apply, loadManifest, plan } from './api.js';
+export type { ApplyOptions, EngineOptions, ImportOptions, LoadResult, PlanResult } from './api.js';
+export { apply, importLayout, loadManifest, plan, validate } from './api.js';
 export type { Diagnostic, SourceLocation } from './diagnostics/diagnostic.js';
 export type { ExecutionEvent, RunSummary, StepFailure } from './executor/events.js';
 export type { Manifest } from './manifest/manifest.generated.js';

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import writeFileAtomic from 'write-file-atomic';
-import { apply, importLayout, loadManifest, plan } from '../api.js';
+import { apply, importLayout, plan, validate } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import { plural } from './format.js';
@@ -77,11 +77,11 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
 
   program
     .command('validate')
-    .description('check a manifest (schema and semantics) without touching any image')
+    .description('check a manifest (schema, semantics, named snapshots); writes nothing')
     .argument('<manifest>', 'the manifest YAML file')
     .addHelpText('after', '\nExample:\n  chainform validate examples/copies-to-overlays/manifest.yaml')
     .action(async (file: string) => {
-      const loaded = await loadManifest(file);
+      const loaded = await validate(file);
       if (!loaded.ok) {
         reportProblems(loaded.diagnostics);
         exitCode = EXIT.error;

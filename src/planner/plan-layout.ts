@@ -10,12 +10,11 @@ import {
   type InspectedLayout,
 } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
-import { snapshotSelector } from '../qemu/commands.js';
 import { backingNameFor, sameBackingName } from '../qemu/filenames.js';
-import type { ImageInfo } from '../qemu/image-info.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
+import { findSnapshot } from './find-snapshot.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import type { ImagePlan, Plan, SpaceCheck, Step } from './plan-types.js';
 import {
@@ -165,8 +164,12 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   if (!source?.chain || !source.fingerprint) return 'failed';
   let snapshot: { id: string; selector: string } | undefined;
   if (image.source.snapshot !== undefined) {
-    snapshot = findSnapshot(image, source.chain[0] as ChainLayer, ctx);
-    if (!snapshot) return 'failed';
+    const choice = findSnapshot(image, (source.chain[0] as ChainLayer).snapshots);
+    if (!choice.ok) {
+      ctx.diagnostics.push(choice.diagnostic);
+      return 'failed';
+    }
+    snapshot = choice;
   }
   // Snapshots are keyed by id: names need not be unique.
   const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot && `id:${snapshot.id}`);
@@ -210,43 +213,6 @@ function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'fai
   const outputKey = contentKey(fileIdentity(existing.fingerprint), existing.format);
   const resized = image.size !== undefined && image.size !== source.chain[0]?.virtualSize;
   return inPlace(existing, existing.chain, resized ? outputKey : key, { outputKey, rebuild });
-}
-
-/**
- * The internal snapshot a source names, by name or else by id, with the `-l` selector qemu
- * needs. A missing or ambiguous one is a located error that lists what exists.
- */
-function findSnapshot(
-  image: ResolvedImage,
-  top: ImageInfo,
-  ctx: PlanContext,
-): { id: string; selector: string } | undefined {
-  const wanted = image.source?.snapshot ?? '';
-  const byName = top.snapshots.filter((s) => s.name === wanted);
-  const byId = top.snapshots.filter((s) => s.id === wanted);
-  const named = byName[0];
-  const numbered = byId[0];
-  // A value that is one snapshot's name and another's id is ambiguous, as are duplicate names.
-  if (byName.length === 1 && named && (!numbered || numbered === named)) {
-    return { id: named.id, selector: snapshotSelector({ by: 'name', value: wanted }) };
-  }
-  if (byName.length === 0 && numbered)
-    return { id: numbered.id, selector: snapshotSelector({ by: 'id', value: wanted }) };
-  const existing = top.snapshots.map((s) => `${s.name || '(no name)'} (id ${s.id})`).join(', ');
-  const ambiguous = byName.length > 1 || (named !== undefined && numbered !== undefined);
-  ctx.diagnostics.push(
-    error(
-      ambiguous ? 'snapshot-ambiguous' : 'snapshot-missing',
-      ambiguous
-        ? `"${wanted}" names more than one internal snapshot of ${image.source?.path}`
-        : `${image.source?.path} has no internal snapshot "${wanted}"`,
-      {
-        location: image.at.fromSnapshot,
-        hint: existing ? `it has: ${existing}` : 'it has no internal snapshots',
-      },
-    ),
-  );
-  return undefined;
 }
 
 /**

@@ -49,6 +49,9 @@ describe('linearising internal snapshots', () => {
       join(dir, 'manifest.yaml'),
       'version: 1\nimages:\n  x:\n    path: out/x.qcow2\n    from: { path: imageB.qcow2, format: qcow2, snapshot: sn9 }\n',
     );
+    const checked = await chainform(dir, 'validate', 'manifest.yaml');
+    expect(checked.exitCode).toBe(1);
+    expect(checked.stderr).toContain('manifest.yaml:5:58: error:');
     const r = await chainform(dir, 'plan', 'manifest.yaml');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('manifest.yaml:5:58: error:');
