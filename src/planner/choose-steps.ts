@@ -1,0 +1,265 @@
+// The steps of one image: the cheapest correct recipe for its content and backing, an in-place
+// amend, a resize, and the rules that keep internal snapshots of in-place images intact.
+import { dirname, resolve } from 'node:path';
+import { error } from '../diagnostics/diagnostic.js';
+import type { ChainLayer } from '../inspect/inspect-layout.js';
+import type { ResolvedImage } from '../manifest/resolve-manifest.js';
+import { sameBackingName } from '../qemu/filenames.js';
+import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
+import { type ContentPlan, keyOfLayer, type PlanContext } from './plan-context.js';
+import type { Step } from './plan-types.js';
+import {
+  amendStep,
+  type BackingTarget,
+  convertKeepingBackingStep,
+  convertStep,
+  diffStep,
+  repointStep,
+  resizeOf,
+  resizeStep,
+  type Target,
+  verifiedConvertKeepingBackingStep,
+  verifiedRepointStep,
+} from './recipes.js';
+
+/**
+ * An image kept in place that has internal snapshots: its snapshots read through the same
+ * backing file as its active layer, so only a repoint to content verified identical, or an
+ * amend, keeps every snapshot right. A verified repoint then has no fallback (a safe rebase
+ * would fix the active layer only); anything else is refused.
+ */
+export function keepsSnapshots(image: ResolvedImage, steps: Step[], resizes: boolean, ctx: PlanContext): boolean {
+  const refused = steps.filter((s) => s.kind !== 'repoint' && s.kind !== 'verified-repoint');
+  if (refused.length > 0 || resizes) {
+    ctx.diagnostics.push(
+      error(
+        'in-place-snapshots',
+        `"${image.id}" has internal snapshots, which ${refused[0]?.kind ?? 'resize'} in place would leave wrong or lose`,
+        {
+          location: image.at.path,
+          hint: 'turn the snapshots into external links first (chainform import --linearize), or rebuild the image with `from`',
+        },
+      ),
+    );
+    return false;
+  }
+  for (const step of steps) {
+    if (step.kind !== 'verified-repoint') continue;
+    delete step.otherwise;
+    step.reason = `${step.reason}. It has internal snapshots: if the bases differ, the step fails instead`;
+  }
+  return true;
+}
+
+/**
+ * All steps of one image: an in-place `amend` first (when options amend can change differ), the
+ * recipe for its content and backing, then the resize to a declared size (appended to the
+ * recipe's new file when there is one). Steps of one image run in order.
+ */
+export function chooseSteps(
+  image: ResolvedImage,
+  target: Target,
+  plan: ContentPlan,
+  backing: { target: BackingTarget; key: string | undefined } | null,
+  ctx: PlanContext,
+): Step[] | 'failed' {
+  const steps = chooseRecipe(image, target, plan, backing, ctx);
+  const top = plan.chain[0] as ChainLayer;
+  const resizes = image.size !== undefined && image.size !== plan.content.virtualSize;
+  if (plan.kind === 'in-place' && top.snapshots.length > 0 && !keepsSnapshots(image, steps, resizes, ctx))
+    return 'failed';
+  // A step that writes a new file creates it with the wanted options; in place, amend them.
+  if (plan.kind === 'in-place' && steps.every((s) => !s.temporaryPath)) {
+    const amendable = optionChanges(image.options, top).filter((c) => AMENDABLE.has(c.name));
+    if (amendable.length > 0 && plan.content.format === image.format) {
+      const wantsV2 = amendable.some((c) => c.name === 'compat' && c.want === '0.10');
+      const blockers = wantsV2 ? downgradeBlockers(image.options, top) : [];
+      if (blockers.length > 0) {
+        ctx.diagnostics.push(
+          error(
+            'compat-downgrade-refused',
+            `"${image.id}" cannot be downgraded to compat 0.10 in place: ${blockers.join('; ')}`,
+            {
+              location: image.at.option('compat'),
+            },
+          ),
+        );
+        return 'failed';
+      }
+      const options = Object.fromEntries(amendable.map((c) => [c.name, c.want]));
+      steps.unshift(
+        amendStep(
+          target,
+          plan.content,
+          options,
+          `change in place with qemu-img amend: ${amendable.map(describeChange).join(', ')}`,
+        ),
+      );
+    }
+  }
+  const size = image.size;
+  const current = plan.content.virtualSize;
+  if (size !== undefined && size !== current) {
+    if (size < current && !image.shrink) {
+      ctx.diagnostics.push(
+        error(
+          'shrink-refused',
+          `"${image.id}" would shrink from ${current} to ${size} bytes, dropping the data past the new end`,
+          {
+            location: image.at.size,
+            hint: 'add `shrink: true` to the image if its guest no longer uses that space',
+          },
+        ),
+      );
+      return 'failed';
+    }
+    const shrink = size < current;
+    const last = steps.at(-1);
+    const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
+    if (last?.temporaryPath) {
+      last.commands.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+      if (last.otherwise) last.otherwise.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+      last.reason = `${last.reason}; then ${why}`;
+    } else {
+      steps.push(resizeStep(target, plan.content, size, shrink, why));
+    }
+  }
+  for (const [i, step] of steps.entries()) {
+    const previous = steps[i - 1];
+    if (previous && !step.dependsOn.includes(previous.id)) step.dependsOn.push(previous.id);
+  }
+  return steps;
+}
+
+/** Picks the recipe for one image's content and backing; returns its steps (possibly none). */
+export function chooseRecipe(
+  image: ResolvedImage,
+  target: Target,
+  plan: ContentPlan,
+  backing: { target: BackingTarget; key: string | undefined } | null,
+  ctx: PlanContext,
+): Step[] {
+  const { content, chain } = plan;
+  const top = chain[0] as ChainLayer;
+  const currentBacking = chain[1];
+  const backingIsEquivalent = backing !== null && ctx.identity.same(keyOfLayer(currentBacking), backing.key);
+
+  // The backing it has today, to compare with the declared one when equality is not known.
+  const current = currentBacking
+    ? { path: resolve(currentBacking.filename), format: currentBacking.format }
+    : undefined;
+
+  if (plan.kind === 'build') {
+    if (!backing) return [convertStep(target, content, 'a standalone image: full copy of the source')];
+    if (backingIsEquivalent) {
+      return [
+        convertKeepingBackingStep(
+          target,
+          content,
+          backing.target,
+          "the source's backing presents the same content as the declared backing, so only the source's top layer is copied",
+        ),
+      ];
+    }
+    if (current) {
+      return [
+        verifiedConvertKeepingBackingStep(
+          target,
+          content,
+          current,
+          backing.target,
+          `the source's backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}`,
+        ),
+      ];
+    }
+    return [
+      diffStep(
+        target,
+        content,
+        backing.target,
+        'the source is a full copy: keep only the clusters that differ from the declared backing',
+      ),
+    ];
+  }
+
+  // In place: the file at `path` already presents the wanted content. Option changes that
+  // `qemu-img amend` can make are made in place; any other change rewrites the file.
+  const optionDiffs = optionChanges(image.options, top);
+  const amendOnly = content.format === image.format && optionDiffs.every((c) => AMENDABLE.has(c.name));
+  const changes = [
+    ...(content.format !== image.format ? [`format ${content.format} -> ${image.format}`] : []),
+    ...optionDiffs.map(describeChange),
+  ];
+  const rewrite = changes.length > 0 && !amendOnly;
+  if (!backing) {
+    if (currentBacking) {
+      return [
+        convertStep(
+          target,
+          content,
+          `becomes standalone: flatten its backing chain into a new file${rewrite ? ` (${changes.join(', ')})` : ''}`,
+        ),
+      ];
+    }
+    return rewrite ? [convertStep(target, content, `rewrite with new settings: ${changes.join(', ')}`)] : [];
+  }
+  if (backingIsEquivalent) {
+    if (rewrite) {
+      return [
+        convertKeepingBackingStep(
+          target,
+          content,
+          backing.target,
+          `rewrite with new settings (${changes.join(', ')}), copying only its own layer`,
+        ),
+      ];
+    }
+    if (
+      sameBackingName(top.backingName, backing.target.name, dirname(image.path)) &&
+      top.backingFormat === backing.target.format
+    ) {
+      return [];
+    }
+    return [
+      repointStep(
+        target,
+        content,
+        backing.target,
+        `its backing ${top.backingName ?? '?'} presents the same content as ${backing.target.name} (same file), so only the link changes`,
+      ),
+    ];
+  }
+  if (!current) {
+    return [
+      diffStep(
+        target,
+        content,
+        backing.target,
+        `a full image gets a backing: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`,
+      ),
+    ];
+  }
+  const unknown = `its backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}`;
+  if (rewrite) {
+    return [
+      verifiedConvertKeepingBackingStep(
+        target,
+        content,
+        current,
+        backing.target,
+        `rewrite with new settings (${changes.join(', ')}); ${unknown}: compare them; identical: copy only its own layer; different: keep only the clusters that differ`,
+      ),
+    ];
+  }
+  const oldBackingBytes = chain.slice(1).reduce((sum, layer) => sum + layer.actualSize, 0);
+  return [
+    verifiedRepointStep(
+      target,
+      content,
+      current,
+      backing.target,
+      oldBackingBytes,
+      `${unknown}: compare them; identical: rewrite the link only (rebase -u); different: a safe rebase copies in what differs`,
+    ),
+  ];
+}

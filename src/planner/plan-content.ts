@@ -1,0 +1,181 @@
+import { error } from '../diagnostics/diagnostic.js';
+import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/inspect-layout.js';
+import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
+import { contentKey } from './content-identity.js';
+import { findSnapshot } from './find-snapshot.js';
+import { type ContentPlan, contentOf, layerPaths, type PlanContext } from './plan-context.js';
+
+export function chainMatches(recorded: readonly Fingerprint[], chain: readonly ChainLayer[]): boolean {
+  const current = chainPrints(chain);
+  return (
+    recorded.length === current.length && recorded.every((fingerprint, i) => sameFingerprint(fingerprint, current[i]))
+  );
+}
+
+export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan | 'failed' {
+  const existing = ctx.layout.files.get(image.path);
+  if (!image.source) {
+    if (!existing?.chain || !existing.fingerprint) return 'failed';
+    return inPlace(existing, existing.chain, contentKey(fileIdentity(existing.fingerprint), existing.format));
+  }
+  const source = ctx.layout.files.get(image.source.path);
+  if (!source?.chain || !source.fingerprint) return 'failed';
+  let snapshot: { id: string; selector: string } | undefined;
+  if (image.source.snapshot !== undefined) {
+    const choice = findSnapshot(image, (source.chain[0] as ChainLayer).snapshots);
+    if (!choice.ok) {
+      ctx.diagnostics.push(choice.diagnostic);
+      return 'failed';
+    }
+    snapshot = choice;
+  }
+  // Snapshots are keyed by id: names need not be unique.
+  const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot && `id:${snapshot.id}`);
+  const build = {
+    content: { ...contentOf(source, source.chain), snapshot: snapshot?.selector },
+    chain: source.chain,
+    key,
+  };
+  if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
+
+  const entry = ctx.layout.ledger.outputs[image.path];
+  // An entry in progress: chainform was changing this file when a run died; it is ours, but stale.
+  const dataFileChanged =
+    entry?.dataFile !== undefined && !sameFingerprint(entry.dataFile, existing.chain?.[0]?.dataFileFingerprint);
+  if (!entry || (!entry.inProgress && (!sameFingerprint(entry.output, existing.fingerprint) || dataFileChanged))) {
+    ctx.diagnostics.push(
+      error(
+        'output-exists',
+        entry
+          ? `${image.path} changed since chainform built it; replacing it could lose data written to it`
+          : `${image.path} already exists and chainform did not create it`,
+        {
+          location: image.at.path,
+          hint: 'move the file away (or delete it) to rebuild it, or drop `from` to reshape it in place',
+        },
+      ),
+    );
+    return 'failed';
+  }
+  const upToDate =
+    !entry.inProgress &&
+    existing.chain !== null &&
+    entry.source.path === image.source.path &&
+    entry.source.snapshot === image.source.snapshot &&
+    chainMatches(entry.sourceChain, source.chain) &&
+    chainMatches(entry.backingChain, existing.chain.slice(1));
+  const rebuild: ContentPlan = { kind: 'build', ...build, action: 'replace' };
+  if (!upToDate || !existing.chain) return rebuild;
+  // The ledger shows the output presents the source's content: reshape it like an in-place image.
+  // Resized to a declared size, it presents more or less than its source: it keeps its own key.
+  const outputKey = contentKey(fileIdentity(existing.fingerprint), existing.format);
+  const resized = image.size !== undefined && image.size !== source.chain[0]?.virtualSize;
+  return inPlace(existing, existing.chain, resized ? outputKey : key, { outputKey, rebuild });
+}
+
+/**
+ * The data file path must be free, or be the data file of the existing image chainform keeps or
+ * rebuilds at this path: an unrelated file there would be overwritten.
+ */
+export function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext): boolean {
+  const existing = ctx.layout.files.get(dataFile);
+  if (!existing?.fingerprint) return true;
+  const output = ctx.layout.files.get(image.path);
+  if (output?.chain?.[0]?.dataFilePath === dataFile) return true;
+  ctx.diagnostics.push(
+    error('data-file-exists', `${dataFile} already exists and is not the data file of "${image.id}"`, {
+      location: image.at.option('data_file'),
+      hint: 'move the file away, or choose another data_file path',
+    }),
+  );
+  return false;
+}
+
+/** The content plan of a file that already presents the wanted content. */
+export function inPlace(
+  file: InspectedFile,
+  chain: ChainLayer[],
+  key: string,
+  ledger?: ContentPlan['ledger'],
+): ContentPlan {
+  return {
+    kind: 'in-place',
+    content: contentOf(file, chain),
+    chain,
+    key,
+    action: 'reshape',
+    ...(ledger ? { ledger } : {}),
+  };
+}
+
+/**
+ * A file this plan (re)builds changes what every chain through it presents. A source read
+ * through one would be damaged: refused. An output read through one is stale and is rebuilt
+ * from its source (which can make more outputs stale, hence the loop). An image reshaped in
+ * place cannot be rebuilt: refused.
+ */
+export function settleStaleContent(
+  manifest: ResolvedManifest,
+  contents: Map<string, ContentPlan | 'failed'>,
+  ctx: PlanContext,
+): void {
+  // Rebuilt from a source, or shrunk in place: either way its content changes.
+  const builtPaths = () =>
+    new Map(
+      manifest.images
+        .filter((i) => {
+          const plan = contents.get(i.id);
+          if (plan === undefined || plan === 'failed') return false;
+          return plan.kind === 'build' || (i.size !== undefined && i.size < plan.content.virtualSize);
+        })
+        .map((i) => [i.path, i] as const),
+    );
+  for (const reader of manifest.images) {
+    const chain = reader.source ? ctx.layout.files.get(reader.source.path)?.chain : undefined;
+    const built = builtPaths();
+    const through = chain ? layerPaths(chain).find((path) => built.has(path)) : undefined;
+    const writer = through ? built.get(through) : undefined;
+    if (!through || !writer) continue;
+    contents.set(reader.id, 'failed');
+    ctx.diagnostics.push(
+      error(
+        'overwrites-input',
+        `"${writer.id}" would change ${through} (rebuild or shrink it), which the source of "${reader.id}" reads through`,
+        {
+          location: writer.at.path,
+          related: [{ message: `"${reader.id}" reads it here`, location: reader.at.fromPath }],
+          hint: 'write the new image to another path',
+        },
+      ),
+    );
+  }
+  for (let changed = true; changed; ) {
+    changed = false;
+    const built = builtPaths();
+    for (const image of manifest.images) {
+      const plan = contents.get(image.id);
+      if (!plan || plan === 'failed' || plan.kind === 'build') continue;
+      const through = layerPaths(plan.chain)
+        .slice(1)
+        .find((path) => built.has(path));
+      if (!through) continue;
+      changed = true;
+      if (plan.ledger) {
+        contents.set(image.id, plan.ledger.rebuild);
+        continue;
+      }
+      contents.set(image.id, 'failed');
+      ctx.diagnostics.push(
+        error(
+          'backing-rebuilt',
+          `"${image.id}" keeps its content in place, but its chain reads through ${through}, which this plan rebuilds or shrinks`,
+          {
+            location: image.at.path,
+            hint: 'give it a `from` and a new path so it is rebuilt too, or write the rebuilt image to another path',
+          },
+        ),
+      );
+    }
+  }
+}

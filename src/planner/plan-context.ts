@@ -1,0 +1,64 @@
+// What the planner stages share: the context of one planning run, and the content plan of an image.
+import { resolve } from 'node:path';
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { type ChainLayer, chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';
+import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { fileIdentity } from '../state/fingerprint.js';
+import { type ContentIdentity, contentKey } from './content-identity.js';
+import type { ImagePlan } from './plan-types.js';
+import type { ContentFile } from './recipes.js';
+
+/** What a planned image will be once its steps ran: what later images back onto. */
+export interface FinalImage {
+  key: string;
+  path: string;
+  format: string;
+  pathIsAbsolute: boolean;
+  chain: string[];
+  chainBytes: number;
+  virtualSize: number;
+  producedBy: string | undefined;
+}
+
+export interface PlanContext {
+  manifest: ResolvedManifest;
+  layout: InspectedLayout;
+  identity: ContentIdentity;
+  final: Map<string, FinalImage>;
+  diagnostics: Diagnostic[];
+}
+
+export function keyOfLayer(layer: ChainLayer | undefined): string | undefined {
+  return layer?.fingerprint ? contentKey(fileIdentity(layer.fingerprint), layer.format) : undefined;
+}
+
+export function layerPaths(chain: readonly ChainLayer[]): string[] {
+  return chain.map((layer) => resolve(layer.filename));
+}
+
+export function contentOf(file: InspectedFile, chain: ChainLayer[]): ContentFile {
+  const top = chain[0] as ChainLayer;
+  return {
+    path: file.path,
+    format: file.format,
+    chain: chainFiles(chain),
+    backingFiles: chainFiles(chain.slice(1)),
+    virtualSize: top.virtualSize,
+    topBytes: top.actualSize,
+    chainBytes: chain.reduce((sum, layer) => sum + layer.actualSize, 0),
+  };
+}
+
+/** Where the image's content comes from, and whether the file at its path already has it. */
+export type ContentPlan = {
+  kind: 'in-place' | 'build';
+  content: ContentFile;
+  chain: ChainLayer[];
+  key: string;
+  action: ImagePlan['action'];
+  /**
+   * Set on an output the ledger shows is up to date: its own content key (to be declared equal
+   * to the source's), and the plan to rebuild it from its source should it turn out stale.
+   */
+  ledger?: { outputKey: string; rebuild: ContentPlan };
+};
