@@ -1,3 +1,5 @@
+// Where each image's content comes from (its source, or the file it is kept in), whether an
+// existing output still presents it, and which images a rebuilt or shrunk file makes stale.
 import { error } from '../diagnostics/diagnostic.js';
 import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -6,6 +8,7 @@ import { contentKey } from './content-identity.js';
 import { findSnapshot } from './find-snapshot.js';
 import { type ContentPlan, contentOf, layerPaths, type PlanContext } from './plan-context.js';
 
+/** True when a chain's files are exactly those the ledger recorded, unchanged. */
 export function chainMatches(recorded: readonly Fingerprint[], chain: readonly ChainLayer[]): boolean {
   const current = chainPrints(chain);
   return (
