@@ -7,6 +7,7 @@ import writeFileAtomic from 'write-file-atomic';
 import { apply, importLayout, plan, validate } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
+import { acquireApplyLock } from '../state/apply-lock.js';
 import { plural } from './format.js';
 import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
@@ -56,6 +57,14 @@ async function confirm(io: CliIO, question: string): Promise<boolean> {
   } finally {
     rl.close();
   }
+}
+
+/** Flags of `chainform apply`. */
+interface ApplyFlags {
+  yes?: boolean;
+  jobs: number;
+  dryRun?: boolean;
+  verbose?: boolean;
 }
 
 /** Builds the commander program; `run` parses argv and resolves to the exit code. */
@@ -129,55 +138,81 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       'after',
       '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4',
     )
-    .action(async (file: string, opts: { yes?: boolean; jobs: number; dryRun?: boolean; verbose?: boolean }) => {
-      const planned = await plan(file);
-      if (!planned.ok) {
-        reportProblems(planned.diagnostics);
+    .action(async (file: string, opts: ApplyFlags) => {
+      const manifestPath = resolve(io.cwd, file);
+      // A dry run writes nothing, and a missing manifest is reported by plan: neither locks.
+      if (opts.dryRun || !existsSync(manifestPath)) {
+        await applyManifest(file, opts);
+        return;
+      }
+      const lock = await acquireApplyLock(dirname(manifestPath));
+      if (!lock.ok) {
+        const who = lock.holder
+          ? `process ${lock.holder.pid} on ${lock.holder.host}, running since ${lock.holder.startedAt}`
+          : 'another process';
+        io.stderr.write(
+          `error: another apply is running for this manifest's folder (${who}); nothing was changed\n  lock: ${lock.lockPath}\n`,
+        );
         exitCode = EXIT.error;
         return;
       }
-      if (planned.warnings.length) reportProblems(planned.warnings);
-      io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
-      if (planned.plan.steps.length === 0) return;
-      if (opts.dryRun) {
-        io.stdout.write('\nDry run: nothing was changed.\n');
-        return;
-      }
-      if (!opts.yes) {
-        if (!io.stdin.isTTY) {
-          io.stderr.write('error: apply needs --yes when not run on a terminal (nothing was changed)\n');
-          exitCode = EXIT.error;
-          return;
-        }
-        if (!(await confirm(io, `\nApply ${plural(planned.plan.steps.length, 'step')}? [y/N] `))) {
-          io.stderr.write('Cancelled: nothing was changed.\n');
-          return;
-        }
-      }
-      const controller = new AbortController();
-      // `on`, not `once`: execa's exit handler re-raises the signal when it is the last listener left.
-      const onSignal = () => controller.abort();
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      process.on('SIGHUP', onSignal);
-      const renderer = io.stdout.isTTY
-        ? createListrRenderer(planned.plan, opts.verbose === true)
-        : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
       try {
-        const summary = await apply(planned, {
-          jobs: opts.jobs,
-          signal: controller.signal,
-          onEvent: (e) => renderer.onEvent(e),
-        });
-        await renderer.finish();
-        io.stdout.write(`\n${summaryLines(summary).join('\n')}\n`);
-        exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;
+        await applyManifest(file, opts);
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        process.off('SIGHUP', onSignal);
+        await lock.release();
       }
     });
+
+  /** plan, show, confirm, run and summarise; the caller holds the apply lock. */
+  async function applyManifest(file: string, opts: ApplyFlags): Promise<void> {
+    const planned = await plan(file);
+    if (!planned.ok) {
+      reportProblems(planned.diagnostics);
+      exitCode = EXIT.error;
+      return;
+    }
+    if (planned.warnings.length) reportProblems(planned.warnings);
+    io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+    if (planned.plan.steps.length === 0) return;
+    if (opts.dryRun) {
+      io.stdout.write('\nDry run: nothing was changed.\n');
+      return;
+    }
+    if (!opts.yes) {
+      if (!io.stdin.isTTY) {
+        io.stderr.write('error: apply needs --yes when not run on a terminal (nothing was changed)\n');
+        exitCode = EXIT.error;
+        return;
+      }
+      if (!(await confirm(io, `\nApply ${plural(planned.plan.steps.length, 'step')}? [y/N] `))) {
+        io.stderr.write('Cancelled: nothing was changed.\n');
+        return;
+      }
+    }
+    const controller = new AbortController();
+    // `on`, not `once`: execa's exit handler re-raises the signal when it is the last listener left.
+    const onSignal = () => controller.abort();
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
+    const renderer = io.stdout.isTTY
+      ? createListrRenderer(planned.plan, opts.verbose === true)
+      : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
+    try {
+      const summary = await apply(planned, {
+        jobs: opts.jobs,
+        signal: controller.signal,
+        onEvent: (e) => renderer.onEvent(e),
+      });
+      await renderer.finish();
+      io.stdout.write(`\n${summaryLines(summary).join('\n')}\n`);
+      exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onSignal);
+    }
+  }
 
   program
     .command('import')

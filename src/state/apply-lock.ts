@@ -1,0 +1,79 @@
+// One apply at a time per state folder. proper-lockfile does the locking (atomic mkdir, mtime
+// refreshed while held, stale after a while); an owner file says who holds it, so a refusal can
+// name the pid, host and start time, and a holder on this host whose process is gone is stale.
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import lockfile from 'proper-lockfile';
+import writeFileAtomic from 'write-file-atomic';
+import { stateDir } from './ledger.js';
+
+/** Who holds the apply lock. */
+export interface LockHolder {
+  pid: number;
+  host: string;
+  startedAt: string;
+}
+
+/** The lock, or who holds it. */
+export type LockAttempt =
+  | { ok: true; release: () => Promise<void> }
+  | { ok: false; holder: LockHolder | undefined; lockPath: string };
+
+/** A lock whose holder stopped refreshing it for this long is stale, wherever it runs. */
+const STALE_MS = 30_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function readHolder(path: string): Promise<LockHolder | undefined> {
+  try {
+    const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder;
+    return typeof holder.pid === 'number' ? holder : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Takes the apply lock of the state folder beside a manifest, or says who holds it. */
+export async function acquireApplyLock(manifestDir: string, now: () => Date = () => new Date()): Promise<LockAttempt> {
+  const dir = stateDir(manifestDir);
+  await mkdir(dir, { recursive: true });
+  const lockPath = join(dir, 'apply.lock');
+  const ownerPath = join(dir, 'apply.owner.json');
+  const lock = () =>
+    lockfile.lock(dir, {
+      lockfilePath: lockPath,
+      realpath: false,
+      stale: STALE_MS,
+      retries: 0,
+      // Losing the lock mid-run (someone removed it) must not crash a step half-way.
+      onCompromised: () => undefined,
+    });
+  let release: () => Promise<void>;
+  try {
+    release = await lock();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
+    const holder = await readHolder(ownerPath);
+    // A holder on this host whose process is gone (killed) left a stale lock: take it over.
+    if (!holder || holder.host !== hostname() || alive(holder.pid)) return { ok: false, holder, lockPath };
+    await rm(lockPath, { recursive: true, force: true });
+    release = await lock();
+  }
+  const holder: LockHolder = { pid: process.pid, host: hostname(), startedAt: now().toISOString() };
+  await writeFileAtomic(ownerPath, `${JSON.stringify(holder)}\n`);
+  return {
+    ok: true,
+    release: async () => {
+      await rm(ownerPath, { force: true });
+      await release();
+    },
+  };
+}
