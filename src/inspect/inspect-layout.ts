@@ -151,6 +151,8 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
     );
     return { path: request.path, fingerprint, format, chain: null };
   }
+  const inUse = await heldForWriting(request, format, runner);
+  if (inUse) diagnostics.push(inUse);
   const layers = parseImageInfo(result.stdout);
   const chain = await Promise.all(
     layers.map(async (layer) => {
@@ -178,6 +180,28 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
     }
   }
   return { path: request.path, fingerprint, format, chain };
+}
+
+/**
+ * Inspection reads with `-U` (no locks) so that `plan` can describe an image in use. This
+ * probe takes QEMU's shared read lock: it fails when a running VM or a qemu-nbd export holds
+ * the image open for writing, and then chainform must neither read nor write it.
+ */
+async function heldForWriting(
+  request: Request,
+  format: string,
+  runner: CommandRunner,
+): Promise<Diagnostic | undefined> {
+  const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, request.path]);
+  if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
+  return error(
+    'image-in-use',
+    `${request.path} is in use: another process holds it open for writing (${qemuMessage(probe.stderr)})`,
+    {
+      location: request.at,
+      hint: 'shut down the VM or stop the qemu-nbd export that uses it, then plan again',
+    },
+  );
 }
 
 /**

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { acquireApplyLock } from '../../src/state/apply-lock.js';
 import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
@@ -48,5 +49,34 @@ describe('apply lock', () => {
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
     expect(r.exitCode, r.stderr).toBe(0);
     expect(existsSync(join(dir, '.chainform/apply.lock'))).toBe(false);
+  });
+});
+
+describe('images in use', () => {
+  it('refuses to plan or apply while qemu-nbd holds an image open for writing', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', vm, '8M');
+    await writeFile(
+      join(dir, 'inuse.yaml'),
+      'version: 1\nimages:\n  vm: { path: vm.qcow2, options: { lazy_refcounts: true } }\n',
+    );
+    // A writable export, as a running VM would hold it.
+    const server = execa('qemu-nbd', ['-f', 'qcow2', '-k', join(dir, 'nbd.sock'), vm], { reject: false });
+    try {
+      for (let i = 0; i < 100 && !existsSync(join(dir, 'nbd.sock')); i++) await new Promise((r) => setTimeout(r, 20));
+      for (const command of ['plan', 'apply']) {
+        const r = await chainform(dir, command, 'inuse.yaml', ...(command === 'apply' ? ['--yes'] : []));
+        expect(r.exitCode, command).toBe(1);
+        expect(r.stderr, command).toContain(
+          `inuse.yaml:3:15: error: ${vm} is in use: another process holds it open for writing`,
+        );
+      }
+    } finally {
+      server.kill('SIGTERM');
+      await server;
+    }
+    const after = await chainform(dir, 'plan', 'inuse.yaml', '--json');
+    expect(JSON.parse(after.stdout).steps.map((s: { kind: string }) => s.kind)).toEqual(['amend']);
   });
 });
