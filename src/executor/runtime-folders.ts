@@ -4,6 +4,7 @@
 import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../util/process-alive.js';
 
 const PREFIX = 'chainform-';
 
@@ -17,15 +18,6 @@ export async function createRuntimeFolder(): Promise<string> {
 /** Notes a helper's pid in its folder, so a later run can stop it if this one dies. */
 export async function noteHelper(dir: string, pid: number): Promise<void> {
   await appendFile(join(dir, 'helpers'), `${pid}\n`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function pids(file: string): Promise<number[]> {
@@ -43,7 +35,7 @@ export async function reapOrphanedRuntimeFolders(): Promise<number> {
   for (const name of names.filter((n) => n.startsWith(PREFIX))) {
     const dir = join(tmpdir(), name);
     const [owner] = await pids(join(dir, 'owner'));
-    if (owner === undefined || alive(owner)) continue;
+    if (owner === undefined || processAlive(owner)) continue;
     for (const pid of await pids(join(dir, 'helpers'))) {
       const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
       if (!cmdline.includes(dir)) continue;

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
+import { processAlive } from '../util/process-alive.js';
 import { stateDir } from './ledger.js';
 
 /** Who holds the apply lock. */
@@ -22,15 +23,6 @@ export type LockAttempt =
 
 /** A lock whose holder stopped refreshing it for this long is stale, wherever it runs. */
 const STALE_MS = 30_000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function readHolder(path: string): Promise<LockHolder | undefined> {
   try {
@@ -63,7 +55,7 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
     if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
     const holder = await readHolder(ownerPath);
     // A holder on this host whose process is gone (killed) left a stale lock: take it over.
-    if (!holder || holder.host !== hostname() || alive(holder.pid)) return { ok: false, holder, lockPath };
+    if (!holder || holder.host !== hostname() || processAlive(holder.pid)) return { ok: false, holder, lockPath };
     await rm(lockPath, { recursive: true, force: true });
     release = await lock();
   }
