@@ -18,7 +18,7 @@ import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout } from './planner/plan-layout.js';
 import type { Plan } from './planner/plan-types.js';
-import { infoCommand } from './qemu/commands.js';
+import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
@@ -62,7 +62,12 @@ export async function validate(file: string, options: EngineOptions = {}): Promi
   const diagnostics: Diagnostic[] = [];
   for (const image of loaded.manifest.images) {
     if (!image.source || image.source.snapshot === undefined) continue;
-    const result = await runner.run(infoCommand(image.source.path, image.source.format));
+    // The top layer's header lists its snapshots; no backing file is opened.
+    const result = await runner.run(
+      image.source.format
+        ? layerInfoCommand(image.source.path, image.source.format)
+        : ['qemu-img', 'info', '--output=json', '-U', image.source.path],
+    );
     if (result.exitCode !== 0) {
       diagnostics.push(
         error('inspect-failed', `cannot read ${image.source.path}: ${qemuMessage(result.stderr)}`, {

@@ -2,7 +2,7 @@
 // per chain. A format not given is detected by qemu-img once and reported.
 import { resolve } from 'node:path';
 import { type Diagnostic, error, warning } from '../diagnostics/diagnostic.js';
-import { infoCommand } from '../qemu/commands.js';
+import { readChain } from '../inspect/read-chain.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
@@ -51,12 +51,8 @@ export async function inspectChains(
         }),
       );
     }
-    const result = await runner.run(infoCommand(path, topFormat));
-    if (result.exitCode !== 0) {
-      diagnostics.push(error('inspect-failed', `cannot read ${path} as ${topFormat}: ${qemuMessage(result.stderr)}`));
-      continue;
-    }
-    const chain = parseImageInfo(result.stdout);
+    const chain = await readChain(path, topFormat, runner, diagnostics);
+    if (!chain) continue;
     tops.push(resolve(chain[0]?.filename ?? path));
     const chainOrder: string[] = [];
     chain.forEach((info, i) => {

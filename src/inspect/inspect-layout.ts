@@ -5,12 +5,12 @@ import { statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
-import { infoCommand } from '../qemu/commands.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
+import { readChain } from './read-chain.js';
 import { sniffFormat } from './sniff-format.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
@@ -141,19 +141,10 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
       }),
     );
   }
-  const result = await runner.run(infoCommand(request.path, format));
-  if (result.exitCode !== 0) {
-    diagnostics.push(
-      error('inspect-failed', `cannot read ${request.path} as ${format}: ${qemuMessage(result.stderr)}`, {
-        location: request.at,
-        hint: 'check the declared format and that the file and its backing files exist',
-      }),
-    );
-    return { path: request.path, fingerprint, format, chain: null };
-  }
+  const layers = await readChain(request.path, format, runner, diagnostics, request.at);
+  if (!layers) return { path: request.path, fingerprint, format, chain: null };
   const inUse = await heldForWriting(request, format, runner);
   if (inUse) diagnostics.push(inUse);
-  const layers = parseImageInfo(result.stdout);
   const chain = await Promise.all(
     layers.map(async (layer) => {
       // qemu 7.2 resolves a relative data-file name against the working directory; chainform
@@ -166,19 +157,7 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
       };
     }),
   );
-  for (const layer of chain) {
-    if (layer.backingName && !layer.backingFormat) {
-      diagnostics.push(
-        warning(
-          'backing-format-missing',
-          `${layer.filename} does not record the format of its backing ${layer.backingName}; qemu probes it`,
-          {
-            location: request.at,
-          },
-        ),
-      );
-    }
-  }
+
   return { path: request.path, fingerprint, format, chain };
 }
 

@@ -35,17 +35,12 @@ function withOptions(options: Options): string[] {
   return o ? ['-o', o] : [];
 }
 
-/** `qemu-img info` of a whole chain, read-only and shared, with the top format given. */
-export function infoCommand(path: string, format: string | undefined): Argv {
-  return [
-    'qemu-img',
-    'info',
-    '--backing-chain',
-    '--output=json',
-    '-U',
-    ...(format ? ['-f', format] : []),
-    fileArg(path),
-  ];
+/**
+ * `qemu-img info` of one layer, read-only and shared. Without --backing-chain qemu opens no
+ * backing file, so a hostile backing name is seen before anything follows it (read-chain.ts).
+ */
+export function layerInfoCommand(path: string, format: string): Argv {
+  return ['qemu-img', 'info', '--output=json', '-U', '-f', format, fileArg(path)];
 }
 
 /** A full copy of what `source` presents, as a standalone image. */

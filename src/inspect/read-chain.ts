@@ -1,0 +1,81 @@
+// Reads a backing chain one layer at a time, so that a backing name qemu would open as a
+// protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
+// opens it: an image is data, and its header must not make chainform connect or read elsewhere.
+import { dirname, resolve } from 'node:path';
+import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
+import { layerInfoCommand } from '../qemu/commands.js';
+import { looksLikeProtocol } from '../qemu/filenames.js';
+import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
+import { qemuMessage } from '../qemu/messages.js';
+import type { CommandRunner } from '../qemu/runner.js';
+
+/** Longer chains than this are refused (a loop of backing links would never end). */
+const MAX_DEPTH = 256;
+
+/** The layers of a chain, top first; or null with the reason in `diagnostics`. */
+export async function readChain(
+  path: string,
+  format: string,
+  runner: CommandRunner,
+  diagnostics: Diagnostic[],
+  at?: SourceLocation,
+): Promise<ImageInfo[] | null> {
+  const layers: ImageInfo[] = [];
+  const located = at ? { location: at } : {};
+  let current = path;
+  let currentFormat = format;
+  for (let depth = 0; depth < MAX_DEPTH; depth++) {
+    const result = await runner.run(layerInfoCommand(current, currentFormat));
+    if (result.exitCode !== 0) {
+      const within = current === path ? '' : ` (in the backing chain of ${path})`;
+      diagnostics.push(
+        error('inspect-failed', `cannot read ${current} as ${currentFormat}${within}: ${qemuMessage(result.stderr)}`, {
+          ...located,
+          hint: 'check the declared format and that the file and its backing files exist',
+        }),
+      );
+      return null;
+    }
+    const layer = parseImageInfo(result.stdout)[0];
+    if (!layer) return null;
+    layers.push(layer);
+    const name = layer.backingName;
+    if (name === undefined) return layers;
+    if (looksLikeProtocol(name)) {
+      diagnostics.push(
+        error(
+          'unsafe-backing-name',
+          `${current} names its backing ${JSON.stringify(name)}, which qemu would open as a protocol or as JSON options, not as a file`,
+          {
+            ...located,
+            hint: 'chainform does not follow such links. If it is a file of that name, re-point the image at "./" plus the name with qemu-img rebase -u',
+          },
+        ),
+      );
+      return null;
+    }
+    const next = layer.backingPath ?? resolve(dirname(current), name);
+    if (layer.backingFormat) {
+      currentFormat = layer.backingFormat;
+    } else {
+      // No recorded backing format: qemu itself would probe it. Do so once, and say so.
+      const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', next]);
+      currentFormat = probe.exitCode === 0 ? (parseImageInfo(probe.stdout)[0]?.format ?? 'raw') : 'raw';
+      diagnostics.push(
+        warning(
+          'backing-format-missing',
+          `${current} does not record the format of its backing ${name}; it was detected as ${currentFormat}`,
+          {
+            ...located,
+            hint: 'declare the image with a backing in the manifest: chainform then stores the format',
+          },
+        ),
+      );
+    }
+    current = next;
+  }
+  diagnostics.push(
+    error('chain-too-deep', `the backing chain of ${path} is longer than ${MAX_DEPTH} images (a loop?)`, located),
+  );
+  return null;
+}
