@@ -18,7 +18,7 @@ import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout } from './planner/plan-layout.js';
 import type { Plan } from './planner/plan-types.js';
-import { layerInfoCommand } from './qemu/commands.js';
+import { layerInfoCommand, probeInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
@@ -66,7 +66,7 @@ export async function validate(file: string, options: EngineOptions = {}): Promi
     const result = await runner.run(
       image.source.format
         ? layerInfoCommand(image.source.path, image.source.format)
-        : ['qemu-img', 'info', '--output=json', '-U', image.source.path],
+        : probeInfoCommand(image.source.path),
     );
     if (result.exitCode !== 0) {
       diagnostics.push(

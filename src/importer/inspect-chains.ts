@@ -1,10 +1,9 @@
 // Reads the chains of the images given to `chainform import`: read-only, one qemu-img process
 // per chain. A format not given is detected by qemu-img once and reported.
 import { resolve } from 'node:path';
-import { type Diagnostic, error, warning } from '../diagnostics/diagnostic.js';
-import { readChain } from '../inspect/read-chain.js';
-import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
-import { qemuMessage } from '../qemu/messages.js';
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { detectFormat, readChain } from '../inspect/read-chain.js';
+import type { ImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 
 /** One image file of an imported layout, with the layer below it. */
@@ -38,19 +37,10 @@ export async function inspectChains(
   for (const image of images) {
     const path = resolve(image);
     let topFormat = format;
-    if (!topFormat) {
-      const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', path]);
-      if (probe.exitCode !== 0) {
-        diagnostics.push(error('inspect-failed', `cannot read ${path}: ${qemuMessage(probe.stderr)}`));
-        continue;
-      }
-      topFormat = parseImageInfo(probe.stdout)[0]?.format ?? 'raw';
-      diagnostics.push(
-        warning('format-detected', `the format of ${path} was detected as ${topFormat}`, {
-          hint: 'pass --format to state it; detection trusts the header, which a guest can write into a raw disk',
-        }),
-      );
-    }
+    topFormat ??= await detectFormat(path, runner, diagnostics, {
+      pinHint: () => 'pass --format to state it; detection trusts the header, which a guest can write into a raw disk',
+    });
+    if (!topFormat) continue;
     const chain = await readChain(path, topFormat, runner, diagnostics);
     if (!chain) continue;
     tops.push(resolve(chain[0]?.filename ?? path));

@@ -5,12 +5,12 @@ import { statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
-import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
+import type { ImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
-import { readChain } from './read-chain.js';
+import { detectFormat, readChain } from './read-chain.js';
 import { sniffFormat } from './sniff-format.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
@@ -124,22 +124,12 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
     }
   }
   if (!format) {
-    const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', request.path]);
-    if (probe.exitCode !== 0) {
-      diagnostics.push(
-        error('inspect-failed', `cannot read ${request.path}: ${qemuMessage(probe.stderr)}`, {
-          location: request.at,
-        }),
-      );
-      return { path: request.path, fingerprint, format: 'unknown', chain: null };
-    }
-    format = parseImageInfo(probe.stdout)[0]?.format ?? 'raw';
-    diagnostics.push(
-      warning('format-detected', `the format of ${request.path} was detected as ${format}`, {
-        location: request.at,
-        hint: `pin it with \`format: ${format}\`: detection trusts the file's header, which a guest can write`,
-      }),
-    );
+    format = await detectFormat(request.path, runner, diagnostics, {
+      at: request.at,
+      pinHint: (detected) =>
+        `pin it with \`format: ${detected}\`: detection trusts the file's header, which a guest can write`,
+    });
+    if (!format) return { path: request.path, fingerprint, format: 'unknown', chain: null };
   }
   const layers = await readChain(request.path, format, runner, diagnostics, request.at);
   if (!layers) return { path: request.path, fingerprint, format, chain: null };

@@ -3,11 +3,43 @@
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
-import { layerInfoCommand } from '../qemu/commands.js';
+import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
+
+/** The format qemu-img detects for `path`, or why it could not read it. */
+async function probeFormat(path: string, runner: CommandRunner): Promise<{ format?: string; message?: string }> {
+  const probe = await runner.run(probeInfoCommand(path));
+  if (probe.exitCode !== 0) return { message: qemuMessage(probe.stderr) };
+  return { format: parseImageInfo(probe.stdout)[0]?.format ?? 'raw' };
+}
+
+/**
+ * Detects the format of an image whose format was not given, once, and says so: detection trusts
+ * the header, which a guest can write into a raw disk. Undefined (with an error) if unreadable.
+ */
+export async function detectFormat(
+  path: string,
+  runner: CommandRunner,
+  diagnostics: Diagnostic[],
+  report: { at?: SourceLocation; pinHint: (format: string) => string },
+): Promise<string | undefined> {
+  const located = report.at ? { location: report.at } : {};
+  const { format, message } = await probeFormat(path, runner);
+  if (format === undefined) {
+    diagnostics.push(error('inspect-failed', `cannot read ${path}: ${message ?? 'no message'}`, located));
+    return undefined;
+  }
+  diagnostics.push(
+    warning('format-detected', `the format of ${path} was detected as ${format}`, {
+      ...located,
+      hint: report.pinHint(format),
+    }),
+  );
+  return format;
+}
 
 /** Longer chains than this are refused (a loop of backing links would never end). */
 const MAX_DEPTH = 256;
@@ -59,8 +91,7 @@ export async function readChain(
       currentFormat = layer.backingFormat;
     } else {
       // No recorded backing format: qemu itself would probe it. Do so once, and say so.
-      const probe = await runner.run(['qemu-img', 'info', '--output=json', '-U', next]);
-      currentFormat = probe.exitCode === 0 ? (parseImageInfo(probe.stdout)[0]?.format ?? 'raw') : 'raw';
+      currentFormat = (await probeFormat(next, runner)).format ?? 'raw';
       diagnostics.push(
         warning(
           'backing-format-missing',

@@ -36,6 +36,14 @@ function withOptions(options: Options): string[] {
 }
 
 /**
+ * `qemu-img info` of one file whose format is not known: qemu-img detects it from the header.
+ * Only for a source the manifest leaves unpinned, or a backing whose image records no format.
+ */
+export function probeInfoCommand(path: string): Argv {
+  return ['qemu-img', 'info', '--output=json', '-U', fileArg(path)];
+}
+
+/**
  * `qemu-img info` of one layer, read-only and shared. Without --backing-chain qemu opens no
  * backing file, so a hostile backing name is seen before anything follows it (read-chain.ts).
  */
