@@ -5,6 +5,7 @@ import { type Diagnostic, error, hasErrors } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
+import { type Recovery, recoverInterruptedApply } from './executor/recover-interrupted.js';
 import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
@@ -22,6 +23,7 @@ import { layerInfoCommand, probeInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
+import { JournalWriter } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 
 /** The nearest existing ancestor of `path`, when it is not a folder. */
@@ -155,17 +157,29 @@ export async function apply(
   options: ApplyOptions = {},
 ): Promise<RunSummary> {
   const runner = options.runner ?? new ExecaRunner();
-  // Helpers left running by an earlier run that was killed hold locks on images: stop them.
-  if (!options.dryRun) await reapOrphanedRuntimeFolders();
-  const effects = options.dryRun
-    ? new RecordingEffects()
-    : new DiskEffects(runner, new LedgerWriter(planned.manifest.dir, await readLedger(planned.manifest.dir)));
-  return executePlan(planned.plan, {
-    effects,
+  const run = {
     jobs: options.jobs ?? 1,
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-  });
+  };
+  if (options.dryRun) return executePlan(planned.plan, { ...run, effects: new RecordingEffects() });
+  // Helpers left running by an earlier run that was killed hold locks on images: stop them.
+  await reapOrphanedRuntimeFolders();
+  const dir = planned.manifest.dir;
+  const effects = new DiskEffects(runner, new LedgerWriter(dir, await readLedger(dir)));
+  const journal = await JournalWriter.begin(dir, planned.plan);
+  const summary = await executePlan(planned.plan, { ...run, effects, journal });
+  // Every step cleaned up after itself: nothing is left for the next run's recovery.
+  await journal.finish(summary.ok ? 'completed' : summary.interrupted ? 'interrupted' : 'failed');
+  return summary;
+}
+
+/**
+ * Cleans up after an earlier apply of this manifest that was killed (see
+ * {@link recoverInterruptedApply}); call it with the apply lock held, before {@link plan}.
+ */
+export function recover(manifestFile: string): Promise<Recovery | null> {
+  return recoverInterruptedApply(dirname(resolve(manifestFile)));
 }
 
 /** Options for {@link importLayout}. */

@@ -4,9 +4,10 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import writeFileAtomic from 'write-file-atomic';
-import { apply, importLayout, plan, validate } from '../api.js';
+import { apply, importLayout, plan, recover, validate } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
+import type { Recovery } from '../executor/recover-interrupted.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
 import { plural } from './format.js';
 import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
@@ -46,6 +47,22 @@ function summaryLines(summary: RunSummary): string[] {
   if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);
   if (!summary.ok)
     lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
+  return lines;
+}
+
+/** What the cleanup after a killed apply found and did, in words. */
+function recoveryLines(recovery: Recovery): string[] {
+  const { run } = recovery;
+  const lines = [`Resuming after an apply that was killed (pid ${run.pid} on ${run.host}, started ${run.startedAt}):`];
+  if (recovery.doneSteps.length) lines.push(`  finished then: ${recovery.doneSteps.join(', ')}`);
+  if (recovery.changedSteps.length)
+    lines.push(`  finished then, changed since (planned again): ${recovery.changedSteps.join(', ')}`);
+  if (recovery.interruptedSteps.length)
+    lines.push(`  interrupted (will be redone): ${recovery.interruptedSteps.join(', ')}`);
+  if (recovery.stoppedCommands.length)
+    lines.push(`  stopped ${plural(recovery.stoppedCommands.length, 'leftover command')}`);
+  if (recovery.removedTemporaries.length)
+    lines.push(`  removed ${plural(recovery.removedTemporaries.length, 'half-written temporary file')}`);
   return lines;
 }
 
@@ -157,6 +174,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         return;
       }
       try {
+        const recovery = await recover(manifestPath);
+        if (recovery) io.stdout.write(`${recoveryLines(recovery).join('\n')}\n\n`);
         await applyManifest(file, opts);
       } finally {
         await lock.release();

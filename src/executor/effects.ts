@@ -21,14 +21,17 @@ export interface StepEffects {
   run(argv: Argv, options?: RunOptions): Promise<CommandResult>;
   /** Makes the folder and removes a stale temporary file left by an earlier, interrupted run. */
   prepareTemporary(temporaryPath: string): Promise<void>;
-  /** Flushes the temporary file to disk, renames it onto `path`, and flushes the folder. */
+  /** Renames a flushed temporary file onto `path` and flushes the folder. */
   commitTemporary(temporaryPath: string, path: string): Promise<void>;
   /** Removes a temporary file after a failure; never fails. */
   discardTemporary(temporaryPath: string): Promise<void>;
-  /** Flushes a file changed in place. */
+  /** Flushes a file's data to disk (qemu-img writes with cache=unsafe by default). */
   flush(path: string): Promise<void>;
-  /** Records in the ledger that `path` was built as `intent` says. */
-  record(path: string, intent: LedgerIntent): Promise<void>;
+  /**
+   * Records in the ledger that `path` was built as `intent` says. `located` maps final paths to
+   * where those files are now (their temporary names): a rename keeps the fingerprint.
+   */
+  record(path: string, intent: LedgerIntent, located?: Readonly<Record<string, string>>): Promise<void>;
   /** Before an in-place change of a recorded output: mark its ledger entry in progress. */
   markInProgress(path: string): Promise<void>;
   /** Updates a chain of the ledger entry of `output` with the current fingerprints of `files`. */
@@ -80,9 +83,6 @@ export class DiskEffects implements StepEffects {
   }
 
   async commitTemporary(temporaryPath: string, path: string): Promise<void> {
-    // qemu-img convert writes with cache=unsafe (no flush): make the data durable before the
-    // new name can make it look finished.
-    await fsyncPath(temporaryPath, 'r+');
     await rename(temporaryPath, path);
     await fsyncPath(dirname(path));
   }
@@ -95,10 +95,10 @@ export class DiskEffects implements StepEffects {
     await fsyncPath(path, 'r+');
   }
 
-  async record(path: string, intent: LedgerIntent): Promise<void> {
-    const output = await fingerprintOf(path);
+  async record(path: string, intent: LedgerIntent, located: Readonly<Record<string, string>> = {}): Promise<void> {
+    const output = await fingerprintOf(located[path] ?? path);
     if (!output) throw new Error(`internal: ${path} vanished after its step`);
-    const dataFile = intent.dataFile ? await fingerprintOf(intent.dataFile) : null;
+    const dataFile = intent.dataFile ? await fingerprintOf(located[intent.dataFile] ?? intent.dataFile) : null;
     await this.ledger.record(path, {
       id: intent.imageId,
       format: intent.format,

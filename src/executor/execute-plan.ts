@@ -4,6 +4,7 @@
 import { type Plan, RUNTIME_DIR, type Step } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import { qemuMessage } from '../qemu/messages.js';
+import type { StepJournal } from '../state/journal.js';
 import type { StepEffects } from './effects.js';
 import type { ExecutionEvent, RunSummary, StepFailure } from './events.js';
 import type { StartedHelper } from './helper-process.js';
@@ -16,6 +17,8 @@ export interface ExecuteOptions {
   jobs: number;
   /** Aborting stops new launches and kills running commands. */
   signal?: AbortSignal;
+  /** Told about every step and command before and after it runs (absent in a dry run). */
+  journal?: StepJournal;
   onEvent?: (event: ExecutionEvent) => void;
   /** Clock, for durations (swappable in tests). */
   now?: () => number;
@@ -36,13 +39,27 @@ async function runCommands(
   for (let command = queue.shift(); command; command = queue.shift()) {
     const argv = expand(command.argv);
     emit({ type: 'command-started', step, argv });
+    let pid: number | undefined;
+    let journaled: Promise<unknown> = Promise.resolve();
     const result = await effects.run(argv, {
       ...(signal ? { signal } : {}),
       onOutput: (chunk) => {
         const percent = parseProgress(chunk);
         if (percent !== undefined) emit({ type: 'step-progress', step, percent });
       },
+      onSpawn: (spawned) => {
+        pid = spawned;
+        // Settled (never rejected) while the command runs; a journal failure fails the step below.
+        journaled =
+          options.journal?.commandStarted(step, { pid: spawned, argv }).then(
+            () => null,
+            (e: unknown) => e,
+          ) ?? journaled;
+      },
     });
+    const journalError = await journaled;
+    if (journalError) throw journalError;
+    if (pid !== undefined) await options.journal?.commandEnded(step, pid);
     if (command.check && result.exitCode === CHECK_DIFFERENT && !result.signal && !signal?.aborted) {
       // No fallback: the step is only correct when the check passes.
       if (!step.otherwise) {
@@ -75,8 +92,27 @@ async function runCommands(
 }
 
 /**
- * One step: helpers up, commands, then (on success) flush and rename and record in the ledger.
- * Helpers are stopped and the runtime folder removed whatever happens; a failed step leaves no
+ * Makes a step's results durable, records them in the ledger, then gives them their final names.
+ * Recording before renaming leaves no moment where a finished output exists without the ledger
+ * entry that says it is chainform's (a rename keeps device, inode, size and mtime).
+ */
+async function completeStep(step: Step, effects: StepEffects): Promise<void> {
+  const renames = [
+    ...(step.extraTemporaries ?? []),
+    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
+  ];
+  for (const { temporaryPath } of renames) await effects.flush(temporaryPath);
+  if (!step.temporaryPath) await effects.flush(step.path);
+  const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
+  if (step.ledger) await effects.record(step.path, step.ledger, located);
+  for (const { temporaryPath, path } of renames) await effects.commitTemporary(temporaryPath, path);
+  for (const refresh of step.refreshLedger ?? [])
+    await effects.refreshChain(refresh.output, refresh.chain, refresh.files);
+}
+
+/**
+ * One step, journaled before and after: helpers up, commands, then (on success) flush, record
+ * in the ledger and rename. Helpers are stopped and the runtime folder removed whatever happens; a failed step leaves no
  * temporary file behind.
  */
 async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
@@ -85,6 +121,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
   let runtime: string | undefined;
   let failure: StepFailure | null = null;
   try {
+    await options.journal?.stepStarted(step);
     if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
     else if (step.ledger) await effects.markInProgress(step.path);
     for (const extra of step.extraTemporaries ?? []) await effects.prepareTemporary(extra.temporaryPath);
@@ -95,14 +132,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
       helpers.push(await effects.startHelper(expand(helper.argv), expand([helper.socket])[0] ?? helper.socket));
     }
     failure = await runCommands(step, options, expand);
-    if (!failure) {
-      for (const extra of step.extraTemporaries ?? []) await effects.commitTemporary(extra.temporaryPath, extra.path);
-      if (step.temporaryPath) await effects.commitTemporary(step.temporaryPath, step.path);
-      else await effects.flush(step.path);
-      if (step.ledger) await effects.record(step.path, step.ledger);
-      for (const refresh of step.refreshLedger ?? [])
-        await effects.refreshChain(refresh.output, refresh.chain, refresh.files);
-    }
+    if (!failure) await completeStep(step, effects);
   } catch (e) {
     failure = { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };
   } finally {
@@ -111,6 +141,11 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
     if (failure && step.temporaryPath) await effects.discardTemporary(step.temporaryPath);
     for (const extra of failure ? (step.extraTemporaries ?? []) : [])
       await effects.discardTemporary(extra.temporaryPath);
+  }
+  try {
+    await options.journal?.stepEnded(step, failure === null);
+  } catch (e) {
+    failure ??= { stepId: step.id, message: `${step.id}: cannot write the journal: ${(e as Error).message}` };
   }
   return failure;
 }

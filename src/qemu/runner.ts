@@ -18,6 +18,8 @@ export interface RunOptions {
   onOutput?: (chunk: string) => void;
   /** Aborting kills the process (SIGTERM, then SIGKILL). */
   signal?: AbortSignal;
+  /** Called with the pid once the process exists (the journal records it). */
+  onSpawn?: (pid: number) => void;
 }
 
 /** Runs argv arrays; never through a shell. */
@@ -38,6 +40,7 @@ export class ExecaRunner implements CommandRunner {
       forceKillAfterDelay: 5_000,
       ...(options.signal ? { cancelSignal: options.signal } : {}),
     });
+    if (child.pid !== undefined) options.onSpawn?.(child.pid);
     if (options.onOutput) {
       child.stdout?.on('data', (chunk: Buffer) => options.onOutput?.(chunk.toString('utf8')));
     }

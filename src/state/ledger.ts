@@ -1,9 +1,9 @@
 // The ledger: what chainform built, from what, with fingerprints. It lets the planner know that
 // an output still presents its source's content (so a second apply plans nothing) and that a
 // file at an output path is chainform's own (so replacing it cannot lose a user's data).
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
+import { DurableJsonFile } from './durable-json.js';
 import type { Fingerprint } from './fingerprint.js';
 
 /** One image chainform built from a source. */
@@ -89,12 +89,14 @@ export async function readLedger(manifestDir: string): Promise<Ledger> {
  * atomic (temporary file, fsync, rename), so a crash leaves the old or the new ledger, never half.
  */
 export class LedgerWriter {
-  private queue: Promise<void> = Promise.resolve();
+  private readonly file: DurableJsonFile;
 
   constructor(
-    private readonly manifestDir: string,
+    manifestDir: string,
     private readonly ledger: Ledger,
-  ) {}
+  ) {
+    this.file = new DurableJsonFile(ledgerPath(manifestDir));
+  }
 
   /** Records (or replaces) the entry for an output path and writes the ledger durably. */
   record(outputPath: string, entry: LedgerEntry): Promise<void> {
@@ -105,7 +107,7 @@ export class LedgerWriter {
   /** Marks an existing entry as being changed in place (see {@link LedgerEntry.inProgress}). */
   markInProgress(outputPath: string): Promise<void> {
     const entry = this.ledger.outputs[outputPath];
-    if (!entry) return this.queue;
+    if (!entry) return Promise.resolve();
     this.ledger.outputs[outputPath] = { ...entry, inProgress: true };
     return this.save();
   }
@@ -113,17 +115,12 @@ export class LedgerWriter {
   /** Replaces a recorded chain of an existing entry (the content it presents did not change). */
   refreshChain(outputPath: string, chain: 'backingChain' | 'sourceChain', prints: Fingerprint[]): Promise<void> {
     const entry = this.ledger.outputs[outputPath];
-    if (!entry) return this.queue;
+    if (!entry) return Promise.resolve();
     this.ledger.outputs[outputPath] = { ...entry, [chain]: prints };
     return this.save();
   }
 
   private save(): Promise<void> {
-    const snapshot = `${JSON.stringify(this.ledger, null, 2)}\n`;
-    this.queue = this.queue.then(async () => {
-      await mkdir(stateDir(this.manifestDir), { recursive: true });
-      await writeFileAtomic(ledgerPath(this.manifestDir), snapshot, { fsync: true });
-    });
-    return this.queue;
+    return this.file.write(this.ledger);
   }
 }

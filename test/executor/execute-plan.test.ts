@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { StepEffects } from '../../src/executor/effects.js';
 import type { ExecutionEvent } from '../../src/executor/events.js';
 import { executePlan } from '../../src/executor/execute-plan.js';
-import type { Plan, Step } from '../../src/planner/plan-types.js';
+import type { LedgerIntent, Plan, Step } from '../../src/planner/plan-types.js';
 import type { Argv } from '../../src/qemu/commands.js';
 import type { CommandResult, RunOptions } from '../../src/qemu/runner.js';
+import type { StepJournal } from '../../src/state/journal.js';
 
 function step(id: string, dependsOn: string[] = [], temporary = true): Step {
   return {
@@ -41,6 +42,7 @@ class FakeEffects implements StepEffects {
     this.log.push(`run ${id}`);
     this.running++;
     this.maxRunning = Math.max(this.maxRunning, this.running);
+    options?.onSpawn?.(4000 + this.log.length);
     options?.onOutput?.('    (50.00/100%)\r');
     const done = (r: CommandResult) => {
       this.running--;
@@ -67,8 +69,8 @@ class FakeEffects implements StepEffects {
   async flush(p: string) {
     this.log.push(`flush ${p}`);
   }
-  async record(p: string) {
-    this.log.push(`record ${p}`);
+  async record(p: string, _intent: LedgerIntent, located: Readonly<Record<string, string>> = {}) {
+    this.log.push(located[p] ? `record ${p} (now ${located[p]})` : `record ${p}`);
   }
   async openRuntime() {
     this.log.push('open-runtime');
@@ -111,13 +113,13 @@ describe('executePlan', () => {
     expect(effects.maxRunning).toBe(1);
   });
 
-  it('writes to a temporary file, commits it only after success', async () => {
+  it('writes to a temporary file, flushes it and commits it only after success', async () => {
     const effects = new FakeEffects(ok);
     await executePlan(planOf([step('a')]), { effects, jobs: 1 });
-    expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'commit /out/.a.tmp -> /out/a']);
+    expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'flush /out/.a.tmp', 'commit /out/.a.tmp -> /out/a']);
   });
 
-  it('records the ledger, then refreshes the outputs whose chain the step rewrote', async () => {
+  it('records the ledger before the rename, then refreshes the outputs whose chain the step rewrote', async () => {
     const effects = new FakeEffects(ok);
     const recorded: Step = {
       ...step('a'),
@@ -134,8 +136,9 @@ describe('executePlan', () => {
     expect(effects.log).toEqual([
       'prepare /out/.a.tmp',
       'run a',
+      'flush /out/.a.tmp',
+      'record /out/a (now /out/.a.tmp)',
       'commit /out/.a.tmp -> /out/a',
-      'record /out/a',
       'refresh /out/web backingChain',
     ]);
   });
@@ -155,6 +158,7 @@ describe('executePlan', () => {
       'open-runtime',
       'helper qemu-nbd --socket /run/x/s.sock img @ /run/x/s.sock',
       'run a',
+      'flush /out/.a.tmp',
       'commit /out/.a.tmp -> /out/a',
       'stop img',
       'close-runtime /run/x',
@@ -163,6 +167,47 @@ describe('executePlan', () => {
     const summary = await executePlan(planOf([withHelper]), { effects: bad, jobs: 1 });
     expect(summary.failed).toHaveLength(1);
     expect(bad.log.slice(-3)).toEqual(['stop img', 'close-runtime /run/x', 'discard /out/.a.tmp']);
+  });
+
+  it('journals each step and the pid of each command before and after it runs', async () => {
+    const effects = new FakeEffects(ok);
+    const entries: string[] = [];
+    const journal: StepJournal = {
+      stepStarted: async (s) => void entries.push(`started ${s.id}`),
+      commandStarted: async (s, c) => void entries.push(`command ${s.id} pid ${c.pid}: ${c.argv.join(' ')}`),
+      commandEnded: async (s, pid) => void entries.push(`ended ${s.id} pid ${pid}`),
+      stepEnded: async (s, good) => void entries.push(`${good ? 'done' : 'failed'} ${s.id}`),
+    };
+    await executePlan(planOf([step('a'), step('b', ['a'])]), { effects, jobs: 1, journal });
+    expect(entries).toEqual([
+      'started a',
+      'command a pid 4002: qemu-img convert a',
+      'ended a pid 4002',
+      'done a',
+      'started b',
+      'command b pid 4006: qemu-img convert b',
+      'ended b pid 4006',
+      'done b',
+    ]);
+    const failing = new FakeEffects(() => ({ exitCode: 1, stdout: '', stderr: 'qemu-img: no\n' }));
+    entries.length = 0;
+    await executePlan(planOf([step('a')]), { effects: failing, jobs: 1, journal });
+    expect(entries.at(-1)).toBe('failed a');
+  });
+
+  it('fails the step when its journal entry cannot be written, and cleans up', async () => {
+    const effects = new FakeEffects(ok);
+    const journal: StepJournal = {
+      stepStarted: async () => undefined,
+      commandStarted: async () => {
+        throw new Error('ENOSPC');
+      },
+      commandEnded: async () => undefined,
+      stepEnded: async () => undefined,
+    };
+    const summary = await executePlan(planOf([step('a')]), { effects, jobs: 1, journal });
+    expect(summary.failed.map((f) => f.message)).toEqual(['a: ENOSPC']);
+    expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'discard /out/.a.tmp']);
   });
 
   it('marks a recorded output in progress before changing it in place', async () => {

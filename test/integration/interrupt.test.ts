@@ -1,25 +1,31 @@
-// Ctrl-C during apply: qemu-img is stopped, the temporary file is removed, the summary is
-// printed, no helper process is left, and the next apply completes.
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+// Interrupted applies: Ctrl-C stops qemu-img cleanly; a SIGKILLed chainform is cleaned up after
+// (orphaned qemu-img stopped, half-written file removed) by the next apply, which completes.
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect, it } from 'vitest';
-import { chainform, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+import type { Journal } from '../../src/state/journal.js';
+import { chainform, checkImage, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
 
 const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
+
+/** A 1 GiB raw input with 768 MiB of data and a manifest converting it: seconds of work to interrupt. */
+async function bigConvert(dir: string): Promise<{ source: string; before: Record<string, string> }> {
+  await mkdir(join(dir, 'in'));
+  const source = join(dir, 'in/big.raw');
+  await qemuImg('create', '-q', '-f', 'raw', source, '1G');
+  await qemuIo('raw', source, 'write -P 0x05 0 768M');
+  await writeFile(
+    join(dir, 'm.yaml'),
+    'version: 1\nimages:\n  big: { path: out/big.qcow2, from: { path: in/big.raw, format: raw } }\n',
+  );
+  return { source, before: await checksums([source]) };
+}
 
 it('stops cleanly on SIGINT and resumes on the next apply', async () => {
   const { dir, cleanup } = await tempFolder();
   try {
-    await mkdir(join(dir, 'in'));
-    const source = join(dir, 'in/big.raw');
-    await qemuImg('create', '-q', '-f', 'raw', source, '1G');
-    await qemuIo('raw', source, 'write -P 0x05 0 768M');
-    const before = await checksums([source]);
-    await writeFile(
-      join(dir, 'm.yaml'),
-      'version: 1\nimages:\n  big: { path: out/big.qcow2, from: { path: in/big.raw, format: raw } }\n',
-    );
+    const { source, before } = await bigConvert(dir);
 
     const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
     let output = '';
@@ -42,6 +48,57 @@ it('stops cleanly on SIGINT and resumes on the next apply', async () => {
     const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(resumed.exitCode).toBe(0);
     expect(await compareImages(join(dir, 'out/big.qcow2'), 'qcow2', source, 'raw')).toBe(0);
+  } finally {
+    await cleanup();
+  }
+});
+
+// SIGKILL of chainform itself mid-step: its qemu-img child keeps running as an orphan and the
+// temporary file stays half written. The next apply finds both in the journal, stops the orphan,
+// removes the file, says what it did, and completes; the input is untouched.
+it('resumes after chainform is killed with SIGKILL while qemu-img runs', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const { source, before } = await bigConvert(dir);
+
+    const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+    const journalFile = join(dir, '.chainform/journal.json');
+    // Wait until the journal holds the running convert's pid: that is the moment to crash.
+    let journal: Journal | undefined;
+    for (let i = 0; i < 400 && !journal?.steps[0]?.commands.length; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      journal = JSON.parse(await readFile(journalFile, 'utf8').catch(() => 'null')) ?? undefined;
+    }
+    const orphan = journal?.steps[0]?.commands[0];
+    expect(orphan?.argv.slice(0, 2)).toEqual(['qemu-img', 'convert']);
+    child.kill('SIGKILL');
+    await child;
+    // The orphan outlives chainform and is still writing the temporary file.
+    expect((await execa('ps', ['-o', 'args=', '-p', String(orphan?.pid)], { reject: false })).stdout).toContain(
+      'qemu-img convert',
+    );
+    expect((await readdir(join(dir, 'out'))).filter((n) => n !== 'big.qcow2')).toHaveLength(1);
+
+    const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(resumed.stderr).toBe('');
+    expect(resumed.exitCode).toBe(0);
+    expect(resumed.stdout).toContain(`Resuming after an apply that was killed (pid ${child.pid}`);
+    expect(resumed.stdout).toContain('interrupted (will be redone): big:convert');
+    expect(resumed.stdout).toContain('stopped 1 leftover command');
+    expect(resumed.stdout).toContain('removed 1 half-written temporary file');
+    expect((await execa('ps', ['-o', 'args=', '-p', String(orphan?.pid)], { reject: false })).stdout).toBe('');
+    expect(await readdir(join(dir, 'out'))).toEqual(['big.qcow2']);
+    expect(await compareImages(join(dir, 'out/big.qcow2'), 'qcow2', source, 'raw')).toBe(0);
+    expect(await checkImage(join(dir, 'out/big.qcow2'), 'qcow2')).toBe(0);
+    expect(await checksums([source])).toEqual(before);
+    const closed = JSON.parse(await readFile(journalFile, 'utf8')) as Journal;
+    expect(closed.outcome).toBe('completed');
+    expect(closed.steps.map((s) => s.status)).toEqual(['done']);
+
+    // A clean run leaves nothing to recover: the next apply says nothing about a killed run.
+    const again = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).not.toContain('Resuming');
   } finally {
     await cleanup();
   }

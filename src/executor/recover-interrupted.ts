@@ -1,0 +1,111 @@
+// After an apply was killed (SIGKILL, crash, power loss) it could not clean up after itself. The
+// next apply does it first, from the journal: it stops the qemu-img commands the dead run left
+// running (they may still write, and they hold image locks), removes the temporary files of the
+// steps it was in the middle of, and stops orphaned qemu-nbd helpers. Planning comes after, from
+// what is on disk then: a finished step is never trusted on the journal's word, only on the
+// ledger's fingerprints.
+import { readFile, rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Argv } from '../qemu/commands.js';
+import { fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
+import { closeRecoveredJournal, type Journal, readJournal } from '../state/journal.js';
+import { processAlive } from '../util/process-alive.js';
+import { reapOrphanedRuntimeFolders } from './runtime-folders.js';
+
+/** What was found and cleaned up after a killed apply. */
+export interface Recovery {
+  /** The run that was killed. */
+  run: { pid: number; host: string; startedAt: string };
+  /** Steps it finished whose outputs are still as it left them. */
+  doneSteps: string[];
+  /** Steps it finished whose outputs changed since (the planner decides what they need). */
+  changedSteps: string[];
+  /** Steps it was in the middle of. */
+  interruptedSteps: string[];
+  /** Leftover commands of those steps that were still running and were stopped. */
+  stoppedCommands: Argv[];
+  /** Half-written temporary files that were removed. */
+  removedTemporaries: string[];
+}
+
+/** How long a leftover command gets to exit after SIGTERM before it is killed. */
+const TERM_GRACE_MS = 10_000;
+
+/** True when `pid` is running `argv` (and not a zombie): pids are reused, command lines are checked. */
+async function isRunning(pid: number, argv: Argv): Promise<boolean> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (cmdline !== `${argv.join('\0')}\0`) return false;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The state letter follows the command name in parentheses; Z is a zombie, X is dead.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
+/** Stops a leftover command and waits until it is gone. */
+async function stopCommand(pid: number, argv: Argv): Promise<boolean> {
+  if (!(await isRunning(pid, argv))) return false;
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(pid, name);
+    } catch {
+      // already gone
+    }
+  };
+  signal('SIGTERM');
+  for (let waited = 0; await isRunning(pid, argv); waited += 50) {
+    if (waited >= TERM_GRACE_MS) signal('SIGKILL');
+    await sleep(50);
+  }
+  return true;
+}
+
+async function outputsUnchanged(step: Journal['steps'][number]): Promise<boolean> {
+  for (const [path, print] of Object.entries(step.outputs ?? {})) {
+    if (!sameFingerprint(await fingerprintOf(path), print)) return false;
+  }
+  return true;
+}
+
+/**
+ * Cleans up after the last apply of this manifest folder if it was killed; null when it ended on
+ * its own (or there was none). The caller holds the apply lock.
+ */
+export async function recoverInterruptedApply(
+  manifestDir: string,
+  now: () => Date = () => new Date(),
+): Promise<Recovery | null> {
+  await reapOrphanedRuntimeFolders();
+  const journal = await readJournal(manifestDir);
+  if (!journal || journal.finishedAt !== undefined) return null;
+  const local = journal.host === hostname();
+  // The lock is ours, so a live writer of this journal is a stuck run: leave its files alone.
+  if (local && journal.pid !== process.pid && processAlive(journal.pid)) return null;
+  const recovery: Recovery = {
+    run: { pid: journal.pid, host: journal.host, startedAt: journal.startedAt },
+    doneSteps: [],
+    changedSteps: [],
+    interruptedSteps: [],
+    stoppedCommands: [],
+    removedTemporaries: [],
+  };
+  for (const step of journal.steps) {
+    if (step.status === 'done') {
+      ((await outputsUnchanged(step)) ? recovery.doneSteps : recovery.changedSteps).push(step.id);
+      continue;
+    }
+    if (step.status !== 'running') continue;
+    recovery.interruptedSteps.push(step.id);
+    // Pids mean nothing on another host (shared storage): only temporary files are cleaned then.
+    for (const command of local ? step.commands : []) {
+      if (await stopCommand(command.pid, command.argv)) recovery.stoppedCommands.push(command.argv);
+    }
+    for (const temporary of step.temporaries) {
+      if (!(await fingerprintOf(temporary))) continue;
+      await rm(temporary, { force: true });
+      recovery.removedTemporaries.push(temporary);
+    }
+  }
+  await closeRecoveredJournal(manifestDir, journal, now());
+  return recovery;
+}

@@ -1,0 +1,181 @@
+// The journal of an apply: every step's status, the pids of the commands it is running, its
+// temporary files, and fingerprints of what it read (at its start) and wrote (when done). It is
+// rewritten durably before and after every step and command, so after a crash (SIGKILL, power
+// loss) the next apply knows which commands may still run, which temporary files are half
+// written, and which steps were finished.
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Plan, Step } from '../planner/plan-types.js';
+import type { Argv } from '../qemu/commands.js';
+import { DurableJsonFile } from './durable-json.js';
+import { type Fingerprint, fingerprintOf } from './fingerprint.js';
+import { stateDir } from './ledger.js';
+
+/** Where a step stands. `running` in a journal without `finishedAt` means the run died in it. */
+export type JournalStepStatus = 'pending' | 'running' | 'done' | 'failed';
+
+/** A command a step started; recorded so that a later run can stop it if this one is killed. */
+export interface JournalCommand {
+  pid: number;
+  /** Its exact argv: a pid is only signalled when /proc shows this same command line. */
+  argv: Argv;
+}
+
+/** One step of the journal. */
+export interface JournalStep {
+  id: string;
+  image: string;
+  path: string;
+  status: JournalStepStatus;
+  /** Files the step writes under temporary names; removed when it is interrupted. */
+  temporaries: string[];
+  /** The files it reads, when it started. */
+  inputs?: Record<string, Fingerprint | null>;
+  /** The files it wrote, when it finished. */
+  outputs?: Record<string, Fingerprint | null>;
+  /** Commands running right now. */
+  commands: JournalCommand[];
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+/** How a run ended; absent while it runs (or when it was killed). */
+export type JournalOutcome = 'completed' | 'failed' | 'interrupted' | 'recovered';
+
+/** The journal file's content. */
+export interface Journal {
+  version: 1;
+  pid: number;
+  host: string;
+  startedAt: string;
+  finishedAt?: string;
+  outcome?: JournalOutcome;
+  steps: JournalStep[];
+}
+
+/** The journal file beside a manifest. */
+export function journalPath(manifestDir: string): string {
+  return join(stateDir(manifestDir), 'journal.json');
+}
+
+/** Reads the journal of the last apply; null when there is none or it cannot be read. */
+export async function readJournal(manifestDir: string): Promise<Journal | null> {
+  try {
+    const parsed = JSON.parse(await readFile(journalPath(manifestDir), 'utf8')) as Journal;
+    if (parsed?.version !== 1 || !Array.isArray(parsed.steps)) return null;
+    return parsed;
+  } catch {
+    // A missing journal means no earlier run; an unreadable one cannot guide a cleanup, and the
+    // planner does not depend on it (it re-inspects the disk and trusts only the ledger).
+    return null;
+  }
+}
+
+async function fingerprintsOf(paths: readonly string[]): Promise<Record<string, Fingerprint | null>> {
+  const entries = await Promise.all(paths.map(async (p) => [p, await fingerprintOf(p)] as const));
+  return Object.fromEntries(entries);
+}
+
+/** What the executor tells the journal; every call resolves once the journal is on disk. */
+export interface StepJournal {
+  stepStarted(step: Step): Promise<void>;
+  commandStarted(step: Step, command: JournalCommand): Promise<void>;
+  commandEnded(step: Step, pid: number): Promise<void>;
+  stepEnded(step: Step, ok: boolean): Promise<void>;
+}
+
+/** Writes the journal of this run. */
+export class JournalWriter implements StepJournal {
+  private readonly file: DurableJsonFile;
+  private readonly journal: Journal;
+
+  private constructor(
+    manifestDir: string,
+    plan: Plan,
+    private readonly now: () => Date,
+  ) {
+    this.file = new DurableJsonFile(journalPath(manifestDir));
+    this.journal = {
+      version: 1,
+      pid: process.pid,
+      host: hostname(),
+      startedAt: now().toISOString(),
+      steps: plan.steps.map((step) => ({
+        id: step.id,
+        image: step.image,
+        path: step.path,
+        status: 'pending',
+        temporaries: [
+          ...(step.temporaryPath ? [step.temporaryPath] : []),
+          ...(step.extraTemporaries ?? []).map((t) => t.temporaryPath),
+        ],
+        commands: [],
+      })),
+    };
+  }
+
+  /** Starts the journal of a run of `plan` (written before the first step). */
+  static async begin(manifestDir: string, plan: Plan, now: () => Date = () => new Date()): Promise<JournalWriter> {
+    const writer = new JournalWriter(manifestDir, plan, now);
+    await writer.save();
+    return writer;
+  }
+
+  async stepStarted(step: Step): Promise<void> {
+    await this.update(step, { status: 'running', inputs: await fingerprintsOf(step.reads), startedAt: this.stamp() });
+  }
+
+  commandStarted(step: Step, command: JournalCommand): Promise<void> {
+    const entry = this.entry(step);
+    return this.update(step, { commands: [...(entry?.commands ?? []), command] });
+  }
+
+  commandEnded(step: Step, pid: number): Promise<void> {
+    const entry = this.entry(step);
+    return this.update(step, { commands: (entry?.commands ?? []).filter((c) => c.pid !== pid) });
+  }
+
+  async stepEnded(step: Step, ok: boolean): Promise<void> {
+    await this.update(step, {
+      status: ok ? 'done' : 'failed',
+      commands: [],
+      outputs: await fingerprintsOf(step.writes),
+      finishedAt: this.stamp(),
+    });
+  }
+
+  /** Closes the journal: the run cleaned up after itself, nothing is left for a later run. */
+  finish(outcome: Exclude<JournalOutcome, 'recovered'>): Promise<void> {
+    this.journal.outcome = outcome;
+    this.journal.finishedAt = this.stamp();
+    return this.save();
+  }
+
+  private entry(step: Step): JournalStep | undefined {
+    return this.journal.steps.find((s) => s.id === step.id);
+  }
+
+  private update(step: Step, change: Partial<JournalStep>): Promise<void> {
+    const entry = this.entry(step);
+    if (entry) Object.assign(entry, change);
+    return this.save();
+  }
+
+  private stamp(): string {
+    return this.now().toISOString();
+  }
+
+  private save(): Promise<void> {
+    return this.file.write(this.journal);
+  }
+}
+
+/** Marks a journal left by a killed run as dealt with (after its leftovers were cleaned up). */
+export async function closeRecoveredJournal(manifestDir: string, journal: Journal, now: Date): Promise<void> {
+  await new DurableJsonFile(journalPath(manifestDir)).write({
+    ...journal,
+    outcome: 'recovered',
+    finishedAt: now.toISOString(),
+  } satisfies Journal);
+}
