@@ -6,10 +6,13 @@ import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
 import { type Recovery, recoverInterruptedApply } from './executor/recover-interrupted.js';
+import { retireFiles } from './executor/retire-files.js';
 import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
+import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
 import { inspectLayout } from './inspect/inspect-layout.js';
+import { measureSteps } from './inspect/measure-steps.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
 import type { Manifest } from './manifest/manifest.generated.js';
@@ -17,8 +20,8 @@ import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manif
 import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
-import { planLayout } from './planner/plan-layout.js';
-import type { Plan } from './planner/plan-types.js';
+import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
+import type { Plan, SpaceCheck } from './planner/plan-types.js';
 import { layerInfoCommand, probeInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
@@ -131,10 +134,11 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
   }
   const planned = planLayout(loaded.manifest, inspected.layout);
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
-  planned.plan.warnings = warnings;
+  const measured = withMeasuredWrites(planned.plan, await measureSteps(planned.plan.steps, runner), inspected.layout);
+  measured.warnings = warnings;
   return {
     ok: true,
-    plan: planned.plan,
+    plan: measured,
     manifest: loaded.manifest,
     source: loaded.source,
     warnings,
@@ -147,11 +151,29 @@ export interface ApplyOptions extends EngineOptions {
   jobs?: number;
   /** Record the commands instead of running them. */
   dryRun?: boolean;
+  /**
+   * Start even when the plan's writes exceed the free space (e.g. a compressing or deduplicating
+   * filesystem stores less than qemu-img measures). A full disk still fails the step cleanly.
+   */
+  skipSpaceCheck?: boolean;
+  /**
+   * After the steps, compare every output with its source and `qemu-img check` every qcow2
+   * image. Always done when the plan retires files: nothing is deleted unless it passes.
+   */
+  verify?: boolean;
   signal?: AbortSignal;
   onEvent?: (event: ExecutionEvent) => void;
 }
 
-/** Runs a plan made by {@link plan}. */
+/**
+ * The filesystems the plan's outputs do not fit on (expected writes against the free space seen
+ * when planning). {@link apply} refuses to start while this is not empty.
+ */
+export function spaceShortfalls(plan: Plan): SpaceCheck[] {
+  return plan.space.filter((space) => !space.fits);
+}
+
+/** Runs a plan made by {@link plan}; refuses to start when {@link spaceShortfalls} finds any. */
 export async function apply(
   planned: { plan: Plan; manifest: ResolvedManifest },
   options: ApplyOptions = {},
@@ -163,6 +185,20 @@ export async function apply(
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   };
   if (options.dryRun) return executePlan(planned.plan, { ...run, effects: new RecordingEffects() });
+  const short = options.skipSpaceCheck ? [] : spaceShortfalls(planned.plan);
+  if (short.length > 0) {
+    return {
+      ok: false,
+      done: [],
+      failed: short.map((space) => ({
+        stepId: 'preflight',
+        message: `not enough free space in ${space.dir}: the plan writes up to ${space.expectedWriteBytes} bytes there and ${space.freeBytes} are free`,
+      })),
+      notStarted: planned.plan.steps.map((step) => step.id),
+      interrupted: false,
+      durationMs: 0,
+    };
+  }
   // Helpers left running by an earlier run that was killed hold locks on images: stop them.
   await reapOrphanedRuntimeFolders();
   const dir = planned.manifest.dir;
@@ -171,7 +207,38 @@ export async function apply(
   const summary = await executePlan(planned.plan, { ...run, effects, journal });
   // Every step cleaned up after itself: nothing is left for the next run's recovery.
   await journal.finish(summary.ok ? 'completed' : summary.interrupted ? 'interrupted' : 'failed');
-  return summary;
+  if (!summary.ok || (!options.verify && planned.plan.retire.length === 0)) return summary;
+  return verifyThenRetire(planned, summary, effects, runner);
+}
+
+/** The last phase of a successful run: verify the layout, and only then delete retired files. */
+async function verifyThenRetire(
+  planned: { plan: Plan; manifest: ResolvedManifest },
+  summary: RunSummary,
+  effects: DiskEffects,
+  runner: CommandRunner,
+): Promise<RunSummary> {
+  const verified = await verifyLayout(planned.manifest, effects);
+  const checked: RunSummary = { ...summary, verified: verified.images };
+  if (!verified.ok) {
+    const failed = verified.images
+      .filter((i) => !i.ok)
+      .map((i) => ({ stepId: 'verify', message: `${i.path} (${i.image}) ${i.detail}` }));
+    return {
+      ...checked,
+      ok: false,
+      failed,
+      keptFromRetire: planned.plan.retire.map((path) => ({ path, reason: 'the layout did not verify' })),
+    };
+  }
+  const retired = await retireFiles(planned.manifest, planned.plan.retire, runner);
+  return {
+    ...checked,
+    retired: retired.retired,
+    keptFromRetire: retired.kept,
+    ok: retired.kept.length === 0,
+    failed: retired.kept.map((k) => ({ stepId: 'retire', message: `kept ${k.path}: ${k.reason}` })),
+  };
 }
 
 /**

@@ -4,12 +4,12 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import writeFileAtomic from 'write-file-atomic';
-import { apply, importLayout, plan, recover, validate } from '../api.js';
+import { apply, importLayout, plan, recover, spaceShortfalls, validate } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
-import { plural } from './format.js';
+import { formatBytes, plural } from './format.js';
 import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
 import { renderDiagnostics } from './report-diagnostics.js';
@@ -45,6 +45,14 @@ function summaryLines(summary: RunSummary): string[] {
     if (failure.argv) lines.push(`    command: ${failure.argv.join(' ')}`);
   }
   if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);
+  for (const check of summary.verified ?? []) {
+    lines.push(`  ${check.ok ? 'verified' : 'MISMATCH'} ${check.image}: ${check.detail}`);
+  }
+  for (const path of summary.retired ?? []) lines.push(`  retired (deleted) ${path}`);
+  // Files kept because of a retire failure are already listed as failures.
+  const retireFailed = summary.failed.some((f) => f.stepId === 'retire');
+  for (const kept of retireFailed ? [] : (summary.keptFromRetire ?? []))
+    lines.push(`  not retired ${kept.path}: ${kept.reason}`);
   if (!summary.ok)
     lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
   return lines;
@@ -82,6 +90,9 @@ interface ApplyFlags {
   jobs: number;
   dryRun?: boolean;
   verbose?: boolean;
+  /** False with --no-space-check. */
+  spaceCheck?: boolean;
+  verify?: boolean;
 }
 
 /** Builds the commander program; `run` parses argv and resolves to the exit code. */
@@ -140,7 +151,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         if (planned.warnings.length) reportProblems(planned.warnings);
         io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
       }
-      if (opts.detailedExitcode && planned.plan.steps.length > 0) exitCode = EXIT.changes;
+      const changes = planned.plan.steps.length + planned.plan.retire.length;
+      if (opts.detailedExitcode && changes > 0) exitCode = EXIT.changes;
     });
 
   program
@@ -151,6 +163,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
     .option('--dry-run', 'show the plan and the commands, run nothing')
     .option('-v, --verbose', 'print each qemu-img command as it runs')
+    .option('--verify', 'afterwards, compare every output with its source and check every qcow2 image')
+    .option('--no-space-check', 'start even when the writes exceed the free space (compressing filesystems)')
     .addHelpText(
       'after',
       '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4',
@@ -192,9 +206,23 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     }
     if (planned.warnings.length) reportProblems(planned.warnings);
     io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
-    if (planned.plan.steps.length === 0) return;
+    const retiring = planned.plan.retire.length;
+    if (planned.plan.steps.length === 0 && retiring === 0 && !opts.verify) return;
     if (opts.dryRun) {
       io.stdout.write('\nDry run: nothing was changed.\n');
+      return;
+    }
+    const short = opts.spaceCheck === false ? [] : spaceShortfalls(planned.plan);
+    if (short.length > 0) {
+      for (const space of short) {
+        io.stderr.write(
+          `error: not enough free space in ${space.dir}: the plan writes up to ${formatBytes(space.expectedWriteBytes)} there and ${formatBytes(space.freeBytes)} is free; nothing was changed\n`,
+        );
+      }
+      io.stderr.write(
+        '  hint: free some space or put the outputs on another filesystem; --no-space-check starts anyway (e.g. on a compressing filesystem)\n',
+      );
+      exitCode = EXIT.error;
       return;
     }
     if (!opts.yes) {
@@ -203,7 +231,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         exitCode = EXIT.error;
         return;
       }
-      if (!(await confirm(io, `\nApply ${plural(planned.plan.steps.length, 'step')}? [y/N] `))) {
+      const deleting = retiring ? ` and delete ${plural(retiring, 'retired file')}` : '';
+      if (!(await confirm(io, `\nApply ${plural(planned.plan.steps.length, 'step')}${deleting}? [y/N] `))) {
         io.stderr.write('Cancelled: nothing was changed.\n');
         return;
       }
@@ -220,6 +249,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     try {
       const summary = await apply(planned, {
         jobs: opts.jobs,
+        skipSpaceCheck: opts.spaceCheck === false,
+        verify: opts.verify === true,
         signal: controller.signal,
         onEvent: (e) => renderer.onEvent(e),
       });

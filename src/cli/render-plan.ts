@@ -50,7 +50,11 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   const count = (action: string) => plan.images.filter((i) => i.action === action).length;
   const total = plan.steps.reduce((sum, s) => sum + s.expectedWriteBytes, 0);
   lines.push('');
-  if (plan.steps.length === 0) {
+  if (plan.retire.length) {
+    lines.push(style.paint('red', 'Files to retire (deleted once the new layout is verified):'));
+    for (const path of plan.retire) lines.push(style.paint('red', `  - ${show(path)}`));
+  }
+  if (plan.steps.length === 0 && plan.retire.length === 0) {
     lines.push(
       style.paint(
         'green',
@@ -59,14 +63,14 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     );
   } else {
     lines.push(
-      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}.`,
+      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}${plan.retire.length ? `; ${plural(plan.retire.length, 'file')} to retire` : ''}.`,
     );
   }
   if (plan.steps.some((s) => s.helpers?.length)) {
     lines.push(style.paint('dim', '{runtime} is a private folder (mode 0700) made for the step and removed after it.'));
   }
   for (const space of plan.space) {
-    const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'may NOT fit');
+    const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'does NOT fit (apply refuses)');
     lines.push(
       `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes up to ${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,
     );

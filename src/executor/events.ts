@@ -21,6 +21,12 @@ export interface RunSummary {
   /** True when the run was stopped by a signal (Ctrl-C) rather than a failure. */
   interrupted: boolean;
   durationMs: number;
+  /** Per image, when the layout was verified (`--verify`, or before retiring files). */
+  verified?: { image: string; path: string; ok: boolean; detail: string }[];
+  /** Files deleted because the manifest retires them. */
+  retired?: string[];
+  /** Retired files left in place, and why. */
+  keptFromRetire?: { path: string; reason: string }[];
 }
 
 /** Everything that happens during a run, in order. */

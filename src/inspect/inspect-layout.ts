@@ -106,6 +106,10 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       });
     }
   }
+  for (const retired of manifest.retire) {
+    // Only whether it exists matters: a file to delete is never opened here.
+    requests.push({ path: retired.path, format: 'raw', at: retired.at, role: 'foreign-output' });
+  }
   return requests;
 }
 
@@ -151,6 +155,17 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   return { path: request.path, fingerprint, format, chain };
 }
 
+/** qemu's words when a process holds `path` open for writing (QEMU's image locks), else undefined. */
+export async function writeLockConflict(
+  path: string,
+  format: string,
+  runner: CommandRunner,
+): Promise<string | undefined> {
+  const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, path]);
+  if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
+  return qemuMessage(probe.stderr);
+}
+
 /**
  * Inspection reads with `-U` (no locks) so that `plan` can describe an image in use. This
  * probe takes QEMU's shared read lock: it fails when a running VM or a qemu-nbd export holds
@@ -161,16 +176,12 @@ async function heldForWriting(
   format: string,
   runner: CommandRunner,
 ): Promise<Diagnostic | undefined> {
-  const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, request.path]);
-  if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
-  return error(
-    'image-in-use',
-    `${request.path} is in use: another process holds it open for writing (${qemuMessage(probe.stderr)})`,
-    {
-      location: request.at,
-      hint: 'shut down the VM or stop the qemu-nbd export that uses it, then plan again',
-    },
-  );
+  const holder = await writeLockConflict(request.path, format, runner);
+  if (holder === undefined) return undefined;
+  return error('image-in-use', `${request.path} is in use: another process holds it open for writing (${holder})`, {
+    location: request.at,
+    hint: 'shut down the VM or stop the qemu-nbd export that uses it, then plan again',
+  });
 }
 
 /**

@@ -8,6 +8,7 @@ import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
+import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 
 /** The format qemu-img detects for `path`, or why it could not read it. */
 async function probeFormat(path: string, runner: CommandRunner): Promise<{ format?: string; message?: string }> {
@@ -41,6 +42,40 @@ export async function detectFormat(
   return format;
 }
 
+/**
+ * Why a layer cannot be read as it stands: qemu marked it corrupt, it was left dirty by a crash
+ * (lazy refcounts), or its file is cut short. qemu-img would read all three without complaint
+ * (a cut file reads as zeros), so chainform would copy a damaged disk as if it were whole.
+ */
+async function layerDamage(
+  path: string,
+  layer: ImageInfo,
+): Promise<{ code: string; message: string; hint: string } | undefined> {
+  if (layer.qcow2.corrupt) {
+    return {
+      code: 'image-corrupt',
+      message: 'is marked corrupt by qemu (it found inconsistent metadata while writing it)',
+      hint: `back the file up, then run \`qemu-img check -r all -f qcow2 ${path}\` and compare the result with the VM's view`,
+    };
+  }
+  if (layer.dirty) {
+    return {
+      code: 'image-dirty',
+      message: 'has its dirty flag set: the last program that wrote it stopped without closing it (lazy refcounts)',
+      hint: `with every VM using it stopped, run \`qemu-img check -r all -f qcow2 ${path}\` to rebuild its refcounts`,
+    };
+  }
+  if (layer.format !== 'qcow2') return undefined;
+  // An unreadable header gets no verdict here: qemu-img already read the file and reports its own errors.
+  const cut = await qcow2MetadataPastEnd(path).catch(() => undefined);
+  if (!cut) return undefined;
+  return {
+    code: 'image-truncated',
+    message: `is cut short: ${cut}`,
+    hint: 'the file is incomplete (an interrupted copy or a full disk): copy it again from where it came from',
+  };
+}
+
 /** Longer chains than this are refused (a loop of backing links would never end). */
 const MAX_DEPTH = 256;
 
@@ -70,6 +105,12 @@ export async function readChain(
     }
     const layer = parseImageInfo(result.stdout)[0];
     if (!layer) return null;
+    const damage = await layerDamage(current, layer);
+    if (damage) {
+      const within = current === path ? '' : ` (in the backing chain of ${path})`;
+      diagnostics.push(error(damage.code, `${current}${within} ${damage.message}`, { ...located, hint: damage.hint }));
+      return null;
+    }
     layers.push(layer);
     const name = layer.backingName;
     if (name === undefined) return layers;

@@ -125,6 +125,8 @@ function checkDuplicatePaths(manifest: ResolvedManifest): Diagnostic[] {
 }
 
 function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnostic[] {
+  // A retired source may be gone after the apply that retired it; the planner checks the output.
+  const retired = new Set(manifest.retire.map((r) => r.path));
   return manifest.images.flatMap((image) => {
     const problems: Diagnostic[] = [];
     if (/[/\\]$/.test(image.declaredPath)) {
@@ -143,7 +145,7 @@ function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnost
         }),
       );
     }
-    if (image.source && !env.fileExists(image.source.path)) {
+    if (image.source && !env.fileExists(image.source.path) && !retired.has(image.source.path)) {
       problems.push(
         error('source-missing', `the source of "${image.id}" does not exist: ${image.source.path}`, {
           location: image.at.fromPath,
@@ -370,6 +372,32 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
 }
 
 /** Runs every semantic check; returns all problems found (an empty list means valid). */
+/**
+ * A retired file must not be a file the new layout keeps: an image, a declared backing or a data
+ * file. A source may be retired (that is the point of turning full copies into overlays): it is
+ * deleted only after the steps that read it. Files read only through a backing chain are checked
+ * right before deleting.
+ */
+function checkRetire(manifest: ResolvedManifest): Diagnostic[] {
+  const used = new Map<string, string>();
+  for (const image of manifest.images) {
+    used.set(image.path, `the path of image "${image.id}"`);
+    if (image.backing?.kind === 'file') used.set(image.backing.path, `the backing of image "${image.id}"`);
+    if (image.options.data_file !== undefined)
+      used.set(image.options.data_file, `the data file of image "${image.id}"`);
+  }
+  return manifest.retire.flatMap(({ path, at }) => {
+    const role = used.get(path);
+    if (!role) return [];
+    return [
+      error('retire-in-use', `${path} is listed under retire but is ${role}`, {
+        location: at,
+        hint: 'retire only files the new layout no longer needs; remove it from the retire list',
+      }),
+    ];
+  });
+}
+
 export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment): Diagnostic[] {
   const structural = [...checkBackingIds(manifest), ...checkBackingCycles(manifest)];
   return [
@@ -380,5 +408,6 @@ export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment)
     ...checkFormatConflicts(manifest),
     ...checkOverwrites(manifest),
     ...checkOptions(manifest),
+    ...checkRetire(manifest),
   ];
 }

@@ -4,6 +4,10 @@
  * An image format qemu-img can write.
  */
 export type OutputFormat = 'qcow2' | 'raw' | 'qed' | 'vmdk' | 'vdi' | 'vhdx' | 'vpc';
+/**
+ * A file path; a relative one is taken from the manifest's folder.
+ */
+export type FilePath = string;
 
 /**
  * A chainform manifest: the layout of disk images (files, formats, contents and backing links) that `chainform apply` must reach.
@@ -30,6 +34,10 @@ export interface Manifest {
   images: {
     [k: string]: Image;
   };
+  /**
+   * Old files to delete once the new layout is built and verified (every output compared with its source, every qcow2 checked). Nothing else is ever deleted. A file still read by an image of the manifest is refused.
+   */
+  retire?: FilePath[];
 }
 /**
  * qemu-img creation options (`-o`) the image must have. Which ones apply depends on the format.

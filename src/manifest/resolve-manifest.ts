@@ -79,6 +79,8 @@ export interface ResolvedManifest {
   /** Images in manifest order. */
   images: ResolvedImage[];
   byId: ReadonlyMap<string, ResolvedImage>;
+  /** Old files to delete after the new layout is built and verified (absolute), with where each is named. */
+  retire: { path: string; at: SourceLocation }[];
 }
 
 /** A data file path is taken from the manifest's folder, like every path. */
@@ -147,5 +149,9 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
       },
     };
   });
-  return { file: source.file, dir, images, byId: new Map(images.map((i) => [i.id, i])) };
+  const retire = (manifest.retire ?? []).map((path, index) => ({
+    path: resolve(dir, path),
+    at: locate(source, ['retire', index]),
+  }));
+  return { file: source.file, dir, images, byId: new Map(images.map((i) => [i.id, i])), retire };
 }

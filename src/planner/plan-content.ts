@@ -23,6 +23,9 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
     return inPlace(existing, existing.chain, contentKey(fileIdentity(existing.fingerprint), existing.format));
   }
   const source = ctx.layout.files.get(image.source.path);
+  if (!source?.fingerprint && ctx.manifest.retire.some((r) => r.path === image.source?.path)) {
+    return afterRetiredSource(image, existing, ctx);
+  }
   if (!source?.chain || !source.fingerprint) return 'failed';
   let snapshot: { id: string; selector: string } | undefined;
   if (image.source.snapshot !== undefined) {
@@ -75,6 +78,37 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
   const outputKey = contentKey(fileIdentity(existing.fingerprint), existing.format);
   const resized = image.size !== undefined && image.size !== source.chain[0]?.virtualSize;
   return inPlace(existing, existing.chain, resized ? outputKey : key, { outputKey, rebuild });
+}
+
+/**
+ * The source was retired (deleted by an earlier apply): the output stands for it if the ledger
+ * shows it is still exactly what was built from that source, on the same backing chain.
+ */
+function afterRetiredSource(image: ResolvedImage, existing: InspectedFile | undefined, ctx: PlanContext) {
+  const entry = ctx.layout.ledger.outputs[image.path];
+  const chain = existing?.chain;
+  if (
+    !entry ||
+    entry.inProgress ||
+    !existing?.fingerprint ||
+    !chain ||
+    entry.source.path !== image.source?.path ||
+    !sameFingerprint(entry.output, existing.fingerprint) ||
+    !chainMatches(entry.backingChain, chain.slice(1))
+  ) {
+    ctx.diagnostics.push(
+      error(
+        'source-missing',
+        `the source of "${image.id}" (${image.source?.path}) is retired and gone, and ${image.path} is not the image chainform built from it`,
+        {
+          location: image.at.fromPath,
+          hint: 'restore the source from a backup, or drop `from` to keep the image as it is on disk',
+        },
+      ),
+    );
+    return 'failed';
+  }
+  return inPlace(existing, chain, contentKey(fileIdentity(existing.fingerprint), existing.format));
 }
 
 /**

@@ -185,6 +185,18 @@ function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceChec
   return [...byDir.values()];
 }
 
+/**
+ * The plan with measured write figures (from `qemu-img measure`, by step id) in place of the
+ * planner's bounds, and its free-space checks redone with them.
+ */
+export function withMeasuredWrites(plan: Plan, measured: ReadonlyMap<string, number>, layout: InspectedLayout): Plan {
+  const steps = plan.steps.map((step) => {
+    const bytes = measured.get(step.id);
+    return bytes === undefined ? step : { ...step, expectedWriteBytes: bytes, writeBytesIsUpperBound: false };
+  });
+  return { ...plan, steps, space: spaceChecks(steps, layout) };
+}
+
 /** Plans how to reach the manifest's layout from what is on disk. */
 export function planLayout(
   manifest: ResolvedManifest,
@@ -244,6 +256,7 @@ export function planLayout(
       images,
       steps: ordered,
       space: spaceChecks(ordered, layout),
+      retire: manifest.retire.map((r) => r.path).filter((path) => layout.files.get(path)?.fingerprint),
       warnings: [],
     },
   };

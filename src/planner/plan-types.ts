@@ -95,6 +95,11 @@ export interface Step {
   expectedWriteBytes: number;
   /** True when `expectedWriteBytes` is an upper bound rather than an estimate. */
   writeBytesIsUpperBound: boolean;
+  /**
+   * A `qemu-img measure` that sizes this step's output exactly (convert steps). `plan` runs it and
+   * puts its `required` figure in `expectedWriteBytes`; without it the figure is the planner's bound.
+   */
+  measure?: Argv;
   ledger?: LedgerIntent;
   /**
    * Up-to-date outputs whose backing or source chain reads through a file this step rewrites
@@ -128,5 +133,10 @@ export interface Plan {
   /** Steps in a deterministic topological order. */
   steps: Step[];
   space: SpaceCheck[];
+  /**
+   * Existing files the manifest retires: deleted after every step succeeded and the new layout
+   * was verified (outputs compared with their sources, qcow2 images checked).
+   */
+  retire: string[];
   warnings: Diagnostic[];
 }

@@ -8,6 +8,7 @@ import {
   convertCommand,
   convertKeepingBackingCommand,
   createOverlayCommand,
+  measureCommand,
   nbdUrl,
   repointCommand,
   resizeCommand,
@@ -84,6 +85,18 @@ function baseStep(
   };
 }
 
+/** The `qemu-img measure` sizing a convert of `content` into `target` (see `Step.measure`). */
+function measureOutput(target: Target, content: ContentFile, topLayerOnly: boolean) {
+  return measureCommand({
+    source: content.path,
+    sourceFormat: content.format,
+    snapshot: content.snapshot,
+    targetFormat: target.format,
+    options: target.options,
+    topLayerOnly,
+  });
+}
+
 /** A full copy into a new standalone image. */
 export function convertStep(target: Target, content: ContentFile, reason: string): Step {
   const temporaryPath = temporaryPathFor(target.path);
@@ -108,6 +121,7 @@ export function convertStep(target: Target, content: ContentFile, reason: string
       ? content.virtualSize
       : Math.min(content.virtualSize, content.chainBytes),
     writeBytesIsUpperBound: true,
+    measure: measureOutput(target, content, false),
   };
 }
 
@@ -140,6 +154,7 @@ export function convertKeepingBackingStep(
     expectedWriteBytes: content.topBytes,
     // A snapshot's share of the top layer is not known without reading its tables.
     writeBytesIsUpperBound: content.snapshot !== undefined,
+    measure: measureOutput(target, content, content.chain.length > 1),
   };
 }
 
@@ -274,7 +289,8 @@ export function verifiedConvertKeepingBackingStep(
   backing: BackingTarget,
   reason: string,
 ): Step {
-  const cheap = convertKeepingBackingStep(target, content, backing, reason);
+  // The check decides which branch runs: no measure can size the step before it.
+  const { measure: _unused, ...cheap } = convertKeepingBackingStep(target, content, backing, reason);
   const safe = diffStep(target, content, backing, reason);
   return {
     ...cheap,

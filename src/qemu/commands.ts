@@ -108,6 +108,36 @@ export function convertKeepingBackingCommand(args: {
   ];
 }
 
+/**
+ * `qemu-img measure` of the image a convert of `source` would write. With `topLayerOnly` the
+ * source's backing is cut off (`"backing": null`), which sizes a `convert -B`: only the layer's
+ * own clusters. On an overlay a plain measure would report the flattened size.
+ */
+export function measureCommand(args: {
+  source: string;
+  sourceFormat: string;
+  snapshot?: string | undefined;
+  targetFormat: string;
+  options: Options;
+  topLayerOnly: boolean;
+}): Argv {
+  const image = args.topLayerOnly
+    ? `json:${JSON.stringify({ driver: args.sourceFormat, file: { driver: 'file', filename: fileArg(args.source) }, backing: null })}`
+    : fileArg(args.source);
+  return [
+    'qemu-img',
+    'measure',
+    '--output=json',
+    // The json: form names the driver itself; -f with it would be contradictory.
+    ...(args.topLayerOnly ? [] : ['-f', args.sourceFormat]),
+    ...snapshotArgs(args.snapshot),
+    '-O',
+    args.targetFormat,
+    ...withOptions(args.options),
+    image,
+  ];
+}
+
 /** A new, empty overlay of `backing`: an absolute path, or an `nbd+unix://` URL of an export. */
 export function createOverlayCommand(args: {
   target: string;
@@ -179,6 +209,16 @@ export function repointCommand(args: {
 /** `qemu-img compare`: exit 0 when both present the same content, 1 when they differ. */
 export function compareCommand(args: { a: string; aFormat: string; b: string; bFormat: string }): Argv {
   return ['qemu-img', 'compare', '-f', args.aFormat, '-F', args.bFormat, fileArg(args.a), fileArg(args.b)];
+}
+
+/** `qemu-img compare` of a file with a snapshot served read-only on a unix socket (raw over NBD). */
+export function compareWithExportCommand(args: { a: string; aFormat: string; socket: string }): Argv {
+  return ['qemu-img', 'compare', '-f', args.aFormat, '-F', 'raw', fileArg(args.a), nbdUrl(args.socket)];
+}
+
+/** `qemu-img check` of one image (read-only: no `-r`). Exit 0 clean, 3 leaked clusters only, 2 corrupt. */
+export function checkCommand(path: string, format: string): Argv {
+  return ['qemu-img', 'check', '-q', '-f', format, fileArg(path)];
 }
 
 /** A read-only, persistent qemu-nbd export of one internal snapshot, on a unix socket. */

@@ -25,7 +25,7 @@ function step(id: string, dependsOn: string[] = [], temporary = true): Step {
 }
 
 function planOf(steps: Step[]): Plan {
-  return { formatVersion: 1, manifest: '/m.yaml', images: [], steps, space: [], warnings: [] };
+  return { formatVersion: 1, manifest: '/m.yaml', images: [], steps, space: [], retire: [], warnings: [] };
 }
 
 /** Fake effects: commands finish when the test releases them; every effect is logged. */

@@ -20,8 +20,12 @@ describe('linearising internal snapshots', () => {
   it('builds the RFC chain: each link presents its snapshot and stores only its delta', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
-    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--jobs', '2');
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--jobs', '2', '--verify');
     expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    // --verify compares each link with its snapshot through a read-only qemu-nbd export.
+    for (const link of LINKS) {
+      expect(applied.stdout).toContain(`verified ${link.id}: matches its source; check clean`);
+    }
 
     for (const [i, link] of LINKS.entries()) {
       const out = join(dir, `export/${link.id}.qcow2`);

@@ -1,0 +1,111 @@
+// `apply --verify`, and the gate before anything is retired: every image with a source is compared
+// with it (`qemu-img compare`; an internal snapshot through a read-only qemu-nbd export), and
+// every qcow2 image is checked (`qemu-img check`). Read-only: nothing is repaired or rewritten.
+import { join } from 'node:path';
+import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { findSnapshot } from '../planner/find-snapshot.js';
+import {
+  type Argv,
+  checkCommand,
+  compareCommand,
+  compareWithExportCommand,
+  layerInfoCommand,
+  snapshotExportCommand,
+} from '../qemu/commands.js';
+import { parseImageInfo } from '../qemu/image-info.js';
+import { qemuMessage } from '../qemu/messages.js';
+import { fingerprintOf } from '../state/fingerprint.js';
+import type { StepEffects } from './effects.js';
+
+/** What verifying one image found. */
+export interface ImageVerification {
+  image: string;
+  path: string;
+  ok: boolean;
+  /** In words: "matches its source, check clean", or what is wrong. */
+  detail: string;
+}
+
+/** Exit codes of `qemu-img compare` and `qemu-img check`. */
+const SAME = 0;
+const DIFFERENT = 1;
+const LEAKS_ONLY = 3;
+
+/** A problem, '' when it matches, or a note when there is nothing to compare with. */
+async function compareWithSource(
+  image: ResolvedImage,
+  manifest: ResolvedManifest,
+  effects: StepEffects,
+): Promise<string | { note: string } | null> {
+  const source = image.source;
+  if (!source) return null;
+  if (image.size !== undefined && image.shrink) return { note: 'shrunk, so not compared with its source' };
+  if (manifest.retire.some((r) => r.path === source.path) && !(await fingerprintOf(source.path))) {
+    return { note: 'its source is retired, so not compared' };
+  }
+  const format = source.format ?? 'raw';
+  const run = (argv: Argv) => effects.run(argv);
+  if (source.snapshot === undefined) {
+    const result = await run(compareCommand({ a: image.path, aFormat: image.format, b: source.path, bFormat: format }));
+    return compareVerdict(result.exitCode, result.stderr);
+  }
+  const info = await run(layerInfoCommand(source.path, format));
+  const choice = findSnapshot(image, info.exitCode === 0 ? (parseImageInfo(info.stdout)[0]?.snapshots ?? []) : []);
+  if (!choice.ok) return `its source snapshot cannot be found: ${choice.diagnostic.message}`;
+  const runtime = await effects.openRuntime();
+  const socket = join(runtime, 'verify.sock');
+  try {
+    const helper = await effects.startHelper(
+      snapshotExportCommand({ image: source.path, format, snapshot: choice.selector, socket }),
+      socket,
+    );
+    try {
+      const result = await run(compareWithExportCommand({ a: image.path, aFormat: image.format, socket }));
+      return compareVerdict(result.exitCode, result.stderr);
+    } finally {
+      await helper.stop().catch(() => undefined);
+    }
+  } finally {
+    await effects.closeRuntime(runtime);
+  }
+}
+
+function compareVerdict(exitCode: number, stderr: string): string {
+  if (exitCode === SAME) return '';
+  if (exitCode === DIFFERENT) return 'does NOT match its source';
+  return `cannot be compared with its source: ${qemuMessage(stderr)}`;
+}
+
+/** Compares and checks every image of the manifest; `ok` is false when any is wrong. */
+export async function verifyLayout(
+  manifest: ResolvedManifest,
+  effects: StepEffects,
+): Promise<{ ok: boolean; images: ImageVerification[] }> {
+  const images: ImageVerification[] = [];
+  for (const image of manifest.images) {
+    const problems: string[] = [];
+    const notes: string[] = [];
+    try {
+      const compared = await compareWithSource(image, manifest, effects);
+      if (typeof compared === 'object' && compared) notes.push(compared.note);
+      else if (compared) problems.push(compared);
+      else if (compared === '') notes.push('matches its source');
+      if (image.format === 'qcow2') {
+        const check = await effects.run(checkCommand(image.path, image.format));
+        if (check.exitCode === SAME) notes.push('check clean');
+        else if (check.exitCode === LEAKS_ONLY) notes.push('check found leaked clusters only (harmless)');
+        else
+          problems.push(`fails qemu-img check (exit ${check.exitCode}): ${qemuMessage(check.stderr || check.stdout)}`);
+      }
+    } catch (e) {
+      problems.push(`cannot be verified: ${(e as Error).message}`);
+    }
+    images.push({
+      image: image.id,
+      path: image.path,
+      ok: problems.length === 0,
+      detail: (problems.length ? problems : notes).join('; ') || 'nothing to verify',
+    });
+  }
+  return { ok: images.every((i) => i.ok), images };
+}

@@ -1,0 +1,112 @@
+// `retire:` and `apply --verify`: full copies turned into overlays are deleted only after every
+// step succeeded and every output was compared with its source and checked; a file still read
+// by the new layout is kept; a silently changed output stops the run before anything is deleted.
+import { stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { chainform, compareImages, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
+
+describe('retire and verify', () => {
+  const ws = useWorkspace(async (dir) => {
+    const template = join(dir, 'template.raw');
+    await qemuImg('create', '-q', '-f', 'raw', template, '32M');
+    await qemuIo('raw', template, 'write -P 0x11 0 16M');
+    await qemuImg('convert', '-f', 'raw', '-O', 'raw', template, join(dir, 'vm1-full.raw'));
+    await qemuIo('raw', join(dir, 'vm1-full.raw'), 'write -P 0x22 1M 1M');
+    // A reference copy to compare the overlay with once the full copy is gone.
+    await qemuImg('convert', '-f', 'raw', '-O', 'raw', join(dir, 'vm1-full.raw'), join(dir, 'vm1-reference.raw'));
+    return [template, join(dir, 'vm1-reference.raw')];
+  });
+
+  const manifest = (retire: string[]) =>
+    [
+      'version: 1',
+      'images:',
+      '  base: { path: base.qcow2, from: { path: template.raw, format: raw } }',
+      '  vm1: { path: vm1.qcow2, from: { path: vm1-full.raw, format: raw }, backing: base }',
+      `retire: [${retire.join(', ')}]`,
+      '',
+    ].join('\n');
+
+  it('deletes a retired full copy only after verifying, and the next plan is empty', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw']));
+    const planned = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+    expect(planned.exitCode).toBe(2);
+    expect(planned.stdout).toContain('Files to retire (deleted once the new layout is verified):\n  - vm1-full.raw');
+    expect(planned.stdout).toContain('2 steps writing up to');
+    expect(planned.stdout).toContain('1 file to retire');
+
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode).toBe(0);
+    expect(applied.stdout).toContain('verified base: matches its source; check clean');
+    expect(applied.stdout).toContain('verified vm1: matches its source; check clean');
+    expect(applied.stdout).toContain(`retired (deleted) ${join(dir, 'vm1-full.raw')}`);
+    expect(await exists(join(dir, 'vm1-full.raw'))).toBe(false);
+    expect(await compareImages(join(dir, 'vm1.qcow2'), 'qcow2', join(dir, 'vm1-reference.raw'), 'raw')).toBe(0);
+
+    const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain('No changes');
+    const verified = await chainform(dir, 'apply', 'm.yaml', '--yes', '--verify');
+    expect(verified.exitCode).toBe(0);
+    expect(verified.stdout).toContain('verified vm1: its source is retired, so not compared; check clean');
+  });
+
+  it('refuses at validate to retire a file the new layout keeps', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'm.yaml'), manifest(['base.qcow2']));
+    const result = await chainform(dir, 'validate', 'm.yaml');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain(
+      `m.yaml:5:10: error: ${join(dir, 'base.qcow2')} is listed under retire but is the path of image "base" [retire-in-use]`,
+    );
+  });
+
+  it('keeps a retired file that an image still reads through its backing chain', async () => {
+    const { dir } = ws;
+    // old.qcow2 <- mid.qcow2 <- keep.qcow2: keep stays on mid, which the manifest does not
+    // manage, and mid still reads old.qcow2: deleting it would break keep.
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'old.qcow2'), '32M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'old.qcow2', '-F', 'qcow2', join(dir, 'mid.qcow2'));
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', join(dir, 'keep.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  keep: { path: keep.qcow2, backing: { path: mid.qcow2, format: qcow2 } }\nretire: [old.qcow2]\n',
+    );
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toContain(`failed: kept ${join(dir, 'old.qcow2')}: image "keep" still reads it`);
+    expect(await exists(join(dir, 'old.qcow2'))).toBe(true);
+  });
+
+  it('stops before retiring when an output no longer matches its source', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'm.yaml'), manifest([]));
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // Bit rot the ledger cannot see: the data changes, the size and mtime are put back.
+    const output = join(dir, 'vm1.qcow2');
+    const before = await stat(output, { bigint: true });
+    // touch -r keeps nanoseconds (the ledger compares mtime to the nanosecond).
+    await execa('touch', ['-r', output, join(dir, 'times')]);
+    await qemuIo('qcow2', output, `write -P 0x99 ${MiB + 64 * 1024} 64k`);
+    await execa('touch', ['-r', join(dir, 'times'), output]);
+    const after = await stat(output, { bigint: true });
+    expect([after.size, after.mtimeNs]).toEqual([before.size, before.mtimeNs]);
+    await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw']));
+
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toContain(`failed: ${output} (vm1) does NOT match its source`);
+    expect(result.stdout).toContain(`not retired ${join(dir, 'vm1-full.raw')}: the layout did not verify`);
+    expect(await exists(join(dir, 'vm1-full.raw'))).toBe(true);
+  });
+});
