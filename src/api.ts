@@ -22,7 +22,7 @@ import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
 import type { Plan, SpaceCheck } from './planner/plan-types.js';
-import { layerInfoCommand, probeInfoCommand } from './qemu/commands.js';
+import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
@@ -68,11 +68,7 @@ export async function validate(file: string, options: EngineOptions = {}): Promi
   for (const image of loaded.manifest.images) {
     if (!image.source || image.source.snapshot === undefined) continue;
     // The top layer's header lists its snapshots; no backing file is opened.
-    const result = await runner.run(
-      image.source.format
-        ? layerInfoCommand(image.source.path, image.source.format)
-        : probeInfoCommand(image.source.path),
-    );
+    const result = await runner.run(layerInfoCommand(image.source.path, image.source.format));
     if (result.exitCode !== 0) {
       diagnostics.push(
         error('inspect-failed', `cannot read ${image.source.path}: ${qemuMessage(result.stderr)}`, {

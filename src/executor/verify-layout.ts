@@ -43,7 +43,7 @@ async function compareWithSource(
   if (manifest.retire.some((r) => r.path === source.path) && !(await fingerprintOf(source.path))) {
     return { note: 'its source is retired, so not compared' };
   }
-  const format = source.format ?? 'raw';
+  const format = source.format;
   const run = (argv: Argv) => effects.run(argv);
   if (source.snapshot === undefined) {
     const result = await run(compareCommand({ a: image.path, aFormat: image.format, b: source.path, bFormat: format }));

@@ -10,7 +10,7 @@ import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
-import { detectFormat, readChain } from './read-chain.js';
+import { readChain } from './read-chain.js';
 import { sniffFormat } from './sniff-format.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
@@ -65,7 +65,8 @@ export interface InspectedLayout {
 
 interface Request {
   path: string;
-  format: string | undefined;
+  /** Always declared: chainform never lets qemu-img guess a format. */
+  format: string;
   at: SourceLocation;
   role: string;
 }
@@ -115,25 +116,14 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
 
 async function inspectFile(request: Request, runner: CommandRunner, diagnostics: Diagnostic[]): Promise<InspectedFile> {
   const fingerprint = await fingerprintOf(request.path);
-  let format = request.format;
-  if (!fingerprint) return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
+  const format = request.format;
+  if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
-  if (request.role === 'foreign-output')
-    return { path: request.path, fingerprint, format: format ?? 'unknown', chain: null };
-  if (format) {
-    const problem = await contradictedFormat(request, format);
-    if (problem) {
-      diagnostics.push(problem);
-      if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
-    }
-  }
-  if (!format) {
-    format = await detectFormat(request.path, runner, diagnostics, {
-      at: request.at,
-      pinHint: (detected) =>
-        `pin it with \`format: ${detected}\`: detection trusts the file's header, which a guest can write`,
-    });
-    if (!format) return { path: request.path, fingerprint, format: 'unknown', chain: null };
+  if (request.role === 'foreign-output') return { path: request.path, fingerprint, format, chain: null };
+  const problem = await contradictedFormat(request, format);
+  if (problem) {
+    diagnostics.push(problem);
+    if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
   }
   const layers = await readChain(request.path, format, runner, diagnostics, request.at);
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
@@ -228,7 +218,7 @@ export async function inspectLayout(
         diagnostics.push(
           error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
         );
-        return { path: request.path, fingerprint: null, format: request.format ?? 'unknown', chain: null };
+        return { path: request.path, fingerprint: null, format: request.format, chain: null };
       }),
     ),
   );

@@ -120,9 +120,9 @@ export interface Source {
    */
   path: string;
   /**
-   * The source's format. Omitted: detected once, then always passed explicitly. Pin it for untrusted images.
+   * The source's format, always declared: chainform never lets qemu-img guess one, since a guest can write any header into a raw disk. `qemu-img info` shows the format of a file you trust; `chainform import` writes it for you.
    */
-  format?: 'qcow2' | 'raw' | 'qed' | 'vmdk' | 'vdi' | 'vhdx' | 'vpc' | 'parallels' | 'dmg' | 'cloop' | 'bochs' | 'luks';
+  format: 'qcow2' | 'raw' | 'qed' | 'vmdk' | 'vdi' | 'vhdx' | 'vpc' | 'parallels' | 'dmg' | 'cloop' | 'bochs' | 'luks';
   /**
    * An internal snapshot of the source file (name or id) whose content the image must present.
    */

@@ -14,8 +14,8 @@ export type InputFormat = NonNullable<Source['format']>;
 export interface ResolvedSource {
   /** Absolute path of the source file. */
   path: string;
-  /** Declared format; undefined means "detect once during inspection". */
-  format: InputFormat | undefined;
+  /** Declared format (required: chainform never lets qemu-img guess one). */
+  format: InputFormat;
   snapshot: string | undefined;
 }
 

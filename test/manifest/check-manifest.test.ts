@@ -88,7 +88,7 @@ images:
   });
 
   it('refuses an image that names itself as its source', () => {
-    const d = semanticDiagnostics('version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2 } }\n');
+    const d = semanticDiagnostics('version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2, format: qcow2 } }\n');
     expect(d.map((x) => x.code)).toEqual(['overwrites-input']);
   });
 

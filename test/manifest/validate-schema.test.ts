@@ -74,6 +74,12 @@ images:
     expect(d[0]!.message).toContain('"format"');
   });
 
+  it('requires the format of a source: chainform never lets qemu-img guess one', () => {
+    const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    path: a\n    from: { path: b }\n');
+    expect(d.map(brief)).toEqual(['missing-key@5:5']);
+    expect(d[0]!.message).toContain('"format"');
+  });
+
   it('requires version 1', () => {
     const d = schemaDiagnostics('version: 2\nimages:\n  a: { path: a }\n');
     expect(d.map(brief)).toEqual(['invalid-value@1:10']);
