@@ -29,10 +29,19 @@ import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
 import { JournalWriter } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 
+/** stat, or undefined when the path cannot exist (missing, a name too long, ...). */
+function statIfAny(path: string): ReturnType<typeof statSync> | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
 /** The nearest existing ancestor of `path`, when it is not a folder. */
 function parentBlocked(path: string): string | undefined {
   for (let dir = dirname(path); ; dir = dirname(dir)) {
-    const stat = statSync(dir, { throwIfNoEntry: false });
+    const stat = statIfAny(dir);
     if (stat) return stat.isDirectory() ? undefined : dir;
     if (dirname(dir) === dir) return undefined;
   }

@@ -1,7 +1,7 @@
 // Stage 3: look at what is on disk. Every qemu-img call here is read-only (`info -U`), and every
 // format is passed explicitly except a source whose format the manifest leaves out, which is
 // detected exactly once and reported.
-import { statfs } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -120,6 +120,19 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return { path: request.path, fingerprint, format, chain: null };
+  const kind = await fileKind(request.path);
+  if (kind !== 'file') {
+    diagnostics.push(
+      error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
+        location: request.at,
+        hint:
+          kind === 'block device'
+            ? 'chainform works on image files; block devices are not supported yet'
+            : 'name the image file itself',
+      }),
+    );
+    return { path: request.path, fingerprint, format, chain: null };
+  }
   const problem = await contradictedFormat(request, format);
   if (problem) {
     diagnostics.push(problem);
@@ -197,6 +210,20 @@ async function contradictedFormat(request: Request, format: string): Promise<Dia
     location: request.at,
     hint: `if it is a ${claimed} image, declare format: ${claimed}; a raw disk whose guest wrote such a header is rightly read as raw`,
   });
+}
+
+/**
+ * What kind of file `path` is (following symlinks). Anything but a regular file is refused
+ * before it is opened: opening a FIFO blocks until someone writes to it.
+ */
+async function fileKind(path: string): Promise<string> {
+  const info = await stat(path);
+  if (info.isFile()) return 'file';
+  if (info.isDirectory()) return 'directory';
+  if (info.isFIFO()) return 'FIFO (named pipe)';
+  if (info.isSocket()) return 'socket';
+  if (info.isBlockDevice()) return 'block device';
+  return 'character device';
 }
 
 /** Inspects every file the manifest reads or writes, plus free space of output folders. */

@@ -372,6 +372,31 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
 }
 
 /** Runs every semantic check; returns all problems found (an empty list means valid). */
+/** Longest file name (one path component, in bytes) Linux filesystems hold. */
+const NAME_MAX = 255;
+
+/** Every path the manifest names, with where; a name no filesystem can hold is an error. */
+function checkNameLengths(manifest: ResolvedManifest): Diagnostic[] {
+  const paths = manifest.images.flatMap((image) => [
+    { path: image.path, at: image.at.path },
+    ...(image.source ? [{ path: image.source.path, at: image.at.fromPath }] : []),
+    ...(image.backing?.kind === 'file' ? [{ path: image.backing.path, at: image.at.backing }] : []),
+    ...(image.options.data_file !== undefined
+      ? [{ path: image.options.data_file, at: image.at.option('data_file') }]
+      : []),
+  ]);
+  return [...paths, ...manifest.retire].flatMap(({ path, at }) => {
+    const long = path.split('/').find((name) => Buffer.byteLength(name) > NAME_MAX);
+    if (long === undefined) return [];
+    return [
+      error('name-too-long', `the file name "${long.slice(0, 40)}..." is ${Buffer.byteLength(long)} bytes long`, {
+        location: at,
+        hint: `file and folder names can be at most ${NAME_MAX} bytes`,
+      }),
+    ];
+  });
+}
+
 /**
  * A retired file must not be a file the new layout keeps: an image, a declared backing or a data
  * file. A source may be retired (that is the point of turning full copies into overlays): it is
@@ -409,5 +434,6 @@ export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment)
     ...checkOverwrites(manifest),
     ...checkOptions(manifest),
     ...checkRetire(manifest),
+    ...checkNameLengths(manifest),
   ];
 }

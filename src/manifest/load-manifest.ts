@@ -1,8 +1,8 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
 import { readFile } from 'node:fs/promises';
-import { type Document, LineCounter, parseDocument } from 'yaml';
-import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
-import { locationOfOffsets } from './locate.js';
+import { type Document, parseDocument } from 'yaml';
+import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
+import { locationOfOffsets, TextLines } from './locate.js';
 
 /** A parsed manifest file: its text, its YAML document (for locations) and its plain data. */
 export interface ManifestSource {
@@ -10,7 +10,8 @@ export interface ManifestSource {
   file: string;
   text: string;
   document: Document.Parsed;
-  lineCounter: LineCounter;
+  /** Offset -> line:column of `text`. */
+  lines: TextLines;
   /** The document as plain data, not yet validated. */
   data: unknown;
 }
@@ -18,28 +19,41 @@ export interface ManifestSource {
 /** Aliases a manifest may expand; more is treated as an alias bomb. */
 const MAX_ALIAS_COUNT = 100;
 
+/** The error for YAML nested deeper than the parser can follow. */
+function tooDeep(file: string, location: SourceLocation = { file, line: 1, column: 1 }): Diagnostic {
+  return error('yaml-too-deep', 'the YAML is nested too deeply to read', {
+    location,
+    hint: 'a manifest needs only a few levels of nesting: check for runaway "- " or "[" sequences',
+  });
+}
+
 /** Parses manifest text; YAML syntax errors come back as located diagnostics. */
 export function parseManifestText(
   file: string,
   text: string,
 ): { ok: true; source: ManifestSource } | { ok: false; diagnostics: Diagnostic[] } {
-  const lineCounter = new LineCounter();
-  const document = parseDocument(text, {
-    lineCounter,
-    uniqueKeys: true,
-    prettyErrors: false,
-    strict: true,
-  });
+  const lines = new TextLines(text);
+  let document: Document.Parsed;
+  try {
+    document = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+  } catch (e) {
+    // yaml's parser recurses per nesting level: thousands of levels overflow the stack.
+    if (!(e instanceof RangeError)) throw e;
+    return { ok: false, diagnostics: [tooDeep(file)] };
+  }
   const diagnostics: Diagnostic[] = document.errors.map((e) =>
-    error('yaml-syntax', e.message.split('\n')[0] ?? e.message, {
-      location: locationOfOffsets(file, lineCounter, e.pos[0], e.pos[1]),
-    }),
+    /call stack/i.test(e.message)
+      ? tooDeep(file, locationOfOffsets(file, lines, e.pos[0], e.pos[1]))
+      : error('yaml-syntax', e.message.split('\n')[0] ?? e.message, {
+          location: locationOfOffsets(file, lines, e.pos[0], e.pos[1]),
+        }),
   );
   if (diagnostics.length > 0) return { ok: false, diagnostics };
   let data: unknown;
   try {
     data = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (e) {
+    if (e instanceof RangeError) return { ok: false, diagnostics: [tooDeep(file)] };
     // yaml throws ReferenceError for alias bombs and unresolved aliases.
     const message = e instanceof Error ? e.message : String(e);
     return {
@@ -52,7 +66,7 @@ export function parseManifestText(
       ],
     };
   }
-  return { ok: true, source: { file, text, document, lineCounter, data } };
+  return { ok: true, source: { file, text, document, lines, data } };
 }
 
 /** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
@@ -75,10 +89,15 @@ export async function loadManifestFile(
       diagnostics: [error('manifest-unreadable', `cannot read manifest ${file}: ${reason}`)],
     };
   }
-  if (text.includes('\0')) {
+  const nul = text.indexOf('\0');
+  if (nul >= 0) {
     return {
       ok: false,
-      diagnostics: [error('manifest-not-yaml', `${file} is not a YAML manifest: it contains binary data`)],
+      diagnostics: [
+        error('manifest-not-yaml', `${file} is not a YAML manifest: it contains binary data (a NUL byte)`, {
+          location: locationOfOffsets(file, new TextLines(text), nul, nul + 1),
+        }),
+      ],
     };
   }
   return parseManifestText(file, text);

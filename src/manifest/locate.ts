@@ -1,13 +1,38 @@
 // Maps a path inside the manifest data (e.g. ['images', 'web', 'backing']) to a line:column span.
-import { isMap, isPair, isScalar, isSeq, type LineCounter, type Node, type Pair } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, type Node, type Pair } from 'yaml';
 import type { SourceLocation } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
 
+/**
+ * Line starts of a text, for offset -> line:column. Computed from the text itself: yaml's own
+ * LineCounter only learns the line breaks its lexer reports, and misses those inside a token
+ * that error recovery swallowed, which shifted every later location by a line.
+ */
+export class TextLines {
+  private readonly starts: number[] = [0];
+
+  constructor(text: string) {
+    for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) this.starts.push(i + 1);
+  }
+
+  /** 1-based line and column of a character offset. */
+  position(offset: number): { line: number; column: number } {
+    let low = 0;
+    let high = this.starts.length - 1;
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if ((this.starts[mid] ?? 0) <= offset) low = mid;
+      else high = mid - 1;
+    }
+    return { line: low + 1, column: offset - (this.starts[low] ?? 0) + 1 };
+  }
+}
+
 /** A span from character offsets, as 1-based line/column. */
-export function locationOfOffsets(file: string, lineCounter: LineCounter, start: number, end: number): SourceLocation {
-  const from = lineCounter.linePos(start);
-  const to = lineCounter.linePos(Math.max(start, end));
-  return { file, line: from.line, column: from.col, endLine: to.line, endColumn: to.col };
+export function locationOfOffsets(file: string, lines: TextLines, start: number, end: number): SourceLocation {
+  const from = lines.position(start);
+  const to = lines.position(Math.max(start, end));
+  return { file, line: from.line, column: from.column, endLine: to.line, endColumn: to.column };
 }
 
 function pairWithKey(node: Node, key: string | number): Pair<Node, Node | null> | undefined {
@@ -52,5 +77,5 @@ export function locate(
     if (node?.range) best = [node.range[0], node.range[1]];
   }
   if (!best) return { file: source.file, line: 1, column: 1 };
-  return locationOfOffsets(source.file, source.lineCounter, best[0], best[1]);
+  return locationOfOffsets(source.file, source.lines, best[0], best[1]);
 }

@@ -5,7 +5,7 @@
  */
 export type OutputFormat = 'qcow2' | 'raw' | 'qed' | 'vmdk' | 'vdi' | 'vhdx' | 'vpc';
 /**
- * A file path; a relative one is taken from the manifest's folder.
+ * A file path; a relative one is taken from the manifest's folder. No NUL characters.
  */
 export type FilePath = string;
 

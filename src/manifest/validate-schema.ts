@@ -150,6 +150,9 @@ function pruneAnyOf(source: ManifestSource, errors: readonly ErrorObject[]): Err
   });
 }
 
+/** Schema errors reported at most; a last diagnostic counts the rest. */
+const MAX_SCHEMA_DIAGNOSTICS = 50;
+
 /** Validates parsed data against the manifest schema. */
 export function validateSchema(
   source: ManifestSource,
@@ -159,7 +162,17 @@ export function validateSchema(
   // propertyNames failures come twice (the inner keyword and the wrapper); keep one per name.
   const seen = new Set<string>();
   const diagnostics: Diagnostic[] = [];
-  for (const e of errors) {
+  // Locating an error scans its mapping: thousands of errors would take quadratic time, and no
+  // one reads past the first few (the CLI prints 20).
+  for (const [index, e] of errors.entries()) {
+    if (diagnostics.length >= MAX_SCHEMA_DIAGNOSTICS) {
+      diagnostics.push(
+        error('more-schema-errors', `${errors.length - index} more schema errors are not shown`, {
+          location: locate(source, []),
+        }),
+      );
+      break;
+    }
     const d = toDiagnostic(source, e);
     const key = `${d.code}|${d.message}|${d.location?.line}:${d.location?.column}`;
     if (seen.has(key)) continue;

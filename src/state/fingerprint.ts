@@ -20,9 +20,10 @@ export async function fingerprintOf(path: string): Promise<Fingerprint | null> {
       mtimeNs: String(s.mtimeNs),
     };
   } catch (e) {
-    // ENOTDIR: a parent in the path is a file, so this path cannot exist either.
+    // ENOTDIR: a parent in the path is a file; ENAMETOOLONG: a name no filesystem holds.
+    // Either way this path cannot exist.
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
     throw e;
   }
 }

@@ -377,13 +377,22 @@ describe('broken images are refused at plan time, clearly, and nothing is writte
   });
 
   it('a directory given as a source, as an image kept in place, and as an output', async () => {
-    await expectRefused(source('folder.qcow2', 'qcow2'), ['folder.qcow2'], /to be a regular file/);
-    await expectRefused('    path: folder.qcow2\n    format: qcow2\n', ['folder.qcow2'], /to be a regular file/);
+    await expectRefused(source('folder.qcow2', 'qcow2'), ['folder.qcow2'], /is a directory, not an image file/);
+    await expectRefused(
+      '    path: folder.qcow2\n    format: qcow2\n',
+      ['folder.qcow2'],
+      /is a directory, not an image file/,
+    );
     await expectRefused(
       '    path: folder.qcow2\n    from: { path: good.qcow2, format: qcow2 }\n',
       ['folder.qcow2'],
       /already exists and chainform did not create it \[output-exists\]/,
     );
+  });
+
+  it('a named pipe as a source is refused before anything opens it (an open would block)', async () => {
+    await execa('mkfifo', [join(ws.dir, 'pipe.raw')]);
+    await expectRefused(source('pipe.raw', 'raw'), ['pipe.raw'], /is a FIFO \(named pipe\), not an image file/);
   });
 
   it('an unreadable file (mode 000; as root, plan runs as nobody so that the mode applies)', async () => {

@@ -87,8 +87,17 @@ images:
     expect(d[0]!.hint).toContain('backing: a');
   });
 
+  it('refuses a file name longer than any filesystem holds, at its line', () => {
+    const d = semanticDiagnostics(
+      `version: 1\nimages:\n  a: { path: ${'x'.repeat(300)}/a.qcow2, from: { path: in.raw, format: raw } }\n`,
+    );
+    expect(d.map(brief)).toEqual(['name-too-long@3:14']);
+  });
+
   it('refuses an image that names itself as its source', () => {
-    const d = semanticDiagnostics('version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2, format: qcow2 } }\n');
+    const d = semanticDiagnostics(
+      'version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2, format: qcow2 } }\n',
+    );
     expect(d.map((x) => x.code)).toEqual(['overwrites-input']);
   });
 

@@ -93,6 +93,29 @@ images:
     expect(d[0]!.location?.line).toBe(5);
   });
 
+  it('counts lines from the text itself, also after a broken token that spans a line break', () => {
+    // yaml's own line counter missed the break inside "1\n  c" and put later errors on line 2.
+    const text = '  a: 1\nb: 1\n  c: {d: 1}\n';
+    const lines = text.split('\n');
+    const d = schemaDiagnostics(text);
+    expect(d.map(brief)).toContain('yaml-syntax@3:6');
+    // Every location lies within its line (the shifted ones pointed past the end of line 2).
+    for (const x of d) expect(x.location!.column, x.message).toBeLessThanOrEqual(lines[x.location!.line - 1]!.length);
+  });
+
+  it('reports nesting too deep for the parser at a location, not as a crash', () => {
+    const d = schemaDiagnostics(`a:\n  ${'- '.repeat(3000)}x\nb: 1\n`);
+    expect(d.map((x) => x.code)).toEqual(['yaml-too-deep']);
+    expect(d[0]!.location).toMatchObject({ line: 1, column: 1 });
+  });
+
+  it('reports more schema errors than anyone reads as one counted line, quickly', () => {
+    const keys = Array.from({ length: 5000 }, (_, i) => `k${i}: ${i}`).join('\n');
+    const d = schemaDiagnostics(`version: 1\nimages: { a: { path: a } }\n${keys}\n`);
+    expect(d).toHaveLength(51);
+    expect(d.at(-1)).toMatchObject({ code: 'more-schema-errors', message: '4950 more schema errors are not shown' });
+  });
+
   it('rejects duplicate keys', () => {
     const d = schemaDiagnostics('version: 1\nimages:\n  a: { path: a }\n  a: { path: b }\n');
     expect(d.map((x) => x.code)).toEqual(['yaml-syntax']);
