@@ -8,7 +8,7 @@ import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
 import { type StartedHelper, startHelperProcess } from './helper-process.js';
-import { createRuntimeFolder, noteHelper } from './runtime-folders.js';
+import { createRuntimeFolder } from './runtime-folders.js';
 
 /** What running a step may do to the world. */
 export interface StepEffects {
@@ -74,7 +74,7 @@ export class DiskEffects implements StepEffects {
   }
 
   startHelper(argv: Argv, socket: string): Promise<StartedHelper> {
-    return startHelperProcess(argv, socket, (pid) => noteHelper(dirname(socket), pid));
+    return startHelperProcess(argv, socket);
   }
 
   async prepareTemporary(temporaryPath: string): Promise<void> {

@@ -32,14 +32,10 @@ async function accepts(socket: string): Promise<boolean> {
 }
 
 /**
- * Starts `argv` and resolves once `socket` accepts connections; rejects if it dies first.
- * `onSpawn` learns the pid first, so a later run can stop the helper if this one is killed.
+ * Starts `argv` and resolves once `socket` accepts connections; rejects if it dies first. If this
+ * process is killed, the next apply finds the helper by the runtime folder its argv names.
  */
-export async function startHelperProcess(
-  argv: Argv,
-  socket: string,
-  onSpawn: (pid: number) => Promise<void> = async () => undefined,
-): Promise<StartedHelper> {
+export async function startHelperProcess(argv: Argv, socket: string): Promise<StartedHelper> {
   const [program, ...args] = argv;
   if (!program) throw new Error('internal: empty helper argv');
   const child = execa(program, args, {
@@ -59,7 +55,6 @@ export async function startHelperProcess(
     if (!exited) child.kill('SIGTERM');
     await done;
   };
-  if (child.pid !== undefined) await onSpawn(child.pid);
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await accepts(socket))) {
     if (exited) {

@@ -4,12 +4,14 @@
 // steps it was in the middle of, and stops orphaned qemu-nbd helpers. Planning comes after, from
 // what is on disk then: a finished step is never trusted on the journal's word, only on the
 // ledger's fingerprints.
-import { readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv } from '../qemu/commands.js';
 import { fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
 import { closeRecoveredJournal, type Journal, readJournal } from '../state/journal.js';
+import { stateDir } from '../state/ledger.js';
 import { processAlive } from '../util/process-alive.js';
 import { reapOrphanedRuntimeFolders } from './runtime-folders.js';
 
@@ -68,6 +70,17 @@ async function outputsUnchanged(step: Journal['steps'][number]): Promise<boolean
 }
 
 /**
+ * Removes the temporary files of state writes a killed run left (write-file-atomic writes
+ * `ledger.json.<hash>` and renames it; killed before the rename, the temporary file stays).
+ */
+async function removeStateLeftovers(manifestDir: string): Promise<void> {
+  const dir = stateDir(manifestDir);
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (/^(ledger|journal|apply\.owner)\.json\.[0-9a-z]+$/i.test(name)) await rm(join(dir, name), { force: true });
+  }
+}
+
+/**
  * Cleans up after the last apply of this manifest folder if it was killed; null when it ended on
  * its own (or there was none). The caller holds the apply lock.
  */
@@ -76,6 +89,7 @@ export async function recoverInterruptedApply(
   now: () => Date = () => new Date(),
 ): Promise<Recovery | null> {
   await reapOrphanedRuntimeFolders();
+  await removeStateLeftovers(manifestDir);
   const journal = await readJournal(manifestDir);
   if (!journal || journal.finishedAt !== undefined) return null;
   const local = journal.host === hostname();

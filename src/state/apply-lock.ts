@@ -4,6 +4,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { processAlive } from '../util/process-alive.js';
@@ -33,6 +34,22 @@ async function readHolder(path: string): Promise<LockHolder | undefined> {
   }
 }
 
+/** How long a lock may be held without an owner file before it counts as left by a killed run. */
+const OWNER_WAIT_MS = 2_000;
+
+/**
+ * Who holds the lock; waits briefly for a holder that has just taken it to write the owner file.
+ * Undefined when no owner appears: its holder was killed before it could name itself.
+ */
+async function ownerOf(ownerPath: string): Promise<LockHolder | undefined> {
+  for (let waited = 0; waited < OWNER_WAIT_MS; waited += 100) {
+    const holder = await readHolder(ownerPath);
+    if (holder) return holder;
+    await sleep(100);
+  }
+  return readHolder(ownerPath);
+}
+
 /** Takes the apply lock of the state folder beside a manifest, or says who holds it. */
 export async function acquireApplyLock(manifestDir: string, now: () => Date = () => new Date()): Promise<LockAttempt> {
   const dir = stateDir(manifestDir);
@@ -53,9 +70,11 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
     release = await lock();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
-    const holder = await readHolder(ownerPath);
-    // A holder on this host whose process is gone (killed) left a stale lock: take it over.
-    if (!holder || holder.host !== hostname() || processAlive(holder.pid)) return { ok: false, holder, lockPath };
+    const holder = await ownerOf(ownerPath);
+    // A holder on this host whose process is gone (killed) left a stale lock: take it over. So
+    // did one killed between taking the lock and naming itself (no owner file after the wait).
+    const stale = holder === undefined || (holder.host === hostname() && !processAlive(holder.pid));
+    if (!stale) return { ok: false, holder, lockPath };
     await rm(lockPath, { recursive: true, force: true });
     release = await lock();
   }
@@ -63,9 +82,11 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
   await writeFileAtomic(ownerPath, `${JSON.stringify(holder)}\n`);
   return {
     ok: true,
+    // Unlock first: killed in between, a stale owner file is harmless (the next holder replaces
+    // it), while a lock without an owner would look taken.
     release: async () => {
-      await rm(ownerPath, { force: true });
       await release();
+      await rm(ownerPath, { force: true });
     },
   };
 }

@@ -26,6 +26,7 @@ import {
   UNKNOWN_KEYS,
   WRONG_TYPES,
 } from './hostile-values.js';
+import { mulberry32 } from './random.js';
 
 /** A seeded source of randomness; never Math.random, so every case can be reproduced. */
 export interface Random {
@@ -35,18 +36,6 @@ export interface Random {
   int(n: number): number;
   pick<T>(items: readonly T[]): T;
   chance(p: number): boolean;
-}
-
-/** mulberry32: a tiny 32-bit PRNG, good enough to spread mutations, fully determined by `seed`. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A {@link Random} on mulberry32. */

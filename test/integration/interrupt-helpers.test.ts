@@ -1,6 +1,7 @@
 // Ctrl-C while a step serves a snapshot through qemu-nbd: the export is stopped, its private
 // runtime folder removed, no temporary image is left, and the input is unchanged.
-import { readdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -65,6 +66,34 @@ it('stops helpers left by a run killed with SIGKILL on the next apply, which com
     await qemuImg('convert', '-f', 'qcow2', '-l', 'snapshot.name=sn1', '-O', 'raw', image, reference);
     expect(await compareImages(join(dir, 'out/next.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
     expect(await checksums([image])).toEqual(before);
+  } finally {
+    await cleanup();
+  }
+});
+
+it('stops a helper whose owner was killed before anything recorded it, by the folder it names', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const image = await makeDisk(dir);
+    // A runtime folder named after an owner that is gone, and an export serving from it: what a
+    // SIGKILL an instant after the helper was spawned leaves.
+    const gone = execa('true');
+    await gone;
+    const folder = await mkdtemp(join(tmpdir(), `chainform-${gone.pid}-`));
+    const socket = join(folder, 'source.sock');
+    const helper = execa('qemu-nbd', ['-r', '-t', '-f', 'qcow2', '-l', 'snapshot.name=sn1', '-k', socket, image], {
+      reject: false,
+      detached: true,
+    });
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(existsSync(socket)).toBe(true);
+
+    const again = await execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+    expect(again.exitCode, String(again.stdout)).toBe(0);
+    // qemu-nbd exits 0 on SIGTERM; awaiting it proves the reaper stopped it.
+    const ended = await helper;
+    expect(ended.signal ?? `exit ${ended.exitCode}`).toMatch(/^(SIGTERM|exit 0)$/);
+    expect(existsSync(folder)).toBe(false);
   } finally {
     await cleanup();
   }

@@ -1,6 +1,6 @@
 // Issue 4 (in part): one apply at a time per state folder; a lock left by a dead process is stale.
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -53,6 +53,26 @@ describe('apply lock', () => {
 });
 
 describe('images in use', () => {
+  it('takes over a lock whose holder was killed before it could write the owner file', async () => {
+    const { dir } = ws;
+    // What a SIGKILL right after the lock directory was made leaves: a fresh lock, no owner.
+    await mkdir(join(dir, '.chainform/apply.lock'), { recursive: true });
+    const started = Date.now();
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(r.exitCode, r.stderr).toBe(0);
+    // It waited for an owner to appear (a holder may be an instant from writing it), not 30 s.
+    expect(Date.now() - started).toBeLessThan(20_000);
+  });
+
+  it('cleans up write-file-atomic leftovers in the state folder', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, '.chainform'), { recursive: true });
+    await writeFile(join(dir, '.chainform/journal.json.2763091721'), '{"half":');
+    await writeFile(join(dir, '.chainform/ledger.json.1714029035'), '{"half":');
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect((await readdir(join(dir, '.chainform'))).sort()).toEqual(['journal.json', 'ledger.json']);
+  });
+
   it('refuses to plan or apply while qemu-nbd holds an image open for writing', async () => {
     const { dir } = ws;
     const vm = join(dir, 'vm.qcow2');
