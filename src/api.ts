@@ -1,7 +1,8 @@
 // The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
 import { existsSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type Diagnostic, error, hasErrors } from './diagnostics/diagnostic.js';
+import { type Diagnostic, error, hasErrors, warning } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
 import { executePlan } from './executor/execute-plan.js';
@@ -26,8 +27,9 @@ import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
-import { JournalWriter } from './state/journal.js';
+import { JournalWriter, readJournal } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
+import { processAlive } from './util/process-alive.js';
 
 /** stat, or undefined when the path cannot exist (missing, a name too long, ...). */
 function statIfAny(path: string): ReturnType<typeof statSync> | undefined {
@@ -104,6 +106,23 @@ export type PlanResult =
     }
   | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
 
+/**
+ * A warning when the last apply of this folder was killed and nothing has cleaned up after it
+ * yet: its qemu-img may still run (and hold images), which the next `apply` deals with first.
+ */
+async function killedApplyWarning(manifestDir: string): Promise<Diagnostic[]> {
+  const journal = await readJournal(manifestDir);
+  if (!journal || journal.finishedAt !== undefined) return [];
+  if (journal.host === hostname() && processAlive(journal.pid)) return [];
+  return [
+    warning(
+      'apply-killed',
+      `the last apply (pid ${journal.pid} on ${journal.host}, started ${journal.startedAt}) was killed before it finished`,
+      { hint: 'the next `chainform apply` stops what it left running and removes its half-written files first' },
+    ),
+  ];
+}
+
 /** Options shared by {@link plan} and {@link apply}. */
 export interface EngineOptions {
   /** Runs qemu-img; defaults to the real one. */
@@ -133,9 +152,10 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
     };
   }
   const inspected = await inspectLayout(loaded.manifest, ledger, runner);
-  const warnings = [...loaded.warnings, ...inspected.diagnostics.filter((d) => d.severity === 'warning')];
+  const killed = await killedApplyWarning(loaded.manifest.dir);
+  const warnings = [...loaded.warnings, ...killed, ...inspected.diagnostics.filter((d) => d.severity === 'warning')];
   if (hasErrors(inspected.diagnostics)) {
-    return { ok: false, diagnostics: inspected.diagnostics, source: loaded.source };
+    return { ok: false, diagnostics: [...killed, ...inspected.diagnostics], source: loaded.source };
   }
   const planned = planLayout(loaded.manifest, inspected.layout);
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };

@@ -88,6 +88,11 @@ it('resumes after chainform is killed with SIGKILL while qemu-img runs', async (
     expect(await runningCommand(orphan?.pid)).toContain('qemu-img\0convert');
     expect((await readdir(join(dir, 'out'))).filter((n) => n !== 'big.qcow2')).toHaveLength(1);
 
+    // plan writes nothing, so it only warns; apply is what cleans up.
+    const planned = await chainform(dir, 'plan', 'm.yaml');
+    expect(planned.stderr).toContain(`warning: the last apply (pid ${child.pid} on `);
+    expect(planned.stderr).toContain('was killed before it finished [apply-killed]');
+
     const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(resumed.stderr).toBe('');
     expect(resumed.exitCode).toBe(0);
