@@ -27,9 +27,8 @@ import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
-import { JournalWriter, readJournal } from './state/journal.js';
+import { JournalWriter, readJournal, writerMayBeAlive } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
-import { processAlive } from './util/process-alive.js';
 
 /** stat, or undefined when the path cannot exist (missing, a name too long, ...). */
 function statIfAny(path: string): ReturnType<typeof statSync> | undefined {
@@ -113,7 +112,7 @@ export type PlanResult =
 async function killedApplyWarning(manifestDir: string): Promise<Diagnostic[]> {
   const journal = await readJournal(manifestDir);
   if (!journal || journal.finishedAt !== undefined) return [];
-  if (journal.host === hostname() && processAlive(journal.pid)) return [];
+  if (journal.host === hostname() && writerMayBeAlive(journal)) return [];
   return [
     warning(
       'apply-killed',

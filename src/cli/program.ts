@@ -69,6 +69,9 @@ function recoveryLines(recovery: Recovery): string[] {
     lines.push(`  interrupted (will be redone): ${recovery.interruptedSteps.join(', ')}`);
   if (recovery.stoppedCommands.length)
     lines.push(`  stopped ${plural(recovery.stoppedCommands.length, 'leftover command')}`);
+  for (const path of recovery.repaired)
+    lines.push(`  repaired the refcounts of ${path} (left dirty by the interrupted step)`);
+  for (const { path, reason } of recovery.unrepaired) lines.push(`  could not repair ${path}: ${reason}`);
   if (recovery.removedTemporaries.length)
     lines.push(`  removed ${plural(recovery.removedTemporaries.length, 'half-written temporary file')}`);
   return lines;

@@ -32,6 +32,8 @@ export interface StepEffects {
    * where those files are now (their temporary names): a rename keeps the fingerprint.
    */
   record(path: string, intent: LedgerIntent, located?: Readonly<Record<string, string>>): Promise<void>;
+  /** Clears the in-progress mark {@link record} leaves while the files still have temporary names. */
+  markFinished(path: string): Promise<void>;
   /** Before an in-place change of a recorded output: mark its ledger entry in progress. */
   markInProgress(path: string): Promise<void>;
   /** Updates a chain of the ledger entry of `output` with the current fingerprints of `files`. */
@@ -108,7 +110,13 @@ export class DiskEffects implements StepEffects {
       sourceChain: await fingerprints(intent.sourceChain),
       backingChain: await fingerprints(intent.backingChain),
       appliedAt: this.now().toISOString(),
+      // Until the renames are done, the entry describes files under their temporary names.
+      ...(Object.keys(located).length > 0 ? { inProgress: true } : {}),
     });
+  }
+
+  async markFinished(path: string): Promise<void> {
+    await this.ledger.markFinished(path);
   }
 
   async markInProgress(path: string): Promise<void> {
@@ -141,6 +149,7 @@ export class RecordingEffects implements StepEffects {
   async discardTemporary(): Promise<void> {}
   async flush(): Promise<void> {}
   async record(): Promise<void> {}
+  async markFinished(): Promise<void> {}
   async markInProgress(): Promise<void> {}
   async refreshChain(): Promise<void> {}
 }

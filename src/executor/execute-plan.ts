@@ -92,9 +92,11 @@ async function runCommands(
 }
 
 /**
- * Makes a step's results durable, records them in the ledger, then gives them their final names.
- * Recording before renaming leaves no moment where a finished output exists without the ledger
- * entry that says it is chainform's (a rename keeps device, inode, size and mtime).
+ * Makes a step's results durable, records them in the ledger (marked in progress), gives them
+ * their final names, then clears the mark. Recording before renaming leaves no moment where a
+ * finished output exists without the ledger entry that says it is chainform's (a rename keeps
+ * device, inode, size and mtime); the mark makes a run killed between the renames rebuild the
+ * output rather than refuse a file that matches neither its old entry nor its new one.
  */
 async function completeStep(step: Step, effects: StepEffects): Promise<void> {
   const renames = [
@@ -106,6 +108,7 @@ async function completeStep(step: Step, effects: StepEffects): Promise<void> {
   const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
   if (step.ledger) await effects.record(step.path, step.ledger, located);
   for (const { temporaryPath, path } of renames) await effects.commitTemporary(temporaryPath, path);
+  if (step.ledger && renames.length > 0) await effects.markFinished(step.path);
   for (const refresh of step.refreshLedger ?? [])
     await effects.refreshChain(refresh.output, refresh.chain, refresh.files);
 }

@@ -8,9 +8,12 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Argv } from '../qemu/commands.js';
+import { type Argv, layerInfoCommand, repairRefcountsCommand } from '../qemu/commands.js';
+import { parseImageInfo } from '../qemu/image-info.js';
+import { qemuMessage } from '../qemu/messages.js';
+import { type CommandRunner, ExecaRunner } from '../qemu/runner.js';
 import { fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
-import { closeRecoveredJournal, type Journal, readJournal } from '../state/journal.js';
+import { closeRecoveredJournal, type Journal, readJournal, writerMayBeAlive } from '../state/journal.js';
 import { stateDir } from '../state/ledger.js';
 import { processAlive } from '../util/process-alive.js';
 import { reapOrphanedRuntimeFolders } from './runtime-folders.js';
@@ -29,6 +32,10 @@ export interface Recovery {
   stoppedCommands: Argv[];
   /** Half-written temporary files that were removed. */
   removedTemporaries: string[];
+  /** Images changed in place whose refcounts the interrupted step left dirty, now repaired. */
+  repaired: string[];
+  /** Such images that could not be repaired (plan then reports them as dirty). */
+  unrepaired: { path: string; reason: string }[];
 }
 
 /** How long a leftover command gets to exit after SIGTERM before it is killed. */
@@ -71,13 +78,33 @@ async function outputsUnchanged(step: Journal['steps'][number]): Promise<boolean
 
 /**
  * Removes the temporary files of state writes a killed run left (write-file-atomic writes
- * `ledger.json.<hash>` and renames it; killed before the rename, the temporary file stays).
+ * `ledger.json.<hash>` and renames it; killed before the rename, the temporary file stays), and
+ * owner files of dead processes (this host's: the state folder is beside the manifest).
  */
 async function removeStateLeftovers(manifestDir: string): Promise<void> {
   const dir = stateDir(manifestDir);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (/^(ledger|journal|apply\.owner)\.json\.[0-9a-z]+$/i.test(name)) await rm(join(dir, name), { force: true });
+    if (/^(ledger|journal|apply\.owner(\.\d+)?)\.json\.[0-9a-z]+$/i.test(name))
+      await rm(join(dir, name), { force: true });
+    // The owner file of a process killed before it took the lock or after it released it.
+    if (/^apply\.owner\.\d+\.json$/.test(name)) {
+      const owner = JSON.parse(await readFile(join(dir, name), 'utf8').catch(() => '{}')) as {
+        pid?: number;
+        host?: string;
+      };
+      const dead = owner.host === hostname() && owner.pid !== process.pid && !processAlive(owner.pid ?? 0);
+      if (dead) await rm(join(dir, name), { force: true });
+    }
   }
+}
+
+/** Rebuilds the refcounts of a qcow2 image an interrupted in-place step left dirty. */
+async function repairIfDirty(path: string, runner: CommandRunner, recovery: Recovery): Promise<void> {
+  const info = await runner.run(layerInfoCommand(path, 'qcow2'));
+  if (info.exitCode !== 0 || !parseImageInfo(info.stdout)[0]?.dirty) return;
+  const repair = await runner.run(repairRefcountsCommand(path));
+  if (repair.exitCode === 0) recovery.repaired.push(path);
+  else recovery.unrepaired.push({ path, reason: qemuMessage(repair.stderr) || `exit ${repair.exitCode}` });
 }
 
 /**
@@ -86,6 +113,7 @@ async function removeStateLeftovers(manifestDir: string): Promise<void> {
  */
 export async function recoverInterruptedApply(
   manifestDir: string,
+  runner: CommandRunner = new ExecaRunner(),
   now: () => Date = () => new Date(),
 ): Promise<Recovery | null> {
   await reapOrphanedRuntimeFolders();
@@ -94,7 +122,7 @@ export async function recoverInterruptedApply(
   if (!journal || journal.finishedAt !== undefined) return null;
   const local = journal.host === hostname();
   // The lock is ours, so a live writer of this journal is a stuck run: leave its files alone.
-  if (local && journal.pid !== process.pid && processAlive(journal.pid)) return null;
+  if (local && writerMayBeAlive(journal)) return null;
   const recovery: Recovery = {
     run: { pid: journal.pid, host: journal.host, startedAt: journal.startedAt },
     doneSteps: [],
@@ -102,6 +130,8 @@ export async function recoverInterruptedApply(
     interruptedSteps: [],
     stoppedCommands: [],
     removedTemporaries: [],
+    repaired: [],
+    unrepaired: [],
   };
   for (const step of journal.steps) {
     if (step.status === 'done') {
@@ -119,6 +149,8 @@ export async function recoverInterruptedApply(
       await rm(temporary, { force: true });
       recovery.removedTemporaries.push(temporary);
     }
+    // An in-place step (rebase, amend) killed on a lazy-refcounts image leaves it dirty.
+    if (step.temporaries.length === 0) await repairIfDirty(step.path, runner, recovery);
   }
   await closeRecoveredJournal(manifestDir, journal, now());
   return recovery;

@@ -1,12 +1,13 @@
 // Private runtime folders of steps (helper sockets), and cleanup after a run that was killed
 // (SIGKILL, power loss) before it could stop its helpers. The owner's pid is part of the
 // folder's name, so ownership is known from the instant the folder exists; a later apply stops
-// every process whose command line names a folder whose owner is gone, and removes the folder.
-// Helpers always name their folder (their socket lives there), so none can be missed, even one
-// started an instant before its owner was killed.
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+// the qemu-nbd/qemu-img processes of this user whose command line names a path in a folder whose
+// owner is gone, and removes the folder. Helpers always name their folder (their socket lives
+// there), so none is missed, even one started an instant before its owner was killed. Only
+// folders that look exactly like chainform's (name, owner, mode 0700) are ever touched.
+import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processAlive } from '../util/process-alive.js';
 
@@ -17,19 +18,36 @@ export function createRuntimeFolder(): Promise<string> {
   return mkdtemp(join(tmpdir(), `${PREFIX}${process.pid}-`));
 }
 
-/** The owner pid in a runtime folder's name, or undefined for a name chainform did not make. */
-function ownerOf(name: string): number | undefined {
-  const match = /^chainform-(\d+)-[^/]+$/.exec(name);
-  return match ? Number(match[1]) : undefined;
+/**
+ * The owner pid of a runtime folder, or undefined when `name` is not one chainform made: exactly
+ * `chainform-<pid>-` plus mkdtemp's six characters, a directory owned by this user with mode 0700
+ * (as mkdtemp makes it). Anything else in the temp folder is never touched.
+ */
+async function ownerOf(dir: string, name: string): Promise<number | undefined> {
+  const match = /^chainform-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+  if (!match) return undefined;
+  const info = await lstat(dir).catch(() => undefined);
+  if (!info?.isDirectory() || (info.mode & 0o777) !== 0o700) return undefined;
+  if (process.getuid && info.uid !== process.getuid()) return undefined;
+  return Number(match[1]);
 }
 
-/** Pids of live (not zombie) processes with an argument that is the folder `text` or a path in it. */
-async function processesNaming(text: string): Promise<number[]> {
+/** Programs chainform runs as helpers; only these are ever signalled by the reaper. */
+const HELPER_PROGRAMS = new Set(['qemu-nbd', 'qemu-img']);
+
+/**
+ * Pids of live (not zombie) helper processes of this user with an argument inside `dir`. The
+ * folder name is unique (mkdtemp), so such a process was started for that folder.
+ */
+async function helpersUsing(dir: string): Promise<number[]> {
   const found: number[] = [];
   for (const entry of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (!cmdline.split('\0').some((arg) => arg === text || arg.includes(`${text}/`))) continue;
+    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!HELPER_PROGRAMS.has(basename(args[0] ?? ''))) continue;
+    if (!args.some((arg) => arg.includes(`${dir}/`))) continue;
+    const info = await lstat(`/proc/${entry}`).catch(() => undefined);
+    if (!info || (process.getuid && info.uid !== process.getuid())) continue;
     const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
     if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
     found.push(Number(entry));
@@ -37,35 +55,38 @@ async function processesNaming(text: string): Promise<number[]> {
   return found;
 }
 
-/** How long orphaned helpers get to exit after SIGTERM before SIGKILL. */
+/** How long orphaned helpers get to exit after SIGTERM before SIGKILL, and then at most. */
 const TERM_GRACE_MS = 5_000;
+const GIVE_UP_MS = 10_000;
 
 /**
  * Stops the helpers of runtime folders whose owner process is gone, and removes the folders.
- * Returns how many folders were cleaned up.
+ * Never fails: a folder it cannot clean up is left for a later run. Returns how many it removed.
  */
 export async function reapOrphanedRuntimeFolders(): Promise<number> {
   let reaped = 0;
   const names = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const name of names) {
-    const owner = ownerOf(name);
-    if (owner === undefined || processAlive(owner)) continue;
     const dir = join(tmpdir(), name);
-    // The folder name is unique (mkdtemp): a process naming it is one of its helpers.
-    for (let waited = 0; ; waited += 50) {
-      const helpers = await processesNaming(dir);
-      if (helpers.length === 0) break;
+    const owner = await ownerOf(dir, name);
+    if (owner === undefined || processAlive(owner)) continue;
+    let helpers = await helpersUsing(dir);
+    for (let waited = 0; helpers.length > 0 && waited < GIVE_UP_MS; waited += 50) {
       for (const pid of helpers) {
         try {
           process.kill(pid, waited >= TERM_GRACE_MS ? 'SIGKILL' : 'SIGTERM');
         } catch {
-          // already gone
+          // gone already, or not ours to signal
         }
       }
       await sleep(50);
+      helpers = await helpersUsing(dir);
     }
-    await rm(dir, { recursive: true, force: true });
-    reaped++;
+    if (helpers.length > 0) continue; // still serving: leave the folder (its socket) alone
+    await rm(dir, { recursive: true, force: true }).then(
+      () => reaped++,
+      () => undefined,
+    );
   }
   return reaped;
 }

@@ -108,8 +108,8 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
     }
   }
   for (const retired of manifest.retire) {
-    // Only whether it exists matters: a file to delete is never opened here.
-    requests.push({ path: retired.path, format: 'raw', at: retired.at, role: 'foreign-output' });
+    // Only whether it exists, and is a file, matters: a file to delete is never opened here.
+    requests.push({ path: retired.path, format: 'raw', at: retired.at, role: 'retired' });
   }
   return requests;
 }
@@ -121,6 +121,8 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return { path: request.path, fingerprint, format, chain: null };
   const kind = await fileKind(request.path);
+  // A file to retire is never opened either; only image files are retired.
+  if (request.role === 'retired' && kind === 'file') return { path: request.path, fingerprint, format, chain: null };
   if (kind !== 'file') {
     diagnostics.push(
       error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
@@ -159,11 +161,7 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
 }
 
 /** qemu's words when a process holds `path` open for writing (QEMU's image locks), else undefined. */
-export async function writeLockConflict(
-  path: string,
-  format: string,
-  runner: CommandRunner,
-): Promise<string | undefined> {
+async function writeLockConflict(path: string, format: string, runner: CommandRunner): Promise<string | undefined> {
   const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, path]);
   if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
   return qemuMessage(probe.stderr);

@@ -1,8 +1,9 @@
 // Whether a qcow2 file is cut short: its header, L1 table and refcount table say where the
-// metadata lives, and a table that lies past the end of the file means the file is incomplete
-// (an interrupted copy). qemu reads such clusters as zeros without complaint, so chainform would
-// otherwise copy an empty or partial disk as if it were whole. Only metadata offsets are read;
-// nothing is repaired or interpreted beyond "does it fit in the file".
+// metadata lives, and its refcounts which clusters are in use; a table or a cluster in use that
+// lies past the end of the file means the file is incomplete (an interrupted copy). qemu reads
+// such clusters as zeros without complaint, so chainform would otherwise copy an empty or
+// partial disk as if it were whole. Only metadata is read; nothing is repaired or interpreted
+// beyond "does it fit in the file".
 import { open } from 'node:fs/promises';
 
 /** The largest table read whole (L1 or refcount table); larger ones are only bounds-checked. */
@@ -17,9 +18,12 @@ export async function qcow2MetadataPastEnd(path: string): Promise<string | undef
   const handle = await open(path, 'r');
   try {
     const size = BigInt((await handle.stat()).size);
-    const header = Buffer.alloc(72);
+    const header = Buffer.alloc(104);
     const { bytesRead } = await handle.read(header, 0, header.length, 0);
-    if (bytesRead < header.length) return `its ${bytesRead}-byte header is incomplete`;
+    if (bytesRead < 72) return `its ${bytesRead}-byte header is incomplete`;
+    // Version 3 headers say how wide a refcount is (refcount_order); version 2 always uses 16 bits.
+    const version = header.readUInt32BE(4);
+    const refcountBits = version >= 3 && bytesRead >= 100 ? 1 << header.readUInt32BE(96) : 16;
     const clusterSize = 1n << BigInt(header.readUInt32BE(20));
     const l1Entries = BigInt(header.readUInt32BE(36));
     const l1Offset = header.readBigUInt64BE(40);
@@ -41,9 +45,28 @@ export async function qcow2MetadataPastEnd(path: string): Promise<string | undef
       const problem = past('L2 table', entry & L1_OFFSET_MASK, clusterSize);
       if (problem && (entry & L1_OFFSET_MASK) !== 0n) return problem;
     }
-    for (const entry of await entries(refTableOffset, refTableBytes)) {
-      const problem = past('refcount block', entry & REFTABLE_OFFSET_MASK, clusterSize);
-      if (problem && (entry & REFTABLE_OFFSET_MASK) !== 0n) return problem;
+    const blocks = (await entries(refTableOffset, refTableBytes)).map((entry) => entry & REFTABLE_OFFSET_MASK);
+    for (const block of blocks) {
+      const problem = past('refcount block', block, clusterSize);
+      if (problem && block !== 0n) return problem;
+    }
+    // Data clusters cut off leave every table intact: the highest cluster in use (refcount not
+    // zero) must still lie inside the file.
+    const perBlock = (clusterSize * 8n) / BigInt(refcountBits);
+    for (let index = blocks.length - 1; index >= 0; index--) {
+      const block = blocks[index] ?? 0n;
+      if (block === 0n) continue;
+      const counts = Buffer.alloc(Number(clusterSize));
+      await handle.read(counts, 0, counts.length, Number(block));
+      const lastByte = counts.findLastIndex((byte) => byte !== 0);
+      if (lastByte < 0) continue;
+      // Refcounts narrower than a byte share it: take the first of them (a lower bound).
+      const entry = (BigInt(lastByte) * 8n) / BigInt(refcountBits);
+      // The last cluster may end early (a snapshot table is written only as long as it is).
+      const start = (BigInt(index) * perBlock + entry) * clusterSize;
+      return start >= size
+        ? `a cluster in use starts at byte ${start}, past the end of the file (${size} bytes)`
+        : undefined;
     }
     return undefined;
   } finally {

@@ -120,6 +120,8 @@ export function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: Plan
   if (!existing?.fingerprint) return true;
   const output = ctx.layout.files.get(image.path);
   if (output?.chain?.[0]?.dataFilePath === dataFile) return true;
+  // Renamed into place by a run killed before it renamed the image: the ledger knows the file.
+  if (sameFingerprint(ctx.layout.ledger.outputs[image.path]?.dataFile, existing.fingerprint)) return true;
   ctx.diagnostics.push(
     error('data-file-exists', `${dataFile} already exists and is not the data file of "${image.id}"`, {
       location: image.at.option('data_file'),

@@ -85,16 +85,23 @@ function baseStep(
   };
 }
 
-/** The `qemu-img measure` sizing a convert of `content` into `target` (see `Step.measure`). */
-function measureOutput(target: Target, content: ContentFile, topLayerOnly: boolean) {
-  return measureCommand({
-    source: content.path,
-    sourceFormat: content.format,
-    snapshot: content.snapshot,
-    targetFormat: target.format,
-    options: target.options,
-    topLayerOnly,
-  });
+/**
+ * The `qemu-img measure` sizing a convert of `content` into a qcow2 `target` (see
+ * `Step.measure`). Only qcow2: for raw, measure reports the whole virtual size, while convert
+ * writes a sparse file; other formats cannot be measured. Those keep the planner's bound.
+ */
+function measureOutput(target: Target, content: ContentFile, topLayerOnly: boolean): Pick<Step, 'measure'> {
+  if (target.format !== 'qcow2') return {};
+  return {
+    measure: measureCommand({
+      source: content.path,
+      sourceFormat: content.format,
+      snapshot: content.snapshot,
+      targetFormat: target.format,
+      options: target.options,
+      topLayerOnly,
+    }),
+  };
 }
 
 /** A full copy into a new standalone image. */
@@ -121,7 +128,7 @@ export function convertStep(target: Target, content: ContentFile, reason: string
       ? content.virtualSize
       : Math.min(content.virtualSize, content.chainBytes),
     writeBytesIsUpperBound: true,
-    measure: measureOutput(target, content, false),
+    ...measureOutput(target, content, false),
   };
 }
 
@@ -154,7 +161,7 @@ export function convertKeepingBackingStep(
     expectedWriteBytes: content.topBytes,
     // A snapshot's share of the top layer is not known without reading its tables.
     writeBytesIsUpperBound: content.snapshot !== undefined,
-    measure: measureOutput(target, content, content.chain.length > 1),
+    ...measureOutput(target, content, content.chain.length > 1),
   };
 }
 

@@ -221,6 +221,15 @@ export function checkCommand(path: string, format: string): Argv {
   return ['qemu-img', 'check', '-q', '-f', format, fileArg(path)];
 }
 
+/**
+ * `qemu-img check -r all` on a qcow2 image left with its dirty flag (lazy refcounts) by an
+ * interrupted in-place step: it rebuilds the refcounts, as qemu does itself on the next
+ * writable open. Never for an image chainform was not changing.
+ */
+export function repairRefcountsCommand(path: string): Argv {
+  return ['qemu-img', 'check', '-q', '-r', 'all', '-f', 'qcow2', fileArg(path)];
+}
+
 /** A read-only, persistent qemu-nbd export of one internal snapshot, on a unix socket. */
 export function snapshotExportCommand(args: { image: string; format: string; snapshot: string; socket: string }): Argv {
   return [

@@ -1,10 +1,9 @@
 // One apply at a time per state folder. proper-lockfile does the locking (atomic mkdir, mtime
-// refreshed while held, stale after a while); an owner file says who holds it, so a refusal can
-// name the pid, host and start time, and a holder on this host whose process is gone is stale.
-import { mkdir, readFile, rm } from 'node:fs/promises';
+// refreshed while held, stale after a while); owner files say who holds or wants it, so a refusal
+// can name the pid, host and start time, and a lock no live process can hold is stale at once.
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { processAlive } from '../util/process-alive.js';
@@ -34,28 +33,31 @@ async function readHolder(path: string): Promise<LockHolder | undefined> {
   }
 }
 
-/** How long a lock may be held without an owner file before it counts as left by a killed run. */
-const OWNER_WAIT_MS = 2_000;
-
-/**
- * Who holds the lock; waits briefly for a holder that has just taken it to write the owner file.
- * Undefined when no owner appears: its holder was killed before it could name itself.
- */
-async function ownerOf(ownerPath: string): Promise<LockHolder | undefined> {
-  for (let waited = 0; waited < OWNER_WAIT_MS; waited += 100) {
-    const holder = await readHolder(ownerPath);
-    if (holder) return holder;
-    await sleep(100);
-  }
-  return readHolder(ownerPath);
+/** The owner files in the state folder: `apply.owner.<pid>.json`, one per process trying. */
+async function ownerFiles(dir: string): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names.filter((n) => /^apply\.owner\.\d+\.json$/.test(n)).map((n) => join(dir, n));
 }
 
-/** Takes the apply lock of the state folder beside a manifest, or says who holds it. */
+/** A holder that may be alive: on another host (cannot tell), or a live process here. */
+function mayBeAlive(holder: LockHolder): boolean {
+  return holder.host !== hostname() || processAlive(holder.pid);
+}
+
+/**
+ * Takes the apply lock of the state folder beside a manifest, or says who holds it.
+ *
+ * Every process names itself in its own owner file *before* it tries the lock, so a live holder
+ * always has one. A lock for which no owner file names a live process was left by a run killed
+ * at any moment, and is taken over at once; one that may be alive is never taken over.
+ */
 export async function acquireApplyLock(manifestDir: string, now: () => Date = () => new Date()): Promise<LockAttempt> {
   const dir = stateDir(manifestDir);
   await mkdir(dir, { recursive: true });
   const lockPath = join(dir, 'apply.lock');
-  const ownerPath = join(dir, 'apply.owner.json');
+  const ownPath = join(dir, `apply.owner.${process.pid}.json`);
+  const own: LockHolder = { pid: process.pid, host: hostname(), startedAt: now().toISOString() };
+  await writeFileAtomic(ownPath, `${JSON.stringify(own)}\n`);
   const lock = () =>
     lockfile.lock(dir, {
       lockfilePath: lockPath,
@@ -69,24 +71,35 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
   try {
     release = await lock();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
-    const holder = await ownerOf(ownerPath);
-    // A holder on this host whose process is gone (killed) left a stale lock: take it over. So
-    // did one killed between taking the lock and naming itself (no owner file after the wait).
-    const stale = holder === undefined || (holder.host === hostname() && !processAlive(holder.pid));
-    if (!stale) return { ok: false, holder, lockPath };
+    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') {
+      await rm(ownPath, { force: true });
+      throw e;
+    }
+    const others = (await Promise.all((await ownerFiles(dir)).filter((f) => f !== ownPath).map(readHolder))).filter(
+      (h): h is LockHolder => h !== undefined,
+    );
+    const holder = others.find(mayBeAlive);
+    if (holder) {
+      await rm(ownPath, { force: true });
+      return { ok: false, holder, lockPath };
+    }
+    // Every process that could hold it is gone (or none ever named itself): a killed run's lock.
     await rm(lockPath, { recursive: true, force: true });
-    release = await lock();
+    try {
+      release = await lock();
+    } catch (again) {
+      await rm(ownPath, { force: true });
+      if ((again as NodeJS.ErrnoException).code === 'ELOCKED') return { ok: false, holder: undefined, lockPath };
+      throw again;
+    }
+    for (const other of await ownerFiles(dir)) if (other !== ownPath) await rm(other, { force: true });
   }
-  const holder: LockHolder = { pid: process.pid, host: hostname(), startedAt: now().toISOString() };
-  await writeFileAtomic(ownerPath, `${JSON.stringify(holder)}\n`);
   return {
     ok: true,
-    // Unlock first: killed in between, a stale owner file is harmless (the next holder replaces
-    // it), while a lock without an owner would look taken.
+    // Unlock first: a dead process's owner file next to a free lock is harmless.
     release: async () => {
       await release();
-      await rm(ownerPath, { force: true });
+      await rm(ownPath, { force: true });
     },
   };
 }

@@ -3,11 +3,13 @@
 // rewritten durably before and after every step and command, so after a crash (SIGKILL, power
 // loss) the next apply knows which commands may still run, which temporary files are half
 // written, and which steps were finished.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Plan, Step } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
+import { processAlive } from '../util/process-alive.js';
 import { DurableJsonFile } from './durable-json.js';
 import { type Fingerprint, fingerprintOf } from './fingerprint.js';
 import { stateDir } from './ledger.js';
@@ -48,10 +50,31 @@ export interface Journal {
   version: 1;
   pid: number;
   host: string;
+  /** The kernel's boot id: after a reboot the same pid is another process. */
+  bootId?: string;
   startedAt: string;
   finishedAt?: string;
   outcome?: JournalOutcome;
   steps: JournalStep[];
+}
+
+/** This boot's id (Linux), or undefined where there is none. */
+export function bootId(): string | undefined {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when the process that wrote `journal` may still be running: on another host (cannot
+ * tell), or a live pid here since the same boot. Pids are reused after a reboot.
+ */
+export function writerMayBeAlive(journal: Journal): boolean {
+  if (journal.host !== hostname()) return true;
+  if (journal.bootId !== undefined && journal.bootId !== bootId()) return false;
+  return journal.pid !== process.pid && processAlive(journal.pid);
 }
 
 /** The journal file beside a manifest. */
@@ -100,6 +123,7 @@ export class JournalWriter implements StepJournal {
       version: 1,
       pid: process.pid,
       host: hostname(),
+      ...(bootId() ? { bootId: bootId() } : {}),
       startedAt: now().toISOString(),
       steps: plan.steps.map((step) => ({
         id: step.id,

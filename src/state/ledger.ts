@@ -22,8 +22,9 @@ export interface LedgerEntry {
   backingChain: Fingerprint[];
   appliedAt: string;
   /**
-   * Set while chainform changes this output in place. If the run dies then, the file no longer
-   * matches `output`, but it is still chainform's own: the next plan rebuilds it from its source.
+   * Set while chainform changes this output: in place, or between recording a new build and
+   * renaming it into place. If the run dies then, the file may not match `output`, but it is
+   * still chainform's own: the next plan rebuilds it from its source.
    */
   inProgress?: boolean;
 }
@@ -109,6 +110,15 @@ export class LedgerWriter {
     const entry = this.ledger.outputs[outputPath];
     if (!entry) return Promise.resolve();
     this.ledger.outputs[outputPath] = { ...entry, inProgress: true };
+    return this.save();
+  }
+
+  /** Clears the in-progress mark of an entry: its file now is what the entry describes. */
+  markFinished(outputPath: string): Promise<void> {
+    const entry = this.ledger.outputs[outputPath];
+    if (!entry?.inProgress) return Promise.resolve();
+    const { inProgress: _done, ...finished } = entry;
+    this.ledger.outputs[outputPath] = finished;
     return this.save();
   }
 

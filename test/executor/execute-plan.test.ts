@@ -83,6 +83,9 @@ class FakeEffects implements StepEffects {
     this.log.push(`helper ${argv.join(' ')} @ ${socket}`);
     return { stop: async () => void this.log.push(`stop ${argv.at(-1)}`) };
   }
+  async markFinished(p: string) {
+    this.log.push(`finished ${p}`);
+  }
   async markInProgress(p: string) {
     this.log.push(`in-progress ${p}`);
   }
@@ -139,6 +142,7 @@ describe('executePlan', () => {
       'flush /out/.a.tmp',
       'record /out/a (now /out/.a.tmp)',
       'commit /out/.a.tmp -> /out/a',
+      'finished /out/a',
       'refresh /out/web backingChain',
     ]);
   });

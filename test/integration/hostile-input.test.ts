@@ -229,6 +229,10 @@ describe('broken images are refused at plan time, clearly, and nothing is writte
     if (!(layout.refcountBlock < layout.l2)) throw new Error('fixture: unexpected qcow2 layout');
     await truncate(at('cut-l2.qcow2'), layout.l2 + layout.clusterSize / 2);
     await truncate(at('cut-refcounts.qcow2'), layout.refcountBlock + layout.clusterSize / 2);
+    // Cut in its data: every table stays inside the file, only data clusters are lost.
+    await qemuImg('create', '-q', '-f', 'qcow2', at('cut-data.qcow2'), '16M');
+    await qemuIo('qcow2', at('cut-data.qcow2'), 'write -P 0xbb 0 8M');
+    await truncate(at('cut-data.qcow2'), 2 * 1024 * 1024);
 
     await qemuImg('create', '-q', '-f', 'raw', at('plain.raw'), '4M');
     await qemuIo('raw', at('plain.raw'), 'write -P 0x11 0 64k');
@@ -333,6 +337,14 @@ describe('broken images are refused at plan time, clearly, and nothing is writte
       source('cut-refcounts.qcow2', 'qcow2'),
       ['cut-refcounts.qcow2'],
       /truncat|end of the file|corrupt/i,
+    );
+  });
+
+  it('a qcow2 cut in its data clusters, with every table intact', async () => {
+    await expectRefused(
+      source('cut-data.qcow2', 'qcow2'),
+      ['cut-data.qcow2'],
+      /is cut short: a cluster in use starts at byte \d+, past the end of the file \(2097152 bytes\) \[image-truncated\]/,
     );
   });
 

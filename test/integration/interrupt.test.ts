@@ -1,11 +1,21 @@
 // Interrupted applies: Ctrl-C stops qemu-img cleanly; a SIGKILLed chainform is cleaned up after
 // (orphaned qemu-img stopped, half-written file removed) by the next apply, which completes.
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect, it } from 'vitest';
 import type { Journal } from '../../src/state/journal.js';
-import { chainform, checkImage, checksums, compareImages, qemuImg, qemuIo, tempFolder } from '../helpers/qemu.js';
+import {
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  imageInfo,
+  qemuImg,
+  qemuIo,
+  tempFolder,
+} from '../helpers/qemu.js';
 
 const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
 
@@ -113,6 +123,51 @@ it('resumes after chainform is killed with SIGKILL while qemu-img runs', async (
     const again = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(again.exitCode).toBe(0);
     expect(again.stdout).not.toContain('Resuming');
+  } finally {
+    await cleanup();
+  }
+});
+
+// An in-place step (here a safe rebase) killed on a lazy-refcounts image leaves its dirty flag
+// set, which plan refuses (image-dirty). The journal shows the step was chainform's, so the next
+// apply repairs the refcounts (qemu-img check -r all, as qemu itself would) and carries on.
+it('repairs an image an interrupted in-place step left dirty, then completes', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const base = join(dir, 'base.qcow2');
+    const other = join(dir, 'other.qcow2');
+    const vm = join(dir, 'vm.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', base, '16M');
+    await qemuImg('create', '-q', '-f', 'qcow2', other, '16M');
+    await qemuIo('qcow2', other, 'write -P 0x07 0 1M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', '-b', base, '-F', 'qcow2', vm);
+    // The state a SIGKILL of the whole process group mid-rebase leaves: the dirty flag...
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x09 0 64k', '-c', 'sigraise 9', vm], { reject: false });
+    expect((await imageInfo(vm, 'qcow2'))['dirty-flag']).toBe(true);
+    // ...and a journal whose run died in the in-place step on vm.qcow2.
+    const gone = execa('true');
+    await gone;
+    await mkdir(join(dir, '.chainform'));
+    const journal: Journal = {
+      version: 1,
+      pid: gone.pid ?? 0,
+      host: hostname(),
+      startedAt: new Date().toISOString(),
+      steps: [{ id: 'vm:rebase', image: 'vm', path: vm, status: 'running', temporaries: [], commands: [] }],
+    };
+    await writeFile(join(dir, '.chainform/journal.json'), JSON.stringify(journal));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: other.qcow2, format: qcow2 } }\n',
+    );
+    expect((await chainform(dir, 'plan', 'm.yaml')).stderr).toContain('[image-dirty]');
+
+    const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(resumed.exitCode, resumed.stdout + resumed.stderr).toBe(0);
+    expect(resumed.stdout).toContain(`repaired the refcounts of ${vm} (left dirty by the interrupted step)`);
+    expect((await imageInfo(vm, 'qcow2'))['dirty-flag']).toBe(false);
+    expect(await checkImage(vm, 'qcow2')).toBe(0);
+    expect((await imageInfo(vm, 'qcow2'))['backing-filename']).toBe('other.qcow2');
   } finally {
     await cleanup();
   }

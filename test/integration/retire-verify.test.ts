@@ -1,7 +1,7 @@
 // `retire:` and `apply --verify`: full copies turned into overlays are deleted only after every
 // step succeeded and every output was compared with its source and checked; a file still read
 // by the new layout is kept; a silently changed output stops the run before anything is deleted.
-import { stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -86,6 +86,57 @@ describe('retire and verify', () => {
     expect(result.exitCode).toBe(1);
     expect(result.stdout).toContain(`failed: kept ${join(dir, 'old.qcow2')}: image "keep" still reads it`);
     expect(await exists(join(dir, 'old.qcow2'))).toBe(true);
+  });
+
+  it('keeps a retired file that a source the manifest keeps still reads', async () => {
+    const { dir } = ws;
+    // template.raw is retired, but vm-over.qcow2 (a source that stays) is an overlay on it.
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'template.raw', '-F', 'raw', join(dir, 'vm-over.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  base: { path: base.qcow2, from: { path: template.raw, format: raw } }',
+        '  vm: { path: vm.qcow2, from: { path: vm-over.qcow2, format: qcow2 }, backing: base }',
+        'retire: [template.raw]',
+        '',
+      ].join('\n'),
+    );
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toContain(`failed: kept ${join(dir, 'template.raw')}: the source of "vm" still reads it`);
+    // The workspace guard also checks its sha256 after the test.
+    expect(await exists(join(dir, 'template.raw'))).toBe(true);
+  });
+
+  it('keeps a retired file that a process has open, even read-only', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'old.raw'), '1M');
+    const socket = join(dir, 'old.sock');
+    const server = execa('qemu-nbd', ['-r', '-t', '-f', 'raw', '-k', socket, join(dir, 'old.raw')], { reject: false });
+    try {
+      for (let i = 0; i < 100 && !(await exists(socket)); i++) await new Promise((r) => setTimeout(r, 20));
+      await writeFile(join(dir, 'm.yaml'), manifest(['old.raw']));
+      const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(result.exitCode).toBe(1);
+      expect(result.stdout).toMatch(/failed: kept .*old\.raw: process \d+ \(qemu-nbd\) has it open/);
+      expect(await exists(join(dir, 'old.raw'))).toBe(true);
+    } finally {
+      server.kill();
+      await server;
+    }
+  });
+
+  it('refuses at plan time to retire something that is not a file', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'old-folder'));
+    await writeFile(join(dir, 'm.yaml'), manifest(['old-folder']));
+    const result = await chainform(dir, 'plan', 'm.yaml');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain(
+      `m.yaml:5:10: error: ${join(dir, 'old-folder')} is a directory, not an image file [not-a-file]`,
+    );
   });
 
   it('stops before retiring when an output no longer matches its source', async () => {
