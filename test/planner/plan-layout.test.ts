@@ -40,6 +40,38 @@ describe('planner: new images from a source', () => {
     expect(plan.images[0]!.action).toBe('create');
   });
 
+  it('sizes a qcow2 output with qemu-img measure, a raw one by its bound (measure would say the whole disk)', () => {
+    const text =
+      'version: 1\nimages:\n  q: { path: out/q.qcow2, from: { path: in/a.raw, format: raw } }\n' +
+      '  r: { path: out/r.raw, format: raw, from: { path: in/a.raw, format: raw } }\n';
+    const plan = planOf(text, layoutOf([raw('/work/m/in/a.raw', 10)]));
+    const [q, r] = plan.steps;
+    expect(q!.measure).toEqual([
+      'qemu-img',
+      'measure',
+      '--output=json',
+      '-f',
+      'raw',
+      '-O',
+      'qcow2',
+      '/work/m/in/a.raw',
+    ]);
+    expect(r!.measure).toBeUndefined();
+    expect(r!.writeBytesIsUpperBound).toBe(true);
+  });
+
+  it('measures only the top layer of an overlay for convert -B, with its backing cut off', () => {
+    const text = `version: 1
+images:
+  top: { path: out/top.qcow2, from: { path: in/top.qcow2, format: qcow2 }, backing: { path: in/base.qcow2, format: qcow2 } }
+`;
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/base.qcow2', 2)]);
+    const plan = planOf(text, layoutOf([top, file('qcow2', [layer('/work/m/in/base.qcow2', 2)])]));
+    expect(plan.steps[0]!.measure?.at(-1)).toBe(
+      'json:{"driver":"qcow2","file":{"driver":"file","filename":"/work/m/in/top.qcow2"},"backing":null}',
+    );
+  });
+
   it('uses convert -B when the source sits on the declared base (same file)', () => {
     const text = `version: 1
 images:
