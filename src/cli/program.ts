@@ -8,10 +8,12 @@ import { apply, importLayout, plan, recover, spaceShortfalls, validate } from '.
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
+import { driftOf } from '../planner/drift.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
 import { formatBytes, plural } from './format.js';
 import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
+import { renderStatus } from './render-status.js';
 import { renderDiagnostics } from './report-diagnostics.js';
 import { createStyler } from './style.js';
 
@@ -25,7 +27,7 @@ export interface CliIO {
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
-/** Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode). */
+/** Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode, status). */
 export const EXIT = { ok: 0, error: 1, changes: 2, interrupted: 130 } as const;
 
 function positiveInt(value: string): number {
@@ -156,6 +158,31 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       }
       const changes = planned.plan.steps.length + planned.plan.retire.length;
       if (opts.detailedExitcode && changes > 0) exitCode = EXIT.changes;
+    });
+
+  program
+    .command('status')
+    .description('report drift between the manifest and the disk: exit 0 in sync, 2 drift, 1 error')
+    .argument('<manifest>', 'the manifest YAML file')
+    .option('--json', 'print the drift as JSON')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  chainform status manifest.yaml\n  chainform status manifest.yaml --json || alert',
+    )
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const planned = await plan(file);
+      if (!planned.ok) {
+        reportProblems(planned.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      const drift = driftOf(planned.plan);
+      if (opts.json) io.stdout.write(`${JSON.stringify({ kind: 'chainform-status', ...drift }, null, 2)}\n`);
+      else {
+        if (planned.warnings.length) reportProblems(planned.warnings);
+        io.stdout.write(`${renderStatus(drift, styleOut(), io.cwd, file)}\n`);
+      }
+      exitCode = drift.inSync ? EXIT.ok : EXIT.changes;
     });
 
   program

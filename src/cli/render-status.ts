@@ -1,0 +1,35 @@
+// `chainform status`: one line per image (in sync, or how it drifts), then a verdict line.
+import { relative } from 'node:path';
+import type { Drift, DriftState } from '../planner/drift.js';
+import { plural } from './format.js';
+import type { Styler } from './style.js';
+
+const LABEL: Record<DriftState, string> = {
+  'in-sync': 'in sync',
+  missing: 'missing',
+  'source-changed': 'source changed since the last apply',
+  'wrong-backing': 'wrong backing',
+  'wrong-options': 'wrong format or options',
+  'wrong-shape': 'wrong shape (standalone or not)',
+};
+
+/** Renders drift; `manifest` is named in the hint as the user typed it. */
+export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest: string): string {
+  const show = (path: string) => relative(cwd, path) || '.';
+  const width = Math.max(...drift.images.map((i) => i.id.length));
+  const lines = drift.images.map((image) => {
+    const label = LABEL[image.state];
+    const state = image.state === 'in-sync' ? style.paint('green', label) : style.paint('yellow', label);
+    const why = image.reasons.length ? style.paint('dim', `  (${image.reasons.join('; ')})`) : '';
+    return `${image.id.padEnd(width)}  ${show(image.path)}: ${state}${why}`;
+  });
+  for (const path of drift.retire) lines.push(`${style.paint('red', 'still to retire')}: ${show(path)}`);
+  const drifting = drift.images.filter((i) => i.state !== 'in-sync').length;
+  lines.push('');
+  lines.push(
+    drift.inSync
+      ? style.paint('green', `In sync: ${plural(drift.images.length, 'image')} match ${manifest}.`)
+      : `Drift: ${drifting} of ${plural(drift.images.length, 'image')} differ${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. \`chainform plan ${manifest}\` shows the steps; \`chainform apply ${manifest}\` runs them.`,
+  );
+  return lines.join('\n');
+}

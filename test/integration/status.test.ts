@@ -1,0 +1,66 @@
+// `chainform status`: per-image drift and the exit code CI and cron rely on (0 in sync, 2 drift,
+// 1 error), on real images before and after an apply, after a source changed, and for an image
+// kept in place on the wrong backing.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+describe('status', () => {
+  const ws = useWorkspace(async (dir) => {
+    const template = join(dir, 'template.raw');
+    await qemuImg('create', '-q', '-f', 'raw', template, '8M');
+    await qemuIo('raw', template, 'write -P 0x11 0 4M');
+    await qemuImg('convert', '-f', 'raw', '-O', 'raw', template, join(dir, 'full.raw'));
+    await qemuIo('raw', join(dir, 'full.raw'), 'write -P 0x22 0 64k');
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  base: { path: base.qcow2, from: { path: template.raw, format: raw } }',
+        '  vm: { path: vm.qcow2, from: { path: full.raw, format: raw }, backing: base }',
+        '',
+      ].join('\n'),
+    );
+    return [template];
+  });
+
+  it('reports missing images, then in sync, then a changed source, with exit 2, 0, 2', async () => {
+    const { dir } = ws;
+    const before = await chainform(dir, 'status', 'm.yaml');
+    expect(before.exitCode).toBe(2);
+    expect(before.stdout).toContain('base  base.qcow2: missing  (a standalone image: full copy of the source)');
+    expect(before.stdout).toContain('Drift: 2 of 2 images differ.');
+
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    const after = await chainform(dir, 'status', 'm.yaml');
+    expect(after.exitCode).toBe(0);
+    expect(after.stdout).toContain(
+      'base  base.qcow2: in sync\nvm    vm.qcow2: in sync\n\nIn sync: 2 images match m.yaml.',
+    );
+
+    await qemuIo('raw', join(dir, 'full.raw'), 'write -P 0x33 1M 64k');
+    const changed = await chainform(dir, 'status', 'm.yaml', '--json');
+    expect(changed.exitCode).toBe(2);
+    const drift = JSON.parse(changed.stdout) as { images: { id: string; state: string }[]; inSync: boolean };
+    expect(drift.images.map((i) => `${i.id}:${i.state}`)).toEqual(['base:in-sync', 'vm:source-changed']);
+    expect(drift.inSync).toBe(false);
+  });
+
+  it('reports an image kept in place on the wrong backing, and exit 1 for an error', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'a.qcow2'), '8M');
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b.qcow2'), '8M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'a.qcow2', '-F', 'qcow2', join(dir, 'top.qcow2'));
+    await writeFile(
+      join(dir, 'k.yaml'),
+      'version: 1\nimages:\n  top: { path: top.qcow2, backing: { path: b.qcow2, format: qcow2 } }\n',
+    );
+    const result = await chainform(dir, 'status', 'k.yaml');
+    expect(result.exitCode).toBe(2);
+    expect(result.stdout).toMatch(/^top {2}top\.qcow2: wrong backing/m);
+    expect((await chainform(dir, 'status', 'missing.yaml')).exitCode).toBe(1);
+  });
+});
