@@ -11,7 +11,12 @@ import type { Recovery } from '../executor/recover-interrupted.js';
 import { driftOf } from '../planner/drift.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
 import { formatBytes, plural } from './format.js';
-import { createListrRenderer, createPlainRenderer } from './progress-renderers.js';
+import {
+  createJsonRenderer,
+  createListrRenderer,
+  createPlainRenderer,
+  createQuietRenderer,
+} from './progress-renderers.js';
 import { renderPlan } from './render-plan.js';
 import { renderStatus } from './render-status.js';
 import { renderDiagnostics } from './report-diagnostics.js';
@@ -98,6 +103,10 @@ interface ApplyFlags {
   /** False with --no-space-check. */
   spaceCheck?: boolean;
   verify?: boolean;
+  /** `json`: one JSON object per line (plan, events, summary) instead of text. */
+  output?: 'text' | 'json';
+  /** Only errors and the closing summary. */
+  quiet?: boolean;
 }
 
 /** Builds the commander program; `run` parses argv and resolves to the exit code. */
@@ -193,6 +202,12 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
     .option('--dry-run', 'show the plan and the commands, run nothing')
     .option('-v, --verbose', 'print each qemu-img command as it runs')
+    .option('-q, --quiet', 'print only errors and the closing summary')
+    .addOption(
+      new Option('--output <format>', 'text for people, json for one JSON object per line')
+        .choices(['text', 'json'])
+        .default('text'),
+    )
     .option('--verify', 'afterwards, compare every output with its source and check every qcow2 image')
     .option('--no-space-check', 'start even when the writes exceed the free space (compressing filesystems)')
     .addHelpText(
@@ -219,7 +234,9 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       }
       try {
         const recovery = await recover(manifestPath);
-        if (recovery) io.stdout.write(`${recoveryLines(recovery).join('\n')}\n\n`);
+        if (recovery && opts.output === 'json')
+          io.stdout.write(`${JSON.stringify({ type: 'recovery', ...recovery })}\n`);
+        else if (recovery && !opts.quiet) io.stdout.write(`${recoveryLines(recovery).join('\n')}\n\n`);
         await applyManifest(file, opts);
       } finally {
         await lock.release();
@@ -234,8 +251,10 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       exitCode = EXIT.error;
       return;
     }
-    if (planned.warnings.length) reportProblems(planned.warnings);
-    io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+    const json = opts.output === 'json';
+    if (planned.warnings.length && !opts.quiet) reportProblems(planned.warnings);
+    if (json) io.stdout.write(`${JSON.stringify({ type: 'plan', plan: planned.plan })}\n`);
+    else if (!opts.quiet) io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
     const retiring = planned.plan.retire.length;
     if (planned.plan.steps.length === 0 && retiring === 0 && !opts.verify) return;
     if (opts.dryRun) {
@@ -273,9 +292,13 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     process.on('SIGHUP', onSignal);
-    const renderer = io.stdout.isTTY
-      ? createListrRenderer(planned.plan, opts.verbose === true)
-      : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
+    const renderer = json
+      ? createJsonRenderer((line) => io.stdout.write(`${line}\n`))
+      : opts.quiet
+        ? createQuietRenderer()
+        : io.stdout.isTTY
+          ? createListrRenderer(planned.plan, opts.verbose === true)
+          : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
     try {
       const summary = await apply(planned, {
         jobs: opts.jobs,
@@ -285,7 +308,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         onEvent: (e) => renderer.onEvent(e),
       });
       await renderer.finish();
-      io.stdout.write(`\n${summaryLines(summary).join('\n')}\n`);
+      if (json) io.stdout.write(`${JSON.stringify({ type: 'summary', ...summary })}\n`);
+      else io.stdout.write(`${opts.quiet ? '' : '\n'}${summaryLines(summary).join('\n')}\n`);
       exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;
     } finally {
       process.off('SIGINT', onSignal);

@@ -120,3 +120,38 @@ export function createPlainRenderer(write: (line: string) => void, verbose: bool
     finish: async () => undefined,
   };
 }
+
+/** The JSON form of an event: step ids rather than whole steps. One object per line. */
+export function eventRecord(event: ExecutionEvent): Record<string, unknown> {
+  switch (event.type) {
+    case 'step-started':
+      return { type: event.type, step: event.step.id, kind: event.step.kind, image: event.step.image };
+    case 'command-started':
+      return { type: event.type, step: event.step.id, argv: event.argv };
+    case 'step-progress':
+      return { type: event.type, step: event.step.id, percent: event.percent };
+    case 'step-finished':
+      return { type: event.type, step: event.step.id, durationMs: event.durationMs };
+    case 'step-failed':
+      return { type: event.type, step: event.step.id, failure: event.failure };
+    case 'run-finished':
+      return { type: event.type, summary: event.summary };
+    default: {
+      const exhaustive: never = event;
+      throw new Error(`internal: unknown event ${String(exhaustive)}`);
+    }
+  }
+}
+
+/** `--output json`: every event as one JSON line, for machines. */
+export function createJsonRenderer(write: (line: string) => void): ProgressRenderer {
+  return {
+    onEvent: (event) => write(JSON.stringify(eventRecord(event))),
+    finish: async () => undefined,
+  };
+}
+
+/** `--quiet`: nothing while it runs; the summary says how it ended. */
+export function createQuietRenderer(): ProgressRenderer {
+  return { onEvent: () => undefined, finish: async () => undefined };
+}

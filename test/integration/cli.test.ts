@@ -130,6 +130,30 @@ describe('chainform CLI', () => {
     expect(existsSync(join(dir, 'out'))).toBe(false);
   });
 
+  it('apply --output json: one JSON object per line, from the plan to the summary', async () => {
+    const { dir } = ws;
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--output', 'json');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const records = r.stdout.split('\n').map((line) => JSON.parse(line) as { type: string; step?: string });
+    expect(records[0]!.type).toBe('plan');
+    expect(records.at(-1)).toMatchObject({ type: 'summary', ok: true, done: ['base:convert', 'copy:diff'] });
+    const lifecycle = records.filter((e) => ['step-started', 'step-finished'].includes(e.type));
+    expect(lifecycle.map((e) => `${e.type} ${e.step}`)).toEqual([
+      'step-started base:convert',
+      'step-finished base:convert',
+      'step-started copy:diff',
+      'step-finished copy:diff',
+    ]);
+    expect(records.some((e) => e.type === 'step-progress')).toBe(true);
+  });
+
+  it('apply --quiet prints only the closing summary', async () => {
+    const { dir } = ws;
+    const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--quiet');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Apply complete: 2 steps done in \d+\.\ds\.$/);
+  });
+
   it('apply --dry-run prints the commands and writes nothing', async () => {
     const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--dry-run');
