@@ -10,6 +10,7 @@ import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
 import { driftOf } from '../planner/drift.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
+import { emitShell } from './emit-shell.js';
 import { formatBytes, plural } from './format.js';
 import {
   createJsonRenderer,
@@ -148,18 +149,24 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .argument('<manifest>', 'the manifest YAML file')
     .option('--json', 'print the plan as JSON (see README: "Plan JSON")')
     .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes')
+    .addOption(new Option('--emit <format>', 'print the plan as a POSIX shell script').choices(['sh']))
     .addHelpText(
       'after',
-      '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode',
+      '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode\n  chainform plan manifest.yaml --emit sh > reshape.sh',
     )
-    .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean }) => {
+    .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean; emit?: 'sh' }) => {
       const planned = await plan(file);
       if (!planned.ok) {
         reportProblems(planned.diagnostics);
         exitCode = EXIT.error;
         return;
       }
-      if (opts.json) {
+      if (opts.emit === 'sh') {
+        if (planned.warnings.length) reportProblems(planned.warnings);
+        io.stdout.write(
+          emitShell(planned.plan, `Written by chainform ${VERSION} plan --emit sh on ${new Date().toISOString()}.`),
+        );
+      } else if (opts.json) {
         io.stdout.write(`${JSON.stringify({ kind: 'chainform-plan', ...planned.plan }, null, 2)}\n`);
       } else {
         if (planned.warnings.length) reportProblems(planned.warnings);
