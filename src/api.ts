@@ -1,5 +1,7 @@
 // The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
+import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, hasErrors, warning } from './diagnostics/diagnostic.js';
@@ -12,7 +14,7 @@ import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
-import { inspectLayout } from './inspect/inspect-layout.js';
+import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
@@ -23,12 +25,16 @@ import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
 import type { Plan, SpaceCheck } from './planner/plan-types.js';
+import { type SavedPlan, stalenessOf } from './planner/saved-plan.js';
+import { savedPlanProblem } from './planner/saved-plan-schema.js';
 import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
+import { type Fingerprint, fingerprintOf } from './state/fingerprint.js';
 import { JournalWriter, readJournal, writerMayBeAlive } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
+import { VERSION } from './version.js';
 
 /** stat, or undefined when the path cannot exist (missing, a name too long, ...). */
 function statIfAny(path: string): ReturnType<typeof statSync> | undefined {
@@ -102,6 +108,8 @@ export type PlanResult =
       manifest: ResolvedManifest;
       source: ManifestSource;
       warnings: Diagnostic[];
+      /** Every file the plan was made from, with its fingerprint (null: missing), for saved plans. */
+      files: Record<string, Fingerprint | null>;
     }
   | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
 
@@ -166,7 +174,75 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
     manifest: loaded.manifest,
     source: loaded.source,
     warnings,
+    files: inspectedFiles(inspected.layout),
   };
+}
+
+/** The fingerprint of every file inspection looked at: images, chain layers, data files. */
+function inspectedFiles(layout: InspectedLayout): Record<string, Fingerprint | null> {
+  const files: Record<string, Fingerprint | null> = {};
+  for (const file of layout.files.values()) {
+    files[file.path] = file.fingerprint;
+    for (const layer of file.chain ?? []) {
+      files[resolve(layer.filename)] = layer.fingerprint;
+      if (layer.dataFilePath) files[layer.dataFilePath] = layer.dataFileFingerprint ?? null;
+    }
+  }
+  return files;
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** The saved-plan file of a plan (see {@link applySavedPlan}). */
+export function savePlan(planned: Extract<PlanResult, { ok: true }>, now: Date = new Date()): SavedPlan {
+  return {
+    kind: 'chainform-saved-plan',
+    formatVersion: 1,
+    createdAt: now.toISOString(),
+    chainformVersion: VERSION,
+    manifest: { path: planned.manifest.file, sha256: sha256(planned.source.text) },
+    files: planned.files,
+    plan: planned.plan,
+  };
+}
+
+/** Reads and checks a saved-plan file against its schema. */
+export async function loadSavedPlan(
+  file: string,
+): Promise<{ ok: true; saved: SavedPlan } | { ok: false; diagnostics: Diagnostic[] }> {
+  const fail = (message: string) => ({ ok: false as const, diagnostics: [error('saved-plan-unreadable', message)] });
+  let data: unknown;
+  try {
+    data = JSON.parse(await readFile(resolve(file), 'utf8'));
+  } catch (e) {
+    return fail(`cannot read the saved plan ${file}: ${(e as Error).message}`);
+  }
+  const problem = savedPlanProblem(data);
+  if (problem) return fail(`${file} is not a chainform saved plan: ${problem}`);
+  return { ok: true, saved: data as SavedPlan };
+}
+
+/**
+ * The saved plan ready to apply (with its manifest loaded again), or why it is stale: the
+ * manifest's bytes or any file the plan was made from changed since it was saved.
+ */
+export async function checkSavedPlan(
+  saved: SavedPlan,
+): Promise<
+  | { ok: true; plan: Plan; manifest: ResolvedManifest }
+  | { ok: false; stale: string[] }
+  | { ok: false; diagnostics: Diagnostic[] }
+> {
+  const text = await readFile(saved.manifest.path, 'utf8').catch(() => null);
+  const files: Record<string, Fingerprint | null> = {};
+  for (const path of Object.keys(saved.files)) files[path] = await fingerprintOf(path).catch(() => null);
+  const stale = stalenessOf(saved, { manifestSha256: text === null ? null : sha256(text), files });
+  if (stale.length > 0) return { ok: false, stale };
+  const loaded = await loadManifest(saved.manifest.path);
+  if (!loaded.ok) return { ok: false, diagnostics: loaded.diagnostics };
+  return { ok: true, plan: saved.plan, manifest: loaded.manifest };
 }
 
 /** Options for {@link apply}. */

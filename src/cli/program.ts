@@ -1,15 +1,30 @@
 // The `chainform` command line, built on the library API in ../api.ts.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import writeFileAtomic from 'write-file-atomic';
-import { apply, importLayout, plan, recover, spaceShortfalls, validate } from '../api.js';
+import {
+  apply,
+  checkSavedPlan,
+  importLayout,
+  loadSavedPlan,
+  plan,
+  recover,
+  savePlan,
+  spaceShortfalls,
+  validate,
+} from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
+import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { driftOf } from '../planner/drift.js';
+import type { Plan } from '../planner/plan-types.js';
+import type { SavedPlan } from '../planner/saved-plan.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
+import { VERSION } from '../version.js';
 import { emitShell } from './emit-shell.js';
 import { formatBytes, plural } from './format.js';
 import {
@@ -30,8 +45,6 @@ export interface CliIO {
   stdin: NodeJS.ReadStream;
   cwd: string;
 }
-
-const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
 /** Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode, status). */
 export const EXIT = { ok: 0, error: 1, changes: 2, interrupted: 130 } as const;
@@ -150,16 +163,22 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .option('--json', 'print the plan as JSON (see README: "Plan JSON")')
     .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes')
     .addOption(new Option('--emit <format>', 'print the plan as a POSIX shell script').choices(['sh']))
+    .option('-o, --out <file>', 'also save the plan, for `chainform apply FILE` to run exactly it')
     .addHelpText(
       'after',
       '\nExamples:\n  chainform plan manifest.yaml\n  chainform plan manifest.yaml --json --detailed-exitcode\n  chainform plan manifest.yaml --emit sh > reshape.sh',
     )
-    .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean; emit?: 'sh' }) => {
+    .action(async (file: string, opts: { json?: boolean; detailedExitcode?: boolean; emit?: 'sh'; out?: string }) => {
       const planned = await plan(file);
       if (!planned.ok) {
         reportProblems(planned.diagnostics);
         exitCode = EXIT.error;
         return;
+      }
+      if (opts.out) {
+        const out = resolve(io.cwd, opts.out);
+        await writeFileAtomic(out, `${JSON.stringify(savePlan(planned), null, 2)}\n`);
+        io.stderr.write(`Saved the plan to ${opts.out}; \`chainform apply ${opts.out}\` runs exactly it.\n`);
       }
       if (opts.emit === 'sh') {
         if (planned.warnings.length) reportProblems(planned.warnings);
@@ -204,7 +223,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
   program
     .command('apply')
     .description('plan, then run the steps with qemu-img')
-    .argument('<manifest>', 'the manifest YAML file')
+    .argument('<manifest>', 'the manifest YAML file, or a plan saved with `plan --out`')
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
     .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
     .option('--dry-run', 'show the plan and the commands, run nothing')
@@ -219,13 +238,20 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .option('--no-space-check', 'start even when the writes exceed the free space (compressing filesystems)')
     .addHelpText(
       'after',
-      '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4',
+      '\nExamples:\n  chainform apply manifest.yaml\n  chainform apply manifest.yaml --yes --jobs 4\n  chainform plan manifest.yaml --out plan.json && chainform apply plan.json',
     )
     .action(async (file: string, opts: ApplyFlags) => {
-      const manifestPath = resolve(io.cwd, file);
+      const saved = await savedPlanIn(resolve(io.cwd, file));
+      if (saved && !saved.ok) {
+        reportProblems(saved.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      const savedPlan = saved?.saved;
+      const manifestPath = savedPlan ? savedPlan.manifest.path : resolve(io.cwd, file);
       // A dry run writes nothing, and a missing manifest is reported by plan: neither locks.
       if (opts.dryRun || !existsSync(manifestPath)) {
-        await applyManifest(file, opts);
+        await applyManifest(file, opts, savedPlan);
         return;
       }
       const lock = await acquireApplyLock(dirname(manifestPath));
@@ -244,15 +270,37 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         if (recovery && opts.output === 'json')
           io.stdout.write(`${JSON.stringify({ type: 'recovery', ...recovery })}\n`);
         else if (recovery && !opts.quiet) io.stdout.write(`${recoveryLines(recovery).join('\n')}\n\n`);
-        await applyManifest(file, opts);
+        await applyManifest(file, opts, savedPlan);
       } finally {
         await lock.release();
       }
     });
 
-  /** plan, show, confirm, run and summarise; the caller holds the apply lock. */
-  async function applyManifest(file: string, opts: ApplyFlags): Promise<void> {
-    const planned = await plan(file);
+  /** A saved plan that still applies, or undefined after saying why it is stale. */
+  async function savedPlanToApply(
+    file: string,
+    saved: SavedPlan,
+  ): Promise<
+    | { ok: true; plan: Plan; manifest: ResolvedManifest; warnings: Diagnostic[] }
+    | { ok: false; diagnostics: Diagnostic[] }
+    | undefined
+  > {
+    const checked = await checkSavedPlan(saved);
+    if (checked.ok) return { ...checked, warnings: [] };
+    if ('diagnostics' in checked) return checked;
+    io.stderr.write(`error: the saved plan ${file} is stale; nothing was changed:\n`);
+    for (const reason of checked.stale) io.stderr.write(`  - ${reason}\n`);
+    io.stderr.write(
+      `  hint: make it again with \`chainform plan ${saved.manifest.path} --out ${file}\` and review it\n`,
+    );
+    exitCode = EXIT.error;
+    return undefined;
+  }
+
+  /** plan (or take a saved one), show, confirm, run and summarise; the caller holds the apply lock. */
+  async function applyManifest(file: string, opts: ApplyFlags, saved?: SavedPlan): Promise<void> {
+    const planned = saved ? await savedPlanToApply(file, saved) : await plan(file);
+    if (!planned) return;
     if (!planned.ok) {
       reportProblems(planned.diagnostics);
       exitCode = EXIT.error;
@@ -324,6 +372,39 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       process.off('SIGHUP', onSignal);
     }
   }
+
+  /** The saved plan in `path`, when it holds one (JSON with the saved-plan kind). */
+  async function savedPlanIn(path: string): Promise<Awaited<ReturnType<typeof loadSavedPlan>> | undefined> {
+    const head = await readFile(path, 'utf8').catch(() => '');
+    if (!/^\s*\{/.test(head) || !head.includes('"chainform-saved-plan"')) return undefined;
+    return loadSavedPlan(path);
+  }
+
+  program
+    .command('show')
+    .description('print a saved plan and whether it still applies (read-only)')
+    .argument('<plan>', 'a plan saved with `chainform plan MANIFEST --out FILE`')
+    .addHelpText('after', '\nExample:\n  chainform plan manifest.yaml --out plan.json && chainform show plan.json')
+    .action(async (file: string) => {
+      const loaded = await loadSavedPlan(resolve(io.cwd, file));
+      if (!loaded.ok) {
+        reportProblems(loaded.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      const { saved } = loaded;
+      io.stdout.write(
+        `Saved plan for ${saved.manifest.path}, made ${saved.createdAt} by chainform ${saved.chainformVersion}.\n\n`,
+      );
+      io.stdout.write(`${renderPlan(saved.plan, styleOut(), io.cwd)}\n\n`);
+      const checked = await checkSavedPlan(saved);
+      if (checked.ok) io.stdout.write(`It still applies: nothing it was made from has changed.\n`);
+      else if ('stale' in checked) {
+        io.stdout.write(
+          `It is stale; \`apply\` would refuse it:\n${checked.stale.map((r) => `  - ${r}`).join('\n')}\n`,
+        );
+      } else reportProblems(checked.diagnostics);
+    });
 
   program
     .command('import')

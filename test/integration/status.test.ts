@@ -5,25 +5,12 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { templateAndCopy } from '../helpers/template-copy.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 describe('status', () => {
   const ws = useWorkspace(async (dir) => {
-    const template = join(dir, 'template.raw');
-    await qemuImg('create', '-q', '-f', 'raw', template, '8M');
-    await qemuIo('raw', template, 'write -P 0x11 0 4M');
-    await qemuImg('convert', '-f', 'raw', '-O', 'raw', template, join(dir, 'full.raw'));
-    await qemuIo('raw', join(dir, 'full.raw'), 'write -P 0x22 0 64k');
-    await writeFile(
-      join(dir, 'm.yaml'),
-      [
-        'version: 1',
-        'images:',
-        '  base: { path: base.qcow2, from: { path: template.raw, format: raw } }',
-        '  vm: { path: vm.qcow2, from: { path: full.raw, format: raw }, backing: base }',
-        '',
-      ].join('\n'),
-    );
+    const { template } = await templateAndCopy(dir);
     return [template];
   });
 
