@@ -110,6 +110,8 @@ export type PlanResult =
       warnings: Diagnostic[];
       /** Every file the plan was made from, with its fingerprint (null: missing), for saved plans. */
       files: Record<string, Fingerprint | null>;
+      /** What inspection found on disk (chains, sizes, free space). */
+      layout: InspectedLayout;
     }
   | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
 
@@ -175,6 +177,7 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
     source: loaded.source,
     warnings,
     files: inspectedFiles(inspected.layout),
+    layout: inspected.layout,
   };
 }
 

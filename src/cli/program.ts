@@ -20,6 +20,7 @@ import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { currentGraph, desiredGraph } from '../planner/chain-graph.js';
 import { driftOf } from '../planner/drift.js';
 import type { Plan } from '../planner/plan-types.js';
 import type { SavedPlan } from '../planner/saved-plan.js';
@@ -33,6 +34,7 @@ import {
   createPlainRenderer,
   createQuietRenderer,
 } from './progress-renderers.js';
+import { renderDot, renderMermaid } from './render-graph.js';
 import { renderPlan } from './render-plan.js';
 import { renderStatus } from './render-status.js';
 import { renderDiagnostics } from './report-diagnostics.js';
@@ -218,6 +220,40 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         io.stdout.write(`${renderStatus(drift, styleOut(), io.cwd, file)}\n`);
       }
       exitCode = drift.inSync ? EXIT.ok : EXIT.changes;
+    });
+
+  program
+    .command('graph')
+    .description('draw the chains, as they are on disk or as the manifest wants them (read-only)')
+    .argument('<manifest>', 'the manifest YAML file')
+    .addOption(
+      new Option('--format <format>', 'mermaid (Markdown, GitHub) or dot (Graphviz)')
+        .choices(['mermaid', 'dot'])
+        .default('mermaid'),
+    )
+    .option('--current', 'the chains on disk now (the default)')
+    .option('--desired', 'the chains the manifest asks for, with the bytes the plan writes')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  chainform graph manifest.yaml\n  chainform graph manifest.yaml --desired --format dot | dot -Tsvg > after.svg',
+    )
+    .action(async (file: string, opts: { format: 'mermaid' | 'dot'; current?: boolean; desired?: boolean }) => {
+      if (opts.current && opts.desired) {
+        io.stderr.write('error: choose one of --current and --desired\n');
+        exitCode = EXIT.error;
+        return;
+      }
+      const planned = await plan(file);
+      if (!planned.ok) {
+        reportProblems(planned.diagnostics);
+        exitCode = EXIT.error;
+        return;
+      }
+      const graph = opts.desired
+        ? desiredGraph(planned.manifest, planned.layout, planned.plan)
+        : currentGraph(planned.manifest, planned.layout);
+      const cwd = dirname(planned.manifest.file);
+      io.stdout.write(`${opts.format === 'dot' ? renderDot(graph, cwd) : renderMermaid(graph, cwd)}\n`);
     });
 
   program
