@@ -387,7 +387,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       ? createJsonRenderer((line) => io.stdout.write(`${line}\n`))
       : opts.quiet
         ? createQuietRenderer()
-        : io.stdout.isTTY
+        : // A terminal that reports no width (some pseudo-terminals) would get one character a line.
+          io.stdout.isTTY && (io.stdout.columns ?? 0) >= 20
           ? createListrRenderer(planned.plan, opts.verbose === true)
           : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
     try {
