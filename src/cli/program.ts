@@ -306,7 +306,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         if (recovery && opts.output === 'json')
           io.stdout.write(`${JSON.stringify({ type: 'recovery', ...recovery })}\n`);
         else if (recovery && !opts.quiet) io.stdout.write(`${recoveryLines(recovery).join('\n')}\n\n`);
-        await applyManifest(file, opts, savedPlan);
+        await applyManifest(file, opts, savedPlan, recovery?.doneSteps ?? []);
       } finally {
         await lock.release();
       }
@@ -334,7 +334,12 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
   }
 
   /** plan (or take a saved one), show, confirm, run and summarise; the caller holds the apply lock. */
-  async function applyManifest(file: string, opts: ApplyFlags, saved?: SavedPlan): Promise<void> {
+  async function applyManifest(
+    file: string,
+    opts: ApplyFlags,
+    saved?: SavedPlan,
+    finishedBefore: readonly string[] = [],
+  ): Promise<void> {
     const planned = saved ? await savedPlanToApply(file, saved) : await plan(file);
     if (!planned) return;
     if (!planned.ok) {
@@ -383,14 +388,16 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     process.on('SIGHUP', onSignal);
+    // Steps the killed run finished (and that need nothing now) are shown as skipped.
+    const skipped = finishedBefore.filter((id) => !planned.plan.steps.some((step) => step.id === id));
     const renderer = json
       ? createJsonRenderer((line) => io.stdout.write(`${line}\n`))
       : opts.quiet
         ? createQuietRenderer()
         : // A terminal that reports no width (some pseudo-terminals) would get one character a line.
           io.stdout.isTTY && (io.stdout.columns ?? 0) >= 20
-          ? createListrRenderer(planned.plan, opts.verbose === true)
-          : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true);
+          ? createListrRenderer(planned.plan, opts.verbose === true, skipped)
+          : createPlainRenderer((line) => io.stdout.write(`${line}\n`), opts.verbose === true, skipped);
     try {
       const summary = await apply(planned, {
         jobs: opts.jobs,

@@ -2,7 +2,7 @@
 import { Listr, type ListrDefaultRenderer, type ListrSimpleRenderer, type ListrTaskWrapper } from 'listr2';
 import type { ExecutionEvent } from '../executor/events.js';
 import type { Plan } from '../planner/plan-types.js';
-import { shellQuote } from './format.js';
+import { describeProgress, formatBytes, shellQuote } from './format.js';
 
 /** Receives events during a run; `finish` resolves once everything is printed. */
 export interface ProgressRenderer {
@@ -15,8 +15,14 @@ type StepTask = ListrTaskWrapper<unknown, ListrDefaultRenderer, ListrSimpleRende
 
 type Outcome = { kind: 'done' } | { kind: 'failed'; message: string } | { kind: 'not-started' };
 
+/** "1.2s, 6.3 MiB on disk": how long a step took and what its output occupies. */
+function finishedText(event: Extract<ExecutionEvent, { type: 'step-finished' }>): string {
+  const took = `${(event.durationMs / 1000).toFixed(1)}s`;
+  return event.outputBytes === undefined ? took : `${took}, ${formatBytes(event.outputBytes)} on disk`;
+}
+
 /** listr2: one task per step, parallel steps side by side, live percentage in the title. */
-export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRenderer {
+export function createListrRenderer(plan: Plan, verbose: boolean, skipped: readonly string[] = []): ProgressRenderer {
   const outcomes = new Map<string, { promise: Promise<Outcome>; settle: (o: Outcome) => void }>();
   const titles = new Map<string, string>();
   const tasks = new Map<string, StepTask>();
@@ -33,17 +39,25 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
     const task = tasks.get(id);
     if (task) task.title = title;
   };
+  const started = new Map<string, number>();
   const list = new Listr(
-    plan.steps.map((step) => ({
-      title: titles.get(step.id) ?? step.id,
-      task: async (_ctx: unknown, task: StepTask) => {
-        tasks.set(step.id, task);
-        task.title = titles.get(step.id) ?? step.id;
-        const outcome = await (outcomes.get(step.id)?.promise as Promise<Outcome>);
-        if (outcome.kind === 'failed') throw new Error(outcome.message);
-        if (outcome.kind === 'not-started') task.skip(`${step.id}: not started`);
-      },
-    })),
+    [
+      // Steps an interrupted run finished: shown, and skipped.
+      ...skipped.map((id) => ({
+        title: id,
+        task: (_ctx: unknown, task: StepTask) => task.skip(`${id}: already done`),
+      })),
+      ...plan.steps.map((step) => ({
+        title: titles.get(step.id) ?? step.id,
+        task: async (_ctx: unknown, task: StepTask) => {
+          tasks.set(step.id, task);
+          task.title = titles.get(step.id) ?? step.id;
+          const outcome = await (outcomes.get(step.id)?.promise as Promise<Outcome>);
+          if (outcome.kind === 'failed') throw new Error(outcome.message);
+          if (outcome.kind === 'not-started') task.skip(`${step.id}: not started`);
+        },
+      })),
+    ],
     { concurrent: true, exitOnError: false, rendererOptions: { collapseErrors: false } },
   );
   const running = list.run().catch(() => undefined);
@@ -51,6 +65,7 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
     onEvent(event) {
       switch (event.type) {
         case 'step-started':
+          started.set(event.step.id, Date.now());
           setTitle(event.step.id, `${event.step.id}: running`);
           break;
         case 'command-started':
@@ -60,11 +75,13 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
               ?.stdout()
               .write(`${shellQuote(event.argv)}\n`);
           break;
-        case 'step-progress':
-          setTitle(event.step.id, `${event.step.id}: ${event.percent.toFixed(0)}%`);
+        case 'step-progress': {
+          const elapsed = Date.now() - (started.get(event.step.id) ?? Date.now());
+          setTitle(event.step.id, `${event.step.id}: ${describeProgress(event.percent, event.step, elapsed)}`);
           break;
+        }
         case 'step-finished':
-          setTitle(event.step.id, `${event.step.id}: done in ${(event.durationMs / 1000).toFixed(1)}s`);
+          setTitle(event.step.id, `${event.step.id}: done in ${finishedText(event)}`);
           outcomes.get(event.step.id)?.settle({ kind: 'done' });
           break;
         case 'step-failed':
@@ -84,12 +101,19 @@ export function createListrRenderer(plan: Plan, verbose: boolean): ProgressRende
 }
 
 /** Plain lines for CI and pipes: start, progress every 10%, done with duration, failures. */
-export function createPlainRenderer(write: (line: string) => void, verbose: boolean): ProgressRenderer {
+export function createPlainRenderer(
+  write: (line: string) => void,
+  verbose: boolean,
+  skipped: readonly string[] = [],
+): ProgressRenderer {
   const lastReported = new Map<string, number>();
+  const started = new Map<string, number>();
+  for (const id of skipped) write(`skipped  ${id} (already done)`);
   return {
     onEvent(event) {
       switch (event.type) {
         case 'step-started':
+          started.set(event.step.id, Date.now());
           write(`started  ${event.step.id}`);
           break;
         case 'command-started':
@@ -99,12 +123,13 @@ export function createPlainRenderer(write: (line: string) => void, verbose: bool
           const bucket = Math.floor(event.percent / 10) * 10;
           if (bucket > (lastReported.get(event.step.id) ?? 0) && bucket < 100) {
             lastReported.set(event.step.id, bucket);
-            write(`progress ${event.step.id} ${bucket}%`);
+            const elapsed = Date.now() - (started.get(event.step.id) ?? Date.now());
+            write(`progress ${event.step.id} ${describeProgress(bucket, event.step, elapsed)}`);
           }
           break;
         }
         case 'step-finished':
-          write(`done     ${event.step.id} (${(event.durationMs / 1000).toFixed(1)}s)`);
+          write(`done     ${event.step.id} (${finishedText(event)})`);
           break;
         case 'step-failed':
           write(`FAILED   ${event.step.id}: ${event.failure.message}`);

@@ -1,6 +1,6 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
@@ -36,6 +36,8 @@ export interface StepEffects {
   markFinished(path: string): Promise<void>;
   /** Before an in-place change of a recorded output: mark its ledger entry in progress. */
   markInProgress(path: string): Promise<void>;
+  /** Bytes `path` occupies on disk (allocated blocks), or undefined when it cannot be read. */
+  diskUsage(path: string): Promise<number | undefined>;
   /** Updates a chain of the ledger entry of `output` with the current fingerprints of `files`. */
   refreshChain(output: string, chain: 'backingChain' | 'sourceChain', files: readonly string[]): Promise<void>;
 }
@@ -119,6 +121,11 @@ export class DiskEffects implements StepEffects {
     await this.ledger.markFinished(path);
   }
 
+  async diskUsage(path: string): Promise<number | undefined> {
+    const info = await stat(path).catch(() => undefined);
+    return info ? info.blocks * 512 : undefined;
+  }
+
   async markInProgress(path: string): Promise<void> {
     await this.ledger.markInProgress(path);
   }
@@ -150,6 +157,9 @@ export class RecordingEffects implements StepEffects {
   async flush(): Promise<void> {}
   async record(): Promise<void> {}
   async markFinished(): Promise<void> {}
+  async diskUsage(): Promise<number | undefined> {
+    return undefined;
+  }
   async markInProgress(): Promise<void> {}
   async refreshChain(): Promise<void> {}
 }

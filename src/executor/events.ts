@@ -34,6 +34,7 @@ export type ExecutionEvent =
   | { type: 'step-started'; step: Step }
   | { type: 'command-started'; step: Step; argv: Argv }
   | { type: 'step-progress'; step: Step; percent: number }
-  | { type: 'step-finished'; step: Step; durationMs: number }
+  /** `outputBytes`: what the step's output occupies on disk afterwards, when it could be read. */
+  | { type: 'step-finished'; step: Step; durationMs: number; outputBytes?: number }
   | { type: 'step-failed'; step: Step; failure: StepFailure }
   | { type: 'run-finished'; summary: RunSummary };

@@ -173,14 +173,16 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       const [step] = waiting.splice(index, 1) as [Step];
       emit({ type: 'step-started', step });
       const stepStart = now();
-      const promise = runStep(step, options).then((failure) => {
+      const promise = runStep(step, options).then(async (failure) => {
+        const outputBytes = failure ? undefined : await options.effects.diskUsage(step.path).catch(() => undefined);
         running.delete(step.id);
         if (failure) {
           failed.push(failure);
           emit({ type: 'step-failed', step, failure });
         } else {
           done.push(step.id);
-          emit({ type: 'step-finished', step, durationMs: now() - stepStart });
+          const durationMs = now() - stepStart;
+          emit({ type: 'step-finished', step, durationMs, ...(outputBytes !== undefined ? { outputBytes } : {}) });
         }
       });
       running.set(step.id, promise);

@@ -83,6 +83,9 @@ class FakeEffects implements StepEffects {
     this.log.push(`helper ${argv.join(' ')} @ ${socket}`);
     return { stop: async () => void this.log.push(`stop ${argv.at(-1)}`) };
   }
+  async diskUsage() {
+    return undefined;
+  }
   async markFinished(p: string) {
     this.log.push(`finished ${p}`);
   }

@@ -26,7 +26,7 @@ describe('apply on a terminal', () => {
 
   it('shows live percentages per step and ends with the summary', async () => {
     const screen = await inTerminal(ws.dir, `stty cols 100 rows 30; node ${CLI} apply m.yaml --yes`);
-    expect(screen).toMatch(/vm:diff: \d+%/);
+    expect(screen).toMatch(/vm:diff: \d+% of up to [\d.]+ MiB/);
     expect(screen).toMatch(/vm:diff: done in \d+\.\ds/);
     expect(screen).toMatch(/Apply complete: 2 steps done in \d+\.\ds\.\s*$/m);
   });
@@ -34,7 +34,7 @@ describe('apply on a terminal', () => {
   it('falls back to plain lines when the terminal reports no width', async () => {
     const screen = await inTerminal(ws.dir, `stty cols 0; node ${CLI} apply m.yaml --yes`);
     expect(screen).toContain('started  base:convert');
-    expect(screen).toMatch(/done {5}vm:diff \(\d+\.\ds\)/);
+    expect(screen).toMatch(/done {5}vm:diff \(\d+\.\ds, [\d.]+ KiB on disk\)/);
     expect(screen).toContain('Apply complete: 2 steps done');
   });
 });
