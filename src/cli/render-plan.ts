@@ -10,6 +10,29 @@ function describeBytes(step: Step): string {
   return `${step.writeBytesIsUpperBound ? 'up to ' : '~'}${formatBytes(step.expectedWriteBytes)}`;
 }
 
+/** What a reshaped image undergoes, by its steps: a new backing link wins over the rest. */
+function reshapeKind(steps: readonly Step[]): string {
+  const kinds = new Set(steps.map((s) => s.kind));
+  if (['rebase', 'repoint', 'verified-repoint'].some((k) => kinds.has(k as Step['kind']))) return 'rebase';
+  if (kinds.has('amend')) return 'amend';
+  if (kinds.has('resize')) return 'resize';
+  return 'rewrite';
+}
+
+/** "1 to create, 2 to rebase, 1 unchanged": images per action, zero counts left out. */
+function imageCounts(plan: Plan): string {
+  const stepsById = new Map(plan.steps.map((s) => [s.id, s]));
+  const counts = new Map<string, number>();
+  for (const image of plan.images) {
+    const steps = image.steps.map((id) => stepsById.get(id)).filter((s): s is Step => s !== undefined);
+    const what = image.action === 'reshape' ? reshapeKind(steps) : image.action;
+    counts.set(what, (counts.get(what) ?? 0) + 1);
+  }
+  const order = ['create', 'replace', 'rebase', 'rewrite', 'amend', 'resize'];
+  const parts = order.filter((k) => counts.get(k)).map((k) => `${counts.get(k)} to ${k}`);
+  return [...parts, `${counts.get('unchanged') ?? 0} unchanged`].join(', ');
+}
+
 /** Renders a plan. `cwd` shortens paths in headings (commands keep their exact absolute form). */
 export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   const lines: string[] = [];
@@ -47,7 +70,6 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
       }
     }
   }
-  const count = (action: string) => plan.images.filter((i) => i.action === action).length;
   const total = plan.steps.reduce((sum, s) => sum + s.expectedWriteBytes, 0);
   lines.push('');
   if (plan.retire.length) {
@@ -63,7 +85,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     );
   } else {
     lines.push(
-      `Plan: ${count('create')} to create, ${count('replace')} to replace, ${count('reshape')} to reshape, ${count('unchanged')} unchanged; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}${plan.retire.length ? `; ${plural(plan.retire.length, 'file')} to retire` : ''}.`,
+      `Plan: ${imageCounts(plan)}; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}${plan.retire.length ? `; ${plural(plan.retire.length, 'file')} to retire` : ''}.`,
     );
   }
   if (plan.steps.some((s) => s.helpers?.length)) {

@@ -100,7 +100,7 @@ describe('chainform CLI', () => {
     const { dir } = ws;
     const r = await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode');
     expect(r.exitCode).toBe(2);
-    expect(r.stdout).toContain('Plan: 2 to create, 0 to replace, 0 to reshape, 0 unchanged; 2 steps');
+    expect(r.stdout).toContain('Plan: 2 to create, 0 unchanged; 2 steps');
     const json = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
     expect(json.kind).toBe('chainform-plan');
     expect(json.formatVersion).toBe(1);

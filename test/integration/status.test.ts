@@ -48,6 +48,7 @@ describe('status', () => {
     const result = await chainform(dir, 'status', 'k.yaml');
     expect(result.exitCode).toBe(2);
     expect(result.stdout).toMatch(/^top {2}top\.qcow2: wrong backing/m);
+    expect((await chainform(dir, 'plan', 'k.yaml')).stdout).toContain('Plan: 1 to rebase, 0 unchanged; 1 step');
     expect((await chainform(dir, 'status', 'missing.yaml')).exitCode).toBe(1);
   });
 });
