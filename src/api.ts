@@ -25,7 +25,7 @@ import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot } from './planner/find-snapshot.js';
 import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
 import type { Plan, SpaceCheck } from './planner/plan-types.js';
-import { type SavedPlan, stalenessOf } from './planner/saved-plan.js';
+import { planDifferences, type SavedPlan, stalenessOf } from './planner/saved-plan.js';
 import { savedPlanProblem } from './planner/saved-plan-schema.js';
 import { layerInfoCommand } from './qemu/commands.js';
 import { parseImageInfo } from './qemu/image-info.js';
@@ -233,6 +233,7 @@ export async function loadSavedPlan(
  */
 export async function checkSavedPlan(
   saved: SavedPlan,
+  options: EngineOptions = {},
 ): Promise<
   | { ok: true; plan: Plan; manifest: ResolvedManifest }
   | { ok: false; stale: string[] }
@@ -243,9 +244,14 @@ export async function checkSavedPlan(
   for (const path of Object.keys(saved.files)) files[path] = await fingerprintOf(path).catch(() => null);
   const stale = stalenessOf(saved, { manifestSha256: text === null ? null : sha256(text), files });
   if (stale.length > 0) return { ok: false, stale };
-  const loaded = await loadManifest(saved.manifest.path);
-  if (!loaded.ok) return { ok: false, diagnostics: loaded.diagnostics };
-  return { ok: true, plan: saved.plan, manifest: loaded.manifest };
+  // Only a plan chainform itself makes from this manifest and disk is ever run: planning again
+  // must give the very steps the file holds. That also catches what fingerprints cannot see,
+  // and a file edited by hand (its commands are never trusted on their own).
+  const fresh = await plan(saved.manifest.path, options);
+  if (!fresh.ok) return { ok: false, diagnostics: fresh.diagnostics };
+  const differences = planDifferences(saved.plan, fresh.plan);
+  if (differences.length > 0) return { ok: false, stale: differences };
+  return { ok: true, plan: fresh.plan, manifest: fresh.manifest };
 }
 
 /** Options for {@link apply}. */

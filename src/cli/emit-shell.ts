@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import type { Plan, PlannedCommand, Step } from '../planner/plan-types.js';
 import { RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
+import type { Fingerprint } from '../state/fingerprint.js';
 
 /** One argument, single-quoted unless it is plainly safe; `{runtime}` becomes "$runtime". */
 function quoteArg(arg: string): string {
@@ -38,14 +39,18 @@ function stepLines(step: Step): string[] {
   ];
   for (const t of temporaries) out.push(`mkdir -p -- ${quoteArg(dirname(t.path))}`);
   for (const t of temporaries) out.push(`rm -f -- ${quoteArg(t.temporaryPath)}`);
+  // Killed or failing, the step's temporary files go too (the EXIT trap; signals exit first).
+  if (temporaries.length) {
+    out.push(
+      `trap ${quoteArg(`rm -f -- ${temporaries.map((t) => quoteArg(t.temporaryPath)).join(' ')}; cleanup`)} EXIT`,
+    );
+  }
   if (step.helpers?.length) {
     out.push('runtime=$(mktemp -d)');
-    out.push('helpers=');
-    out.push('trap \'for pid in $helpers; do kill "$pid" 2>/dev/null || true; done; rm -rf "$runtime"\' EXIT');
     for (const helper of step.helpers) {
       out.push(`${line(helper.argv)} &`);
       out.push('helpers="$helpers $!"');
-      out.push(`until [ -S ${quoteArg(helper.socket)} ]; do sleep 1; done`);
+      out.push(`wait_for_socket ${quoteArg(helper.socket)} $!`);
     }
   }
   const check = step.commands.find((c) => c.check);
@@ -63,25 +68,71 @@ function stepLines(step: Step): string[] {
   } else {
     out.push(...commands(step.commands, ''));
   }
-  if (step.helpers?.length) {
-    out.push('for pid in $helpers; do kill "$pid" 2>/dev/null || true; done');
-    out.push('rm -rf "$runtime"');
-    out.push('trap - EXIT');
-  }
+  if (step.helpers?.length) out.push('stop_helpers');
   // qemu-img writes with cache=unsafe: flush before a new name makes the file look finished.
   if (temporaries.length || step.temporaryPath === undefined) out.push('sync');
   for (const t of temporaries) out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.path)}`);
+  if (temporaries.length) out.push('sync', 'trap cleanup EXIT');
   return out;
 }
 
-/** The whole script. `origin` says where it came from (a comment). */
-export function emitShell(plan: Plan, origin: string): string {
+/** Shell functions every script starts with: helper bookkeeping and cleanup on exit or signal. */
+const PRELUDE = [
+  'helpers=',
+  'runtime=',
+  'stop_helpers() {',
+  '  for pid in $helpers; do kill "$pid" 2>/dev/null || true; done',
+  '  helpers=',
+  '  if [ -n "$runtime" ]; then rm -rf "$runtime"; runtime=; fi',
+  '}',
+  'cleanup() { stop_helpers; }',
+  'trap cleanup EXIT',
+  "trap 'exit 130' INT TERM HUP",
+  '# A helper serves once its socket exists; give up if it dies or takes over 15 s.',
+  'wait_for_socket() {',
+  '  tries=0',
+  '  until [ -S "$1" ]; do',
+  '    kill -0 "$2" 2>/dev/null || { echo "chainform script: helper $2 stopped before serving" >&2; exit 1; }',
+  '    tries=$((tries + 1))',
+  '    [ "$tries" -le 150 ] || { echo "chainform script: helper $2 did not start serving" >&2; exit 1; }',
+  '    sleep 0.1',
+  '  done',
+  '}',
+  '# The plan holds only while every file it was made from is as it was (device, inode, size, mtime).',
+  'unchanged() {',
+  '  now=$(stat -L -c \'%d %i %s %.9Y\' -- "$1" 2>/dev/null || echo missing)',
+  '  [ "$now" = "$2" ] || { echo "chainform script: $1 changed since the plan was made; nothing was run" >&2; exit 1; }',
+  '}',
+];
+
+/** `sec.nanoseconds`, as GNU stat's %.9Y prints a modification time. */
+function statTime(mtimeNs: string): string {
+  const padded = mtimeNs.padStart(10, '0');
+  return `${padded.slice(0, -9)}.${padded.slice(-9)}`;
+}
+
+/**
+ * The whole script. `origin` says where it came from (a comment); `files` are the fingerprints
+ * of every file the plan was made from: the script refuses to start if any of them changed.
+ */
+export function emitShell(
+  plan: Plan,
+  origin: string,
+  files: Readonly<Record<string, Fingerprint | null>> = {},
+): string {
+  const checks = Object.entries(files).map(([path, print]) =>
+    print
+      ? `unchanged ${quoteArg(path)} ${quoteArg(`${print.dev} ${print.ino} ${print.size} ${statTime(print.mtimeNs)}`)}`
+      : `unchanged ${quoteArg(path)} missing`,
+  );
   const lines = [
     '#!/bin/sh',
     comment(origin),
     comment(`The plan for ${plan.manifest}: ${plan.steps.length} step(s). Review before running.`),
     comment("It does not update chainform's ledger: chainform will see its outputs as files it did not build."),
     'set -eu',
+    ...PRELUDE,
+    ...checks,
     ...plan.steps.flatMap(stepLines),
   ];
   if (plan.retire.length) {

@@ -9,6 +9,7 @@ import {
   apply,
   checkSavedPlan,
   importLayout,
+  loadManifest,
   loadSavedPlan,
   plan,
   recover,
@@ -21,7 +22,7 @@ import type { RunSummary } from '../executor/events.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { currentGraph, desiredGraph } from '../planner/chain-graph.js';
-import { driftOf } from '../planner/drift.js';
+import { type Drift, driftOf, refusalDrift } from '../planner/drift.js';
 import type { Plan } from '../planner/plan-types.js';
 import type { SavedPlan } from '../planner/saved-plan.js';
 import { acquireApplyLock } from '../state/apply-lock.js';
@@ -179,13 +180,31 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       }
       if (opts.out) {
         const out = resolve(io.cwd, opts.out);
-        await writeFileAtomic(out, `${JSON.stringify(savePlan(planned), null, 2)}\n`);
+        // Only a saved plan is ever overwritten: never the manifest, an image or anything else.
+        if (existsSync(out) && !(await savedPlanIn(out))) {
+          io.stderr.write(
+            `error: ${opts.out} exists and is not a saved plan; choose another file (nothing was written)\n`,
+          );
+          exitCode = EXIT.error;
+          return;
+        }
+        try {
+          await writeFileAtomic(out, `${JSON.stringify(savePlan(planned), null, 2)}\n`);
+        } catch (e) {
+          io.stderr.write(`error: cannot write ${opts.out}: ${(e as Error).message}\n`);
+          exitCode = EXIT.error;
+          return;
+        }
         io.stderr.write(`Saved the plan to ${opts.out}; \`chainform apply ${opts.out}\` runs exactly it.\n`);
       }
       if (opts.emit === 'sh') {
         if (planned.warnings.length) reportProblems(planned.warnings);
         io.stdout.write(
-          emitShell(planned.plan, `Written by chainform ${VERSION} plan --emit sh on ${new Date().toISOString()}.`),
+          emitShell(
+            planned.plan,
+            `Written by chainform ${VERSION} plan --emit sh on ${new Date().toISOString()}.`,
+            planned.files,
+          ),
         );
       } else if (opts.json) {
         io.stdout.write(`${JSON.stringify({ kind: 'chainform-plan', ...planned.plan }, null, 2)}\n`);
@@ -208,15 +227,24 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     )
     .action(async (file: string, opts: { json?: boolean }) => {
       const planned = await plan(file);
-      if (!planned.ok) {
+      const loaded = planned.ok ? undefined : await loadManifest(file);
+      const refused =
+        !planned.ok && loaded?.ok
+          ? refusalDrift(
+              loaded.manifest.images,
+              planned.diagnostics.filter((d) => d.severity === 'error'),
+            )
+          : undefined;
+      if (!planned.ok && !refused) {
         reportProblems(planned.diagnostics);
         exitCode = EXIT.error;
         return;
       }
-      const drift = driftOf(planned.plan);
+      const drift = planned.ok ? driftOf(planned.plan) : (refused as Drift);
+      const warnings = planned.ok ? planned.warnings : [];
       if (opts.json) io.stdout.write(`${JSON.stringify({ kind: 'chainform-status', ...drift }, null, 2)}\n`);
       else {
-        if (planned.warnings.length) reportProblems(planned.warnings);
+        if (warnings.length) reportProblems(warnings);
         io.stdout.write(`${renderStatus(drift, styleOut(), io.cwd, file)}\n`);
       }
       exitCode = drift.inSync ? EXIT.ok : EXIT.changes;
@@ -352,9 +380,13 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     if (json) io.stdout.write(`${JSON.stringify({ type: 'plan', plan: planned.plan })}\n`);
     else if (!opts.quiet) io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
     const retiring = planned.plan.retire.length;
-    if (planned.plan.steps.length === 0 && retiring === 0 && !opts.verify) return;
-    if (opts.dryRun) {
-      io.stdout.write('\nDry run: nothing was changed.\n');
+    const nothingToRun = planned.plan.steps.length === 0 && retiring === 0 && !opts.verify;
+    if (nothingToRun || opts.dryRun) {
+      // JSON mode always closes with a summary, so a machine can tell how it ended.
+      if (json) {
+        const summary = { ok: true, done: [], failed: [], notStarted: [], interrupted: false, durationMs: 0 };
+        io.stdout.write(`${JSON.stringify({ type: 'summary', ...summary, dryRun: opts.dryRun === true })}\n`);
+      } else if (opts.dryRun && !nothingToRun) io.stdout.write('\nDry run: nothing was changed.\n');
       return;
     }
     const short = opts.spaceCheck === false ? [] : spaceShortfalls(planned.plan);
@@ -440,7 +472,14 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       io.stdout.write(
         `Saved plan for ${saved.manifest.path}, made ${saved.createdAt} by chainform ${saved.chainformVersion}.\n\n`,
       );
-      io.stdout.write(`${renderPlan(saved.plan, styleOut(), io.cwd)}\n\n`);
+      try {
+        io.stdout.write(`${renderPlan(saved.plan, styleOut(), io.cwd)}\n\n`);
+      } catch {
+        // The schema checks the shape chainform relies on; a hand-made file can still be odd.
+        io.stderr.write(`error: ${file} is damaged: its plan cannot be shown\n`);
+        exitCode = EXIT.error;
+        return;
+      }
       const checked = await checkSavedPlan(saved);
       if (checked.ok) io.stdout.write(`It still applies: nothing it was made from has changed.\n`);
       else if ('stale' in checked) {

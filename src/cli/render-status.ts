@@ -7,7 +7,9 @@ import type { Styler } from './style.js';
 const LABEL: Record<DriftState, string> = {
   'in-sync': 'in sync',
   missing: 'missing',
-  'source-changed': 'source changed since the last apply',
+  rebuild: 'to be rebuilt (its source, or an image it is built on, changed)',
+  modified: 'modified since chainform built it, or not built by it',
+  'in-use': 'in use by another process',
   'wrong-backing': 'wrong backing',
   'wrong-options': 'wrong format or options',
   'wrong-shape': 'wrong shape (standalone or not)',

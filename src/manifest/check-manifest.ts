@@ -1,6 +1,7 @@
 // Stage 2c: semantic checks that the schema cannot express. Pure: the only outside fact it needs
 // (does a file exist?) is passed in, so every check is unit-testable.
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
+import { RUNTIME_DIR } from '../planner/plan-types.js';
 import {
   canonicalCompat,
   clusterSizeRange,
@@ -375,7 +376,7 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
 /** Longest file name (one path component, in bytes) Linux filesystems hold. */
 const NAME_MAX = 255;
 
-/** Every path the manifest names, with where; a name no filesystem can hold is an error. */
+/** Every path the manifest names, with where; a name no filesystem can hold, or one with chainform's placeholder, is an error. */
 function checkNameLengths(manifest: ResolvedManifest): Diagnostic[] {
   const paths = manifest.images.flatMap((image) => [
     { path: image.path, at: image.at.path },
@@ -386,6 +387,18 @@ function checkNameLengths(manifest: ResolvedManifest): Diagnostic[] {
       : []),
   ]);
   return [...paths, ...manifest.retire].flatMap(({ path, at }) => {
+    if (path.includes(RUNTIME_DIR)) {
+      return [
+        error(
+          'reserved-name',
+          `the path ${path} contains "${RUNTIME_DIR}", which chainform uses for its private folders`,
+          {
+            location: at,
+            hint: 'rename the file or folder',
+          },
+        ),
+      ];
+    }
     const long = path.split('/').find((name) => Buffer.byteLength(name) > NAME_MAX);
     if (long === undefined) return [];
     return [

@@ -6,8 +6,15 @@ import type { Plan, Step, StepKind } from './plan-types.js';
 export type DriftState =
   | 'in-sync'
   | 'missing'
-  /** Its source changed since chainform built it (or a run stopped while building it). */
-  | 'source-changed'
+  /**
+   * To be built again: its source, or an image it is built on, changed since chainform built
+   * it, or a run stopped while building it.
+   */
+  | 'rebuild'
+  /** A file at its path that chainform did not build, or that changed since it built it. */
+  | 'modified'
+  /** Held open for writing by another process (a running VM, a qemu-nbd export). */
+  | 'in-use'
   | 'wrong-backing'
   /** Format, options (compat, cluster size, ...) or size. */
   | 'wrong-options'
@@ -51,7 +58,7 @@ export function driftOf(plan: Plan): Drift {
         : image.action === 'create'
           ? 'missing'
           : image.action === 'replace'
-            ? 'source-changed'
+            ? 'rebuild'
             : reshapeState(steps);
     return { id: image.id, path: image.path, state, reasons: steps.map((s) => s.reason) };
   });
@@ -60,4 +67,26 @@ export function driftOf(plan: Plan): Drift {
     retire: plan.retire,
     inSync: images.every((i) => i.state === 'in-sync') && plan.retire.length === 0,
   };
+}
+
+/** Plan refusals that are drift of an image rather than an error of the manifest. */
+const DRIFT_REFUSALS: Readonly<Record<string, DriftState>> = { 'output-exists': 'modified', 'image-in-use': 'in-use' };
+
+/**
+ * The drift behind a plan's refusal, when every error is one of an image of the manifest being
+ * modified or in use (what a deployed, running VM looks like); undefined for any other error.
+ * The other images are not known then, and are left out.
+ */
+export function refusalDrift(
+  images: readonly { id: string; path: string }[],
+  errors: readonly { code: string; message: string }[],
+): Drift | undefined {
+  const found: ImageDrift[] = [];
+  for (const e of errors) {
+    const state = DRIFT_REFUSALS[e.code];
+    const image = images.find((i) => e.message.startsWith(`${i.path} `));
+    if (!state || !image) return undefined;
+    found.push({ id: image.id, path: image.path, state, reasons: [e.message] });
+  }
+  return found.length > 0 ? { images: found, retire: [], inSync: false } : undefined;
 }

@@ -45,3 +45,35 @@ export function stalenessOf(saved: SavedPlan, current: CurrentState): string[] {
   }
   return reasons;
 }
+
+/** What a step does, as far as running it goes: its commands, helpers, files and order. */
+function stepSignature(step: Plan['steps'][number]): string {
+  return JSON.stringify([
+    step.kind,
+    step.path,
+    step.dependsOn,
+    step.temporaryPath ?? null,
+    step.extraTemporaries ?? [],
+    (step.helpers ?? []).map((h) => h.argv),
+    step.commands.map((c) => [c.argv, c.check === true]),
+    (step.otherwise ?? []).map((c) => c.argv),
+  ]);
+}
+
+/** How the saved plan differs from the one made now (steps and retired files); empty: the same. */
+export function planDifferences(saved: Plan, now: Plan): string[] {
+  const reasons: string[] = [];
+  const savedSteps = new Map(saved.steps.map((s) => [s.id, stepSignature(s)]));
+  const nowSteps = new Map(now.steps.map((s) => [s.id, stepSignature(s)]));
+  for (const [id, signature] of savedSteps) {
+    if (!nowSteps.has(id)) reasons.push(`step ${id} is no longer needed`);
+    else if (nowSteps.get(id) !== signature) reasons.push(`step ${id} would run differently now`);
+  }
+  for (const id of nowSteps.keys()) if (!savedSteps.has(id)) reasons.push(`a new step ${id} is needed`);
+  const order = (plan: Plan) => plan.steps.map((s) => s.id).join(' ');
+  if (reasons.length === 0 && order(saved) !== order(now)) reasons.push('the steps would run in another order');
+  if (JSON.stringify([...saved.retire].sort()) !== JSON.stringify([...now.retire].sort())) {
+    reasons.push('the files to retire differ');
+  }
+  return reasons;
+}

@@ -147,6 +147,13 @@ describe('chainform CLI', () => {
     expect(records.some((e) => e.type === 'step-progress')).toBe(true);
   });
 
+  it('apply --dry-run --output json stays JSON and still closes with a summary', async () => {
+    const r = await chainform(ws.dir, 'apply', 'manifest.yaml', '--dry-run', '--output', 'json');
+    const records = r.stdout.split('\n').map((line) => JSON.parse(line) as { type: string; dryRun?: boolean });
+    expect(records.map((e) => e.type)).toEqual(['plan', 'summary']);
+    expect(records[1]!.dryRun).toBe(true);
+  });
+
   it('apply --quiet prints only the closing summary', async () => {
     const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--quiet');

@@ -23,6 +23,29 @@ describe('plan --emit sh', () => {
     return [disk, join(dir, 'a.qcow2'), join(dir, 'a-copy.qcow2')];
   });
 
+  it('refuses to run when a file the plan was made from changed since', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  top: { path: top.qcow2, backing: { path: a-copy.qcow2, format: qcow2 } }\n',
+    );
+    const emitted = await chainform(dir, 'plan', 'm.yaml', '--emit', 'sh');
+    await writeFile(join(dir, 'reshape.sh'), emitted.stdout);
+    // The base it would re-point at is replaced by another image: the compare-guarded step was
+    // planned on facts that no longer hold.
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'other.qcow2'), '16M');
+    await qemuIo('qcow2', join(dir, 'other.qcow2'), 'write -P 0x44 0 64k');
+    const before = (await imageInfo(join(dir, 'top.qcow2'), 'qcow2'))['backing-filename'];
+    await execa('cp', [join(dir, 'other.qcow2'), join(dir, 'a-copy.qcow2')]);
+    await ws.acceptInputChanges(); // changed on purpose, as a user would
+    const run = await execa('sh', [join(dir, 'reshape.sh')], { cwd: '/', reject: false });
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toContain(
+      `chainform script: ${join(dir, 'a-copy.qcow2')} changed since the plan was made; nothing was run`,
+    );
+    expect((await imageInfo(join(dir, 'top.qcow2'), 'qcow2'))['backing-filename']).toBe(before);
+  });
+
   it('runs with sh and reaches the layout', async () => {
     const { dir } = ws;
     await writeFile(

@@ -59,6 +59,29 @@ describe('saved plans', () => {
     expect((await chainform(dir, 'show', 'plan.json')).stdout).toContain('It is stale');
   });
 
+  it('never runs commands edited into a saved plan: planning again must give the same steps', async () => {
+    const { dir } = ws;
+    expect((await chainform(dir, 'plan', 'm.yaml', '--out', 'plan.json')).exitCode).toBe(0);
+    const saved = JSON.parse(await readFile(join(dir, 'plan.json'), 'utf8'));
+    saved.plan.steps[0].commands[0].argv = ['touch', join(dir, 'pwned')];
+    await writeFile(join(dir, 'plan.json'), JSON.stringify(saved));
+    const result = await chainform(dir, 'apply', 'plan.json', '--yes');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain('  - step base:convert would run differently now');
+    expect(await readdir(dir)).not.toContain('pwned');
+  });
+
+  it('never overwrites a file that is not a saved plan, and reports a folder that does not exist', async () => {
+    const { dir } = ws;
+    const onManifest = await chainform(dir, 'plan', 'm.yaml', '--out', 'm.yaml');
+    expect(onManifest.exitCode).toBe(1);
+    expect(onManifest.stderr).toContain('error: m.yaml exists and is not a saved plan; choose another file');
+    const noFolder = await chainform(dir, 'plan', 'm.yaml', '--out', 'nodir/plan.json');
+    expect(noFolder.exitCode).toBe(1);
+    expect(noFolder.stderr).toMatch(/^error: cannot write nodir\/plan\.json: ENOENT/m);
+    expect(noFolder.stderr).not.toContain('internal error');
+  });
+
   it('refuses a file that only claims to be a saved plan', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'fake.json'), '{"kind": "chainform-saved-plan", "formatVersion": 1}\n');

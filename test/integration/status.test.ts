@@ -32,8 +32,14 @@ describe('status', () => {
     const changed = await chainform(dir, 'status', 'm.yaml', '--json');
     expect(changed.exitCode).toBe(2);
     const drift = JSON.parse(changed.stdout) as { images: { id: string; state: string }[]; inSync: boolean };
-    expect(drift.images.map((i) => `${i.id}:${i.state}`)).toEqual(['base:in-sync', 'vm:source-changed']);
+    expect(drift.images.map((i) => `${i.id}:${i.state}`)).toEqual(['base:in-sync', 'vm:rebuild']);
     expect(drift.inSync).toBe(false);
+
+    // A deployed VM writes into its disk: drift (exit 2), not an error.
+    await qemuIo('qcow2', join(dir, 'vm.qcow2'), 'write -P 0x44 2M 64k');
+    const written = await chainform(dir, 'status', 'm.yaml');
+    expect(written.exitCode, written.stderr).toBe(2);
+    expect(written.stdout).toContain('vm  vm.qcow2: modified since chainform built it, or not built by it');
   });
 
   it('reports an image kept in place on the wrong backing, and exit 1 for an error', async () => {
