@@ -10,6 +10,8 @@ import { qemuMessage } from '../qemu/messages.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
+import { memoize } from '../util/memo.js';
+import { memoizeInfo } from './memo-runner.js';
 import { readChain } from './read-chain.js';
 import { sniffFormat } from './sniff-format.js';
 
@@ -114,7 +116,12 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
   return requests;
 }
 
-async function inspectFile(request: Request, runner: CommandRunner, diagnostics: Diagnostic[]): Promise<InspectedFile> {
+async function inspectFile(
+  request: Request,
+  runner: CommandRunner,
+  diagnostics: Diagnostic[],
+  printOf: (path: string) => Promise<Fingerprint | null>,
+): Promise<InspectedFile> {
   const fingerprint = await fingerprintOf(request.path);
   const format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
@@ -151,8 +158,8 @@ async function inspectFile(request: Request, runner: CommandRunner, diagnostics:
       const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
       return {
         ...layer,
-        fingerprint: await fingerprintOf(layer.filename),
-        ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await fingerprintOf(dataFilePath) } : {}),
+        fingerprint: await printOf(layer.filename),
+        ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await printOf(dataFilePath) } : {}),
       };
     }),
   );
@@ -228,8 +235,11 @@ async function fileKind(path: string): Promise<string> {
 export async function inspectLayout(
   manifest: ResolvedManifest,
   ledger: Ledger,
-  runner: CommandRunner,
+  uncached: CommandRunner,
 ): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
+  const runner = memoizeInfo(uncached);
+  // Layers shared by the chains of several images are fingerprinted once.
+  const printOf = memoize(fingerprintOf);
   const diagnostics: Diagnostic[] = [];
   const files = new Map<string, InspectedFile>();
   const unique = new Map<string, Request>();
@@ -239,7 +249,7 @@ export async function inspectLayout(
   // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
   const inspected = await Promise.all(
     [...unique.values()].map((request) =>
-      inspectFile(request, runner, diagnostics).catch((e: unknown): InspectedFile => {
+      inspectFile(request, runner, diagnostics, printOf).catch((e: unknown): InspectedFile => {
         diagnostics.push(
           error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
         );

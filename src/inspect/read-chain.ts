@@ -76,6 +76,21 @@ async function layerDamage(
   };
 }
 
+/**
+ * {@link layerDamage}, once per file per inspection: images of one chain share their lower
+ * layers. The runner stands for the inspection (each gets its own, see memo-runner.ts).
+ */
+const damageChecks = new WeakMap<CommandRunner, Map<string, ReturnType<typeof layerDamage>>>();
+function damageOf(path: string, layer: ImageInfo, runner: CommandRunner): ReturnType<typeof layerDamage> {
+  const checks = damageChecks.get(runner) ?? new Map<string, ReturnType<typeof layerDamage>>();
+  damageChecks.set(runner, checks);
+  const known = checks.get(path);
+  if (known) return known;
+  const check = layerDamage(path, layer);
+  checks.set(path, check);
+  return check;
+}
+
 /** Longer chains than this are refused (a loop of backing links would never end). */
 const MAX_DEPTH = 256;
 
@@ -105,7 +120,7 @@ export async function readChain(
     }
     const layer = parseImageInfo(result.stdout)[0];
     if (!layer) return null;
-    const damage = await layerDamage(current, layer);
+    const damage = await damageOf(current, layer, runner);
     if (damage) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
       diagnostics.push(error(damage.code, `${current}${within} ${damage.message}`, { ...located, hint: damage.hint }));

@@ -35,15 +35,22 @@ export function locationOfOffsets(file: string, lines: TextLines, start: number,
   return { file, line: from.line, column: from.column, endLine: to.line, endColumn: to.column };
 }
 
+/** Each mapping's pairs by key, built on first lookup: a manifest can hold 10,000 images. */
+const pairIndex = new WeakMap<object, Map<string, Pair<Node, Node | null>>>();
+
 function pairWithKey(node: Node, key: string | number): Pair<Node, Node | null> | undefined {
-  if (isMap(node)) {
+  if (!isMap(node)) return undefined;
+  let index = pairIndex.get(node);
+  if (!index) {
+    index = new Map();
     for (const item of node.items) {
-      if (isPair(item) && isScalar(item.key) && String(item.key.value) === String(key)) {
-        return item as Pair<Node, Node | null>;
+      if (isPair(item) && isScalar(item.key) && !index.has(String(item.key.value))) {
+        index.set(String(item.key.value), item as Pair<Node, Node | null>);
       }
     }
+    pairIndex.set(node, index);
   }
-  return undefined;
+  return index.get(String(key));
 }
 
 /**

@@ -97,6 +97,19 @@ export function sizeInBytes(size: number | string): number {
   return Math.floor(Number(size.slice(0, -1)) * SUFFIX[unit]);
 }
 
+/** An {@link ImageLocations} whose fields are computed on first read, then kept. */
+function lazily(
+  fields: Record<Exclude<keyof ImageLocations, 'option'>, () => SourceLocation>,
+  option: ImageLocations['option'],
+): ImageLocations {
+  const at = { option } as ImageLocations;
+  for (const [name, find] of Object.entries(fields)) {
+    let found: SourceLocation | undefined;
+    Object.defineProperty(at, name, { enumerable: true, get: () => (found ??= find()) });
+  }
+  return at;
+}
+
 /** Resolves a schema-valid manifest. Pure apart from reading `source` positions. */
 export function resolveManifest(source: ManifestSource, manifest: Manifest): ResolvedManifest {
   const dir = dirname(source.file);
@@ -133,20 +146,24 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
               },
       size: image.size === undefined ? undefined : sizeInBytes(image.size),
       shrink: image.shrink === true,
-      at: {
-        id: locate(source, base, 'key'),
-        path: locateIn('path'),
-        format: image.format ? locateIn('format') : locate(source, base, 'key'),
-        from: locateIn('from'),
-        fromPath: locateIn('from', 'path'),
-        fromSnapshot: locateIn('from', 'snapshot'),
-        backing: locateIn('backing'),
-        size: locateIn('size'),
-        option: (name) =>
+      // Locations are looked up only when a diagnostic needs one: finding one scans the
+      // manifest's mappings, and doing it for every field of 10,000 images is quadratic.
+      at: lazily(
+        {
+          id: () => locate(source, base, 'key'),
+          path: () => locateIn('path'),
+          format: () => (image.format ? locateIn('format') : locate(source, base, 'key')),
+          from: () => locateIn('from'),
+          fromPath: () => locateIn('from', 'path'),
+          fromSnapshot: () => locateIn('from', 'snapshot'),
+          backing: () => locateIn('backing'),
+          size: () => locateIn('size'),
+        },
+        (name: string) =>
           image.options && name in image.options
             ? locate(source, [...base, 'options', name], 'key')
             : locate(source, ['defaults', 'options', name], 'key'),
-      },
+      ),
     };
   });
   const retire = (manifest.retire ?? []).map((path, index) => ({

@@ -170,13 +170,16 @@ export function settleStaleContent(
         })
         .map((i) => [i.path, i] as const),
     );
+  // Computed once (not per reader: 10,000 images would make that quadratic); a reader refused
+  // here is no longer built, so it leaves the map.
+  const builtNow = builtPaths();
   for (const reader of manifest.images) {
     const chain = reader.source ? ctx.layout.files.get(reader.source.path)?.chain : undefined;
-    const built = builtPaths();
-    const through = chain ? layerPaths(chain).find((path) => built.has(path)) : undefined;
-    const writer = through ? built.get(through) : undefined;
+    const through = chain ? layerPaths(chain).find((path) => builtNow.has(path)) : undefined;
+    const writer = through ? builtNow.get(through) : undefined;
     if (!through || !writer) continue;
     contents.set(reader.id, 'failed');
+    builtNow.delete(reader.path);
     ctx.diagnostics.push(
       error(
         'overwrites-input',

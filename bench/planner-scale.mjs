@@ -1,0 +1,130 @@
+// Benchmark: planning at scale. A manifest of CHAINS chains of DEPTH images each (default 1,000
+// x 10 = 10,000 images), every image kept in place on the one below it, all already in sync.
+// Inspection is answered from recorded `qemu-img info` JSON by a counting fake runner (the
+// files are real, tiny qcow2 copies, because chainform also stats and reads their headers).
+// Measured in a child process under GNU time: wall seconds of validate + plan, peak RSS, and
+// qemu-img processes the inspection would have spawned (per chain). Usage:
+//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3]
+// BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { execa } from 'execa';
+
+const { values } = parseArgs({
+  options: {
+    chains: { type: 'string', default: '1000' },
+    depth: { type: 'string', default: '10' },
+    runs: { type: 'string', default: '3' },
+    child: { type: 'string' },
+  },
+});
+const chains = Number(values.chains);
+const depth = Number(values.depth);
+
+/** `qemu-img info --output=json` of image `d` of a chain, as qemu-img 7.2 prints it. */
+function infoOf(path, d) {
+  return [
+    {
+      filename: path,
+      format: 'qcow2',
+      'virtual-size': 1048576,
+      'actual-size': 3072,
+      'cluster-size': 512,
+      'dirty-flag': false,
+      ...(d > 0
+        ? {
+            'backing-filename': `img${d - 1}.qcow2`,
+            'full-backing-filename': path.replace(/img\d+\.qcow2$/, `img${d - 1}.qcow2`),
+            'backing-filename-format': 'qcow2',
+          }
+        : {}),
+      'format-specific': {
+        type: 'qcow2',
+        data: { compat: '1.1', 'lazy-refcounts': false, 'refcount-bits': 16, corrupt: false, 'extended-l2': false },
+      },
+    },
+  ];
+}
+
+/** The measured part: validate + plan with the recorded answers. Prints one JSON line. */
+async function child(dir) {
+  const api = await import('../dist/api.js');
+  let calls = 0;
+  const runner = {
+    async run(argv) {
+      calls++;
+      const path = argv.at(-1);
+      const d = Number(/img(\d+)\.qcow2$/.exec(path)?.[1] ?? -1);
+      if (argv[1] === 'info' && argv.includes('-U')) return { exitCode: 0, stdout: JSON.stringify(infoOf(path, d)), stderr: '' };
+      return { exitCode: 0, stdout: '[]', stderr: '' };
+    },
+  };
+  const started = performance.now();
+  const validated = await api.loadManifest(join(dir, 'm.yaml'));
+  const planned = await api.plan(join(dir, 'm.yaml'), { runner });
+  const ms = performance.now() - started;
+  if (!validated.ok || !planned.ok) throw new Error(JSON.stringify((planned.diagnostics ?? validated.diagnostics).slice(0, 3)));
+  console.log(JSON.stringify({ ms, steps: planned.plan.steps.length, images: planned.plan.images.length, calls }));
+}
+
+async function setup() {
+  const dir = await mkdtemp(join(tmpdir(), 'chainform-bench-planner-'));
+  await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', join(dir, 't.qcow2'), '1M']);
+  const bytes = await readFile(join(dir, 't.qcow2'));
+  const lines = ['version: 1', 'images:'];
+  for (let c = 0; c < chains; c++) {
+    await mkdir(join(dir, `chain${c}`));
+    for (let d = 0; d < depth; d++) {
+      await writeFile(join(dir, `chain${c}`, `img${d}.qcow2`), bytes);
+      lines.push(`  c${c}_${d}: { path: chain${c}/img${d}.qcow2${d > 0 ? `, backing: c${c}_${d - 1}` : ''} }`);
+    }
+  }
+  await writeFile(join(dir, 'm.yaml'), `${lines.join('\n')}\n`);
+  return dir;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+if (values.child) {
+  await child(values.child);
+} else {
+  const dir = await setup();
+  try {
+    const results = [];
+    for (let run = 0; run < Number(values.runs); run++) {
+      const script = new URL(import.meta.url).pathname;
+      const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+      const r = await execa('/usr/bin/time', ['-f', '%e %M', process.execPath, ...profile, script, '--child', dir], {
+        reject: false,
+      });
+      if (r.exitCode !== 0) throw new Error(r.stderr);
+      const measured = JSON.parse(r.stdout.trim().split('\n').at(-1));
+      const [, maxKiB] = r.stderr.trim().split('\n').at(-1).split(' ').map(Number);
+      results.push({ ...measured, peakMiB: maxKiB / 1024 });
+    }
+    const ms = results.map((r) => r.ms);
+    const peak = results.map((r) => r.peakMiB);
+    const { images, steps, calls } = results[0];
+    const summary = {
+      chains,
+      depth,
+      images,
+      steps,
+      runs: results.length,
+      validatePlanMs: { median: median(ms), min: Math.min(...ms), max: Math.max(...ms) },
+      peakRssMiB: { median: median(peak), min: Math.min(...peak), max: Math.max(...peak) },
+      qemuImgCalls: calls,
+      qemuImgCallsPerChain: calls / chains,
+    };
+    await writeFile('bench-planner-results.json', `${JSON.stringify({ summary, results }, null, 2)}\n`);
+    console.log(`planner: ${images} images in ${chains} chains, ${steps} steps planned`);
+    console.log(`  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`);
+    console.log(`  peak RSS: median ${summary.peakRssMiB.median.toFixed(0)} MiB`);
+    console.log(`  qemu-img processes inspection would spawn: ${calls} (${summary.qemuImgCallsPerChain} per chain)`);
+    console.log('  raw results: bench-planner-results.json');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
