@@ -57,7 +57,8 @@ async function child(dir) {
       calls++;
       const path = argv.at(-1);
       const d = Number(/img(\d+)\.qcow2$/.exec(path)?.[1] ?? -1);
-      if (argv[1] === 'info' && argv.includes('-U')) return { exitCode: 0, stdout: JSON.stringify(infoOf(path, d)), stderr: '' };
+      if (argv[1] === 'info' && argv.includes('-U'))
+        return { exitCode: 0, stdout: JSON.stringify(infoOf(path, d)), stderr: '' };
       return { exitCode: 0, stdout: '[]', stderr: '' };
     },
   };
@@ -65,7 +66,8 @@ async function child(dir) {
   const validated = await api.loadManifest(join(dir, 'm.yaml'));
   const planned = await api.plan(join(dir, 'm.yaml'), { runner });
   const ms = performance.now() - started;
-  if (!validated.ok || !planned.ok) throw new Error(JSON.stringify((planned.diagnostics ?? validated.diagnostics).slice(0, 3)));
+  if (!validated.ok || !planned.ok)
+    throw new Error(JSON.stringify((planned.diagnostics ?? validated.diagnostics).slice(0, 3)));
   console.log(JSON.stringify({ ms, steps: planned.plan.steps.length, images: planned.plan.images.length, calls }));
 }
 
@@ -120,7 +122,9 @@ if (values.child) {
     };
     await writeFile('bench-planner-results.json', `${JSON.stringify({ summary, results }, null, 2)}\n`);
     console.log(`planner: ${images} images in ${chains} chains, ${steps} steps planned`);
-    console.log(`  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`);
+    console.log(
+      `  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`,
+    );
     console.log(`  peak RSS: median ${summary.peakRssMiB.median.toFixed(0)} MiB`);
     console.log(`  qemu-img processes inspection would spawn: ${calls} (${summary.qemuImgCallsPerChain} per chain)`);
     console.log('  raw results: bench-planner-results.json');
