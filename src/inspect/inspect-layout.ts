@@ -120,7 +120,7 @@ async function inspectFile(
   request: Request,
   runner: CommandRunner,
   diagnostics: Diagnostic[],
-  printOf: (path: string) => Promise<Fingerprint | null>,
+  chainLayerOf: (layer: ImageInfo) => Promise<ChainLayer>,
 ): Promise<InspectedFile> {
   const fingerprint = await fingerprintOf(request.path);
   const format = request.format;
@@ -151,18 +151,7 @@ async function inspectFile(
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
   const inUse = await heldForWriting(request, format, runner);
   if (inUse) diagnostics.push(inUse);
-  const chain = await Promise.all(
-    layers.map(async (layer) => {
-      // qemu 7.2 resolves a relative data-file name against the working directory; chainform
-      // stores absolute names, and takes others as relative to the image's folder.
-      const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
-      return {
-        ...layer,
-        fingerprint: await printOf(layer.filename),
-        ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await printOf(dataFilePath) } : {}),
-      };
-    }),
-  );
+  const chain = await Promise.all(layers.map(chainLayerOf));
 
   return { path: request.path, fingerprint, format, chain };
 }
@@ -238,8 +227,18 @@ export async function inspectLayout(
   uncached: CommandRunner,
 ): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
   const runner = memoizeInfo(uncached);
-  // Layers shared by the chains of several images are fingerprinted once.
+  // Layers shared by the chains of several images are fingerprinted, and described, once.
   const printOf = memoize(fingerprintOf);
+  const chainLayerOf = memoize(async (layer: ImageInfo): Promise<ChainLayer> => {
+    // qemu 7.2 resolves a relative data-file name against the working directory; chainform
+    // stores absolute names, and takes others as relative to the image's folder.
+    const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
+    return {
+      ...layer,
+      fingerprint: await printOf(layer.filename),
+      ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await printOf(dataFilePath) } : {}),
+    };
+  });
   const diagnostics: Diagnostic[] = [];
   const files = new Map<string, InspectedFile>();
   const unique = new Map<string, Request>();
@@ -249,7 +248,7 @@ export async function inspectLayout(
   // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
   const inspected = await Promise.all(
     [...unique.values()].map((request) =>
-      inspectFile(request, runner, diagnostics, printOf).catch((e: unknown): InspectedFile => {
+      inspectFile(request, runner, diagnostics, chainLayerOf).catch((e: unknown): InspectedFile => {
         diagnostics.push(
           error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
         );

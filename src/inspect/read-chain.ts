@@ -7,7 +7,7 @@ import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
-import type { CommandRunner } from '../qemu/runner.js';
+import type { CommandResult, CommandRunner } from '../qemu/runner.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 
 /** The format qemu-img detects for `path`, or why it could not read it. */
@@ -91,6 +91,17 @@ function damageOf(path: string, layer: ImageInfo, runner: CommandRunner): Return
   return check;
 }
 
+/**
+ * The layer a `qemu-img info` result describes, parsed once per result: an inspection answers
+ * repeated questions with the same result object (memo-runner.ts), so the chains of all images
+ * built on one base share that base's layer object instead of holding thousands of copies.
+ */
+const parsedLayers = new WeakMap<CommandResult, ImageInfo | undefined>();
+function parsedLayer(result: CommandResult): ImageInfo | undefined {
+  if (!parsedLayers.has(result)) parsedLayers.set(result, parseImageInfo(result.stdout)[0]);
+  return parsedLayers.get(result);
+}
+
 /** Longer chains than this are refused (a loop of backing links would never end). */
 const MAX_DEPTH = 256;
 
@@ -118,7 +129,7 @@ export async function readChain(
       );
       return null;
     }
-    const layer = parseImageInfo(result.stdout)[0];
+    const layer = parsedLayer(result);
     if (!layer) return null;
     const damage = await damageOf(current, layer, runner);
     if (damage) {

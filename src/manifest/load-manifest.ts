@@ -1,6 +1,6 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
 import { readFile } from 'node:fs/promises';
-import { type Document, parseDocument } from 'yaml';
+import { type Document, isScalar, parseDocument, visit } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets, TextLines } from './locate.js';
 
@@ -19,6 +19,23 @@ export interface ManifestSource {
 /** Aliases a manifest may expand; more is treated as an alias bomb. */
 const MAX_ALIAS_COUNT = 100;
 
+/** Ranges of keys that repeat an earlier key of the same mapping (scalar keys, compared as text). */
+function duplicateKeys(document: Document.Parsed): [number, number][] {
+  const found: [number, number][] = [];
+  visit(document, {
+    Map(_, map) {
+      const seen = new Set<string>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) continue;
+        const key = String(pair.key.value);
+        if (seen.has(key) && pair.key.range) found.push([pair.key.range[0], pair.key.range[1]]);
+        seen.add(key);
+      }
+    },
+  });
+  return found;
+}
+
 /** The error for YAML nested deeper than the parser can follow. */
 function tooDeep(file: string, location: SourceLocation = { file, line: 1, column: 1 }): Diagnostic {
   return error('yaml-too-deep', 'the YAML is nested too deeply to read', {
@@ -35,7 +52,9 @@ export function parseManifestText(
   const lines = new TextLines(text);
   let document: Document.Parsed;
   try {
-    document = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+    // Duplicate keys are found below: yaml's own check compares every pair of keys of a mapping,
+    // which is quadratic in the 10,000 images a large manifest holds.
+    document = parseDocument(text, { uniqueKeys: false, prettyErrors: false, strict: true });
   } catch (e) {
     // yaml's parser recurses per nesting level: thousands of levels overflow the stack.
     if (!(e instanceof RangeError)) throw e;
@@ -48,6 +67,18 @@ export function parseManifestText(
           location: locationOfOffsets(file, lines, e.pos[0], e.pos[1]),
         }),
   );
+  let duplicates: [number, number][];
+  try {
+    duplicates = duplicateKeys(document);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    return { ok: false, diagnostics: [tooDeep(file)] };
+  }
+  for (const range of duplicates) {
+    diagnostics.push(
+      error('yaml-syntax', 'Map keys must be unique', { location: locationOfOffsets(file, lines, range[0], range[1]) }),
+    );
+  }
   if (diagnostics.length > 0) return { ok: false, diagnostics };
   let data: unknown;
   try {
