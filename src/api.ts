@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, hasErrors, warning } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
@@ -14,7 +13,7 @@ import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
-import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
+import { chainFiles, chainPrints, type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
@@ -32,7 +31,7 @@ import { parseImageInfo } from './qemu/image-info.js';
 import { qemuMessage } from './qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from './qemu/runner.js';
 import { type Fingerprint, fingerprintOf } from './state/fingerprint.js';
-import { JournalWriter, readJournal, writerMayBeAlive } from './state/journal.js';
+import { JournalWriter, killedRun, readJournal } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 import { VERSION } from './version.js';
 
@@ -121,8 +120,7 @@ export type PlanResult =
  */
 async function killedApplyWarning(manifestDir: string): Promise<Diagnostic[]> {
   const journal = await readJournal(manifestDir);
-  if (!journal || journal.finishedAt !== undefined) return [];
-  if (journal.host === hostname() && writerMayBeAlive(journal)) return [];
+  if (!killedRun(journal)) return [];
   return [
     warning(
       'apply-killed',
@@ -186,10 +184,11 @@ function inspectedFiles(layout: InspectedLayout): Record<string, Fingerprint | n
   const files: Record<string, Fingerprint | null> = {};
   for (const file of layout.files.values()) {
     files[file.path] = file.fingerprint;
-    for (const layer of file.chain ?? []) {
-      files[resolve(layer.filename)] = layer.fingerprint;
-      if (layer.dataFilePath) files[layer.dataFilePath] = layer.dataFileFingerprint ?? null;
-    }
+    const chain = file.chain ?? [];
+    const prints = chainPrints(chain);
+    chainFiles(chain).forEach((path, i) => {
+      files[path] = prints[i] ?? null;
+    });
   }
   return files;
 }

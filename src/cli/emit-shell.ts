@@ -70,7 +70,7 @@ function stepLines(step: Step): string[] {
   }
   if (step.helpers?.length) out.push('stop_helpers');
   // qemu-img writes with cache=unsafe: flush before a new name makes the file look finished.
-  if (temporaries.length || step.temporaryPath === undefined) out.push('sync');
+  out.push('sync');
   for (const t of temporaries) out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.path)}`);
   if (temporaries.length) out.push('sync', 'trap cleanup EXIT');
   return out;

@@ -7,15 +7,14 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Argv, layerInfoCommand, repairRefcountsCommand } from '../qemu/commands.js';
 import { parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import { type CommandRunner, ExecaRunner } from '../qemu/runner.js';
 import { fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
-import { closeRecoveredJournal, type Journal, readJournal, writerMayBeAlive } from '../state/journal.js';
+import { closeRecoveredJournal, type Journal, killedRun, readJournal } from '../state/journal.js';
 import { stateDir } from '../state/ledger.js';
-import { processAlive } from '../util/process-alive.js';
+import { processRunning, stopProcesses } from '../util/process-alive.js';
 import { reapOrphanedRuntimeFolders } from './runtime-folders.js';
 
 /** What was found and cleaned up after a killed apply. */
@@ -38,35 +37,22 @@ export interface Recovery {
   unrepaired: { path: string; reason: string }[];
 }
 
-/** How long a leftover command gets to exit after SIGTERM before it is killed. */
+/** How long a leftover command gets to exit after SIGTERM before it is killed, and then at most. */
 const TERM_GRACE_MS = 10_000;
+const GIVE_UP_MS = 20_000;
 
-/** True when `pid` is running `argv` (and not a zombie): pids are reused, command lines are checked. */
+/** True when `pid` is running `argv`: pids are reused, so the command line is checked too. */
 async function isRunning(pid: number, argv: Argv): Promise<boolean> {
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (cmdline !== `${argv.join('\0')}\0`) return false;
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // The state letter follows the command name in parentheses; Z is a zombie, X is dead.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== '' && state !== 'Z' && state !== 'X';
+  return cmdline === `${argv.join('\0')}\0` && (await processRunning(pid));
 }
 
-/** Stops a leftover command and waits until it is gone. */
+/** Stops a leftover command and waits until it is gone; false when it was not running. */
 async function stopCommand(pid: number, argv: Argv): Promise<boolean> {
   if (!(await isRunning(pid, argv))) return false;
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      process.kill(pid, name);
-    } catch {
-      // already gone
-    }
-  };
-  signal('SIGTERM');
-  for (let waited = 0; await isRunning(pid, argv); waited += 50) {
-    if (waited >= TERM_GRACE_MS) signal('SIGKILL');
-    await sleep(50);
-  }
-  return true;
+  const find = async () => ((await isRunning(pid, argv)) ? [pid] : []);
+  const left = await stopProcesses(find, { graceMs: TERM_GRACE_MS, giveUpMs: GIVE_UP_MS });
+  return left.length === 0;
 }
 
 async function outputsUnchanged(step: Journal['steps'][number]): Promise<boolean> {
@@ -78,23 +64,14 @@ async function outputsUnchanged(step: Journal['steps'][number]): Promise<boolean
 
 /**
  * Removes the temporary files of state writes a killed run left (write-file-atomic writes
- * `ledger.json.<hash>` and renames it; killed before the rename, the temporary file stays), and
- * owner files of dead processes (this host's: the state folder is beside the manifest).
+ * `ledger.json.<hash>` and renames it; killed before the rename, the temporary file stays).
+ * Owner files of dead processes are the apply lock's business (apply-lock.ts).
  */
 async function removeStateLeftovers(manifestDir: string): Promise<void> {
   const dir = stateDir(manifestDir);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (/^(ledger|journal|apply\.owner(\.\d+)?)\.json\.[0-9a-z]+$/i.test(name))
       await rm(join(dir, name), { force: true });
-    // The owner file of a process killed before it took the lock or after it released it.
-    if (/^apply\.owner\.\d+\.json$/.test(name)) {
-      const owner = JSON.parse(await readFile(join(dir, name), 'utf8').catch(() => '{}')) as {
-        pid?: number;
-        host?: string;
-      };
-      const dead = owner.host === hostname() && owner.pid !== process.pid && !processAlive(owner.pid ?? 0);
-      if (dead) await rm(join(dir, name), { force: true });
-    }
   }
 }
 
@@ -119,10 +96,9 @@ export async function recoverInterruptedApply(
   await reapOrphanedRuntimeFolders();
   await removeStateLeftovers(manifestDir);
   const journal = await readJournal(manifestDir);
-  if (!journal || journal.finishedAt !== undefined) return null;
+  // The lock is ours, so a live writer of an unfinished journal is a stuck run: leave it alone.
+  if (!killedRun(journal)) return null;
   const local = journal.host === hostname();
-  // The lock is ours, so a live writer of this journal is a stuck run: leave its files alone.
-  if (local && writerMayBeAlive(journal)) return null;
   const recovery: Recovery = {
     run: { pid: journal.pid, host: journal.host, startedAt: journal.startedAt },
     doneSteps: [],

@@ -8,8 +8,7 @@
 import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { processAlive } from '../util/process-alive.js';
+import { processAlive, processRunning, stopProcesses } from '../util/process-alive.js';
 
 const PREFIX = 'chainform-';
 
@@ -48,9 +47,7 @@ async function helpersUsing(dir: string): Promise<number[]> {
     if (!args.some((arg) => arg.includes(`${dir}/`))) continue;
     const info = await lstat(`/proc/${entry}`).catch(() => undefined);
     if (!info || (process.getuid && info.uid !== process.getuid())) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
-    found.push(Number(entry));
+    if (await processRunning(Number(entry))) found.push(Number(entry));
   }
   return found;
 }
@@ -70,19 +67,8 @@ export async function reapOrphanedRuntimeFolders(): Promise<number> {
     const dir = join(tmpdir(), name);
     const owner = await ownerOf(dir, name);
     if (owner === undefined || processAlive(owner)) continue;
-    let helpers = await helpersUsing(dir);
-    for (let waited = 0; helpers.length > 0 && waited < GIVE_UP_MS; waited += 50) {
-      for (const pid of helpers) {
-        try {
-          process.kill(pid, waited >= TERM_GRACE_MS ? 'SIGKILL' : 'SIGTERM');
-        } catch {
-          // gone already, or not ours to signal
-        }
-      }
-      await sleep(50);
-      helpers = await helpersUsing(dir);
-    }
-    if (helpers.length > 0) continue; // still serving: leave the folder (its socket) alone
+    const left = await stopProcesses(() => helpersUsing(dir), { graceMs: TERM_GRACE_MS, giveUpMs: GIVE_UP_MS });
+    if (left.length > 0) continue; // still serving: leave the folder (its socket) alone
     await rm(dir, { recursive: true, force: true }).then(
       () => reaped++,
       () => undefined,

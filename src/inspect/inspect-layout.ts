@@ -156,13 +156,6 @@ async function inspectFile(
   return { path: request.path, fingerprint, format, chain };
 }
 
-/** qemu's words when a process holds `path` open for writing (QEMU's image locks), else undefined. */
-async function writeLockConflict(path: string, format: string, runner: CommandRunner): Promise<string | undefined> {
-  const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, path]);
-  if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
-  return qemuMessage(probe.stderr);
-}
-
 /**
  * Inspection reads with `-U` (no locks) so that `plan` can describe an image in use. This
  * probe takes QEMU's shared read lock: it fails when a running VM or a qemu-nbd export holds
@@ -173,8 +166,9 @@ async function heldForWriting(
   format: string,
   runner: CommandRunner,
 ): Promise<Diagnostic | undefined> {
-  const holder = await writeLockConflict(request.path, format, runner);
-  if (holder === undefined) return undefined;
+  const probe = await runner.run(['qemu-img', 'info', '--output=json', '-f', format, request.path]);
+  if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
+  const holder = qemuMessage(probe.stderr);
   return error('image-in-use', `${request.path} is in use: another process holds it open for writing (${holder})`, {
     location: request.at,
     hint: 'shut down the VM or stop the qemu-nbd export that uses it, then plan again',

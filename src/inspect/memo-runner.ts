@@ -6,18 +6,13 @@ import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
 
 /** A runner that runs each distinct `qemu-img info` once and answers repeats from memory. */
-export function memoizeInfo(runner: CommandRunner): CommandRunner & { readonly processes: number } {
+export function memoizeInfo(runner: CommandRunner): CommandRunner {
   const results = new Map<string, Promise<CommandResult>>();
-  let processes = 0;
   return {
-    get processes() {
-      return processes;
-    },
     run(argv: Argv, options?: RunOptions): Promise<CommandResult> {
       const key = argv.join('\0');
       const known = argv[0] === 'qemu-img' && argv[1] === 'info' ? results.get(key) : undefined;
       if (known) return known;
-      processes++;
       const result = runner.run(argv, options);
       if (argv[0] === 'qemu-img' && argv[1] === 'info') results.set(key, result);
       return result;

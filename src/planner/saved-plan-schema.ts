@@ -2,17 +2,20 @@
 // file read back must pass before anything in it is trusted or run.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 
 /** Absolute path of schemas/saved-plan.schema.json, from both src/ (tests) and dist/ (built). */
 export const savedPlanSchemaPath = fileURLToPath(new URL('../../schemas/saved-plan.schema.json', import.meta.url));
 
-const validate = new Ajv2020({ strict: true, allowUnionTypes: true }).compile(
-  JSON.parse(readFileSync(savedPlanSchemaPath, 'utf8')) as Record<string, unknown>,
-);
+/** The compiled schema, made on first use: most commands never read a saved plan. */
+let compiled: ValidateFunction | undefined;
 
 /** Why `data` is not a saved plan (the first schema error), or undefined when it is one. */
 export function savedPlanProblem(data: unknown): string | undefined {
+  compiled ??= new Ajv2020({ strict: true, allowUnionTypes: true }).compile(
+    JSON.parse(readFileSync(savedPlanSchemaPath, 'utf8')) as Record<string, unknown>,
+  );
+  const validate = compiled;
   if (validate(data)) return undefined;
   const first = validate.errors?.[0];
   return first ? `${first.instancePath || 'the file'} ${first.message ?? 'is invalid'}` : 'it is invalid';

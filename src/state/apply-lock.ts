@@ -92,7 +92,11 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
       if ((again as NodeJS.ErrnoException).code === 'ELOCKED') return { ok: false, holder: undefined, lockPath };
       throw again;
     }
-    for (const other of await ownerFiles(dir)) if (other !== ownPath) await rm(other, { force: true });
+  }
+  // Owner files of processes that died trying the lock, or after releasing it, are stale.
+  for (const other of await ownerFiles(dir)) {
+    const holder = other === ownPath ? undefined : await readHolder(other);
+    if (other !== ownPath && !(holder && mayBeAlive(holder))) await rm(other, { force: true });
   }
   return {
     ok: true,

@@ -68,13 +68,15 @@ export function bootId(): string | undefined {
 }
 
 /**
- * True when the process that wrote `journal` may still be running: on another host (cannot
- * tell), or a live pid here since the same boot. Pids are reused after a reboot.
+ * The journal of a run that was killed and not cleaned up after yet: it never finished, and its
+ * writer is not still running here (a live pid on this host since the same boot; pids are
+ * reused after a reboot). A run on another host cannot be asked, so it counts as killed.
  */
-export function writerMayBeAlive(journal: Journal): boolean {
+export function killedRun(journal: Journal | null): journal is Journal {
+  if (!journal || journal.finishedAt !== undefined) return false;
   if (journal.host !== hostname()) return true;
-  if (journal.bootId !== undefined && journal.bootId !== bootId()) return false;
-  return journal.pid !== process.pid && processAlive(journal.pid);
+  if (journal.bootId !== undefined && journal.bootId !== bootId()) return true;
+  return journal.pid === process.pid || !processAlive(journal.pid);
 }
 
 /** The journal file beside a manifest. */

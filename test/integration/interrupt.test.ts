@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect, it } from 'vitest';
 import type { Journal } from '../../src/state/journal.js';
+import { processRunning } from '../../src/util/process-alive.js';
 import {
   chainform,
   checkImage,
@@ -24,9 +25,7 @@ const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
  * exit status is collected by the container's init, which may never do it.
  */
 async function runningCommand(pid: number | undefined): Promise<string> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  if (state === '' || state === 'Z') return '';
+  if (pid === undefined || !(await processRunning(pid))) return '';
   return readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
 }
 
