@@ -1,22 +1,26 @@
 // Stage 3: look at what is on disk. Every qemu-img call here is read-only (`info -U`), and every
 // format is passed explicitly except a source whose format the manifest leaves out, which is
 // detected exactly once and reported.
-import { stat, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
-import type { CommandRunner } from '../qemu/runner.js';
-import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
+import { type CommandRunner, withConcurrency } from '../qemu/runner.js';
+import type { Fingerprint } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
 import { memoize } from '../util/memo.js';
+import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
+import { type ChainProbes, probeChains } from './probe-chains.js';
 import { readChain } from './read-chain.js';
-import { sniffFormat } from './sniff-format.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
 export interface ChainLayer extends ImageInfo {
+  /** Absolute, normalised path of the layer's file (`filename` is as qemu-img printed it). */
+  path: string;
   fingerprint: Fingerprint | null;
   /** Absolute path of its external data file, if it has one. */
   dataFilePath?: string;
@@ -28,8 +32,15 @@ export interface ChainLayer extends ImageInfo {
  * Ledger chains are recorded in this order (see chainPrints).
  */
 export function chainFiles(chain: readonly ChainLayer[]): string[] {
-  return chain.flatMap((layer) => [resolve(layer.filename), ...(layer.dataFilePath ? [layer.dataFilePath] : [])]);
+  let files = chainFileLists.get(chain);
+  if (!files) {
+    files = chain.flatMap((layer) => [layer.path, ...(layer.dataFilePath ? [layer.dataFilePath] : [])]);
+    chainFileLists.set(chain, files);
+  }
+  return files;
 }
+/** Chains are built once per inspection and never changed: their file lists are computed once. */
+const chainFileLists = new WeakMap<readonly ChainLayer[], string[]>();
 
 /** Fingerprints of {@link chainFiles}, in the same order. */
 export function chainPrints(chain: readonly ChainLayer[]): (Fingerprint | null)[] {
@@ -116,18 +127,24 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
   return requests;
 }
 
-async function inspectFile(
-  request: Request,
-  runner: CommandRunner,
-  diagnostics: Diagnostic[],
-  chainLayerOf: (layer: ImageInfo) => Promise<ChainLayer>,
-): Promise<InspectedFile> {
-  const fingerprint = await fingerprintOf(request.path);
+/** The tools one inspection shares: its runner, memoized file reads and chain probes. */
+interface Inspection {
+  runner: CommandRunner;
+  fileOf: (path: string) => ImageFile;
+  probes: ChainProbes;
+  chainLayerOf: (layer: ImageInfo) => ChainLayer;
+  diagnostics: Diagnostic[];
+}
+
+async function inspectFile(request: Request, inspection: Inspection): Promise<InspectedFile> {
+  const { runner, fileOf, probes, diagnostics } = inspection;
+  const file = fileOf(request.path);
+  const { fingerprint } = file;
   const format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return { path: request.path, fingerprint, format, chain: null };
-  const kind = await fileKind(request.path);
+  const kind = file.kind;
   // A file to retire is never opened either; only image files are retired.
   if (request.role === 'retired' && kind === 'file') return { path: request.path, fingerprint, format, chain: null };
   if (kind !== 'file') {
@@ -142,16 +159,21 @@ async function inspectFile(
     );
     return { path: request.path, fingerprint, format, chain: null };
   }
-  const problem = await contradictedFormat(request, format);
+  const problem = contradictedFormat(request, format, file.claimedFormat);
   if (problem) {
     diagnostics.push(problem);
     if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
   }
-  const layers = await readChain(request.path, format, runner, diagnostics, request.at);
+  const layers = await readChain(request.path, format, runner, diagnostics, request.at, {
+    known: probes.layer,
+    fileOf,
+  });
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
-  const inUse = await heldForWriting(request, format, runner);
-  if (inUse) diagnostics.push(inUse);
-  const chain = await Promise.all(layers.map(chainLayerOf));
+  if (!probes.unlocked(request.path)) {
+    const inUse = await heldForWriting(request, format, runner);
+    if (inUse) diagnostics.push(inUse);
+  }
+  const chain = layers.map(inspection.chainLayerOf);
 
   return { path: request.path, fingerprint, format, chain };
 }
@@ -180,8 +202,7 @@ async function heldForWriting(
  * error (the file is what it is). For a source or base declared raw it is a warning: a raw
  * disk may hold any bytes, so raw may be right, but it is more often a slip.
  */
-async function contradictedFormat(request: Request, format: string): Promise<Diagnostic | undefined> {
-  const claimed = await sniffFormat(request.path).catch(() => undefined);
+function contradictedFormat(request: Request, format: string, claimed: string | undefined): Diagnostic | undefined {
   if (!claimed || claimed === format) return undefined;
   if (request.role === 'image') {
     return error(
@@ -201,18 +222,10 @@ async function contradictedFormat(request: Request, format: string): Promise<Dia
 }
 
 /**
- * What kind of file `path` is (following symlinks). Anything but a regular file is refused
- * before it is opened: opening a FIFO blocks until someone writes to it.
+ * qemu-img processes inspection runs at once: enough to overlap their start-up, few enough that
+ * a manifest of thousands of chains does not spawn thousands of processes together.
  */
-async function fileKind(path: string): Promise<string> {
-  const info = await stat(path);
-  if (info.isFile()) return 'file';
-  if (info.isDirectory()) return 'directory';
-  if (info.isFIFO()) return 'FIFO (named pipe)';
-  if (info.isSocket()) return 'socket';
-  if (info.isBlockDevice()) return 'block device';
-  return 'character device';
-}
+const INSPECT_JOBS = Math.max(4, availableParallelism() * 2);
 
 /** Inspects every file the manifest reads or writes, plus free space of output folders. */
 export async function inspectLayout(
@@ -220,17 +233,19 @@ export async function inspectLayout(
   ledger: Ledger,
   uncached: CommandRunner,
 ): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
-  const runner = memoizeInfo(uncached);
-  // Layers shared by the chains of several images are fingerprinted, and described, once.
-  const printOf = memoize(fingerprintOf);
-  const chainLayerOf = memoize(async (layer: ImageInfo): Promise<ChainLayer> => {
+  const runner = memoizeInfo(withConcurrency(uncached, INSPECT_JOBS));
+  // Every file is stat-ed and its header read once, however many chains share it.
+  const fileOf = memoize(readImageFile);
+  const chainLayerOf = memoize((layer: ImageInfo): ChainLayer => {
     // qemu 7.2 resolves a relative data-file name against the working directory; chainform
     // stores absolute names, and takes others as relative to the image's folder.
     const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
+    const path = resolve(layer.filename);
     return {
       ...layer,
-      fingerprint: await printOf(layer.filename),
-      ...(dataFilePath ? { dataFilePath, dataFileFingerprint: await printOf(dataFilePath) } : {}),
+      path,
+      fingerprint: fileOf(path).fingerprint,
+      ...(dataFilePath ? { dataFilePath, dataFileFingerprint: fileOf(dataFilePath).fingerprint } : {}),
     };
   });
   const diagnostics: Diagnostic[] = [];
@@ -239,10 +254,13 @@ export async function inspectLayout(
   for (const request of requestsFor(manifest, ledger)) {
     if (!unique.has(request.path)) unique.set(request.path, request);
   }
+  const opened = [...unique.values()].filter((r) => r.role !== 'foreign-output' && r.role !== 'retired');
+  const probes = await probeChains(opened, fileOf, runner);
+  const inspection: Inspection = { runner, fileOf, probes, chainLayerOf, diagnostics };
   // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
   const inspected = await Promise.all(
     [...unique.values()].map((request) =>
-      inspectFile(request, runner, diagnostics, chainLayerOf).catch((e: unknown): InspectedFile => {
+      inspectFile(request, inspection).catch((e: unknown): InspectedFile => {
         diagnostics.push(
           error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
         );
@@ -259,10 +277,10 @@ export async function inspectLayout(
     if (freeSpace.has(dir)) continue;
     // The folder may not exist yet (apply creates it): measure the nearest one that does.
     let existing = dir;
-    let dirPrint = await fingerprintOf(existing);
+    let dirPrint = fileOf(existing).fingerprint;
     while (!dirPrint && dirname(existing) !== existing) {
       existing = dirname(existing);
-      dirPrint = await fingerprintOf(existing);
+      dirPrint = fileOf(existing).fingerprint;
     }
     const device = dirPrint?.dev ?? dir;
     let space = seenDevices.get(device);

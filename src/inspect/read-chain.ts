@@ -8,7 +8,7 @@ import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandResult, CommandRunner } from '../qemu/runner.js';
-import { qcow2MetadataPastEnd } from './qcow2-extent.js';
+import { type ImageFile, readImageFile } from './image-file.js';
 
 /** The format qemu-img detects for `path`, or why it could not read it. */
 async function probeFormat(path: string, runner: CommandRunner): Promise<{ format?: string; message?: string }> {
@@ -47,10 +47,11 @@ export async function detectFormat(
  * (lazy refcounts), or its file is cut short. qemu-img would read all three without complaint
  * (a cut file reads as zeros), so chainform would copy a damaged disk as if it were whole.
  */
-async function layerDamage(
+function layerDamage(
   path: string,
   layer: ImageInfo,
-): Promise<{ code: string; message: string; hint: string } | undefined> {
+  file: ImageFile,
+): { code: string; message: string; hint: string } | undefined {
   if (layer.qcow2.corrupt) {
     return {
       code: 'image-corrupt',
@@ -65,30 +66,13 @@ async function layerDamage(
       hint: `with every VM using it stopped, run \`qemu-img check -r all -f qcow2 ${path}\` to rebuild its refcounts`,
     };
   }
-  if (layer.format !== 'qcow2') return undefined;
   // An unreadable header gets no verdict here: qemu-img already read the file and reports its own errors.
-  const cut = await qcow2MetadataPastEnd(path).catch(() => undefined);
-  if (!cut) return undefined;
+  if (layer.format !== 'qcow2' || !file.pastEnd) return undefined;
   return {
     code: 'image-truncated',
-    message: `is cut short: ${cut}`,
+    message: `is cut short: ${file.pastEnd}`,
     hint: 'the file is incomplete (an interrupted copy or a full disk): copy it again from where it came from',
   };
-}
-
-/**
- * {@link layerDamage}, once per file per inspection: images of one chain share their lower
- * layers. The runner stands for the inspection (each gets its own, see memo-runner.ts).
- */
-const damageChecks = new WeakMap<CommandRunner, Map<string, ReturnType<typeof layerDamage>>>();
-function damageOf(path: string, layer: ImageInfo, runner: CommandRunner): ReturnType<typeof layerDamage> {
-  const checks = damageChecks.get(runner) ?? new Map<string, ReturnType<typeof layerDamage>>();
-  damageChecks.set(runner, checks);
-  const known = checks.get(path);
-  if (known) return known;
-  const check = layerDamage(path, layer);
-  checks.set(path, check);
-  return check;
 }
 
 /**
@@ -105,6 +89,14 @@ function parsedLayer(result: CommandResult): ImageInfo | undefined {
 /** Longer chains than this are refused (a loop of backing links would never end). */
 const MAX_DEPTH = 256;
 
+/** What an inspection has already read, shared with {@link readChain}. */
+export interface ChainReadAids {
+  /** Layers a chain probe has already described (probe-chains.ts); others cost a qemu-img info. */
+  known?: (path: string, format: string) => ImageInfo | undefined;
+  /** The file facts of a path, memoized by the caller; read afresh when absent. */
+  fileOf?: (path: string) => ImageFile;
+}
+
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
 export async function readChain(
   path: string,
@@ -112,14 +104,16 @@ export async function readChain(
   runner: CommandRunner,
   diagnostics: Diagnostic[],
   at?: SourceLocation,
+  { known, fileOf = readImageFile }: ChainReadAids = {},
 ): Promise<ImageInfo[] | null> {
   const layers: ImageInfo[] = [];
   const located = at ? { location: at } : {};
   let current = path;
   let currentFormat = format;
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
-    const result = await runner.run(layerInfoCommand(current, currentFormat));
-    if (result.exitCode !== 0) {
+    const prefetched = known?.(current, currentFormat);
+    const result = prefetched ? undefined : await runner.run(layerInfoCommand(current, currentFormat));
+    if (result && result.exitCode !== 0) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
       diagnostics.push(
         error('inspect-failed', `cannot read ${current} as ${currentFormat}${within}: ${qemuMessage(result.stderr)}`, {
@@ -129,9 +123,9 @@ export async function readChain(
       );
       return null;
     }
-    const layer = parsedLayer(result);
+    const layer = prefetched ?? (result && parsedLayer(result));
     if (!layer) return null;
-    const damage = await damageOf(current, layer, runner);
+    const damage = layerDamage(current, layer, fileOf(current));
     if (damage) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
       diagnostics.push(error(damage.code, `${current}${within} ${damage.message}`, { ...located, hint: damage.hint }));

@@ -179,13 +179,17 @@ function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnost
 
 /** One file read under two formats would present two different contents: refuse it. */
 function checkFormatConflicts(manifest: ResolvedManifest): Diagnostic[] {
-  const declared = new Map<string, { format: string; image: ResolvedImage; location: ResolvedImage['at']['path'] }>();
+  const declared = new Map<
+    string,
+    { format: string; image: ResolvedImage; location: () => ResolvedImage['at']['path'] }
+  >();
   const diagnostics: Diagnostic[] = [];
+  // Locations are computed only for a conflict: finding one in the YAML costs time at scale.
   const note = (
     path: string,
     format: string | undefined,
     image: ResolvedImage,
-    location: ResolvedImage['at']['path'],
+    location: () => ResolvedImage['at']['path'],
   ) => {
     if (format === undefined) return;
     const first = declared.get(path);
@@ -197,8 +201,8 @@ function checkFormatConflicts(manifest: ResolvedManifest): Diagnostic[] {
           'format-conflict',
           `${path} is declared as ${format} here but as ${first.format} for "${first.image.id}"`,
           {
-            location,
-            related: [{ message: `declared ${first.format} here`, location: first.location }],
+            location: location(),
+            related: [{ message: `declared ${first.format} here`, location: first.location() }],
             hint: 'a file has one format; use the same one everywhere',
           },
         ),
@@ -206,9 +210,9 @@ function checkFormatConflicts(manifest: ResolvedManifest): Diagnostic[] {
     }
   };
   for (const image of manifest.images) {
-    if (!image.source) note(image.path, image.format, image, image.at.format);
-    if (image.source) note(image.source.path, image.source.format, image, image.at.fromPath);
-    if (image.backing?.kind === 'file') note(image.backing.path, image.backing.format, image, image.at.backing);
+    if (!image.source) note(image.path, image.format, image, () => image.at.format);
+    if (image.source) note(image.source.path, image.source.format, image, () => image.at.fromPath);
+    if (image.backing?.kind === 'file') note(image.backing.path, image.backing.format, image, () => image.at.backing);
   }
   return diagnostics;
 }
@@ -378,32 +382,35 @@ const NAME_MAX = 255;
 
 /** Every path the manifest names, with where; a name no filesystem can hold, or one with chainform's placeholder, is an error. */
 function checkNameLengths(manifest: ResolvedManifest): Diagnostic[] {
+  // Locations are looked up only for a name at fault: finding one in the YAML costs time at scale.
   const paths = manifest.images.flatMap((image) => [
-    { path: image.path, at: image.at.path },
-    ...(image.source ? [{ path: image.source.path, at: image.at.fromPath }] : []),
-    ...(image.backing?.kind === 'file' ? [{ path: image.backing.path, at: image.at.backing }] : []),
+    { path: image.path, at: () => image.at.path },
+    ...(image.source ? [{ path: image.source.path, at: () => image.at.fromPath }] : []),
+    ...(image.backing?.kind === 'file' ? [{ path: image.backing.path, at: () => image.at.backing }] : []),
     ...(image.options.data_file !== undefined
-      ? [{ path: image.options.data_file, at: image.at.option('data_file') }]
+      ? [{ path: image.options.data_file, at: () => image.at.option('data_file') }]
       : []),
   ]);
-  return [...paths, ...manifest.retire].flatMap(({ path, at }) => {
+  const retired = manifest.retire.map((r) => ({ path: r.path, at: () => r.at }));
+  return [...paths, ...retired].flatMap(({ path, at }) => {
     if (path.includes(RUNTIME_DIR)) {
       return [
         error(
           'reserved-name',
           `the path ${path} contains "${RUNTIME_DIR}", which chainform uses for its private folders`,
           {
-            location: at,
+            location: at(),
             hint: 'rename the file or folder',
           },
         ),
       ];
     }
+    if (path.length <= NAME_MAX / 4) return []; // no name in it can be longer, even in 4-byte UTF-8
     const long = path.split('/').find((name) => Buffer.byteLength(name) > NAME_MAX);
     if (long === undefined) return [];
     return [
       error('name-too-long', `the file name "${long.slice(0, 40)}..." is ${Buffer.byteLength(long)} bytes long`, {
-        location: at,
+        location: at(),
         hint: `file and folder names can be at most ${NAME_MAX} bytes`,
       }),
     ];

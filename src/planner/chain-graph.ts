@@ -2,7 +2,6 @@
 // images and sources, each linked to its backing, with its size on disk) or the desired one (the
 // manifest's images linked to their declared backings, with what the plan expects to write).
 // Pure: built from the manifest, the inspected layout and the plan.
-import { resolve } from 'node:path';
 import type { InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import type { Plan } from './plan-types.js';
@@ -35,11 +34,11 @@ export function currentGraph(manifest: ResolvedManifest, layout: InspectedLayout
   for (const root of roots) {
     const chain = layout.files.get(root)?.chain ?? [];
     chain.forEach((layer, i) => {
-      const path = resolve(layer.filename);
+      const path = layer.path;
       const id = idOf.get(path);
       nodes.set(path, { path, format: layer.format, bytes: layer.actualSize, ...(id ? { id } : {}) });
       const below = chain[i + 1];
-      if (below) edges.set(`${path}\0${resolve(below.filename)}`, { from: path, to: resolve(below.filename) });
+      if (below) edges.set(`${path}\0${below.path}`, { from: path, to: below.path });
     });
   }
   return { nodes: [...nodes.values()], edges: [...edges.values()] };

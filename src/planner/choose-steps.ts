@@ -1,6 +1,6 @@
 // The steps of one image: the cheapest correct recipe for its content and backing, an in-place
 // amend, a resize, and the rules that keep internal snapshots of in-place images intact.
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer } from '../inspect/inspect-layout.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
@@ -145,9 +145,7 @@ export function chooseRecipe(
   const backingIsEquivalent = backing !== null && ctx.identity.same(keyOfLayer(currentBacking), backing.key);
 
   // The backing it has today, to compare with the declared one when equality is not known.
-  const current = currentBacking
-    ? { path: resolve(currentBacking.filename), format: currentBacking.format }
-    : undefined;
+  const current = currentBacking ? { path: currentBacking.path, format: currentBacking.format } : undefined;
 
   if (plan.kind === 'build') {
     if (!backing) return [convertStep(target, content, 'a standalone image: full copy of the source')];

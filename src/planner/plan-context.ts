@@ -1,5 +1,4 @@
 // What the planner stages share: the context of one planning run, and the content plan of an image.
-import { resolve } from 'node:path';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { type ChainLayer, chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -33,7 +32,7 @@ export function keyOfLayer(layer: ChainLayer | undefined): string | undefined {
 }
 
 export function layerPaths(chain: readonly ChainLayer[]): string[] {
-  return chain.map((layer) => resolve(layer.filename));
+  return chain.map((layer) => layer.path);
 }
 
 export function contentOf(file: InspectedFile, chain: ChainLayer[]): ContentFile {

@@ -51,6 +51,16 @@ export function layerInfoCommand(path: string, format: string): Argv {
   return ['qemu-img', 'info', '--output=json', '-U', '-f', format, fileArg(path)];
 }
 
+/**
+ * `qemu-img info` of a whole chain, top first, taking QEMU's shared read lock on every layer
+ * (no `-U`): it fails when any layer is held open for writing. Only for a chain whose backing
+ * names chainform has already read from the headers and found to be plain files
+ * (probe-chains.ts): qemu follows them without asking.
+ */
+export function chainInfoCommand(top: string, format: string): Argv {
+  return ['qemu-img', 'info', '--output=json', '--backing-chain', '-f', format, fileArg(top)];
+}
+
 /** A full copy of what `source` presents, as a standalone image. */
 export function convertCommand(args: {
   source: string;

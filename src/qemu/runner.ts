@@ -1,6 +1,7 @@
 // Runs external commands. Everything that spawns a process goes through CommandRunner, so unit
 // tests can swap in a fake and integration tests use the real one.
 import { execa } from 'execa';
+import pLimit from 'p-limit';
 import type { Argv } from './commands.js';
 
 /** What a finished command left behind. */
@@ -56,4 +57,10 @@ export class ExecaRunner implements CommandRunner {
       signal: result.signal,
     };
   }
+}
+
+/** `runner`, running at most `jobs` commands at once; the others wait their turn. */
+export function withConcurrency(runner: CommandRunner, jobs: number): CommandRunner {
+  const limit = pLimit(jobs);
+  return { run: (argv, options) => limit(() => runner.run(argv, options)) };
 }

@@ -14,6 +14,7 @@ export function fp(ino: number, mtime = 1): Fingerprint {
 export function layer(path: string, ino: number, extra: Partial<ChainLayer> = {}): ChainLayer {
   return {
     filename: path,
+    path,
     format: 'qcow2',
     virtualSize: 64 * MiB,
     actualSize: MiB,

@@ -81,3 +81,18 @@ export async function chainform(cwd: string, ...args: string[]) {
     stderr: String(result.stderr),
   };
 }
+
+/**
+ * A qcow2 chain in `dir`: `names[0]` is the base, each next one an overlay on the one before,
+ * named relatively (`<name>.qcow2`). Returns the absolute paths, base first.
+ */
+export async function qcow2Chain(dir: string, names: readonly string[], size = '4M'): Promise<string[]> {
+  const paths: string[] = [];
+  for (const [i, name] of names.entries()) {
+    const path = join(dir, `${name}.qcow2`);
+    const below = i > 0 ? ['-b', `${names[i - 1]}.qcow2`, '-F', 'qcow2'] : [];
+    await qemuImg('create', '-q', '-f', 'qcow2', ...below, path, ...(i > 0 ? [] : [size]));
+    paths.push(path);
+  }
+  return paths;
+}

@@ -5,7 +5,7 @@ import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { chainform, compareImages, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, compareImages, MiB, qcow2Chain, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const exists = (path: string) =>
@@ -75,9 +75,7 @@ describe('retire and verify', () => {
     const { dir } = ws;
     // old.qcow2 <- mid.qcow2 <- keep.qcow2: keep stays on mid, which the manifest does not
     // manage, and mid still reads old.qcow2: deleting it would break keep.
-    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'old.qcow2'), '32M');
-    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'old.qcow2', '-F', 'qcow2', join(dir, 'mid.qcow2'));
-    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', join(dir, 'keep.qcow2'));
+    await qcow2Chain(dir, ['old', 'mid', 'keep'], '32M');
     await writeFile(
       join(dir, 'm.yaml'),
       'version: 1\nimages:\n  keep: { path: keep.qcow2, backing: { path: mid.qcow2, format: qcow2 } }\nretire: [old.qcow2]\n',

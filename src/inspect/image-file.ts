@@ -1,0 +1,160 @@
+// What chainform reads of an image file by itself, with one stat and one open: its identity, what
+// kind of file it is, the format its header claims, and for qcow2 the header fields that say where
+// its backing is and whether its metadata fits in the file (docs/interop/qcow2.txt).
+//
+// These reads are synchronous on purpose. Inspection reads a few hundred bytes from each of up
+// to thousands of files; a synchronous call costs microseconds, an asynchronous one a thread-pool
+// round trip and a promise (planning 10,000 images spent most of its time there). Nothing else
+// needs the event loop while a header is read, and a FIFO is never opened (see `kind`).
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import type { Fingerprint } from '../state/fingerprint.js';
+import { qcow2MetadataPastEnd } from './qcow2-extent.js';
+
+/** What a path is, following symlinks. Only a regular file is ever opened. */
+export type FileKind = 'file' | 'directory' | 'FIFO (named pipe)' | 'socket' | 'block device' | 'character device';
+
+/** The qcow2 header fields chainform relies on before qemu-img opens the file. */
+export interface Qcow2Header {
+  version: number;
+  clusterSize: number;
+  /** The backing name as stored (relative names are relative to the image's folder). */
+  backingName?: string;
+  /** The backing format recorded in the header extension; absent in old images. */
+  backingFormat?: string;
+  /** Incompatible feature bits 0 and 1: left dirty (lazy refcounts), marked corrupt. */
+  dirty: boolean;
+  corrupt: boolean;
+  /** The external data file's name (header extension), when there is one. */
+  dataFileName?: string;
+}
+
+/** One file as chainform found it. */
+export interface ImageFile {
+  /** null when nothing exists at the path. */
+  fingerprint: Fingerprint | null;
+  kind?: FileKind;
+  /** The format its header signature names; undefined for none (raw data) or not read. */
+  claimedFormat?: string;
+  /** Parsed when the header is a qcow2 one. */
+  qcow2?: Qcow2Header;
+  /** For qcow2: where metadata lies past the end of the file (it was cut short), if it does. */
+  pastEnd?: string;
+  /** Why the header could not be read, when it could not (the file is still what it is). */
+  unreadable?: string;
+}
+
+const SIGNATURES: readonly { format: string; offset: number; bytes: Buffer }[] = [
+  { format: 'qcow2', offset: 0, bytes: Buffer.from([0x51, 0x46, 0x49, 0xfb]) },
+  { format: 'qed', offset: 0, bytes: Buffer.from('QED\0', 'latin1') },
+  { format: 'vmdk', offset: 0, bytes: Buffer.from('KDMV', 'latin1') },
+  { format: 'vmdk', offset: 0, bytes: Buffer.from('# Disk DescriptorFile', 'latin1') },
+  { format: 'vdi', offset: 0x40, bytes: Buffer.from([0x7f, 0x10, 0xda, 0xbe]) },
+  { format: 'vhdx', offset: 0, bytes: Buffer.from('vhdxfile', 'latin1') },
+  { format: 'vpc', offset: 0, bytes: Buffer.from('conectix', 'latin1') },
+];
+
+/** The start of a file: qcow2 keeps its header, extensions and backing name in the first cluster. */
+const HEAD_BYTES = 64 * 1024;
+/** Reused for every header read: reads are synchronous, so one buffer serves them all. */
+const head = Buffer.alloc(HEAD_BYTES);
+
+const EXTENSION_END = 0;
+const EXTENSION_BACKING_FORMAT = 0xe279_2aca;
+const EXTENSION_DATA_FILE = 0x4441_5441;
+
+/** The fingerprint and kind of `path`, or null when it does not exist. */
+function statOf(path: string): { fingerprint: Fingerprint; kind: FileKind; size: bigint } | null {
+  let s: ReturnType<typeof statSync>;
+  try {
+    s = statSync(path, { bigint: true });
+  } catch (e) {
+    // ENOTDIR: a parent in the path is a file; ENAMETOOLONG: a name no filesystem holds.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
+    throw e;
+  }
+  if (!s) return null;
+  const fingerprint = { dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+  const kind: FileKind = s.isFile()
+    ? 'file'
+    : s.isDirectory()
+      ? 'directory'
+      : s.isFIFO()
+        ? 'FIFO (named pipe)'
+        : s.isSocket()
+          ? 'socket'
+          : s.isBlockDevice()
+            ? 'block device'
+            : 'character device';
+  return { fingerprint, kind, size: s.size };
+}
+
+/** A NUL-padded string field of the header, or undefined when it lies outside what was read. */
+function text(data: Buffer, offset: number, length: number): string | undefined {
+  if (length <= 0 || offset + length > data.length) return undefined;
+  return data.toString('utf8', offset, offset + length).replace(/\0+$/, '');
+}
+
+/** The qcow2 header fields of `data` (the file's first bytes). */
+export function parseQcow2Header(data: Buffer): Qcow2Header | string {
+  if (data.length < 72) return `its ${data.length}-byte header is incomplete`;
+  const version = data.readUInt32BE(4);
+  const clusterSize = 2 ** data.readUInt32BE(20);
+  const incompatible = version >= 3 && data.length >= 80 ? data.readBigUInt64BE(72) : 0n;
+  const header: Qcow2Header = {
+    version,
+    clusterSize,
+    dirty: (incompatible & 1n) !== 0n,
+    corrupt: (incompatible & 2n) !== 0n,
+  };
+  const backingOffset = Number(data.readBigUInt64BE(8));
+  if (backingOffset !== 0) {
+    const name = text(data, backingOffset, data.readUInt32BE(16));
+    if (name === undefined) return 'its backing name lies past the first 64 KiB';
+    header.backingName = name;
+  }
+  // Header extensions follow the header (72 bytes in version 2, header_length in version 3).
+  let at = version >= 3 && data.length >= 104 ? data.readUInt32BE(100) : 72;
+  while (at + 8 <= data.length) {
+    const type = data.readUInt32BE(at);
+    const length = data.readUInt32BE(at + 4);
+    if (type === EXTENSION_END) break;
+    if (type === EXTENSION_BACKING_FORMAT) header.backingFormat = text(data, at + 8, length);
+    if (type === EXTENSION_DATA_FILE) header.dataFileName = text(data, at + 8, length);
+    at += 8 + Math.ceil(length / 8) * 8;
+  }
+  return header;
+}
+
+/**
+ * Reads what {@link ImageFile} holds. Anything but a regular file is described without being
+ * opened: opening a FIFO blocks until someone writes to it.
+ */
+export function readImageFile(path: string): ImageFile {
+  const found = statOf(path);
+  if (!found) return { fingerprint: null };
+  const { fingerprint, kind, size } = found;
+  if (kind !== 'file') return { fingerprint, kind };
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    return { fingerprint, kind, unreadable: (e as Error).message };
+  }
+  try {
+    const bytesRead = readSync(fd, head, 0, HEAD_BYTES, 0);
+    const data = head.subarray(0, bytesRead);
+    const claimedFormat = SIGNATURES.find((s) =>
+      data.subarray(s.offset, s.offset + s.bytes.length).equals(s.bytes),
+    )?.format;
+    if (claimedFormat !== 'qcow2') return { fingerprint, kind, ...(claimedFormat ? { claimedFormat } : {}) };
+    const qcow2 = parseQcow2Header(data);
+    if (typeof qcow2 === 'string') return { fingerprint, kind, claimedFormat, unreadable: qcow2 };
+    const pastEnd = qcow2MetadataPastEnd(fd, size, data);
+    return { fingerprint, kind, claimedFormat, qcow2, ...(pastEnd ? { pastEnd } : {}) };
+  } catch (e) {
+    return { fingerprint, kind, unreadable: (e as Error).message };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,122 @@
+// Inspection of real chains: chainform follows the qcow2 headers itself, then describes each
+// chain with one qemu-img process; the header reader agrees with qemu-img on real images.
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadManifest } from '../../src/api.js';
+import { readImageFile } from '../../src/inspect/image-file.js';
+import { inspectLayout } from '../../src/inspect/inspect-layout.js';
+import type { Argv } from '../../src/qemu/commands.js';
+import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
+import type { Ledger } from '../../src/state/ledger.js';
+import { qcow2Chain, qemuImg, tempFolder } from '../helpers/qemu.js';
+
+const noLedger = (): Ledger => ({ version: 1, outputs: {} });
+
+/** The real runner, keeping every argv it ran. */
+function countingRunner(): CommandRunner & { calls: Argv[] } {
+  const real = new ExecaRunner();
+  const calls: Argv[] = [];
+  return {
+    calls,
+    run(argv, options) {
+      calls.push(argv);
+      return real.run(argv, options);
+    },
+  };
+}
+
+describe('inspecting real chains', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempFolder());
+  });
+  afterEach(() => cleanup());
+
+  it('reads backing name, backing format and data file from the qcow2 header as qemu-img does', async () => {
+    await qcow2Chain(dir, ['base', 'top']);
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'data_file=top.raw', join(dir, 'ext.qcow2'), '4M');
+    const top = readImageFile(join(dir, 'top.qcow2'));
+    expect(top.claimedFormat).toBe('qcow2');
+    expect(top.qcow2).toMatchObject({ backingName: 'base.qcow2', backingFormat: 'qcow2', dirty: false });
+    expect(top.pastEnd).toBeUndefined();
+    expect(readImageFile(join(dir, 'base.qcow2')).qcow2?.backingName).toBeUndefined();
+    expect(readImageFile(join(dir, 'ext.qcow2')).qcow2?.dataFileName).toBe('top.raw');
+    expect(readImageFile(join(dir, 'nothing.qcow2')).fingerprint).toBeNull();
+    expect(readImageFile(dir).kind).toBe('directory');
+  });
+
+  it('spends one qemu-img process on a chain of three images, and reads every layer', async () => {
+    await qcow2Chain(dir, ['a', 'b', 'c']);
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  a: { path: a.qcow2 }',
+        '  b: { path: b.qcow2, backing: a }',
+        '  c: { path: c.qcow2, backing: b }',
+        '',
+      ].join('\n'),
+    );
+    const loaded = await loadManifest(join(dir, 'm.yaml'));
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
+    const runner = countingRunner();
+    const { layout, diagnostics } = await inspectLayout(loaded.manifest, noLedger(), runner);
+    expect(diagnostics).toEqual([]);
+    expect(runner.calls).toEqual([
+      ['qemu-img', 'info', '--output=json', '--backing-chain', '-f', 'qcow2', join(dir, 'c.qcow2')],
+    ]);
+    const chain = layout.files.get(join(dir, 'c.qcow2'))?.chain?.map((layer) => layer.path);
+    expect(chain).toEqual(['c', 'b', 'a'].map((name) => join(dir, `${name}.qcow2`)));
+    expect(layout.files.get(join(dir, 'b.qcow2'))?.chain?.length).toBe(2);
+  });
+
+  it('names the layer that another process holds open for writing, not only the chain', async () => {
+    await qcow2Chain(dir, ['a', 'b']);
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  a: { path: a.qcow2 }\n  b: { path: b.qcow2, backing: a }\n',
+    );
+    const loaded = await loadManifest(join(dir, 'm.yaml'));
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
+    const socket = join(dir, 'nbd.sock');
+    const server = execa('qemu-nbd', ['-f', 'qcow2', '-k', socket, join(dir, 'a.qcow2')], { reject: false });
+    try {
+      for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 20));
+      const runner = countingRunner();
+      const { diagnostics } = await inspectLayout(loaded.manifest, noLedger(), runner);
+      expect(diagnostics.map((d) => [d.code, d.message.split(' ')[0]])).toEqual([
+        ['image-in-use', join(dir, 'a.qcow2')],
+      ]);
+      // The chain probe failed on the lock, so each file was then probed on its own.
+      expect(runner.calls[0]).toContain('--backing-chain');
+    } finally {
+      server.kill('SIGTERM');
+      await server;
+    }
+  });
+
+  it('reads a chain layer by layer when a header leaves out the backing format', async () => {
+    await qcow2Chain(dir, ['a', 'b']);
+    // An old image: the backing link without a recorded format (qemu would probe it). qemu-img
+    // 7.2 no longer writes such images, so the format extension is renamed to one qemu ignores.
+    const header = await readFile(join(dir, 'b.qcow2'));
+    const at = header.indexOf(Buffer.from([0xe2, 0x79, 0x2a, 0xca]));
+    expect(at).toBeGreaterThan(0);
+    header.writeUInt32BE(0x1234_5678, at);
+    await writeFile(join(dir, 'b.qcow2'), header);
+    expect(readImageFile(join(dir, 'b.qcow2')).qcow2?.backingFormat).toBeUndefined();
+    await writeFile(join(dir, 'm.yaml'), 'version: 1\nimages:\n  b: { path: b.qcow2 }\n');
+    const loaded = await loadManifest(join(dir, 'm.yaml'));
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
+    const runner = countingRunner();
+    const { diagnostics } = await inspectLayout(loaded.manifest, noLedger(), runner);
+    expect(diagnostics.map((d) => d.code)).toEqual(['backing-format-missing']);
+    expect(runner.calls.some((argv) => argv.includes('--backing-chain'))).toBe(false);
+    expect(runner.calls.filter((argv) => argv.includes('-U')).length).toBeGreaterThanOrEqual(2);
+  });
+});
