@@ -24,9 +24,13 @@ function offsetAt(table: Buffer, at: number, highMask: number): bigint {
   return high === 0 && low === 0 ? 0n : BigInt(high * 2 ** 32 + low);
 }
 
-/** `bytes` bytes of the open file `fd` from `offset`, or none when the table is too large to read. */
-function table(fd: number, offset: bigint, bytes: bigint): Buffer {
+/**
+ * `bytes` bytes of the open file `fd` from `offset`, or none when the table is too large to
+ * read. Taken from `head` (the file's first bytes, already read) when it lies there.
+ */
+function table(fd: number, head: Buffer, offset: bigint, bytes: bigint): Buffer {
   if (bytes === 0n || bytes > BigInt(MAX_TABLE_BYTES)) return Buffer.alloc(0);
+  if (offset + bytes <= BigInt(head.length)) return head.subarray(Number(offset), Number(offset + bytes));
   const data = Buffer.allocUnsafe(Number(bytes));
   const read = readSync(fd, data, 0, data.length, Number(offset));
   return data.subarray(0, read - (read % 8));
@@ -52,13 +56,13 @@ export function qcow2MetadataPastEnd(fd: number, size: bigint, header: Buffer): 
       : undefined;
   const tables = past('L1 table', l1Offset, l1Entries * 8n) ?? past('refcount table', refTableOffset, refTableBytes);
   if (tables) return tables;
-  const l1 = table(fd, l1Offset, l1Entries * 8n);
+  const l1 = table(fd, header, l1Offset, l1Entries * 8n);
   for (let at = 0; at < l1.length; at += 8) {
     const l2 = offsetAt(l1, at, L1_OFFSET_HIGH);
     const problem = l2 !== 0n && past('L2 table', l2, clusterSize);
     if (problem) return problem;
   }
-  const refTable = table(fd, refTableOffset, refTableBytes);
+  const refTable = table(fd, header, refTableOffset, refTableBytes);
   const blockAt = (index: number) => offsetAt(refTable, index * 8, REFTABLE_OFFSET_HIGH);
   const blockCount = refTable.length / 8;
   for (let index = 0; index < blockCount; index++) {
@@ -72,9 +76,7 @@ export function qcow2MetadataPastEnd(fd: number, size: bigint, header: Buffer): 
   for (let index = blockCount - 1; index >= 0; index--) {
     const block = blockAt(index);
     if (block === 0n) continue;
-    const counts = Buffer.allocUnsafe(Number(clusterSize));
-    const read = readSync(fd, counts, 0, counts.length, Number(block));
-    const lastByte = counts.subarray(0, read).findLastIndex((byte) => byte !== 0);
+    const lastByte = table(fd, header, block, clusterSize).findLastIndex((byte) => byte !== 0);
     if (lastByte < 0) continue;
     // Refcounts narrower than a byte share it: take the first of them (a lower bound).
     const entry = (BigInt(lastByte) * 8n) / BigInt(refcountBits);
