@@ -14,6 +14,7 @@ import {
   convertKeepingBackingStep,
   convertStep,
   diffStep,
+  rebaseInPlaceStep,
   repointStep,
   resizeOf,
   resizeStep,
@@ -146,6 +147,16 @@ export function chooseRecipe(
 
   // The backing it has today, to compare with the declared one when equality is not known.
   const current = currentBacking ? { path: currentBacking.path, format: currentBacking.format } : undefined;
+  // The declared backing presents what a layer further down the chain presents (dropping middle
+  // links): a safe rebase then reads only the clusters allocated in the skipped layers, where a
+  // compare would read the whole disk twice (qemu-img rebase stops at a new backing it finds in
+  // the old chain).
+  const ancestor =
+    backing !== null && !backingIsEquivalent
+      ? chain.findIndex((layer, i) => i >= 2 && ctx.identity.same(keyOfLayer(layer), backing.key))
+      : -1;
+  const skipped = ancestor > 0 ? chain.slice(1, ancestor) : [];
+  const skippedNames = skipped.map((layer) => layer.path).join(', ');
 
   if (plan.kind === 'build') {
     if (!backing) return [convertStep(target, content, 'a standalone image: full copy of the source')];
@@ -156,6 +167,16 @@ export function chooseRecipe(
           content,
           backing.target,
           "the source's backing presents the same content as the declared backing, so only the source's top layer is copied",
+        ),
+      ];
+    }
+    if (ancestor > 0) {
+      return [
+        diffStep(
+          target,
+          content,
+          backing.target,
+          `the declared backing ${backing.target.name} lies further down the source's chain: keep only the clusters that differ from it, reading only those of the skipped layers (${skippedNames})`,
         ),
       ];
     }
@@ -234,6 +255,17 @@ export function chooseRecipe(
         content,
         backing.target,
         `a full image gets a backing: keep only the clusters that differ from ${backing.target.name}${rewrite ? ` (${changes.join(', ')})` : ''}`,
+      ),
+    ];
+  }
+  if (ancestor > 0 && !rewrite) {
+    return [
+      rebaseInPlaceStep(
+        target,
+        content,
+        backing.target,
+        skipped.reduce((sum, layer) => sum + layer.actualSize, 0),
+        `its new backing ${backing.target.name} lies further down its chain: a safe rebase reads only the clusters of the skipped layers (${skippedNames}) and copies in those that differ`,
       ),
     ];
   }

@@ -146,6 +146,21 @@ images:
     ]);
   });
 
+  it("builds an overlay on a base further down the source's chain with a diff, never a compare", () => {
+    const text = `version: 1
+images:
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.qcow2, format: qcow2 }
+    backing: { path: in/base.qcow2, format: qcow2 }
+`;
+    const base = layer('/work/m/in/base.qcow2', 3);
+    const top = file('qcow2', [layer('/work/m/in/top.qcow2', 1), layer('/work/m/in/mid.qcow2', 2), base]);
+    const plan = planOf(text, layoutOf([top, file('qcow2', [base])]));
+    expect(kinds(plan)).toEqual(['top:diff']);
+    expect(plan.steps[0]!.reason).toContain('reading only those of the skipped layers (/work/m/in/mid.qcow2)');
+  });
+
   it("compares an overlay's backing with a copy of it before choosing (never assumes equality)", () => {
     const text = `version: 1
 images:
@@ -253,6 +268,22 @@ ${options}`;
       ['qemu-img', 'rebase', '-u'],
     ]);
     expect(step.otherwise?.map((c) => c.argv.slice(0, 4))).toEqual([['qemu-img', 'rebase', '-p', '--image-opts']]);
+  });
+
+  it('drops a middle link with a safe rebase alone, sized by the skipped layer', () => {
+    const base = layer('/work/m/in/base.qcow2', 3);
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1),
+      layer('/work/m/in/mid.qcow2', 2, { actualSize: 3 * MiB }),
+      base,
+    ]);
+    const plan = planOf(inPlace('{ path: in/base.qcow2, format: qcow2 }'), layoutOf([top, file('qcow2', [base])]));
+    // No compare: it would read the whole disk twice, where the rebase reads only mid's clusters.
+    expect(kinds(plan)).toEqual(['top:rebase']);
+    const step = plan.steps[0]!;
+    expect(step.commands.map((c) => c.argv.slice(0, 4))).toEqual([['qemu-img', 'rebase', '-p', '--image-opts']]);
+    expect(step.otherwise).toBeUndefined();
+    expect(step.expectedWriteBytes).toBe(3 * MiB);
   });
 
   it('flattens into a new file when the image must become standalone', () => {
