@@ -62,18 +62,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
 
   const deltaLinkBytes = { twoStep: [], chainform: [] };
   const deltaData = [];
-  const importLine = nodeLine(
-    cli,
-    'import',
-    '--linearize',
-    '--out-dir',
-    'out',
-    image,
-    '-f',
-    'qcow2',
-    '-o',
-    'linear.yaml',
-  );
+  const linearize = ['--linearize', '--out-dir', 'out', image, '-f', 'qcow2', '-o', 'linear.yaml'];
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
@@ -84,7 +73,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       return {
         twoStep: { script: twoStep(image), cwd },
         chainform: {
-          script: `${importLine} 2>/dev/null\n${nodeLine(cli, 'apply', 'linear.yaml', '--yes', '--quiet')} >/dev/null`,
+          script: `${nodeLine(cli, 'import', ...linearize)} 2>/dev/null\n${nodeLine(cli, 'apply', 'linear.yaml', '--yes', '--quiet')} >/dev/null`,
           cwd,
         },
       };
