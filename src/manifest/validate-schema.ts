@@ -1,15 +1,28 @@
 // Stage 2a: check the manifest's shape against the JSON Schema and turn ajv errors into
 // located, readable diagnostics.
-import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest } from './manifest.generated.js';
 import { manifestSchema } from './schema.js';
 
-// verbose: errors carry their parent schema, used for the "allowed keys here" hint.
-const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
-const validate = ajv.compile<Manifest>(manifestSchema);
+/**
+ * The compiled schema, made on first use (`--help` never needs it). verbose: errors carry their
+ * parent schema, used for the "allowed keys here" hint. The schema itself is not checked against
+ * the JSON Schema meta-schema here (a fifth of a second at every start); a unit test does that.
+ */
+let compiled: ValidateFunction<Manifest> | undefined;
+function manifestValidator(): ValidateFunction<Manifest> {
+  compiled ??= new Ajv2020({
+    allErrors: true,
+    strict: true,
+    allowUnionTypes: true,
+    verbose: true,
+    validateSchema: false,
+  }).compile<Manifest>(manifestSchema);
+  return compiled;
+}
 
 function pointerToPath(pointer: string): string[] {
   if (pointer === '') return [];
@@ -157,6 +170,7 @@ const MAX_SCHEMA_DIAGNOSTICS = 50;
 export function validateSchema(
   source: ManifestSource,
 ): { ok: true; manifest: Manifest } | { ok: false; diagnostics: Diagnostic[] } {
+  const validate = manifestValidator();
   if (validate(source.data)) return { ok: true, manifest: source.data };
   const errors = pruneAnyOf(source, validate.errors ?? []);
   // propertyNames failures come twice (the inner keyword and the wrapper); keep one per name.
