@@ -80,7 +80,8 @@ interface Request {
   path: string;
   /** Always declared: chainform never lets qemu-img guess a format. */
   format: string;
-  at: SourceLocation;
+  /** A getter: the manifest location is looked up only when a diagnostic needs it. */
+  readonly at: SourceLocation;
   role: string;
 }
 
@@ -91,14 +92,18 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
     requests.push({
       path: image.path,
       format: image.source ? (recorded?.format ?? image.format) : image.format,
-      at: image.at.path,
+      get at() {
+        return image.at.path;
+      },
       role: image.source ? (recorded ? 'output' : 'foreign-output') : 'image',
     });
     if (image.source) {
       requests.push({
         path: image.source.path,
         format: image.source.format,
-        at: image.at.fromPath,
+        get at() {
+          return image.at.fromPath;
+        },
         role: 'source',
       });
     }
@@ -106,7 +111,9 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       requests.push({
         path: image.backing.path,
         format: image.backing.format,
-        at: image.at.backing,
+        get at() {
+          return image.at.backing;
+        },
         role: 'backing',
       });
     }
@@ -115,7 +122,9 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       requests.push({
         path: image.options.data_file,
         format: 'raw',
-        at: image.at.option('data_file'),
+        get at() {
+          return image.at.option('data_file');
+        },
         role: 'foreign-output',
       });
     }
@@ -164,7 +173,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
     diagnostics.push(problem);
     if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
   }
-  const layers = await readChain(request.path, format, runner, diagnostics, request.at, {
+  const layers = await readChain(request.path, format, runner, diagnostics, () => request.at, {
     known: probes.layer,
     fileOf,
   });

@@ -103,11 +103,12 @@ export async function readChain(
   format: string,
   runner: CommandRunner,
   diagnostics: Diagnostic[],
-  at?: SourceLocation,
+  at?: SourceLocation | (() => SourceLocation),
   { known, fileOf = readImageFile }: ChainReadAids = {},
 ): Promise<ImageInfo[] | null> {
   const layers: ImageInfo[] = [];
-  const located = at ? { location: at } : {};
+  // Looked up only for a diagnostic: finding a location in a large manifest costs time.
+  const located = () => (at ? { location: typeof at === 'function' ? at() : at } : {});
   let current = path;
   let currentFormat = format;
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
@@ -117,7 +118,7 @@ export async function readChain(
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
       diagnostics.push(
         error('inspect-failed', `cannot read ${current} as ${currentFormat}${within}: ${qemuMessage(result.stderr)}`, {
-          ...located,
+          ...located(),
           hint: 'check the declared format and that the file and its backing files exist',
         }),
       );
@@ -128,7 +129,9 @@ export async function readChain(
     const damage = layerDamage(current, layer, fileOf(current));
     if (damage) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
-      diagnostics.push(error(damage.code, `${current}${within} ${damage.message}`, { ...located, hint: damage.hint }));
+      diagnostics.push(
+        error(damage.code, `${current}${within} ${damage.message}`, { ...located(), hint: damage.hint }),
+      );
       return null;
     }
     layers.push(layer);
@@ -140,7 +143,7 @@ export async function readChain(
           'unsafe-backing-name',
           `${current} names its backing ${JSON.stringify(name)}, which qemu would open as a protocol or as JSON options, not as a file`,
           {
-            ...located,
+            ...located(),
             hint: 'chainform does not follow such links. If it is a file of that name, re-point the image at "./" plus the name with qemu-img rebase -u',
           },
         ),
@@ -158,7 +161,7 @@ export async function readChain(
           'backing-format-missing',
           `${current} does not record the format of its backing ${name}; it was detected as ${currentFormat}`,
           {
-            ...located,
+            ...located(),
             hint: 'declare the image with a backing in the manifest: chainform then stores the format',
           },
         ),
@@ -167,7 +170,7 @@ export async function readChain(
     current = next;
   }
   diagnostics.push(
-    error('chain-too-deep', `the backing chain of ${path} is longer than ${MAX_DEPTH} images (a loop?)`, located),
+    error('chain-too-deep', `the backing chain of ${path} is longer than ${MAX_DEPTH} images (a loop?)`, located()),
   );
   return null;
 }
