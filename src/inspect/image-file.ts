@@ -144,13 +144,14 @@ export function readImageFile(path: string): ImageFile {
   try {
     const bytesRead = readSync(fd, head, 0, HEAD_BYTES, 0);
     const data = head.subarray(0, bytesRead);
-    const claimedFormat = SIGNATURES.find((s) =>
-      data.subarray(s.offset, s.offset + s.bytes.length).equals(s.bytes),
+    const claimedFormat = SIGNATURES.find(
+      (s) =>
+        data.length >= s.offset + s.bytes.length && s.bytes.compare(data, s.offset, s.offset + s.bytes.length) === 0,
     )?.format;
     if (claimedFormat !== 'qcow2') return { fingerprint, kind, ...(claimedFormat ? { claimedFormat } : {}) };
     const qcow2 = parseQcow2Header(data);
     if (typeof qcow2 === 'string') return { fingerprint, kind, claimedFormat, unreadable: qcow2 };
-    const pastEnd = qcow2MetadataPastEnd(fd, size, data);
+    const pastEnd = qcow2MetadataPastEnd(fd, Number(size), data);
     return { fingerprint, kind, claimedFormat, qcow2, ...(pastEnd ? { pastEnd } : {}) };
   } catch (e) {
     return { fingerprint, kind, unreadable: (e as Error).message };
