@@ -1,11 +1,11 @@
 // The saved-plan JSON Schema (schemas/saved-plan.schema.json), compiled once, and the check a
 // file read back must pass before anything in it is trusted or run.
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import { packageFile } from '../package-files.js';
 
-/** Absolute path of schemas/saved-plan.schema.json, from both src/ (tests) and dist/ (built). */
-export const savedPlanSchemaPath = fileURLToPath(new URL('../../schemas/saved-plan.schema.json', import.meta.url));
+/** Absolute path of schemas/saved-plan.schema.json. */
+export const savedPlanSchemaPath = packageFile('schemas/saved-plan.schema.json');
 
 /** The compiled schema, made on first use: most commands never read a saved plan. */
 let compiled: ValidateFunction | undefined;
