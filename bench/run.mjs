@@ -15,7 +15,7 @@ import { checkIoAccounting, createIoAccounting } from './lib/io-accounting.mjs';
 import { formatTable } from './lib/table.mjs';
 
 /** Every scenario, in the order they run. */
-const SCENARIOS = ['linearize', 'apply-overhead', 'copies-to-overlays', 'parallelism', 'planner'];
+const SCENARIOS = ['linearize', 'apply-overhead', 'copies-to-overlays', 'parallelism', 'planner', 'flags'];
 
 const { values } = parseArgs({
   options: {

@@ -364,7 +364,7 @@ export async function run({
       }
     }
     const notes = [
-      `${sizeMiB} MiB images, ${runs} runs per variant, median (min-max) of qemu-img + fsync wall seconds; the machine was shared with other benchmarks`,
+      `${sizeMiB} MiB images, ${runs} runs per variant, median (min-max) of qemu-img + fsync wall seconds`,
       `${env.qemuImg}; filesystem ${env.filesystem}; cold sequential read ${readRate.toFixed(0)} MiB/s`,
       cold
         ? 'reads cold: the files each run reads were evicted from the page cache first (per-file POSIX_FADV_DONTNEED, not a global drop_caches, so concurrent benchmarks keep theirs)'
