@@ -19,7 +19,8 @@ export function formatTable(rows) {
   if (minimum) header.push('read/min', 'written/min');
   const body = rows.map((r) => {
     const cells = [
-      r.variant,
+      // Scenarios that time several operations (flags) name the operation of each row.
+      r.operation ? `${r.operation}: ${r.variant}` : r.variant,
       r.wallSeconds ? range(r.wallSeconds, 2) : '-',
       bytes(r.bytesRead),
       bytes(r.bytesWritten),
