@@ -63,10 +63,11 @@ export function chainInfoCommand(top: string, format: string): Argv {
 
 // Why convert and rebase carry no cache or copy flags (issue 6, bench/scenarios/flags.mjs, 1 GiB,
 // ext4, shared 2-core machine): convert's default cache=unsafe followed by the executor's fsync
-// was never beaten clearly. `-t writeback` and `-m 16 -W` were within the noise, `-t none` and
-// `-T none` were slower, and `-C` (copy_file_range here) was no faster and skips zero detection,
-// so written zeros become data. Safe rebase already defaults to cache=writeback, which flushes
-// on close. The executor's fsync stays: with cache=unsafe, it is what makes the output durable.
+// was never beaten clearly. `-t writeback` and `-m 16 -W` were within the noise; `-t none` and
+// `-T none` (O_DIRECT) were no faster, and on a convert -B 1.8x and 1.4x slower; `-C`
+// (copy_file_range here) was no faster and skips zero detection, so written zeros become data.
+// Safe rebase already defaults to cache=writeback, which flushes on close. The executor's fsync
+// stays: with cache=unsafe, it is what makes the output durable.
 
 /** A full copy of what `source` presents, as a standalone image. */
 export function convertCommand(args: {
