@@ -1,5 +1,7 @@
 // Measuring the variants of a scenario: GNU time for wall time and block output, the I/O shim for
 // the bytes the qemu processes read and wrote; and the table rows built from the measurements.
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { spread, timedScript } from './stats.mjs';
 
@@ -29,15 +31,19 @@ export async function measure(script, cwd, io) {
  * it gives the bytes read and written (the same from run to run) and warms the page cache.
  * Passes 1..runs are timed without the shim, which costs ~30 ms per qemu process and so would
  * weigh on the variant that runs more of them. The order of the variants alternates between
- * passes. `setup(pass)` returns the pass's variants ({name: {script, cwd}}); `after(pass,
- * variants, results)` checks the outputs and cleans up.
+ * passes. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
+ * removed after `after(pass, variants, results)`. `setup` returns the pass's variants ({name:
+ * {script, cwd}}); `after` checks the outputs.
  */
-export async function measurePasses({ runs, io, setup, after }) {
+export async function measurePasses({ runs, io, workdir, log, setup, after }) {
   const accounting = {};
   const timed = {};
   const orders = [];
   for (let pass = 0; pass <= runs; pass++) {
-    const variants = await setup(pass);
+    log(pass === 0 ? 'accounting pass (I/O shim)' : `timed run ${pass}/${runs}`);
+    const dir = join(workdir, `pass${pass}`);
+    await mkdir(dir, { recursive: true });
+    const variants = await setup(pass, dir);
     const names = Object.keys(variants);
     const order = pass % 2 === 0 ? names : [...names].reverse();
     const results = {};
@@ -54,6 +60,7 @@ export async function measurePasses({ runs, io, setup, after }) {
       }
     }
     await after?.(pass, variants, results);
+    await rm(dir, { recursive: true, force: true });
   }
   return { accounting, timed, orders };
 }

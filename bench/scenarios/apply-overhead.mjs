@@ -1,5 +1,5 @@
 // Scenario: what `chainform apply` costs over a plain sh script running the same plan's commands.
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertIdentical, emptyOverlay, filledImage, scatterWrites, yamlString } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
@@ -45,12 +45,10 @@ export async function run({ sizeMiB, runs, cli, workdir, io, log }) {
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
-    async setup(pass) {
-      log(pass === 0 ? 'accounting pass (I/O shim)' : `timed run ${pass}/${runs}`);
-      const dirs = {
-        chainform: join(workdir, `pass${pass}`, 'chainform'),
-        script: join(workdir, `pass${pass}`, 'script'),
-      };
+    workdir,
+    log,
+    async setup(_pass, passDir) {
+      const dirs = { chainform: join(passDir, 'chainform'), script: join(passDir, 'script') };
       for (const dir of Object.values(dirs)) {
         await mkdir(dir, { recursive: true });
         await writeFile(join(dir, 'm.yaml'), manifest(base, disk));
@@ -65,11 +63,10 @@ export async function run({ sizeMiB, runs, cli, workdir, io, log }) {
         script: { script: 'sh ./plan.sh', cwd: dirs.script },
       };
     },
-    async after(pass, variants) {
+    async after(_pass, variants) {
       for (const { cwd } of Object.values(variants)) {
         await assertIdentical(join(cwd, 'out/disk.qcow2'), 'qcow2', disk, 'qcow2');
       }
-      await rm(join(workdir, `pass${pass}`), { recursive: true, force: true });
     },
   });
 

@@ -1,6 +1,6 @@
 // Scenario: full raw copies of a template turned into thin qcow2 overlays on it, against the
 // hand-typed qemu-img recipe; checks what each overlay stores against what its copy changed.
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
 import { MiB } from '../lib/images.mjs';
@@ -36,12 +36,10 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
-    async setup(pass) {
-      log(pass === 0 ? 'accounting pass (I/O shim)' : `timed run ${pass}/${runs}`);
-      const dirs = {
-        chainform: join(workdir, `pass${pass}`, 'chainform'),
-        recipe: join(workdir, `pass${pass}`, 'recipe'),
-      };
+    workdir,
+    log,
+    async setup(_pass, passDir) {
+      const dirs = { chainform: join(passDir, 'chainform'), recipe: join(passDir, 'recipe') };
       for (const dir of Object.values(dirs)) await mkdir(dir, { recursive: true });
       await writeFile(join(dirs.chainform, 'm.yaml'), overlaysManifest(inputs));
       return {
@@ -52,11 +50,10 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
         recipe: { script: recipe(inputs), cwd: dirs.recipe },
       };
     },
-    async after(pass, variants) {
+    async after(_pass, variants) {
       for (const [variant, { cwd }] of Object.entries(variants)) {
         stored[variant].push(await checkOverlays(cwd, inputs.copies));
       }
-      await rm(join(workdir, `pass${pass}`), { recursive: true, force: true });
     },
   });
 

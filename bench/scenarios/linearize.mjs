@@ -3,7 +3,7 @@
 // a safe rebase per delta). Ported from the former bench/linearize.mjs: bytes written (GNU time
 // block output), wall time, bytes per delta link and the data each delta stores, plus the bytes
 // the qemu processes read and wrote (I/O shim).
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { assertIdentical, filledImage, MiB, ownDataBytes, scatterWrites } from '../lib/images.mjs';
@@ -66,10 +66,9 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
-    async setup(pass) {
-      log(pass === 0 ? 'accounting pass (I/O shim)' : `timed run ${pass}/${runs}`);
-      const cwd = join(workdir, `pass${pass}`);
-      await mkdir(cwd);
+    workdir,
+    log,
+    async setup(_pass, cwd) {
       return {
         twoStep: { script: twoStep(image), cwd },
         chainform: {
@@ -94,7 +93,6 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       for (const link of ['image_sn0', 'image_sn1', 'image']) {
         await assertIdentical(join(cwd, `out/${link}.qcow2`), 'qcow2', join(cwd, `naive/${link}.qcow2`), 'qcow2');
       }
-      await rm(cwd, { recursive: true, force: true });
     },
   });
 

@@ -1,5 +1,5 @@
 // Scenario: four independent chains (copies to overlays) applied with --jobs 1 and with --jobs 4.
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
@@ -24,11 +24,12 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
-    async setup(pass) {
-      log(pass === 0 ? 'accounting pass (I/O shim)' : `timed run ${pass}/${runs}`);
+    workdir,
+    log,
+    async setup(_pass, passDir) {
       const variants = {};
       for (const [variant, n] of Object.entries(jobs)) {
-        const cwd = join(workdir, `pass${pass}`, `jobs${n}`);
+        const cwd = join(passDir, `jobs${n}`);
         await mkdir(cwd, { recursive: true });
         await writeFile(join(cwd, 'm.yaml'), overlaysManifest(inputs));
         const apply = nodeLine(cli, 'apply', 'm.yaml', '--yes', '--quiet', '--jobs', String(n));
@@ -38,7 +39,6 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
     },
     async after(pass, variants) {
       if (pass === 0) for (const { cwd } of Object.values(variants)) await checkOverlays(cwd, inputs.copies);
-      await rm(join(workdir, `pass${pass}`), { recursive: true, force: true });
     },
   });
   const seconds = (variant) => median(timed[variant].map((m) => m.seconds));
