@@ -6,8 +6,8 @@
 // to thousands of files; a synchronous call costs microseconds, an asynchronous one a thread-pool
 // round trip and a promise (planning 10,000 images spent most of its time there). Nothing else
 // needs the event loop while a header is read, and a FIFO is never opened (see `kind`).
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import type { Fingerprint } from '../state/fingerprint.js';
+import { type BigIntStats, closeSync, openSync, readSync, statSync } from 'node:fs';
+import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 
 /** What a path is, following symlinks. Only a regular file is ever opened. */
@@ -15,15 +15,10 @@ export type FileKind = 'file' | 'directory' | 'FIFO (named pipe)' | 'socket' | '
 
 /** The qcow2 header fields chainform relies on before qemu-img opens the file. */
 export interface Qcow2Header {
-  version: number;
-  clusterSize: number;
   /** The backing name as stored (relative names are relative to the image's folder). */
   backingName?: string;
   /** The backing format recorded in the header extension; absent in old images. */
   backingFormat?: string;
-  /** Incompatible feature bits 0 and 1: left dirty (lazy refcounts), marked corrupt. */
-  dirty: boolean;
-  corrupt: boolean;
   /** The external data file's name (header extension), when there is one. */
   dataFileName?: string;
 }
@@ -64,17 +59,14 @@ const EXTENSION_DATA_FILE = 0x4441_5441;
 
 /** The fingerprint and kind of `path`, or null when it does not exist. */
 function statOf(path: string): { fingerprint: Fingerprint; kind: FileKind; size: bigint } | null {
-  let s: ReturnType<typeof statSync>;
+  let s: BigIntStats;
   try {
     s = statSync(path, { bigint: true });
   } catch (e) {
-    // ENOTDIR: a parent in the path is a file; ENAMETOOLONG: a name no filesystem holds.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
+    if (isAbsentPath(e)) return null;
     throw e;
   }
-  if (!s) return null;
-  const fingerprint = { dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+  const fingerprint = fingerprintOfStats(s);
   const kind: FileKind = s.isFile()
     ? 'file'
     : s.isDirectory()
@@ -99,14 +91,7 @@ function text(data: Buffer, offset: number, length: number): string | undefined 
 export function parseQcow2Header(data: Buffer): Qcow2Header | string {
   if (data.length < 72) return `its ${data.length}-byte header is incomplete`;
   const version = data.readUInt32BE(4);
-  const clusterSize = 2 ** data.readUInt32BE(20);
-  const incompatible = version >= 3 && data.length >= 80 ? data.readBigUInt64BE(72) : 0n;
-  const header: Qcow2Header = {
-    version,
-    clusterSize,
-    dirty: (incompatible & 1n) !== 0n,
-    corrupt: (incompatible & 2n) !== 0n,
-  };
+  const header: Qcow2Header = {};
   const backingOffset = Number(data.readBigUInt64BE(8));
   if (backingOffset !== 0) {
     const name = text(data, backingOffset, data.readUInt32BE(16));

@@ -1,6 +1,7 @@
-// Stage 3: look at what is on disk. Every qemu-img call here is read-only (`info -U`), and every
-// format is passed explicitly except a source whose format the manifest leaves out, which is
-// detected exactly once and reported.
+// Stage 3: look at what is on disk. Every qemu-img call here is a read-only `info` with every
+// format passed explicitly; only a backing whose image records no format is detected, once, and
+// reported. Chains are described one qemu-img process per chain where the headers allow it
+// (probe-chains.ts), layer by layer otherwise (read-chain.ts).
 import { statfs } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';

@@ -1,4 +1,5 @@
 // File fingerprints: cheap identity + change detection without reading image data.
+import type { BigIntStats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 
 /** Identity (device, inode) and change markers (size, mtime) of a file. */
@@ -12,20 +13,25 @@ export interface Fingerprint {
 /** The fingerprint of `path`, or null when it does not exist. */
 export async function fingerprintOf(path: string): Promise<Fingerprint | null> {
   try {
-    const s = await stat(path, { bigint: true });
-    return {
-      dev: String(s.dev),
-      ino: String(s.ino),
-      size: String(s.size),
-      mtimeNs: String(s.mtimeNs),
-    };
+    return fingerprintOfStats(await stat(path, { bigint: true }));
   } catch (e) {
-    // ENOTDIR: a parent in the path is a file; ENAMETOOLONG: a name no filesystem holds.
-    // Either way this path cannot exist.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null;
+    if (isAbsentPath(e)) return null;
     throw e;
   }
+}
+
+/** The fingerprint of a file from its (bigint) stat. */
+export function fingerprintOfStats(s: BigIntStats): Fingerprint {
+  return { dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+}
+
+/**
+ * True when a stat failed because nothing can exist at the path: ENOENT; ENOTDIR, a parent in
+ * the path is a file; ENAMETOOLONG, a name no filesystem holds.
+ */
+export function isAbsentPath(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG';
 }
 
 /** A key that is equal for two names of the same file (hard links, renames, symlinks). */

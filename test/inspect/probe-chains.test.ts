@@ -41,7 +41,7 @@ describe('inspecting real chains', () => {
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'data_file=top.raw', join(dir, 'ext.qcow2'), '4M');
     const top = readImageFile(join(dir, 'top.qcow2'));
     expect(top.claimedFormat).toBe('qcow2');
-    expect(top.qcow2).toMatchObject({ backingName: 'base.qcow2', backingFormat: 'qcow2', dirty: false });
+    expect(top.qcow2).toEqual({ backingName: 'base.qcow2', backingFormat: 'qcow2' });
     expect(top.pastEnd).toBeUndefined();
     expect(readImageFile(join(dir, 'base.qcow2')).qcow2?.backingName).toBeUndefined();
     expect(readImageFile(join(dir, 'ext.qcow2')).qcow2?.dataFileName).toBe('top.raw');
