@@ -35,7 +35,11 @@ export interface ChainLayer extends ImageInfo {
 export function chainFiles(chain: readonly ChainLayer[]): string[] {
   let files = chainFileLists.get(chain);
   if (!files) {
-    files = chain.flatMap((layer) => [layer.path, ...(layer.dataFilePath ? [layer.dataFilePath] : [])]);
+    files = [];
+    for (const layer of chain) {
+      files.push(layer.path);
+      if (layer.dataFilePath) files.push(layer.dataFilePath);
+    }
     chainFileLists.set(chain, files);
   }
   return files;
@@ -45,10 +49,12 @@ const chainFileLists = new WeakMap<readonly ChainLayer[], string[]>();
 
 /** Fingerprints of {@link chainFiles}, in the same order. */
 export function chainPrints(chain: readonly ChainLayer[]): (Fingerprint | null)[] {
-  return chain.flatMap((layer) => [
-    layer.fingerprint,
-    ...(layer.dataFilePath ? [layer.dataFileFingerprint ?? null] : []),
-  ]);
+  const prints: (Fingerprint | null)[] = [];
+  for (const layer of chain) {
+    prints.push(layer.fingerprint);
+    if (layer.dataFilePath) prints.push(layer.dataFileFingerprint ?? null);
+  }
+  return prints;
 }
 
 /** What is known about one file chainform reads or writes. */
@@ -174,10 +180,9 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
     diagnostics.push(problem);
     if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
   }
-  const layers = await readChain(request.path, format, runner, diagnostics, () => request.at, {
-    known: probes.layer,
-    fileOf,
-  });
+  const layers =
+    probes.chain(request.path, format) ??
+    (await readChain(request.path, format, runner, diagnostics, () => request.at, { known: probes.layer, fileOf }));
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
   if (!probes.unlocked(request.path)) {
     const inUse = await heldForWriting(request, format, runner);

@@ -5,13 +5,15 @@
 // so it also proves that no layer is held open for writing. Chains the headers cannot vouch for
 // (another format, no recorded backing format, a protocol name, an unreadable header), and
 // chains whose probe fails (e.g. a layer in use), are read layer by layer as before
-// (read-chain.ts), which names the exact layer at fault.
+// (read-chain.ts), which names the exact layer at fault. A chain a probe described whole and
+// undamaged needs no second reading: inspection takes its layers as they are (`chain`).
 import { dirname, resolve } from 'node:path';
 import { chainInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import type { ImageFile } from './image-file.js';
+import { layerDamage } from './read-chain.js';
 
 /** A file opened with a given format: the same path read as raw and as qcow2 are two layers. */
 interface Link {
@@ -23,6 +25,12 @@ interface Link {
 export interface ChainProbes {
   /** The layer a successful probe described, if one did. */
   layer(path: string, format: string): ImageInfo | undefined;
+  /**
+   * Every layer of the chain under `path`, top first, when a probe described them all and none
+   * is damaged (read-chain.ts's layerDamage): then reading the chain again would find nothing to
+   * report. Undefined otherwise.
+   */
+  chain(path: string, format: string): ImageInfo[] | undefined;
   /** True when a probe opened `path` with QEMU's shared read lock: nothing held it for writing. */
   unlocked(path: string): boolean;
 }
@@ -32,32 +40,44 @@ const MAX_DEPTH = 256;
 
 const key = (link: Link) => `${link.format}\0${link.path}`;
 
+/** Why the headers cannot vouch for a chain: only qemu-img can tell what it is. */
+const UNKNOWN = 'unknown';
+/** The walk went deeper than MAX_DEPTH from the root it started at (maybe not from another). */
+const TOO_DEEP = 'too deep';
+
 /**
- * The links of the chain under `top`, top first, as the headers name them; undefined when only
- * qemu-img can tell what the chain is.
+ * A function giving the links of the chain under a link, top first, as the headers name them.
+ * Each link's chain is worked out once: the 10,000 images of 1,000 chains of ten share the walk
+ * of each chain's lower links instead of walking them again from every image.
  */
-function linksFromHeaders(top: Link, fileOf: (path: string) => ImageFile): Link[] | undefined {
-  const links: Link[] = [];
-  let current: Link | undefined = top;
-  while (current) {
-    if (links.length === MAX_DEPTH) return undefined;
+function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[] | typeof UNKNOWN | typeof TOO_DEEP {
+  const chains = new Map<string, Link[] | typeof UNKNOWN>();
+  const linksUnder = (link: Link, depth: number): Link[] | typeof UNKNOWN | typeof TOO_DEEP => {
+    const known = chains.get(key(link));
+    if (known) return known;
+    if (depth === MAX_DEPTH) return TOO_DEEP;
+    const links = walk(link, depth);
+    if (links !== TOO_DEEP) chains.set(key(link), links);
+    return links;
+  };
+  const walk = (link: Link, depth: number): Link[] | typeof UNKNOWN | typeof TOO_DEEP => {
     let file: ImageFile;
     try {
-      file = fileOf(current.path);
+      file = fileOf(link.path);
     } catch {
-      return undefined; // e.g. a folder without search permission: read-chain.ts reports it
+      return UNKNOWN; // e.g. a folder without search permission: read-chain.ts reports it
     }
-    if (!file.fingerprint || file.kind !== 'file') return undefined;
-    links.push(current);
-    if (current.format === 'raw') return links;
-    if (current.format !== 'qcow2' || !file.qcow2) return undefined;
+    if (!file.fingerprint || file.kind !== 'file') return UNKNOWN;
+    if (link.format === 'raw') return [link];
+    if (link.format !== 'qcow2' || !file.qcow2) return UNKNOWN;
     const { backingName, backingFormat, dataFileName } = file.qcow2;
-    if (dataFileName !== undefined && looksLikeProtocol(dataFileName)) return undefined;
-    if (backingName === undefined) return links;
-    if (looksLikeProtocol(backingName) || backingFormat === undefined) return undefined;
-    current = { path: resolve(dirname(current.path), backingName), format: backingFormat };
-  }
-  return links;
+    if (dataFileName !== undefined && looksLikeProtocol(dataFileName)) return UNKNOWN;
+    if (backingName === undefined) return [link];
+    if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
+    const below = linksUnder({ path: resolve(dirname(link.path), backingName), format: backingFormat }, depth + 1);
+    return typeof below === 'string' ? below : [link, ...below];
+  };
+  return (top) => linksUnder(top, 0);
 }
 
 /** The layers of a probe's answer, when they are exactly the links the headers named. */
@@ -85,16 +105,19 @@ export async function probeChains(
   fileOf: (path: string) => ImageFile,
   runner: CommandRunner,
 ): Promise<ChainProbes> {
+  const linksUnder = chainWalker(fileOf);
   const chains = new Map<string, Link[]>();
   const below = new Set<string>();
   for (const root of roots) {
     if (chains.has(key(root))) continue;
-    const links = linksFromHeaders(root, fileOf);
-    if (!links) continue;
+    const links = linksUnder(root);
+    if (typeof links === 'string') continue;
     chains.set(key(root), links);
     for (const link of links.slice(1)) below.add(key(link));
   }
   const layers = new Map<string, ImageInfo>();
+  /** Per link, the probe answer its healthy chain is a tail of, and where in it the link is. */
+  const healthyChains = new Map<string, { described: ImageInfo[]; at: number }>();
   const unlocked = new Set<string>();
   await Promise.all(
     [...chains].map(async ([rootKey, links]) => {
@@ -103,15 +126,27 @@ export async function probeChains(
       const result = await runner.run(chainInfoCommand(top.path, top.format));
       const described = result.exitCode === 0 ? matchingLayers(result.stdout, links) : undefined;
       if (!described) return;
+      // The chains under the links below the lowest damaged layer are healthy.
+      let healthyFrom = described.length;
+      while (healthyFrom > 0) {
+        const link = links[healthyFrom - 1] as Link;
+        if (layerDamage(link.path, described[healthyFrom - 1] as ImageInfo, fileOf(link.path))) break;
+        healthyFrom--;
+      }
       described.forEach((layer, i) => {
         const link = links[i] as Link;
         layers.set(key(link), layer);
+        if (i >= healthyFrom) healthyChains.set(key(link), { described, at: i });
         unlocked.add(link.path);
       });
     }),
   );
   return {
     layer: (path, format) => layers.get(key({ path, format })),
+    chain: (path, format) => {
+      const healthy = healthyChains.get(key({ path, format }));
+      return healthy?.described.slice(healthy.at);
+    },
     unlocked: (path) => unlocked.has(path),
   };
 }

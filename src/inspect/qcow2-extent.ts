@@ -34,6 +34,13 @@ function table(fd: number, head: Buffer, offset: number, bytes: number): Buffer 
   return data.subarray(0, read - (read % 8));
 }
 
+/** Index of the last byte of `data` that is not zero, or -1 (a loop: no call per byte). */
+function lastNonZero(data: Buffer): number {
+  let index = data.length - 1;
+  while (index >= 0 && data[index] === 0) index--;
+  return index;
+}
+
 /**
  * Where the first piece of metadata past the end of the open qcow2 file `fd` lies, or undefined
  * when all of it fits. `header` holds the file's first bytes, `size` its length.
@@ -74,7 +81,7 @@ export function qcow2MetadataPastEnd(fd: number, size: number, header: Buffer): 
   for (let index = blockCount - 1; index >= 0; index--) {
     const block = blockAt(index);
     if (block === 0) continue;
-    const lastByte = table(fd, header, block, clusterSize).findLastIndex((byte) => byte !== 0);
+    const lastByte = lastNonZero(table(fd, header, block, clusterSize));
     if (lastByte < 0) continue;
     // Refcounts narrower than a byte share it: take the first of them (a lower bound).
     const entry = Math.floor((lastByte * 8) / refcountBits);

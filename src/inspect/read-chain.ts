@@ -47,7 +47,7 @@ export async function detectFormat(
  * (lazy refcounts), or its file is cut short. qemu-img would read all three without complaint
  * (a cut file reads as zeros), so chainform would copy a damaged disk as if it were whole.
  */
-function layerDamage(
+export function layerDamage(
   path: string,
   layer: ImageInfo,
   file: ImageFile,

@@ -1,4 +1,4 @@
-/* Generated from schemas/manifest.schema.json by `npm run gen:types`. Do not edit. */
+/* Generated from schemas/manifest.schema.json by `npm run gen:schemas`. Do not edit. */
 
 /**
  * An image format qemu-img can write.

@@ -7,6 +7,9 @@ import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest, Options, OutputFormat, Source } from './manifest.generated.js';
 
+/** One image as the manifest spells it. */
+type ManifestImage = Manifest['images'][string];
+
 /** Input formats, as the schema spells them. */
 export type InputFormat = NonNullable<Source['format']>;
 
@@ -97,17 +100,62 @@ export function sizeInBytes(size: number | string): number {
   return Math.floor(Number(size.slice(0, -1)) * SUFFIX[unit]);
 }
 
-/** An {@link ImageLocations} whose fields are computed on first read, then kept. */
-function lazily(
-  fields: Record<Exclude<keyof ImageLocations, 'option'>, () => SourceLocation>,
-  option: ImageLocations['option'],
-): ImageLocations {
-  const at = { option } as ImageLocations;
-  for (const [name, find] of Object.entries(fields)) {
-    let found: SourceLocation | undefined;
-    Object.defineProperty(at, name, { enumerable: true, get: () => (found ??= find()) });
+/**
+ * The {@link ImageLocations} of one image, each looked up on first read, then kept. Locations are
+ * needed only for diagnostics, and finding one scans the manifest's mappings: doing it for every
+ * field of 10,000 images would be quadratic. One object per image, its getters on the prototype.
+ */
+class LazyImageLocations implements ImageLocations {
+  readonly #found = new Map<string, SourceLocation>();
+  readonly #source: ManifestSource;
+  readonly #id: string;
+  readonly #image: ManifestImage;
+
+  constructor(source: ManifestSource, id: string, image: ManifestImage) {
+    this.#source = source;
+    this.#id = id;
+    this.#image = image;
   }
-  return at;
+
+  /** The location of `field` of the image (its key when `part` is 'key'), found once. */
+  #at(name: string, field: readonly string[], part?: 'key'): SourceLocation {
+    let found = this.#found.get(name);
+    if (!found) {
+      found = locate(this.#source, ['images', this.#id, ...field], part);
+      this.#found.set(name, found);
+    }
+    return found;
+  }
+
+  get id() {
+    return this.#at('id', [], 'key');
+  }
+  get path() {
+    return this.#at('path', ['path']);
+  }
+  get format() {
+    return this.#image.format ? this.#at('format', ['format']) : this.id;
+  }
+  get from() {
+    return this.#at('from', ['from']);
+  }
+  get fromPath() {
+    return this.#at('fromPath', ['from', 'path']);
+  }
+  get fromSnapshot() {
+    return this.#at('fromSnapshot', ['from', 'snapshot']);
+  }
+  get backing() {
+    return this.#at('backing', ['backing']);
+  }
+  get size() {
+    return this.#at('size', ['size']);
+  }
+  option(name: string): SourceLocation {
+    return this.#image.options && name in this.#image.options
+      ? this.#at(`option ${name}`, ['options', name], 'key')
+      : locate(this.#source, ['defaults', 'options', name], 'key');
+  }
 }
 
 /** Resolves a schema-valid manifest. Pure apart from reading `source` positions. */
@@ -115,13 +163,11 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
   const dir = dirname(source.file);
   const defaults = manifest.defaults ?? {};
   const images = Object.entries(manifest.images).map(([id, image], index): ResolvedImage => {
-    const base = ['images', id];
     const format = image.format ?? defaults.format ?? 'qcow2';
     // Each image takes the default options its format accepts; its own options override them.
     const inherited = Object.fromEntries(
       Object.entries(defaults.options ?? {}).filter(([name]) => optionsByFormat[format].has(name as keyof Options)),
     );
-    const locateIn = (...rest: string[]) => locate(source, [...base, ...rest]);
     const from = image.from;
     const backing = image.backing;
     return {
@@ -146,24 +192,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
               },
       size: image.size === undefined ? undefined : sizeInBytes(image.size),
       shrink: image.shrink === true,
-      // Locations are looked up only when a diagnostic needs one: finding one scans the
-      // manifest's mappings, and doing it for every field of 10,000 images is quadratic.
-      at: lazily(
-        {
-          id: () => locate(source, base, 'key'),
-          path: () => locateIn('path'),
-          format: () => (image.format ? locateIn('format') : locate(source, base, 'key')),
-          from: () => locateIn('from'),
-          fromPath: () => locateIn('from', 'path'),
-          fromSnapshot: () => locateIn('from', 'snapshot'),
-          backing: () => locateIn('backing'),
-          size: () => locateIn('size'),
-        },
-        (name: string) =>
-          image.options && name in image.options
-            ? locate(source, [...base, 'options', name], 'key')
-            : locate(source, ['defaults', 'options', name], 'key'),
-      ),
+      at: new LazyImageLocations(source, id, image),
     };
   });
   const retire = (manifest.retire ?? []).map((path, index) => ({

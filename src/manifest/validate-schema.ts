@@ -1,28 +1,18 @@
 // Stage 2a: check the manifest's shape against the JSON Schema and turn ajv errors into
 // located, readable diagnostics.
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { ErrorObject, ValidateFunction } from 'ajv/dist/2020.js';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest } from './manifest.generated.js';
-import { manifestSchema } from './schema.js';
+import { validate as generatedValidator } from './manifest-validator.generated.js';
 
 /**
- * The compiled schema, made on first use (`--help` never needs it). verbose: errors carry their
- * parent schema, used for the "allowed keys here" hint. The schema itself is not checked against
- * the JSON Schema meta-schema here (a fifth of a second at every start); a unit test does that.
+ * The manifest schema as ajv compiled it at build time (scripts/gen-from-schemas.mjs, with
+ * allErrors and verbose: errors carry their parent schema, used for the "allowed keys here"
+ * hint). Whether the schema is a valid JSON Schema is checked by a unit test.
  */
-let compiled: ValidateFunction<Manifest> | undefined;
-function manifestValidator(): ValidateFunction<Manifest> {
-  compiled ??= new Ajv2020({
-    allErrors: true,
-    strict: true,
-    allowUnionTypes: true,
-    verbose: true,
-    validateSchema: false,
-  }).compile<Manifest>(manifestSchema);
-  return compiled;
-}
+const manifestValidator = generatedValidator as ValidateFunction<Manifest>;
 
 function pointerToPath(pointer: string): string[] {
   if (pointer === '') return [];
@@ -170,7 +160,7 @@ const MAX_SCHEMA_DIAGNOSTICS = 50;
 export function validateSchema(
   source: ManifestSource,
 ): { ok: true; manifest: Manifest } | { ok: false; diagnostics: Diagnostic[] } {
-  const validate = manifestValidator();
+  const validate = manifestValidator;
   if (validate(source.data)) return { ok: true, manifest: source.data };
   const errors = pruneAnyOf(source, validate.errors ?? []);
   // propertyNames failures come twice (the inner keyword and the wrapper); keep one per name.

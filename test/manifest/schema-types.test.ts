@@ -2,14 +2,16 @@ import { readFile } from 'node:fs/promises';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain .mjs build script without type declarations.
-import { generateManifestTypes } from '../../scripts/gen-types.mjs';
+import { DERIVED } from '../../scripts/gen-from-schemas.mjs';
 import { manifestSchema } from '../../src/manifest/schema.js';
 
-describe('manifest types', () => {
-  it('are exactly what the schema generates (run `npm run gen:types` after editing the schema)', async () => {
-    const committed = await readFile(new URL('../../src/manifest/manifest.generated.ts', import.meta.url), 'utf8');
-    expect(committed).toBe(await generateManifestTypes());
-  });
+describe('files derived from the schemas', () => {
+  for (const [path, generate] of Object.entries(DERIVED as Record<string, () => Promise<string>>)) {
+    it(`${path} is exactly what the schema generates (run \`npm run gen:schemas\` after editing a schema)`, async () => {
+      const committed = await readFile(new URL(`../../${path}`, import.meta.url), 'utf8');
+      expect(committed).toBe(await generate());
+    });
+  }
 });
 
 describe('manifest schema', () => {
