@@ -49,23 +49,35 @@ function infoOf(path, d) {
   ];
 }
 
-/** The measured part: validate + plan with the recorded answers. Prints one JSON line. */
+/** `qemu-img info --backing-chain --output=json` of `path`, image `d` of its chain. */
+function chainInfoOf(path, d) {
+  const layers = [];
+  for (let below = d; below >= 0; below--)
+    layers.push(...infoOf(path.replace(/img\d+\.qcow2$/, `img${below}.qcow2`), below));
+  return JSON.stringify(layers);
+}
+
+/**
+ * The measured part: validate + plan with the recorded answers. Prints one JSON line. The
+ * answers are recorded (made) before the clock starts: a real recording is text read back.
+ */
 async function child(dir) {
   const api = await import('../dist/api.js');
+  const recorded = new Map();
+  for (let c = 0; c < chains; c++) {
+    for (let d = 0; d < depth; d++) {
+      const path = join(dir, `chain${c}`, `img${d}.qcow2`);
+      recorded.set(path, { chain: chainInfoOf(path, d), layer: JSON.stringify(infoOf(path, d)) });
+    }
+  }
   let calls = 0;
   const runner = {
     async run(argv) {
       calls++;
-      const path = argv.at(-1);
-      const d = Number(/img(\d+)\.qcow2$/.exec(path)?.[1] ?? -1);
-      if (argv[1] === 'info' && argv.includes('--backing-chain')) {
-        const layers = [];
-        for (let below = d; below >= 0; below--)
-          layers.push(...infoOf(path.replace(/img\d+\.qcow2$/, `img${below}.qcow2`), below));
-        return { exitCode: 0, stdout: JSON.stringify(layers), stderr: '' };
-      }
-      if (argv[1] === 'info' && argv.includes('-U'))
-        return { exitCode: 0, stdout: JSON.stringify(infoOf(path, d)), stderr: '' };
+      const answer = recorded.get(argv.at(-1));
+      if (answer && argv[1] === 'info' && argv.includes('--backing-chain'))
+        return { exitCode: 0, stdout: answer.chain, stderr: '' };
+      if (answer && argv[1] === 'info' && argv.includes('-U')) return { exitCode: 0, stdout: answer.layer, stderr: '' };
       return { exitCode: 0, stdout: '[]', stderr: '' };
     },
   };
@@ -112,9 +124,25 @@ if (values.child) {
     for (let run = 0; run < Number(values.runs); run++) {
       const script = new URL(import.meta.url).pathname;
       const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-      const r = await execa('/usr/bin/time', ['-f', '%e %M', process.execPath, ...profile, script, '--child', dir], {
-        reject: false,
-      });
+      const r = await execa(
+        '/usr/bin/time',
+        [
+          '-f',
+          '%e %M',
+          process.execPath,
+          ...profile,
+          script,
+          '--child',
+          dir,
+          '--chains',
+          String(chains),
+          '--depth',
+          String(depth),
+        ],
+        {
+          reject: false,
+        },
+      );
       if (r.exitCode !== 0) throw new Error(r.stderr);
       const measured = JSON.parse(r.stdout.trim().split('\n').at(-1));
       const [, maxKiB] = r.stderr.trim().split('\n').at(-1).split(' ').map(Number);

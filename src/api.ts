@@ -13,7 +13,7 @@ import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
-import { chainFiles, chainPrints, type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
+import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
@@ -189,11 +189,10 @@ function inspectedFiles(layout: InspectedLayout): Record<string, Fingerprint | n
   const files: Record<string, Fingerprint | null> = {};
   for (const file of layout.files.values()) {
     files[file.path] = file.fingerprint;
-    const chain = file.chain ?? [];
-    const prints = chainPrints(chain);
-    chainFiles(chain).forEach((path, i) => {
-      files[path] = prints[i] ?? null;
-    });
+    for (const layer of file.chain ?? []) {
+      files[layer.path] = layer.fingerprint;
+      if (layer.dataFilePath) files[layer.dataFilePath] = layer.dataFileFingerprint ?? null;
+    }
   }
   return files;
 }

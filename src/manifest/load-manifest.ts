@@ -1,6 +1,6 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
 import { readFile } from 'node:fs/promises';
-import { type Document, isScalar, parseDocument, visit } from 'yaml';
+import { type Document, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets, TextLines } from './locate.js';
 
@@ -19,20 +19,31 @@ export interface ManifestSource {
 /** Aliases a manifest may expand; more is treated as an alias bomb. */
 const MAX_ALIAS_COUNT = 100;
 
-/** Ranges of keys that repeat an earlier key of the same mapping (scalar keys, compared as text). */
+/**
+ * Ranges of keys that repeat an earlier key of the same mapping (scalar keys, compared as text),
+ * in document order. A walk with its own stack (depth-first, each mapping before what it holds,
+ * as yaml's visit goes): no recursion to overflow, and no visitor call per node.
+ */
 function duplicateKeys(document: Document.Parsed): [number, number][] {
   const found: [number, number][] = [];
-  visit(document, {
-    Map(_, map) {
+  const pending: unknown[] = [document.contents];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    const children: unknown[] = [];
+    if (isMap(node)) {
       const seen = new Set<string>();
-      for (const pair of map.items) {
+      for (const pair of node.items) {
+        children.push(pair.key, pair.value);
         if (!isScalar(pair.key)) continue;
         const key = String(pair.key.value);
         if (seen.has(key) && pair.key.range) found.push([pair.key.range[0], pair.key.range[1]]);
         seen.add(key);
       }
-    },
-  });
+    } else if (isSeq(node)) {
+      for (const item of node.items) children.push(item);
+    }
+    for (let i = children.length - 1; i >= 0; i--) pending.push(children[i]);
+  }
   return found;
 }
 
@@ -67,14 +78,7 @@ export function parseManifestText(
           location: locationOfOffsets(file, lines, e.pos[0], e.pos[1]),
         }),
   );
-  let duplicates: [number, number][];
-  try {
-    duplicates = duplicateKeys(document);
-  } catch (e) {
-    if (!(e instanceof RangeError)) throw e;
-    return { ok: false, diagnostics: [tooDeep(file)] };
-  }
-  for (const range of duplicates) {
+  for (const range of duplicateKeys(document)) {
     diagnostics.push(
       error('yaml-syntax', 'Map keys must be unique', { location: locationOfOffsets(file, lines, range[0], range[1]) }),
     );
