@@ -1,6 +1,6 @@
 // Files chainform ships beside its code (package.json, schemas/), found from the package root.
 // This module always runs one folder below the root: as src/package-files.ts under the tests,
-// as dist/package-files.js in the library, and inlined into the dist/cli.js bundle.
+// as dist/package-files.js in the library, and inlined into the dist/cli-bundle.cjs bundle.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 

@@ -30,6 +30,25 @@ export async function scatterWrites(path, format, { sizeMiB, percent, first, pat
   return (commands.length / 2) * CLUSTER;
 }
 
+/** Internal snapshot `tag` of a qcow2 image (7.2's `qemu-img snapshot` has no -f: --image-opts instead). */
+export async function snapshot(image, tag) {
+  await execa('qemu-img', ['snapshot', '-c', tag, '--image-opts', `driver=qcow2,file.filename=${image}`]);
+}
+
+/**
+ * A qcow2 image, written all over, snapshot sn0; `percent`% of its clusters rewritten, snapshot
+ * sn1; `percent`% more (another set). Its linear chain is image_sn0 (full) <- image_sn1 (delta)
+ * <- image (delta). Returns the bytes changed before sn1 and after it.
+ */
+export async function imageWithSnapshots(image, sizeMiB, percent) {
+  await filledImage(image, 'qcow2', sizeMiB, 0x11);
+  await snapshot(image, 'sn0');
+  const sn1 = await scatterWrites(image, 'qcow2', { sizeMiB, percent, first: 0, pattern: 0x22 });
+  await snapshot(image, 'sn1');
+  const active = await scatterWrites(image, 'qcow2', { sizeMiB, percent, first: 7, pattern: 0x33 });
+  return { image_sn1: sn1, image: active };
+}
+
 /** Bytes of data an image stores itself (depth 0 of `qemu-img map`), not through its backing. */
 export async function ownDataBytes(file, format = 'qcow2') {
   const { stdout } = await execa('qemu-img', ['map', '--output=json', '-f', format, file]);

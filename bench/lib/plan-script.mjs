@@ -7,8 +7,12 @@ import { quote, shellLine } from './shell.mjs';
 
 /** What the script does besides the qemu-img commands, for the notes of a scenario. */
 export const PLAN_SCRIPT_DOES =
-  'plain sh, the plan --json argv in order; per step, as chainform: mkdir -p, the commands, `sync FILE` ' +
-  '(fsync) of each output, `mv` of a temporary name to its final one and `sync DIR` (fsync of the folder)';
+  'plain sh, the plan --json argv in order; per step, as chainform: mkdir -p, helpers as `qemu-nbd --fork` ' +
+  '(it returns once serving) in a mode-0700 folder, the commands, `kill` of the helpers, `sync FILE` (fsync) ' +
+  'of each output, `mv` of a temporary name to its final one and `sync DIR` (fsync of the folder)';
+
+/** The placeholder chainform's plans use for a step's private runtime folder. */
+const RUNTIME_PLACEHOLDER = '{runtime}';
 
 /** The steps' outputs under the names they are written to, with their final names. */
 function outputsOf(step) {
@@ -19,18 +23,28 @@ function outputsOf(step) {
 }
 
 /**
- * The script for `plan`. Steps with qemu-nbd helpers or `compare` checks are refused: a plain
- * script would have to re-implement chainform's helper and branch handling to run them.
+ * The script for `plan`, with `runtimeDir` (a path that does not exist yet) as every step's
+ * runtime folder. Helpers (qemu-nbd exports) start with --fork, which returns once the export
+ * serves, as a person would start them. Steps with `compare` checks are refused: a plain script
+ * would have to re-implement chainform's branch handling to run them.
  */
-export function planScript(plan) {
+export function planScript(plan, runtimeDir) {
   const lines = ['set -eu'];
+  const inRuntime = (argv) => argv.map((arg) => arg.replaceAll(RUNTIME_PLACEHOLDER, runtimeDir));
   for (const step of plan.steps) {
-    if (step.helpers?.length || step.commands.some((c) => c.check)) {
-      throw new Error(`${step.id}: the plain script runs no helpers or checks`);
-    }
+    if (step.commands.some((c) => c.check)) throw new Error(`${step.id}: the plain script runs no checks`);
     const renames = outputsOf(step);
     for (const dir of new Set(renames.map((r) => dirname(r.path)))) lines.push(`mkdir -p ${quote(dir)}`);
-    for (const command of step.commands) lines.push(shellLine(command.argv));
+    const helpers = step.helpers ?? [];
+    if (helpers.length > 0) lines.push(`mkdir -m 0700 ${quote(runtimeDir)}`);
+    helpers.forEach((helper, i) => {
+      const [program, ...args] = inRuntime(helper.argv);
+      if (program !== 'qemu-nbd') throw new Error(`${step.id}: the plain script starts only qemu-nbd helpers`);
+      lines.push(shellLine([program, '--fork', '--pid-file', `${runtimeDir}/helper${i}.pid`, ...args]));
+    });
+    for (const command of step.commands) lines.push(shellLine(inRuntime(command.argv)));
+    for (let i = 0; i < helpers.length; i++) lines.push(`kill "$(cat ${quote(`${runtimeDir}/helper${i}.pid`)})"`);
+    if (helpers.length > 0) lines.push(`rm -rf ${quote(runtimeDir)}`);
     if (renames.length === 0) lines.push(`sync ${quote(step.path)}`);
     for (const r of renames) lines.push(`sync ${quote(r.temporaryPath)}`);
     for (const r of renames) lines.push(`mv -f ${quote(r.temporaryPath)} ${quote(r.path)}`);

@@ -1,7 +1,19 @@
-// Scenario: what `chainform apply` costs over a plain sh script running the same plan's commands.
+// Scenario: what `chainform apply` costs over a plain sh script running the same plan's commands,
+// on two jobs: one convert (the least work a plan can hold, so the fixed cost weighs most) and
+// the linearisation of an image with two internal snapshots (three steps, one of them served by
+// a qemu-nbd helper).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertIdentical, emptyOverlay, filledImage, scatterWrites, yamlString } from '../lib/images.mjs';
+import { execa } from 'execa';
+import {
+  assertIdentical,
+  emptyOverlay,
+  filledImage,
+  imageWithSnapshots,
+  MiB,
+  scatterWrites,
+  yamlString,
+} from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
 import { nodeLine } from '../lib/shell.mjs';
@@ -14,79 +26,133 @@ export const title = 'Apply overhead: chainform apply vs a plain script of the s
 const TOP_PERCENT = 50;
 const TARGET_RATIO = 1.05;
 
-/** Converts disk.qcow2 to compat 1.1 into out/, keeping it on base.qcow2. */
-function manifest(base, disk) {
-  return `version: 1
+/**
+ * The convert job: a 2-link chain, base.qcow2 fully written and disk.qcow2 (compat 0.10) on it
+ * with TOP_PERCENT% of its clusters rewritten; the manifest converts it to compat 1.1 keeping the
+ * base, which chainform plans as one `qemu-img convert -B` of the top layer.
+ */
+function convertJob({ sizeMiB }) {
+  let base;
+  let disk;
+  let topBytes;
+  return {
+    name: 'convert',
+    describe: `${sizeMiB} MiB qcow2 base <- overlay (compat 0.10) storing ${TOP_PERCENT}% of its clusters; manifest: convert it to compat 1.1 keeping the base (one qemu-img convert -B)`,
+    async makeInputs(inputs, log) {
+      base = join(inputs, 'base.qcow2');
+      disk = join(inputs, 'disk.qcow2');
+      log(`convert: making a ${sizeMiB} MiB qcow2 base and an overlay storing ${TOP_PERCENT}% of its clusters`);
+      await filledImage(base, 'qcow2', sizeMiB, 0x11);
+      await emptyOverlay(disk, base, 'qcow2', ['-o', 'compat=0.10']);
+      topBytes = await scatterWrites(disk, 'qcow2', { sizeMiB, percent: TOP_PERCENT, first: 0, pattern: 0x22 });
+    },
+    async writeManifest(dir) {
+      await writeFile(
+        join(dir, 'm.yaml'),
+        `version: 1
 images:
   disk:
     path: out/disk.qcow2
     from: { path: ${yamlString(disk)}, format: qcow2 }
     backing: { path: ${yamlString(base)}, format: qcow2 }
     options: { cluster_size: 65536, compat: "1.1" }
-`;
+`,
+      );
+    },
+    async check(dir) {
+      await assertIdentical(join(dir, 'out/disk.qcow2'), 'qcow2', disk, 'qcow2');
+    },
+    minimum: () => minimumRow(`the top layer's ${TOP_PERCENT}% of clusters`, topBytes),
+  };
 }
 
 /**
- * A 2-link chain: base.qcow2 fully written, disk.qcow2 (compat 0.10) on it with TOP_PERCENT% of
- * its clusters rewritten. chainform plans the manifest as one `qemu-img convert -B` of the top
- * layer. Every pass applies it from two fresh folders, with chainform and with the plan's script.
+ * The linearisation job of the linearize scenario: an image with snapshots sn0 and sn1, each
+ * state `changePercent`% apart, becomes image_sn0 (full) <- image_sn1 <- image (deltas). The
+ * manifest is what `chainform import --linearize` writes (made before the clock starts).
  */
-export async function run({ sizeMiB, runs, cli, workdir, io, log }) {
-  const inputs = join(workdir, 'in');
-  await mkdir(inputs, { recursive: true });
-  const base = join(inputs, 'base.qcow2');
-  const disk = join(inputs, 'disk.qcow2');
-  log(`making a ${sizeMiB} MiB qcow2 base and an overlay storing ${TOP_PERCENT}% of its clusters`);
-  await filledImage(base, 'qcow2', sizeMiB, 0x11);
-  await emptyOverlay(disk, base, 'qcow2', ['-o', 'compat=0.10']);
-  const topBytes = await scatterWrites(disk, 'qcow2', { sizeMiB, percent: TOP_PERCENT, first: 0, pattern: 0x22 });
+function linearizeJob({ sizeMiB, changePercent, cli }) {
+  let image;
+  let changed;
+  return {
+    name: 'linearise',
+    describe: `${sizeMiB} MiB qcow2 with snapshots sn0, sn1 (${changePercent}% changed per snapshot); manifest from import --linearize (a convert, then two diffs, one through a qemu-nbd export of sn1)`,
+    async makeInputs(inputs, log) {
+      image = join(inputs, 'image.qcow2');
+      log(`linearise: making a ${sizeMiB} MiB qcow2 image with snapshots sn0, sn1`);
+      changed = await imageWithSnapshots(image, sizeMiB, changePercent);
+    },
+    async writeManifest(dir) {
+      const args = ['import', '--linearize', '--out-dir', 'out', image, '-f', 'qcow2', '-o', 'm.yaml'];
+      await execa(process.execPath, [cli, ...args], { cwd: dir });
+    },
+    async check(dir) {
+      // The active state of the source; the links below it are checked by the linearize scenario.
+      await assertIdentical(join(dir, 'out/image.qcow2'), 'qcow2', image, 'qcow2');
+    },
+    minimum: () =>
+      minimumRow('one full copy + the changed clusters', sizeMiB * MiB + changed.image_sn1 + changed.image),
+  };
+}
 
+/** One job measured: chainform apply and the plan's script from two fresh folders per pass. */
+async function measureJob(job, { runs, cli, workdir, io, log }) {
+  const inputs = join(workdir, job.name, 'in');
+  await mkdir(inputs, { recursive: true });
+  await job.makeInputs(inputs, log);
   let script = '';
-  const { accounting, timed, orders } = await measurePasses({
+  const measured = await measurePasses({
     runs,
     io,
-    workdir,
-    log,
+    workdir: join(workdir, job.name),
+    log: (line) => log(`${job.name}: ${line}`),
     async setup(_pass, passDir) {
       const dirs = { chainform: join(passDir, 'chainform'), script: join(passDir, 'script') };
       for (const dir of Object.values(dirs)) {
         await mkdir(dir, { recursive: true });
-        await writeFile(join(dir, 'm.yaml'), manifest(base, disk));
+        await job.writeManifest(dir);
       }
-      script = planScript(await planOf(cli, join(dirs.script, 'm.yaml')));
+      script = planScript(await planOf(cli, join(dirs.script, 'm.yaml')), join(dirs.script, 'runtime'));
       await writeFile(join(dirs.script, 'plan.sh'), script);
       return {
         chainform: {
           script: `${nodeLine(cli, 'apply', 'm.yaml', '--yes', '--quiet')} >/dev/null`,
           cwd: dirs.chainform,
         },
-        script: { script: 'sh ./plan.sh', cwd: dirs.script },
+        script: { script: 'sh ./plan.sh >/dev/null', cwd: dirs.script },
       };
     },
     async after(_pass, variants) {
-      for (const { cwd } of Object.values(variants)) {
-        await assertIdentical(join(cwd, 'out/disk.qcow2'), 'qcow2', disk, 'qcow2');
-      }
+      for (const { cwd } of Object.values(variants)) await job.check(cwd);
     },
   });
+  return { ...measured, script };
+}
 
-  const seconds = (variant) => timed[variant].map((m) => m.seconds);
-  const ratio = median(seconds('chainform')) / median(seconds('script'));
-  const paired = spread(timed.chainform.map((m, i) => m.seconds / timed.script[i].seconds));
-  return {
-    rows: [
-      rowOf('chainform apply', timed.chainform, accounting.chainform),
-      rowOf('plain script', timed.script, accounting.script),
-      minimumRow(`the top layer's ${TOP_PERCENT}% of clusters`, topBytes),
-    ],
-    notes: [
-      `chain: ${sizeMiB} MiB qcow2 base <- overlay (compat 0.10) storing ${TOP_PERCENT}% of its clusters; manifest: convert it to compat 1.1 keeping the base (qemu-img convert -B)`,
-      `script: ${PLAN_SCRIPT_DOES}`,
-      `chainform's wall time / the script's: ${ratio.toFixed(3)} (medians; per-run ratios ${paired.min.toFixed(3)}-${paired.max.toFixed(3)}); target <= ${TARGET_RATIO}`,
-      ...processesNote('chainform apply', accounting.chainform),
-      ...processesNote('the script', accounting.script),
-      'every output compared with the source overlay (qemu-img compare): identical',
-    ],
-    raw: { topBytes, topPercent: TOP_PERCENT, ratio, pairedRatios: paired, script, orders, accounting, timed },
-  };
+export async function run(context) {
+  const rows = [];
+  const notes = [];
+  const raw = { topPercent: TOP_PERCENT, jobs: {} };
+  for (const job of [convertJob(context), linearizeJob(context)]) {
+    const { accounting, timed, orders, script } = await measureJob(job, context);
+    const seconds = (variant) => timed[variant].map((m) => m.seconds);
+    const ratio = median(seconds('chainform')) / median(seconds('script'));
+    const paired = spread(timed.chainform.map((m, i) => m.seconds / timed.script[i].seconds));
+    const extra = spread(timed.chainform.map((m, i) => m.seconds - timed.script[i].seconds));
+    rows.push(
+      rowOf(`${job.name}: chainform apply`, timed.chainform, accounting.chainform),
+      rowOf(`${job.name}: plain script`, timed.script, accounting.script),
+      { ...job.minimum(), variant: `${job.name}: ${job.minimum().variant}` },
+    );
+    notes.push(
+      `${job.name}: ${job.describe}`,
+      `${job.name}: chainform's wall time / the script's: ${ratio.toFixed(3)} (medians; per-run ratios ${paired.min.toFixed(3)}-${paired.max.toFixed(3)}); target <= ${TARGET_RATIO}`,
+      `${job.name}: chainform's extra time per run: median ${(extra.median * 1000).toFixed(0)} ms (${(extra.min * 1000).toFixed(0)} to ${(extra.max * 1000).toFixed(0)} ms)`,
+      ...processesNote(`${job.name}: chainform apply`, accounting.chainform),
+      ...processesNote(`${job.name}: the script`, accounting.script),
+    );
+    raw.jobs[job.name] = { ratio, pairedRatios: paired, extraSeconds: extra, script, orders, accounting, timed };
+  }
+  notes.push(`script: ${PLAN_SCRIPT_DOES}`, 'every output compared with its source (qemu-img compare): identical');
+  return { rows, notes, raw };
 }

@@ -5,33 +5,13 @@
 // the qemu processes read and wrote (I/O shim).
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
-import { assertIdentical, filledImage, MiB, ownDataBytes, scatterWrites } from '../lib/images.mjs';
+import { assertIdentical, imageWithSnapshots, MiB, ownDataBytes } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { nodeLine, quote } from '../lib/shell.mjs';
 import { median, spread } from '../lib/stats.mjs';
 
 export const name = 'linearize';
 export const title = 'Linearise internal snapshots: chainform vs the two-step RFC procedure';
-
-/** Internal snapshot of `image` (7.2's `qemu-img snapshot` has no -f: --image-opts instead). */
-async function snapshot(image, tag) {
-  await execa('qemu-img', ['snapshot', '-c', tag, '--image-opts', `driver=qcow2,file.filename=${image}`]);
-}
-
-/**
- * image.qcow2, written all over, snapshot sn0; `percent`% of its clusters rewritten, snapshot
- * sn1; `percent`% more (another set). The linear chain is image_sn0 (full) <- image_sn1 (delta)
- * <- image (delta). Returns the bytes changed before sn1 and after it.
- */
-async function makeImage(image, sizeMiB, percent) {
-  await filledImage(image, 'qcow2', sizeMiB, 0x11);
-  await snapshot(image, 'sn0');
-  const sn1 = await scatterWrites(image, 'qcow2', { sizeMiB, percent, first: 0, pattern: 0x22 });
-  await snapshot(image, 'sn1');
-  const active = await scatterWrites(image, 'qcow2', { sizeMiB, percent, first: 7, pattern: 0x33 });
-  return { image_sn1: sn1, image: active };
-}
 
 /** The RFC's two-step procedure: every state exported in full, then each later export made a delta. */
 function twoStep(image) {
@@ -58,7 +38,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const image = join(workdir, 'in', 'image.qcow2');
   await mkdir(join(workdir, 'in'));
   log(`making a ${sizeMiB} MiB qcow2 image with snapshots sn0, sn1 (${changePercent}% changed per snapshot)`);
-  const changed = await makeImage(image, sizeMiB, changePercent);
+  const changed = await imageWithSnapshots(image, sizeMiB, changePercent);
 
   const deltaLinkBytes = { twoStep: [], chainform: [] };
   const deltaData = [];

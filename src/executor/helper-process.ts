@@ -14,6 +14,11 @@ export interface StartedHelper {
 
 /** How long a helper may take to start serving. */
 const READY_TIMEOUT_MS = 15_000;
+/**
+ * How often readiness is checked: qemu-nbd serves some 20-30 ms after its start, and every step
+ * waits for it, so a coarse poll would add most of a poll interval to each step.
+ */
+const READY_POLL_MS = 5;
 
 async function accepts(socket: string): Promise<boolean> {
   const isSocket = await stat(socket).then(
@@ -67,7 +72,7 @@ export async function startHelperProcess(argv: Argv, socket: string): Promise<St
       await stop();
       throw new Error(`${program} did not start serving within ${READY_TIMEOUT_MS / 1000}s`);
     }
-    await delay(20);
+    await delay(READY_POLL_MS);
   }
   return { stop };
 }

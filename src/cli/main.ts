@@ -1,0 +1,22 @@
+// The `chainform` command itself, run as soon as it is loaded: esbuild bundles this module and
+// everything it imports into dist/cli-bundle.cjs, which the executable (src/cli.ts) loads. Bugs
+// print a short report instead of a bare stack trace.
+import { createProgram } from './program.js';
+
+const program = createProgram({
+  stdout: process.stdout,
+  stderr: process.stderr,
+  stdin: process.stdin,
+  cwd: process.cwd(),
+});
+program.run(process.argv.slice(2)).then(
+  (exitCode) => {
+    process.exitCode = exitCode;
+  },
+  (e: unknown) => {
+    process.stderr.write(
+      `chainform: internal error: ${(e as Error).message}\nThis is a bug in chainform; please report it with the command you ran. Nothing further was changed.\n`,
+    );
+    process.exitCode = 1;
+  },
+);
