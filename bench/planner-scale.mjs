@@ -5,7 +5,8 @@
 // Measured in a child process under GNU time: wall seconds of `plan` (which loads and validates
 // the manifest, inspects and plans), peak RSS, and
 // qemu-img processes the inspection would have spawned (per chain). Usage:
-//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3]
+//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases]
+// --phases adds one run that times each stage on its own (parse, schema, ..., planning).
 // BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     depth: { type: 'string', default: '10' },
     runs: { type: 'string', default: '3' },
     child: { type: 'string' },
+    phases: { type: 'boolean', default: false },
   },
 });
 const chains = Number(values.chains);
@@ -81,12 +83,53 @@ async function child(dir) {
       return { exitCode: 0, stdout: '[]', stderr: '' };
     },
   };
+  if (values.phases) {
+    console.log(JSON.stringify({ phases: await phases(join(dir, 'm.yaml'), runner), calls }));
+    return;
+  }
   const started = performance.now();
   // What `chainform plan` does: load and validate the manifest, inspect, plan.
   const planned = await api.plan(join(dir, 'm.yaml'), { runner });
   const ms = performance.now() - started;
   if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics.slice(0, 3)));
   console.log(JSON.stringify({ ms, steps: planned.plan.steps.length, images: planned.plan.images.length, calls }));
+}
+
+/**
+ * Milliseconds per stage of api.plan, its stages called one by one in its order (parse, schema,
+ * resolve, manifest checks without the parent-folder one, inspection, planning; qemu-img measure
+ * has nothing to measure here).
+ */
+async function phases(manifest, runner) {
+  const { existsSync } = await import('node:fs');
+  const { readFile: read } = await import('node:fs/promises');
+  const { parseManifestText } = await import('../dist/manifest/load-manifest.js');
+  const { validateSchema } = await import('../dist/manifest/validate-schema.js');
+  const { resolveManifest } = await import('../dist/manifest/resolve-manifest.js');
+  const { checkManifest } = await import('../dist/manifest/check-manifest.js');
+  const { readLedger } = await import('../dist/state/ledger.js');
+  const { inspectLayout } = await import('../dist/inspect/inspect-layout.js');
+  const { planLayout } = await import('../dist/planner/plan-layout.js');
+  const times = {};
+  let last = performance.now();
+  const lap = (name) => {
+    const now = performance.now();
+    times[name] = Math.round(now - last);
+    last = now;
+  };
+  const parsed = parseManifestText(manifest, await read(manifest, 'utf8'));
+  lap('yaml');
+  const validated = validateSchema(parsed.source);
+  lap('schema');
+  const resolved = resolveManifest(parsed.source, validated.manifest);
+  lap('resolve');
+  checkManifest(resolved, { fileExists: existsSync });
+  lap('checks');
+  const inspected = await inspectLayout(resolved, await readLedger(resolved.dir), runner);
+  lap('inspection');
+  planLayout(resolved, inspected.layout);
+  lap('planning');
+  return times;
 }
 
 async function setup() {
@@ -122,6 +165,10 @@ if (values.child) {
   try {
     const results = [];
     for (let run = 0; run < Number(values.runs); run++) {
+      // Every run starts with the files in the page cache: this machine's kernel evicts idle
+      // page cache within seconds (DAMON reclaim), and a cold read of 10,000 headers alone
+      // takes up to a second, which would measure the disk instead of chainform.
+      await execa('sh', ['-c', 'find "$1" -type f -exec cat {} + >/dev/null', 'sh', dir]);
       const script = new URL(import.meta.url).pathname;
       const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
       const r = await execa(
@@ -162,13 +209,32 @@ if (values.child) {
       qemuImgCalls: calls,
       qemuImgCallsPerChain: calls / chains,
     };
-    await writeFile('bench-planner-results.json', `${JSON.stringify({ summary, results }, null, 2)}\n`);
     console.log(`planner: ${images} images in ${chains} chains, ${steps} steps planned`);
     console.log(
       `  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`,
     );
     console.log(`  peak RSS: median ${summary.peakRssMiB.median.toFixed(0)} MiB`);
     console.log(`  qemu-img processes inspection would spawn: ${calls} (${summary.qemuImgCallsPerChain} per chain)`);
+    if (values.phases) {
+      const r = await execa(process.execPath, [
+        new URL(import.meta.url).pathname,
+        '--child',
+        dir,
+        '--phases',
+        '--chains',
+        String(chains),
+        '--depth',
+        String(depth),
+      ]);
+      const { phases: times } = JSON.parse(r.stdout.trim().split('\n').at(-1));
+      summary.phasesMs = times;
+      console.log(
+        `  stages, one more run: ${Object.entries(times)
+          .map(([k, v]) => `${k} ${v} ms`)
+          .join(', ')}`,
+      );
+    }
+    await writeFile('bench-planner-results.json', `${JSON.stringify({ summary, results }, null, 2)}\n`);
     console.log('  raw results: bench-planner-results.json');
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,18 +1,70 @@
 // Measuring the variants of a scenario: GNU time for wall time and block output, the I/O shim for
 // the bytes the qemu processes read and wrote; and the table rows built from the measurements.
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { execa } from 'execa';
 import { spread, timedScript } from './stats.mjs';
 
+/** How long the disk must show no I/O before a timed run starts, and the longest wait for that. */
+const IDLE_MS = 300;
+const SETTLE_LIMIT_MS = 60_000;
+
+/**
+ * Waits until the block device holding `path` has done no I/O for IDLE_MS (its "time doing I/O"
+ * in /proc/diskstats stands still). A synced filesystem can still be busy (the discards of the
+ * last pass's deleted files on a filesystem mounted with `discard`, other writeback): a run
+ * started then would share the disk with that work. Without /proc/diskstats, or when the device
+ * is not listed (tmpfs), it returns at once.
+ */
+async function settleDisk(path) {
+  const { dev } = await stat(path);
+  const major = (dev >> 8) & 0xfff;
+  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+  const busyTicks = async () => {
+    const lines = await readFile('/proc/diskstats', 'utf8').catch(() => '');
+    const fields = lines
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .find((f) => Number(f[0]) === major && Number(f[1]) === minor);
+    // Field 10 of the device's statistics (index 12 with major, minor and name): ms doing I/O.
+    return fields ? Number(fields[12]) : undefined;
+  };
+  const deadline = Date.now() + SETTLE_LIMIT_MS;
+  let last = await busyTicks();
+  let quietSince = Date.now();
+  while (last !== undefined && Date.now() - quietSince < IDLE_MS && Date.now() < deadline) {
+    await delay(50);
+    const now = await busyTicks();
+    if (now !== last) quietSince = Date.now();
+    last = now;
+  }
+}
+
+/**
+ * Reads every file under `dir` (the scenario's inputs), so that each timed run starts with them
+ * in the page cache. This machine's kernel evicts page cache idle for a few seconds (DAMON
+ * reclaim): without this, whichever variant ran first in a pass read its inputs from disk and
+ * the second found them cached (measured: 1.8 s cold against 0.04 s cached for 1 GiB).
+ */
+async function readIntoCache(dir) {
+  const files = (await readdir(dir, { recursive: true, withFileTypes: true }))
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath ?? entry.path, entry.name));
+  if (files.length > 0) await execa('sh', ['-c', 'cat "$@" >/dev/null', 'sh', ...files]);
+}
+
 /**
  * Runs `script` (bash -euc) in `cwd`; with `io`, qemu-img/qemu-nbd go through the I/O shim. The
- * filesystem is synced first, so dirty pages of the inputs are not flushed inside the timed run.
+ * filesystem is synced first and the disk left to go idle, so dirty pages of the inputs and the
+ * discards of deleted files are not worked off inside the timed run.
  * Returns wall seconds and block output (GNU time: the script and all its children) and, with
  * the shim, the bytes the qemu processes read and wrote through syscalls (else null).
  */
-export async function measure(script, cwd, io) {
+export async function measure(script, cwd, io, inputs) {
   await execa('sync', ['-f', cwd]);
+  await settleDisk(cwd);
+  if (inputs) await readIntoCache(inputs);
   const session = io?.session();
   const timed = await timedScript(script, cwd, session?.env ?? {});
   const totals = (await session?.totals()) ?? null;
@@ -31,11 +83,15 @@ export async function measure(script, cwd, io) {
  * it gives the bytes read and written (the same from run to run) and warms the page cache.
  * Passes 1..runs are timed without the shim, which costs ~30 ms per qemu process and so would
  * weigh on the variant that runs more of them. The order of the variants alternates between
- * passes. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
+ * passes: on this project's virtual disk the first run after a pass's files were deleted is
+ * often much slower than the next (a cost of the host's thin-provisioned storage that the guest
+ * cannot see, measured up to 2x), and alternating spreads it evenly over the variants when the
+ * number of runs is even. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
  * removed after `after(pass, variants, results)`. `setup` returns the pass's variants ({name:
- * {script, cwd}}); `after` checks the outputs.
+ * {script, cwd}}); `after` checks the outputs. `inputs`, the folder of the scenario's input
+ * images, is read into the page cache before every run (see readIntoCache).
  */
-export async function measurePasses({ runs, io, workdir, log, setup, after }) {
+export async function measurePasses({ runs, io, workdir, inputs, log, setup, after }) {
   const accounting = {};
   const timed = {};
   const orders = [];
@@ -48,7 +104,7 @@ export async function measurePasses({ runs, io, workdir, log, setup, after }) {
     const order = pass % 2 === 0 ? names : [...names].reverse();
     const results = {};
     for (const name of order) {
-      results[name] = await measure(variants[name].script, variants[name].cwd, pass === 0 ? io : null);
+      results[name] = await measure(variants[name].script, variants[name].cwd, pass === 0 ? io : null, inputs);
     }
     orders.push(order);
     for (const name of names) {

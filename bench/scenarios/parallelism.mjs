@@ -24,6 +24,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
+    inputs: join(workdir, 'in'),
     workdir,
     log,
     async setup(_pass, passDir) {
