@@ -13,6 +13,7 @@ import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
 import { inspectChains } from './importer/inspect-chains.js';
+import { type ImageFile, readImageFile } from './inspect/image-file.js';
 import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
 import { checkManifest } from './manifest/check-manifest.js';
@@ -58,20 +59,33 @@ function parentBlockedCheck(): (path: string) => string | undefined {
   return (path) => blockerOf(dirname(path));
 }
 
+/** Whether `path` exists, as `existsSync` says it, from a file read (which may throw). */
+function existsBy(fileOf: (path: string) => ImageFile, path: string): boolean {
+  try {
+    return fileOf(path).fingerprint !== null;
+  } catch {
+    return false;
+  }
+}
+
 /** A loaded manifest, or why it could not be loaded. Diagnostics point into `source`. */
 export type LoadResult =
   | { ok: true; manifest: ResolvedManifest; source: ManifestSource; warnings: Diagnostic[] }
   | { ok: false; diagnostics: Diagnostic[]; source?: ManifestSource };
 
-/** Reads, parses, schema-validates, resolves and checks a manifest. Touches no image. */
-export async function loadManifest(file: string): Promise<LoadResult> {
+/**
+ * Reads, parses, schema-validates, resolves and checks a manifest. Writes nothing. `fileOf`, when
+ * given, answers whether files exist from its (memoized) reads, which inspection then reuses.
+ */
+export async function loadManifest(file: string, fileOf?: (path: string) => ImageFile): Promise<LoadResult> {
   const loaded = await loadManifestFile(resolve(file));
   if (!loaded.ok) return { ok: false, diagnostics: loaded.diagnostics };
   const source = loaded.source;
   const validated = validateSchema(source);
   if (!validated.ok) return { ok: false, diagnostics: validated.diagnostics, source };
   const manifest = resolveManifest(source, validated.manifest);
-  const problems = checkManifest(manifest, { fileExists: existsSync, parentBlocked: parentBlockedCheck() });
+  const fileExists = fileOf ? (path: string) => existsBy(fileOf, path) : existsSync;
+  const problems = checkManifest(manifest, { fileExists, parentBlocked: parentBlockedCheck() });
   if (hasErrors(problems)) return { ok: false, diagnostics: problems, source };
   return { ok: true, manifest, source, warnings: problems };
 }
@@ -143,7 +157,9 @@ export interface EngineOptions {
 
 /** Loads a manifest, inspects the disk and plans. Writes nothing. */
 export async function plan(file: string, options: EngineOptions = {}): Promise<PlanResult> {
-  const loaded = await loadManifest(file);
+  // Each file is stat-ed and its header read once, by the manifest checks or by inspection.
+  const fileOf = memoize(readImageFile);
+  const loaded = await loadManifest(file, fileOf);
   if (!loaded.ok) return loaded;
   const runner = options.runner ?? new ExecaRunner();
   let ledger: Awaited<ReturnType<typeof readLedger>>;
@@ -163,7 +179,7 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
       ],
     };
   }
-  const inspected = await inspectLayout(loaded.manifest, ledger, runner);
+  const inspected = await inspectLayout(loaded.manifest, ledger, runner, fileOf);
   const killed = await killedApplyWarning(loaded.manifest.dir);
   const warnings = [...loaded.warnings, ...killed, ...inspected.diagnostics.filter((d) => d.severity === 'warning')];
   if (hasErrors(inspected.diagnostics)) {

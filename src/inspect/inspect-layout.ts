@@ -242,15 +242,18 @@ function contradictedFormat(request: Request, format: string, claimed: string | 
  */
 const INSPECT_JOBS = Math.max(4, availableParallelism() * 2);
 
-/** Inspects every file the manifest reads or writes, plus free space of output folders. */
+/**
+ * Inspects every file the manifest reads or writes, plus free space of output folders. `fileOf`
+ * reads a file's facts; every file is stat-ed and its header read once, however many chains
+ * share it (pass one that already read some files to reuse those reads).
+ */
 export async function inspectLayout(
   manifest: ResolvedManifest,
   ledger: Ledger,
   uncached: CommandRunner,
+  fileOf: (path: string) => ImageFile = memoize(readImageFile),
 ): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
   const runner = memoizeInfo(withConcurrency(uncached, INSPECT_JOBS));
-  // Every file is stat-ed and its header read once, however many chains share it.
-  const fileOf = memoize(readImageFile);
   const chainLayerOf = memoize((layer: ImageInfo): ChainLayer => {
     // qemu 7.2 resolves a relative data-file name against the working directory; chainform
     // stores absolute names, and takes others as relative to the image's folder.

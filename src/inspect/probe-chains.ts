@@ -91,7 +91,7 @@ function matchingLayers(stdout: string, links: readonly Link[]): ImageInfo[] | u
   if (layers.length !== links.length) return undefined;
   const agree = layers.every((layer, i) => {
     const link = links[i] as Link;
-    return layer.format === link.format && resolve(layer.filename) === link.path;
+    return layer.format === link.format && (layer.filename === link.path || resolve(layer.filename) === link.path);
   });
   return agree ? layers : undefined;
 }
