@@ -65,7 +65,9 @@ export function parseManifestText(
   try {
     // Duplicate keys are found below: yaml's own check compares every pair of keys of a mapping,
     // which is quadratic in the 10,000 images a large manifest holds.
-    document = parseDocument(text, { uniqueKeys: false, prettyErrors: false, strict: true });
+    // logLevel 'error': yaml would print a Node warning for a collection used as a key; the
+    // schema check reports such a key, located, as an invalid id or unknown key.
+    document = parseDocument(text, { uniqueKeys: false, prettyErrors: false, strict: true, logLevel: 'error' });
   } catch (e) {
     // yaml's parser recurses per nesting level: thousands of levels overflow the stack.
     if (!(e instanceof RangeError)) throw e;
