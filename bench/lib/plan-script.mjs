@@ -8,7 +8,7 @@ import { quote, shellLine } from './shell.mjs';
 /** What the script does besides the qemu-img commands, for the notes of a scenario. */
 export const PLAN_SCRIPT_DOES =
   'plain sh, the plan --json argv in order; per step, as chainform: mkdir -p, helpers as `qemu-nbd --fork` ' +
-  '(it returns once serving) in a mode-0700 folder, the commands, `kill` of the helpers, `sync FILE` (fsync) ' +
+  '(it returns once serving) in a mode-0700 folder, the commands, `kill` of the helpers (waiting for them to exit), `sync FILE` (fsync) ' +
   'of each output, `mv` of a temporary name to its final one and `sync DIR` (fsync of the folder)';
 
 /** The placeholder chainform's plans use for a step's private runtime folder. */
@@ -43,7 +43,14 @@ export function planScript(plan, runtimeDir) {
       lines.push(shellLine([program, '--fork', '--pid-file', `${runtimeDir}/helper${i}.pid`, ...args]));
     });
     for (const command of step.commands) lines.push(shellLine(inRuntime(command.argv)));
-    for (let i = 0; i < helpers.length; i++) lines.push(`kill "$(cat ${quote(`${runtimeDir}/helper${i}.pid`)})"`);
+    // Stopped and waited for, as chainform does. A daemon is not the script's child, so poll its
+    // state; once it has exited it may stay a zombie until init reaps it, which counts as gone.
+    for (let i = 0; i < helpers.length; i++) {
+      lines.push(`pid=$(cat ${quote(`${runtimeDir}/helper${i}.pid`)}); kill "$pid"`);
+      lines.push(
+        `while [ -e /proc/$pid ] && [ "$(cut -d')' -f2 /proc/$pid/stat 2>/dev/null | cut -c2)" != Z ]; do sleep 0.005; done`,
+      );
+    }
     if (helpers.length > 0) lines.push(`rm -rf ${quote(runtimeDir)}`);
     if (renames.length === 0) lines.push(`sync ${quote(step.path)}`);
     for (const r of renames) lines.push(`sync ${quote(r.temporaryPath)}`);

@@ -9,11 +9,21 @@ const program = createProgram({
   stdin: process.stdin,
   cwd: process.cwd(),
 });
+let settled = false;
+// Node would exit once nothing is left to wait for, even with the command unfinished (a promise
+// nobody resolves): that is a bug, and must not look like success.
+process.once('exit', () => {
+  if (settled) return;
+  process.stderr.write('chainform: internal error: the command ended before it finished\n');
+  process.exitCode = 1;
+});
 program.run(process.argv.slice(2)).then(
   (exitCode) => {
+    settled = true;
     process.exitCode = exitCode;
   },
   (e: unknown) => {
+    settled = true;
     process.stderr.write(
       `chainform: internal error: ${(e as Error).message}\nThis is a bug in chainform; please report it with the command you ran. Nothing further was changed.\n`,
     );

@@ -54,8 +54,9 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
   const chains = new Map<string, Link[] | typeof UNKNOWN>();
   const linksUnder = (link: Link, depth: number): Link[] | typeof UNKNOWN | typeof TOO_DEEP => {
     const known = chains.get(key(link));
-    if (known) return known;
-    if (depth === MAX_DEPTH) return TOO_DEEP;
+    // A chain found from a lower root may be too long for a root above it: reuse counts depth.
+    if (known && (known === UNKNOWN || depth + known.length <= MAX_DEPTH)) return known;
+    if (known || depth === MAX_DEPTH) return TOO_DEEP;
     const links = walk(link, depth);
     if (links !== TOO_DEEP) chains.set(key(link), links);
     return links;

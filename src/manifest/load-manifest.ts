@@ -1,6 +1,6 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
 import { readFile } from 'node:fs/promises';
-import { type Document, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { type Document, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets, TextLines } from './locate.js';
 
@@ -41,6 +41,8 @@ function duplicateKeys(document: Document.Parsed): [number, number][] {
       }
     } else if (isSeq(node)) {
       for (const item of node.items) children.push(item);
+    } else if (isPair(node)) {
+      children.push(node.key, node.value); // the items of a YAML 1.1 !!pairs or !!omap
     }
     for (let i = children.length - 1; i >= 0; i--) pending.push(children[i]);
   }

@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadManifest } from '../../src/api.js';
-import { readImageFile } from '../../src/inspect/image-file.js';
+import { type ImageFile, readImageFile } from '../../src/inspect/image-file.js';
 import { inspectLayout } from '../../src/inspect/inspect-layout.js';
+import { probeChains } from '../../src/inspect/probe-chains.js';
 import type { Argv } from '../../src/qemu/commands.js';
 import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
 import type { Ledger } from '../../src/state/ledger.js';
@@ -118,5 +119,48 @@ describe('inspecting real chains', () => {
     expect(diagnostics.map((d) => d.code)).toEqual(['backing-format-missing']);
     expect(runner.calls.some((argv) => argv.includes('--backing-chain'))).toBe(false);
     expect(runner.calls.filter((argv) => argv.includes('-U')).length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('chains longer than inspection follows', () => {
+  /** Header facts of a made-up chain /c/l0 <- /c/l1 <- ... (no files: probeChains takes fileOf). */
+  const layerFile = (i: number): ImageFile => ({
+    fingerprint: { dev: '1', ino: String(i + 1), size: '1', mtimeNs: '1' },
+    kind: 'file',
+    claimedFormat: 'qcow2',
+    qcow2: i === 0 ? {} : { backingName: `l${i - 1}`, backingFormat: 'qcow2' },
+  });
+  const fileOf = (path: string) => layerFile(Number(/l(\d+)$/.exec(path)?.[1]));
+  /** Answers a chain probe of /c/lN with its N + 1 layers, as qemu-img would. */
+  const probeRunner: CommandRunner = {
+    async run(argv) {
+      const top = Number(/l(\d+)$/.exec(argv.at(-1) ?? '')?.[1]);
+      const layers = [];
+      for (let i = top; i >= 0; i--) {
+        layers.push({
+          filename: `/c/l${i}`,
+          format: 'qcow2',
+          'virtual-size': 1,
+          'actual-size': 1,
+          ...(i > 0 ? { 'backing-filename': `l${i - 1}`, 'backing-filename-format': 'qcow2' } : {}),
+          'format-specific': { type: 'qcow2', data: { compat: '1.1', 'lazy-refcounts': false, corrupt: false } },
+        });
+      }
+      return { exitCode: 0, stdout: JSON.stringify(layers), stderr: '' };
+    },
+  };
+
+  it('leaves a chain over 256 links to the layer-by-layer reading whatever order the roots come in', async () => {
+    const top = { path: '/c/l299', format: 'qcow2' };
+    const middle = { path: '/c/l100', format: 'qcow2' };
+    for (const roots of [
+      [top, middle],
+      [middle, top],
+    ]) {
+      const probes = await probeChains(roots, fileOf, probeRunner);
+      // 300 links: read-chain.ts reports it (chain-too-deep); 101 links are fine.
+      expect(probes.chain(top.path, 'qcow2')).toBeUndefined();
+      expect(probes.chain(middle.path, 'qcow2')?.length).toBe(101);
+    }
   });
 });

@@ -122,8 +122,8 @@ async function exercise(scenario: Scenario): Promise<void> {
     expect(await outputProblems(outputs, true, new Set())).toEqual([]);
     const shapes = await Promise.all(outputs.map((o) => shapeOf(o.path)));
     const stateNames = await names(stateDir);
-    // Later runs are faster (warm caches): a run that completes before its kill bounds the
-    // delays from then on, so kills keep landing inside the work instead of after it.
+    // Later runs are faster (warm caches): a run from a fresh state that completes before its
+    // kill bounds the delays from then on, so kills keep landing inside the work, not after it.
     let wholeMs = warm.ms;
     let stepsMs = Math.max(1, warm.ms - (warm.planMs ?? 0));
     const totalSteps = Math.max(1, warm.plannedSteps ?? 1);
@@ -141,6 +141,8 @@ async function exercise(scenario: Scenario): Promise<void> {
       return report || '(no kill before it: a fresh state)';
     };
     let completions = 0;
+    /** True while the state is a reset one: the next run has the whole job to do. */
+    let fresh = true;
     // Output versions already found complete and correct, not read again.
     const verified = new Set<string>();
 
@@ -164,8 +166,11 @@ async function exercise(scenario: Scenario): Promise<void> {
       if (run.outcome === 'completed') {
         // It finished before its kill: it must be right; then start over, so later kills hit work.
         completions++;
-        wholeMs = Math.min(wholeMs, run.ms);
-        stepsMs = Math.min(stepsMs, Math.max(1, run.ms - (run.planMs ?? 0)));
+        // Only a run that did the whole job can bound the delays: a resumed one had less to do.
+        if (fresh) {
+          wholeMs = Math.min(wholeMs, run.ms);
+          stepsMs = Math.min(stepsMs, Math.max(1, run.ms - (run.planMs ?? 0)));
+        }
         const problems = await outputProblems(outputs, true, verified);
         if (problems.length) {
           defects.push(
@@ -176,8 +181,10 @@ async function exercise(scenario: Scenario): Promise<void> {
         settle(true);
         verified.clear();
         await reset();
+        fresh = true;
         continue;
       }
+      fresh = false;
       if (planned(run)) settle(true);
       const landed = lastStepEvent(run.stdout);
       const kill: Kill = {

@@ -122,6 +122,13 @@ images:
     expect(d[0]!.location?.line).toBe(4);
   });
 
+  it('rejects duplicate keys at any depth, in document order, also inside YAML 1.1 !!pairs', () => {
+    const d = schemaDiagnostics(
+      '%YAML 1.1\n---\nversion: 1\nimages:\n  a: { path: a, path: b }\nx: !!pairs [ k: { y: 1, y: 2 } ]\nversion: 2\n',
+    );
+    expect(d.filter((x) => x.code === 'yaml-syntax').map((x) => x.location?.line)).toEqual([7, 5, 6]);
+  });
+
   it('stops alias bombs', () => {
     const bomb = [
       'a: &a [x, x, x, x, x, x, x, x, x]',
