@@ -83,10 +83,10 @@ export async function measure(script, cwd, io, inputs) {
  * it gives the bytes read and written (the same from run to run) and warms the page cache.
  * Passes 1..runs are timed without the shim, which costs ~30 ms per qemu process and so would
  * weigh on the variant that runs more of them. The order of the variants alternates between
- * passes: on this project's virtual disk the first run after a pass's files were deleted is
- * often much slower than the next (a cost of the host's thin-provisioned storage that the guest
- * cannot see, measured up to 2x), and alternating spreads it evenly over the variants when the
- * number of runs is even. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
+ * passes: on this project's machine the first run of a pass is often much slower than the next
+ * (up to 2x, on its virtual disk and on tmpfs alike, from something the guest cannot see; an
+ * untimed warm-up run did not remove it), and alternating spreads that evenly over the variants
+ * when the number of runs is even. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
  * removed after `after(pass, variants, results)`. `setup` returns the pass's variants ({name:
  * {script, cwd}}); `after` checks the outputs. `inputs`, the folder of the scenario's input
  * images, is read into the page cache before every run (see readIntoCache).
