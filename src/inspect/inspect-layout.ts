@@ -87,8 +87,8 @@ interface Request {
   path: string;
   /** Always declared: chainform never lets qemu-img guess a format. */
   format: string;
-  /** A getter: the manifest location is looked up only when a diagnostic needs it. */
-  readonly at: SourceLocation;
+  /** Where the manifest names it, looked up only when a diagnostic needs it. */
+  at: () => SourceLocation;
   role: string;
 }
 
@@ -99,18 +99,14 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
     requests.push({
       path: image.path,
       format: image.source ? (recorded?.format ?? image.format) : image.format,
-      get at() {
-        return image.at.path;
-      },
+      at: () => image.at.path,
       role: image.source ? (recorded ? 'output' : 'foreign-output') : 'image',
     });
     if (image.source) {
       requests.push({
         path: image.source.path,
         format: image.source.format,
-        get at() {
-          return image.at.fromPath;
-        },
+        at: () => image.at.fromPath,
         role: 'source',
       });
     }
@@ -118,9 +114,7 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       requests.push({
         path: image.backing.path,
         format: image.backing.format,
-        get at() {
-          return image.at.backing;
-        },
+        at: () => image.at.backing,
         role: 'backing',
       });
     }
@@ -129,16 +123,14 @@ function requestsFor(manifest: ResolvedManifest, ledger: Ledger): Request[] {
       requests.push({
         path: image.options.data_file,
         format: 'raw',
-        get at() {
-          return image.at.option('data_file');
-        },
+        at: () => image.at.option('data_file'),
         role: 'foreign-output',
       });
     }
   }
   for (const retired of manifest.retire) {
     // Only whether it exists, and is a file, matters: a file to delete is never opened here.
-    requests.push({ path: retired.path, format: 'raw', at: retired.at, role: 'retired' });
+    requests.push({ path: retired.path, format: 'raw', at: () => retired.at, role: 'retired' });
   }
   return requests;
 }
@@ -166,7 +158,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   if (kind !== 'file') {
     diagnostics.push(
       error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
-        location: request.at,
+        location: request.at(),
         hint:
           kind === 'block device'
             ? 'chainform works on image files; block devices are not supported yet'
@@ -182,7 +174,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   }
   const layers =
     probes.chain(request.path, format) ??
-    (await readChain(request.path, format, runner, diagnostics, () => request.at, { known: probes.layer, fileOf }));
+    (await readChain(request.path, format, runner, diagnostics, request.at, { known: probes.layer, fileOf }));
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
   if (!probes.unlocked(request.path)) {
     const inUse = await heldForWriting(request, format, runner);
@@ -207,7 +199,7 @@ async function heldForWriting(
   if (probe.exitCode === 0 || !/lock/i.test(probe.stderr)) return undefined;
   const holder = qemuMessage(probe.stderr);
   return error('image-in-use', `${request.path} is in use: another process holds it open for writing (${holder})`, {
-    location: request.at,
+    location: request.at(),
     hint: 'shut down the VM or stop the qemu-nbd export that uses it, then plan again',
   });
 }
@@ -224,14 +216,14 @@ function contradictedFormat(request: Request, format: string, claimed: string | 
       'format-mismatch',
       `${request.path} is a ${claimed} image (by its header), but the manifest says ${format}`,
       {
-        location: request.at,
+        location: request.at(),
         hint: `declare format: ${claimed}; to change its format, write a new image to another path with from: {path: ..., format: ${claimed}}`,
       },
     );
   }
   if (format !== 'raw') return undefined; // qemu-img itself refuses a header of another format
   return warning('raw-has-header', `${request.path} is declared raw, but its header says ${claimed}`, {
-    location: request.at,
+    location: request.at(),
     hint: `if it is a ${claimed} image, declare format: ${claimed}; a raw disk whose guest wrote such a header is rightly read as raw`,
   });
 }
@@ -280,7 +272,9 @@ export async function inspectLayout(
     [...unique.values()].map((request) =>
       inspectFile(request, inspection).catch((e: unknown): InspectedFile => {
         diagnostics.push(
-          error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, { location: request.at }),
+          error('inspect-failed', `cannot inspect ${request.path}: ${(e as Error).message}`, {
+            location: request.at(),
+          }),
         );
         return { path: request.path, fingerprint: null, format: request.format, chain: null };
       }),

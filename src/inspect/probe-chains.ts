@@ -13,7 +13,8 @@ import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import type { ImageFile } from './image-file.js';
-import { layerDamage } from './read-chain.js';
+// Chains longer than read-chain.ts follows are left to it, which reports them.
+import { layerDamage, MAX_DEPTH } from './read-chain.js';
 
 /** A file opened with a given format: the same path read as raw and as qcow2 are two layers. */
 interface Link {
@@ -34,9 +35,6 @@ export interface ChainProbes {
   /** True when a probe opened `path` with QEMU's shared read lock: nothing held it for writing. */
   unlocked(path: string): boolean;
 }
-
-/** Longer chains are left to read-chain.ts, which reports them. */
-const MAX_DEPTH = 256;
 
 const key = (link: Link) => `${link.format}\0${link.path}`;
 

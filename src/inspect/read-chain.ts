@@ -87,7 +87,7 @@ function parsedLayer(result: CommandResult): ImageInfo | undefined {
 }
 
 /** Longer chains than this are refused (a loop of backing links would never end). */
-const MAX_DEPTH = 256;
+export const MAX_DEPTH = 256;
 
 /** What an inspection has already read, shared with {@link readChain}. */
 export interface ChainReadAids {
@@ -103,12 +103,12 @@ export async function readChain(
   format: string,
   runner: CommandRunner,
   diagnostics: Diagnostic[],
-  at?: SourceLocation | (() => SourceLocation),
+  at?: () => SourceLocation,
   { known, fileOf = readImageFile }: ChainReadAids = {},
 ): Promise<ImageInfo[] | null> {
   const layers: ImageInfo[] = [];
   // Looked up only for a diagnostic: finding a location in a large manifest costs time.
-  const located = () => (at ? { location: typeof at === 'function' ? at() : at } : {});
+  const located = () => (at ? { location: at() } : {});
   let current = path;
   let currentFormat = format;
   for (let depth = 0; depth < MAX_DEPTH; depth++) {

@@ -12,7 +12,7 @@ import { validate as generatedValidator } from './manifest-validator.generated.j
  * allErrors and verbose: errors carry their parent schema, used for the "allowed keys here"
  * hint). Whether the schema is a valid JSON Schema is checked by a unit test.
  */
-const manifestValidator = generatedValidator as ValidateFunction<Manifest>;
+const validate = generatedValidator as ValidateFunction<Manifest>;
 
 function pointerToPath(pointer: string): string[] {
   if (pointer === '') return [];
@@ -160,7 +160,6 @@ const MAX_SCHEMA_DIAGNOSTICS = 50;
 export function validateSchema(
   source: ManifestSource,
 ): { ok: true; manifest: Manifest } | { ok: false; diagnostics: Diagnostic[] } {
-  const validate = manifestValidator;
   if (validate(source.data)) return { ok: true, manifest: source.data };
   const errors = pruneAnyOf(source, validate.errors ?? []);
   // propertyNames failures come twice (the inner keyword and the wrapper); keep one per name.
