@@ -47,6 +47,15 @@ export function chainFiles(chain: readonly ChainLayer[]): string[] {
 /** Chains are built once per inspection and never changed: their file lists are computed once. */
 const chainFileLists = new WeakMap<readonly ChainLayer[], string[]>();
 
+/**
+ * {@link chainFiles} of the chain below the top layer: the files its backing's content lives in.
+ * Taken from the whole chain's list, so a slice of the chain is never used as a memo key.
+ */
+export function backingFiles(chain: readonly ChainLayer[]): string[] {
+  const top = chain[0];
+  return top ? chainFiles(chain).slice(top.dataFilePath ? 2 : 1) : [];
+}
+
 /** Fingerprints of {@link chainFiles}, in the same order. */
 export function chainPrints(chain: readonly ChainLayer[]): (Fingerprint | null)[] {
   const prints: (Fingerprint | null)[] = [];

@@ -61,15 +61,18 @@ export function qcow2MetadataPastEnd(fd: number, size: number, header: Buffer): 
       : undefined;
   const tables = past('L1 table', l1Offset, l1Entries * 8) ?? past('refcount table', refTableOffset, refTableBytes);
   if (tables) return tables;
+  // Tables are mostly zeros past their last entry in use: entries after the last non-zero byte
+  // are not looked at one by one.
   const l1 = table(fd, header, l1Offset, l1Entries * 8);
-  for (let at = 0; at < l1.length; at += 8) {
+  const l1InUse = lastNonZero(l1) + 1;
+  for (let at = 0; at < l1InUse; at += 8) {
     const l2 = uint64At(l1, at, L1_OFFSET_HIGH, OFFSET_LOW);
     const problem = l2 !== 0 && past('L2 table', l2, clusterSize);
     if (problem) return problem;
   }
   const refTable = table(fd, header, refTableOffset, refTableBytes);
   const blockAt = (index: number) => uint64At(refTable, index * 8, REFTABLE_OFFSET_HIGH, OFFSET_LOW);
-  const blockCount = refTable.length / 8;
+  const blockCount = Math.ceil((lastNonZero(refTable) + 1) / 8);
   for (let index = 0; index < blockCount; index++) {
     const block = blockAt(index);
     const problem = block !== 0 && past('refcount block', block, clusterSize);

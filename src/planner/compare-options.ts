@@ -13,23 +13,36 @@ export interface OptionChange {
 /** Options `qemu-img amend` changes in place; every other difference needs a new file. */
 export const AMENDABLE: ReadonlySet<keyof Options> = new Set(['compat', 'lazy_refcounts', 'refcount_bits']);
 
-/** How the image differs from the options the manifest asks for. */
-export function optionChanges(wanted: Options, image: ImageInfo & { dataFilePath?: string }): OptionChange[] {
-  const changes: OptionChange[] = [];
-  const check = (name: keyof Options, have: unknown, want: unknown) => {
-    if (want !== undefined && have !== want) changes.push({ name, have, want });
-  };
-  const q = image.qcow2;
-  check('cluster_size', image.clusterSize, wanted.cluster_size);
-  check('compat', q.compat && canonicalCompat(q.compat), wanted.compat && canonicalCompat(wanted.compat));
-  check('lazy_refcounts', q.lazyRefcounts ?? false, wanted.lazy_refcounts);
-  check('refcount_bits', q.refcountBits, wanted.refcount_bits);
-  check('extended_l2', q.extendedL2 ?? false, wanted.extended_l2);
-  check('compression_type', q.compressionType ?? 'zlib', wanted.compression_type);
+type ComparedImage = ImageInfo & { dataFilePath?: string };
+
+/**
+ * What an image has, per option that can be compared, in the manifest's terms. preallocation
+ * and subformat only shape how a new file is written: nothing to compare.
+ */
+const HAVE: Partial<Record<keyof Options, (image: ComparedImage) => unknown>> = {
+  cluster_size: (image) => image.clusterSize,
+  compat: (image) => image.qcow2.compat && canonicalCompat(image.qcow2.compat),
+  lazy_refcounts: (image) => image.qcow2.lazyRefcounts ?? false,
+  refcount_bits: (image) => image.qcow2.refcountBits,
+  extended_l2: (image) => image.qcow2.extendedL2 ?? false,
+  compression_type: (image) => image.qcow2.compressionType ?? 'zlib',
   // The data file as a resolved path (a stored relative name is not compared as text).
-  check('data_file', image.dataFilePath ?? q.dataFile, wanted.data_file);
-  check('data_file_raw', q.dataFileRaw ?? false, wanted.data_file_raw);
-  // preallocation and subformat only shape how a new file is written; nothing to compare.
+  data_file: (image) => image.dataFilePath ?? image.qcow2.dataFile,
+  data_file_raw: (image) => image.qcow2.dataFileRaw ?? false,
+};
+/** {@link HAVE} as a list, in the order changes are reported. */
+const COMPARED = Object.entries(HAVE) as [keyof Options, (image: ComparedImage) => unknown][];
+
+/** How the image differs from the options the manifest asks for (only those it names). */
+export function optionChanges(wanted: Options, image: ComparedImage): OptionChange[] {
+  const changes: OptionChange[] = [];
+  for (const [name, have] of COMPARED) {
+    const value = wanted[name];
+    if (value === undefined) continue;
+    const want = name === 'compat' ? canonicalCompat(value as string) : value;
+    const current = have(image);
+    if (current !== want) changes.push({ name, have: current, want });
+  }
   return changes;
 }
 

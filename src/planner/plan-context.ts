@@ -1,6 +1,12 @@
 // What the planner stages share: the context of one planning run, and the content plan of an image.
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
-import { type ChainLayer, chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';
+import {
+  backingFiles,
+  type ChainLayer,
+  chainFiles,
+  type InspectedFile,
+  type InspectedLayout,
+} from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { type ContentIdentity, contentKey } from './content-identity.js';
@@ -41,7 +47,7 @@ export function contentOf(file: InspectedFile, chain: ChainLayer[]): ContentFile
     path: file.path,
     format: file.format,
     chain: chainFiles(chain),
-    backingFiles: chainFiles(chain.slice(1)),
+    backingFiles: backingFiles(chain),
     virtualSize: top.virtualSize,
     topBytes: top.actualSize,
     chainBytes: chain.reduce((sum, layer) => sum + layer.actualSize, 0),

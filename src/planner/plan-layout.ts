@@ -2,7 +2,7 @@
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname } from 'node:path';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
-import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
+import { backingFiles, chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
@@ -154,7 +154,7 @@ function addRefreshes(
     const plan = contents.get(image.id);
     if (!plan || plan === 'failed' || !plan.ledger || stepped.has(image.id)) continue;
     const chains = {
-      backingChain: chainFiles(plan.chain.slice(1)),
+      backingChain: backingFiles(plan.chain),
       sourceChain: chainFiles(layout.files.get(image.source?.path ?? '')?.chain ?? []),
     } as const;
     for (const step of steps) {
