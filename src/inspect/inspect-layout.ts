@@ -241,7 +241,7 @@ function contradictedFormat(request: Request, format: string, claimed: string | 
  * qemu-img processes inspection runs at once: enough to overlap their start-up, few enough that
  * a manifest of thousands of chains does not spawn thousands of processes together.
  */
-const INSPECT_JOBS = Math.max(4, availableParallelism() * 2);
+export const INSPECT_JOBS = Math.max(4, availableParallelism() * 2);
 
 /**
  * Inspects every file the manifest reads or writes, plus free space of output folders. `fileOf`

@@ -1,21 +1,35 @@
 // Sizes the steps that carry a `qemu-img measure` command (convert steps), so that `plan` shows
 // and `apply` checks the bytes they will really write rather than the planner's upper bound.
+// The measures run side by side, as inspection's qemu-img processes do: a plan converting
+// several disks waits for the slowest measure, not for their sum.
 import type { Step } from '../planner/plan-types.js';
-import type { CommandRunner } from '../qemu/runner.js';
+import { type CommandRunner, withConcurrency } from '../qemu/runner.js';
+import { INSPECT_JOBS } from './inspect-layout.js';
+
+/** The bytes a `qemu-img measure --output=json` answer says are required, if it says. */
+function requiredBytes(stdout: string): number | undefined {
+  try {
+    const required = (JSON.parse(stdout) as { required?: unknown }).required;
+    return typeof required === 'number' && Number.isFinite(required) && required >= 0 ? required : undefined;
+  } catch {
+    return undefined; // not JSON: the planner's bound stays
+  }
+}
 
 /** Bytes each measurable step will write, by step id. A measure that fails leaves the bound. */
-export async function measureSteps(steps: readonly Step[], runner: CommandRunner): Promise<Map<string, number>> {
+export async function measureSteps(steps: readonly Step[], uncached: CommandRunner): Promise<Map<string, number>> {
+  const runner = withConcurrency(uncached, INSPECT_JOBS);
+  const answers = await Promise.all(
+    steps.map(async (step) => {
+      if (!step.measure) return undefined;
+      const result = await runner.run(step.measure);
+      return result.exitCode === 0 ? requiredBytes(result.stdout) : undefined;
+    }),
+  );
   const measured = new Map<string, number>();
-  for (const step of steps) {
-    if (!step.measure) continue;
-    const result = await runner.run(step.measure);
-    if (result.exitCode !== 0) continue;
-    try {
-      const required = (JSON.parse(result.stdout) as { required?: unknown }).required;
-      if (typeof required === 'number' && Number.isFinite(required) && required >= 0) measured.set(step.id, required);
-    } catch {
-      // Not JSON: keep the planner's bound.
-    }
-  }
+  steps.forEach((step, i) => {
+    const bytes = answers[i];
+    if (bytes !== undefined) measured.set(step.id, bytes);
+  });
   return measured;
 }
