@@ -24,8 +24,11 @@ export async function generateManifestTypes() {
 
 /**
  * ajv's standalone validator for `schemaName`, as an ES module exporting `validate`. ajv writes
- * its runtime helpers (ajv/dist/runtime/*) as require() calls even in ES module output; the module
- * makes its own require for them, which loads them the same way under Node, esbuild and vitest.
+ * its runtime helpers (ajv/dist/runtime/*) as `require("...").default` even in ES module output;
+ * they become static imports here, so that esbuild puts them in the command's bundle (a require
+ * made at run time would resolve and compile them from node_modules on every start). A helper
+ * module is CommonJS with `exports.default`: Node's import gives its `module.exports`, while a
+ * bundler may give `default` itself, so the helper is taken from `.default` when there is one.
  * The output is TypeScript only by name (`@ts-nocheck`), so that tsc copies it into dist/.
  */
 export async function generateValidator(schemaName, ajvOptions) {
@@ -34,12 +37,17 @@ export async function generateValidator(schemaName, ajvOptions) {
   const required = [...code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]);
   const unexpected = required.filter((module) => !module.startsWith('ajv/dist/runtime/'));
   if (unexpected.length > 0) throw new Error(`${schemaName}: ajv's code requires ${unexpected.join(', ')}`);
+  const helpers = [...new Set(required)].map((module, i) => ({ module, name: `ajvRuntime${i}` }));
+  let body = code.replace(/^"use strict";/, '');
+  for (const { module, name } of helpers) body = body.replaceAll(`require("${module}").default`, name);
   return [
     `// Generated from schemas/${schemaName} by ${COMMAND} (ajv standalone code). Do not edit.`,
     '// @ts-nocheck',
-    "import { createRequire } from 'node:module';",
-    'const require = createRequire(import.meta.url);',
-    code.replace(/^"use strict";/, ''),
+    ...helpers.flatMap(({ module, name }) => [
+      `import ${name}Module from '${module}.js';`,
+      `const ${name} = ${name}Module.default ?? ${name}Module;`,
+    ]),
+    body,
     '',
   ].join('\n');
 }
