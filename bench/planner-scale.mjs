@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
+import { describeSpeed, machineSpeed } from './lib/machine-speed.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -163,6 +164,7 @@ if (values.child) {
 } else {
   const dir = await setup();
   try {
+    const speedBefore = await machineSpeed();
     const results = [];
     for (let run = 0; run < Number(values.runs); run++) {
       // Every run starts with the files in the page cache: this machine's kernel evicts idle
@@ -215,6 +217,9 @@ if (values.child) {
     );
     console.log(`  peak RSS: median ${summary.peakRssMiB.median.toFixed(0)} MiB`);
     console.log(`  qemu-img processes inspection would spawn: ${calls} (${summary.qemuImgCallsPerChain} per chain)`);
+    summary.machineSpeed = { before: speedBefore, after: await machineSpeed() };
+    for (const [when, speed] of Object.entries(summary.machineSpeed))
+      console.log(`  machine speed ${when} the runs: ${describeSpeed(speed)}`);
     if (values.phases) {
       const r = await execa(process.execPath, [
         new URL(import.meta.url).pathname,

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { checkIoAccounting, createIoAccounting } from './lib/io-accounting.mjs';
+import { describeSpeed, machineSpeed } from './lib/machine-speed.mjs';
 import { formatTable } from './lib/table.mjs';
 
 /** Every scenario, in the order they run. */
@@ -46,7 +47,7 @@ const root = new URL('..', import.meta.url).pathname;
 const cli = join(root, 'dist/cli.js');
 const base = await mkdtemp(join(tmpdir(), 'chainform-bench-'));
 const io = await createIoAccounting(join(base, 'io-shim'));
-const host = async () => ({ loadavg: loadavg(), at: new Date().toISOString() });
+const host = async () => ({ loadavg: loadavg(), at: new Date().toISOString(), speed: await machineSpeed() });
 const results = {
   options: { sizeMiB, runs, changePercent, only, plannerChains: values['planner-chains'] ?? null },
   machine: {
@@ -67,6 +68,7 @@ try {
       .map((l) => l.toFixed(2))
       .join(' ')} on ${cpus().length} CPUs`,
   );
+  console.log(`machine speed at the start: ${describeSpeed(results.started.speed)}`);
   results.ioAccounting = await checkIoAccounting(io, join(base, 'io-check'));
   await rm(join(base, 'io-check'), { recursive: true, force: true });
   console.log(
@@ -93,7 +95,11 @@ try {
       });
       for (const line of formatTable(outcome.rows)) console.log(line);
       for (const note of outcome.notes) console.log(`- ${note}`);
-      results.scenarios[name] = { title: scenario.title, started, finished: await host(), ...outcome };
+      const finished = await host();
+      console.log(
+        `- machine speed before the scenario: ${describeSpeed(started.speed)}; after: ${describeSpeed(finished.speed)}`,
+      );
+      results.scenarios[name] = { title: scenario.title, started, finished, ...outcome };
     } catch (e) {
       failed = true;
       console.log(`FAILED: ${e instanceof Error ? e.message : e}`);

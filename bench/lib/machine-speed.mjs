@@ -1,0 +1,35 @@
+// How fast this machine is at the moment of a measurement. On a shared virtual machine the same
+// work takes up to half as long again from one hour to the next (the host's load is invisible to
+// the guest), so each figure is printed with two fixed reference workloads timed next to it: a
+// reader can tell a slow result from a slow hour, and compare runs made at different times.
+import { execa } from 'execa';
+import { median } from './stats.mjs';
+
+/** Iterations of the reference loop: a fraction of a second on a current CPU. */
+const LOOP_ITERATIONS = 50_000_000;
+const LOOP = `let s = 0; for (let i = 0; i < ${LOOP_ITERATIONS}; i++) s += i % 7; if (s < 0) console.log(s);`;
+
+async function millisecondsOf(argv) {
+  const started = performance.now();
+  await execa(argv[0], argv.slice(1));
+  return performance.now() - started;
+}
+
+/**
+ * Medians of `runs` timings each: `node -e 0` (Node's start, a floor under every chainform
+ * command) and a fixed JavaScript loop in a fresh Node process (start included).
+ */
+export async function machineSpeed(runs = 5) {
+  const start = [];
+  const loop = [];
+  for (let i = 0; i < runs; i++) {
+    start.push(await millisecondsOf([process.execPath, '-e', '0']));
+    loop.push(await millisecondsOf([process.execPath, '-e', LOOP]));
+  }
+  return { nodeStartMs: Math.round(median(start)), referenceLoopMs: Math.round(median(loop)) };
+}
+
+/** The figures in words, e.g. for "machine speed before the runs: ...". */
+export function describeSpeed(speed) {
+  return `node -e 0 ${speed.nodeStartMs} ms, reference loop ${speed.referenceLoopMs} ms (lower is faster)`;
+}
