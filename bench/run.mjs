@@ -16,7 +16,7 @@ import { describeSpeed, machineSpeed } from './lib/machine-speed.mjs';
 import { formatTable } from './lib/table.mjs';
 
 /** Every scenario, in the order they run. */
-const SCENARIOS = ['linearize', 'apply-overhead', 'copies-to-overlays', 'parallelism', 'planner', 'flags'];
+const SCENARIOS = ['linearize', 'apply-overhead', 'startup', 'copies-to-overlays', 'parallelism', 'planner', 'flags'];
 
 const { values } = parseArgs({
   options: {

@@ -21,7 +21,8 @@ export function formatTable(rows) {
     const cells = [
       // Scenarios that time several operations (flags) name the operation of each row.
       r.operation ? `${r.operation}: ${r.variant}` : r.variant,
-      r.wallSeconds ? range(r.wallSeconds, 2) : '-',
+      // Rows of sub-second figures (start-up) ask for milliseconds with wallDigits: 3.
+      r.wallSeconds ? range(r.wallSeconds, r.wallDigits ?? 2) : '-',
       bytes(r.bytesRead),
       bytes(r.bytesWritten),
       bytes(r.blockOutBytes),

@@ -12,8 +12,8 @@ import {
   imageWithSnapshots,
   MiB,
   scatterWrites,
-  yamlString,
 } from '../lib/images.mjs';
+import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
 import { nodeLine } from '../lib/shell.mjs';
@@ -47,17 +47,8 @@ function convertJob({ sizeMiB }) {
       topBytes = await scatterWrites(disk, 'qcow2', { sizeMiB, percent: TOP_PERCENT, first: 0, pattern: 0x22 });
     },
     async writeManifest(dir) {
-      await writeFile(
-        join(dir, 'm.yaml'),
-        `version: 1
-images:
-  disk:
-    path: out/disk.qcow2
-    from: { path: ${yamlString(disk)}, format: qcow2 }
-    backing: { path: ${yamlString(base)}, format: qcow2 }
-    options: { cluster_size: 65536, compat: "1.1" }
-`,
-      );
+      const options = '{ cluster_size: 65536, compat: "1.1" }';
+      await writeFile(join(dir, 'm.yaml'), convertKeepingBacking({ disk, base, options }));
     },
     async check(dir) {
       await assertIdentical(join(dir, 'out/disk.qcow2'), 'qcow2', disk, 'qcow2');

@@ -1,0 +1,85 @@
+// Scenario: the fixed cost of a chainform command, split into its parts. A one-image plan is
+// timed next to Node's own start, `chainform --version` (Node plus loading the command's bundle),
+// `validate` (plus reading and checking the manifest) and the qemu-img processes the plan runs,
+// run alone from sh. Every run is a fresh process; the variants take turns, in a rotated order
+// per round, so a slow moment of the machine falls on all of them alike. This is the floor
+// under the apply-overhead figures: what chainform spends around the qemu-img work of any job.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { emptyOverlay, filledImage, scatterWrites } from '../lib/images.mjs';
+import { convertKeepingBacking } from '../lib/manifests.mjs';
+import { shellLine } from '../lib/shell.mjs';
+import { median, spread } from '../lib/stats.mjs';
+
+export const name = 'startup';
+export const title = "Start-up: the fixed cost of a command, next to Node's start and the plan's qemu-img work";
+
+/** Small inputs: the cost measured here does not depend on the image size. */
+const SIZE_MIB = 64;
+/** Rounds at least, whatever --runs says: each variant takes a few hundred milliseconds. */
+const MIN_ROUNDS = 15;
+
+/** Milliseconds of one process run (spawn to exit) in `cwd`. */
+async function millisecondsOf(argv, cwd) {
+  const started = performance.now();
+  const result = await execa(argv[0], argv.slice(1), { cwd, reject: false });
+  const ms = performance.now() - started;
+  // validate and plan exit 0 on this manifest; anything else means the figure is of an error path.
+  if (result.exitCode !== 0) throw new Error(`${argv.join(' ')} failed (exit ${result.exitCode}): ${result.stderr}`);
+  return ms;
+}
+
+export async function run({ runs, cli, workdir, log }) {
+  const base = join(workdir, 'base.qcow2');
+  const disk = join(workdir, 'disk.qcow2');
+  log(`making a ${SIZE_MIB} MiB qcow2 base and an overlay`);
+  await filledImage(base, 'qcow2', SIZE_MIB, 0x11);
+  await emptyOverlay(disk, base, 'qcow2', ['-o', 'compat=0.10']);
+  await scatterWrites(disk, 'qcow2', { sizeMiB: SIZE_MIB, percent: 10, first: 0, pattern: 0x22 });
+  const dir = join(workdir, 'job');
+  await mkdir(dir);
+  await writeFile(join(dir, 'm.yaml'), convertKeepingBacking({ disk, base, options: '{ compat: "1.1" }' }));
+  // The qemu-img processes `plan` runs: one chain probe, and the measure of its convert step.
+  const planned = JSON.parse((await execa(process.execPath, [cli, 'plan', 'm.yaml', '--json'], { cwd: dir })).stdout);
+  const measures = planned.steps.filter((s) => s.measure).map((s) => s.measure);
+  const probe = ['qemu-img', 'info', '--output=json', '--backing-chain', '-f', 'qcow2', disk];
+  const qemuWork = [probe, ...measures].map(shellLine).join(' >/dev/null && ');
+
+  const variants = {
+    'node -e 0': [process.execPath, '-e', '0'],
+    'chainform --version': [process.execPath, cli, '--version'],
+    'chainform validate (1 image)': [process.execPath, cli, 'validate', 'm.yaml'],
+    'chainform plan (1 image, 1 convert)': [process.execPath, cli, 'plan', 'm.yaml'],
+    "the plan's qemu-img processes, from sh": ['sh', '-c', `${qemuWork} >/dev/null`],
+  };
+  const names = Object.keys(variants);
+  const samples = Object.fromEntries(names.map((n) => [n, []]));
+  const rounds = Math.max(runs, MIN_ROUNDS);
+  log(`${rounds} rounds of ${names.length} variants`);
+  for (let r = 0; r < rounds; r++) {
+    const order = [...names.slice(r % names.length), ...names.slice(0, r % names.length)];
+    for (const variant of order) samples[variant].push(await millisecondsOf(variants[variant], dir));
+  }
+
+  const ms = Object.fromEntries(names.map((n) => [n, median(samples[n])]));
+  const nodeStart = ms['node -e 0'];
+  const plan = ms['chainform plan (1 image, 1 convert)'];
+  const qemu = ms["the plan's qemu-img processes, from sh"];
+  const rows = names.map((variant) => ({
+    variant,
+    wallSeconds: spread(samples[variant].map((m) => m / 1000)),
+    wallDigits: 3,
+  }));
+  return {
+    rows,
+    notes: [
+      `${rounds} rounds; each variant a fresh process, timed spawn to exit; medians below`,
+      `bundle load (--version minus node -e 0): ${(ms['chainform --version'] - nodeStart).toFixed(0)} ms`,
+      `reading and checking a one-image manifest (validate minus --version): ${(ms['chainform validate (1 image)'] - ms['chainform --version']).toFixed(0)} ms`,
+      `plan of one image: ${plan.toFixed(0)} ms = Node's start ${nodeStart.toFixed(0)} ms + qemu-img work ${qemu.toFixed(0)} ms (run from sh) + chainform's own ${(plan - nodeStart - qemu).toFixed(0)} ms`,
+      `qemu-img work: ${[probe, ...measures].map((argv) => argv.slice(0, 2).join(' ')).join(', ')}`,
+    ],
+    raw: { samplesMs: samples, mediansMs: ms, qemuWork },
+  };
+}
