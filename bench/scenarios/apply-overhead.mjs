@@ -5,14 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import {
-  assertIdentical,
-  emptyOverlay,
-  filledImage,
-  imageWithSnapshots,
-  MiB,
-  scatterWrites,
-} from '../lib/images.mjs';
+import { assertIdentical, emptyOverlay, filledImage, imageWithSnapshots, MiB, scatterWrites } from '../lib/images.mjs';
 import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
