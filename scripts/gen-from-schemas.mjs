@@ -40,6 +40,8 @@ export async function generateValidator(schemaName, ajvOptions) {
   const helpers = [...new Set(required)].map((module, i) => ({ module, name: `ajvRuntime${i}` }));
   let body = code.replace(/^"use strict";/, '');
   for (const { module, name } of helpers) body = body.replaceAll(`require("${module}").default`, name);
+  // Any other form of require would fail only when the validator runs, under ES modules.
+  if (/\brequire\(/.test(body)) throw new Error(`${schemaName}: ajv's code uses require() in a form not handled here`);
   return [
     `// Generated from schemas/${schemaName} by ${COMMAND} (ajv standalone code). Do not edit.`,
     '// @ts-nocheck',

@@ -1,5 +1,5 @@
 // How fast this machine is at the moment of a measurement. On a shared virtual machine the same
-// work takes up to half as long again from one hour to the next (the host's load is invisible to
+// work took up to 1.65 times as long from one hour to the next (the host's load is invisible to
 // the guest), so each figure is printed with two fixed reference workloads timed next to it: a
 // reader can tell a slow result from a slow hour, and compare runs made at different times.
 import { execa } from 'execa';
@@ -9,6 +9,7 @@ import { median } from './stats.mjs';
 const LOOP_ITERATIONS = 50_000_000;
 const LOOP = `let s = 0; for (let i = 0; i < ${LOOP_ITERATIONS}; i++) s += i % 7; if (s < 0) console.log(s);`;
 
+/** Milliseconds from spawning `argv` to its exit. */
 async function millisecondsOf(argv) {
   const started = performance.now();
   await execa(argv[0], argv.slice(1));
@@ -16,8 +17,9 @@ async function millisecondsOf(argv) {
 }
 
 /**
- * Medians of `runs` timings each: `node -e 0` (Node's start, a floor under every chainform
- * command) and a fixed JavaScript loop in a fresh Node process (start included).
+ * Medians of `runs` timings each, spawn to exit: `node -e 0` (Node's start, a floor under every
+ * chainform command) and `node -e LOOP`, a fixed JavaScript loop (Node's start included: the
+ * figure covers both what the start and what computing costs at the moment).
  */
 export async function machineSpeed(runs = 5) {
   const start = [];
@@ -31,5 +33,5 @@ export async function machineSpeed(runs = 5) {
 
 /** The figures in words, e.g. for "machine speed before the runs: ...". */
 export function describeSpeed(speed) {
-  return `node -e 0 ${speed.nodeStartMs} ms, reference loop ${speed.referenceLoopMs} ms (lower is faster)`;
+  return `node -e 0 ${speed.nodeStartMs} ms, node -e LOOP ${speed.referenceLoopMs} ms (start included; lower is faster)`;
 }

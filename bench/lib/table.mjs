@@ -21,7 +21,7 @@ export function formatTable(rows) {
     const cells = [
       // Scenarios that time several operations (flags) name the operation of each row.
       r.operation ? `${r.operation}: ${r.variant}` : r.variant,
-      // Rows of sub-second figures (start-up) ask for milliseconds with wallDigits: 3.
+      // Rows of sub-second figures (start-up) ask for seconds to the millisecond: wallDigits 3.
       r.wallSeconds ? range(r.wallSeconds, r.wallDigits ?? 2) : '-',
       bytes(r.bytesRead),
       bytes(r.bytesWritten),

@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { emptyOverlay, filledImage, scatterWrites } from '../lib/images.mjs';
 import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { shellLine } from '../lib/shell.mjs';
-import { median, spread } from '../lib/stats.mjs';
+import { spread } from '../lib/stats.mjs';
 
 export const name = 'startup';
 export const title = "Start-up: the fixed cost of a command, next to Node's start and the plan's qemu-img work";
@@ -62,10 +62,17 @@ export async function run({ runs, cli, workdir, log }) {
     for (const variant of order) samples[variant].push(await millisecondsOf(variants[variant], dir));
   }
 
-  const ms = Object.fromEntries(names.map((n) => [n, median(samples[n])]));
-  const nodeStart = ms['node -e 0'];
-  const plan = ms['chainform plan (1 image, 1 convert)'];
-  const qemu = ms["the plan's qemu-img processes, from sh"];
+  // Differences are taken within each round (the variants ran back to back), then summarised.
+  const perRound = (f) => spread(samples['node -e 0'].map((_, r) => f((variant) => samples[variant][r])));
+  const parts = {
+    bundleLoad: perRound((at) => at('chainform --version') - at('node -e 0')),
+    manifestRead: perRound((at) => at('chainform validate (1 image)') - at('chainform --version')),
+    planOwn: perRound(
+      (at) =>
+        at('chainform plan (1 image, 1 convert)') - at('node -e 0') - at("the plan's qemu-img processes, from sh"),
+    ),
+  };
+  const ms = (s) => `${s.median.toFixed(0)} ms (${s.min.toFixed(0)} to ${s.max.toFixed(0)})`;
   const rows = names.map((variant) => ({
     variant,
     wallSeconds: spread(samples[variant].map((m) => m / 1000)),
@@ -74,12 +81,12 @@ export async function run({ runs, cli, workdir, log }) {
   return {
     rows,
     notes: [
-      `${rounds} rounds; each variant a fresh process, timed spawn to exit; medians below`,
-      `bundle load (--version minus node -e 0): ${(ms['chainform --version'] - nodeStart).toFixed(0)} ms`,
-      `reading and checking a one-image manifest (validate minus --version): ${(ms['chainform validate (1 image)'] - ms['chainform --version']).toFixed(0)} ms`,
-      `plan of one image: ${plan.toFixed(0)} ms = Node's start ${nodeStart.toFixed(0)} ms + qemu-img work ${qemu.toFixed(0)} ms (run from sh) + chainform's own ${(plan - nodeStart - qemu).toFixed(0)} ms`,
+      `${rounds} rounds; each variant a fresh process, timed spawn to exit; the parts below are differences within a round, median (min to max)`,
+      `loading the bundle (--version minus node -e 0): ${ms(parts.bundleLoad)}`,
+      `reading and checking a one-image manifest (validate minus --version): ${ms(parts.manifestRead)}`,
+      `chainform's own time in plan (plan minus node -e 0 minus the qemu-img processes; loading the bundle included): ${ms(parts.planOwn)}`,
       `qemu-img work: ${[probe, ...measures].map((argv) => argv.slice(0, 2).join(' ')).join(', ')}`,
     ],
-    raw: { samplesMs: samples, mediansMs: ms, qemuWork },
+    raw: { samplesMs: samples, partsMs: parts, qemuWork },
   };
 }

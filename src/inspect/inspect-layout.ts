@@ -238,8 +238,9 @@ function contradictedFormat(request: Request, format: string, claimed: string | 
 }
 
 /**
- * qemu-img processes inspection runs at once: enough to overlap their start-up, few enough that
- * a manifest of thousands of chains does not spawn thousands of processes together.
+ * Read-only qemu-img processes run at once while planning (inspection's `info`, and the
+ * `measure` of convert steps in measure-steps.ts): enough to overlap their start-up, few enough
+ * that a manifest of thousands of chains does not spawn thousands of processes together.
  */
 export const INSPECT_JOBS = Math.max(4, availableParallelism() * 2);
 

@@ -1,7 +1,8 @@
 // Sizes the steps that carry a `qemu-img measure` command (convert steps), so that `plan` shows
 // and `apply` checks the bytes they will really write rather than the planner's upper bound.
-// The measures run side by side, as inspection's qemu-img processes do: a plan converting
-// several disks waits for the slowest measure, not for their sum.
+// The measures run side by side, as many at once as inspection's qemu-img processes (whatever
+// `apply --jobs` says, which is about steps): a plan converting several disks waits for the
+// slowest measure, not for their sum.
 import type { Step } from '../planner/plan-types.js';
 import { type CommandRunner, withConcurrency } from '../qemu/runner.js';
 import { INSPECT_JOBS } from './inspect-layout.js';
@@ -17,8 +18,8 @@ function requiredBytes(stdout: string): number | undefined {
 }
 
 /** Bytes each measurable step will write, by step id. A measure that fails leaves the bound. */
-export async function measureSteps(steps: readonly Step[], uncached: CommandRunner): Promise<Map<string, number>> {
-  const runner = withConcurrency(uncached, INSPECT_JOBS);
+export async function measureSteps(steps: readonly Step[], unlimited: CommandRunner): Promise<Map<string, number>> {
+  const runner = withConcurrency(unlimited, INSPECT_JOBS);
   const answers = await Promise.all(
     steps.map(async (step) => {
       if (!step.measure) return undefined;

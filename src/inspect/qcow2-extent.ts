@@ -10,6 +10,9 @@ import { readSync } from 'node:fs';
 
 /** The largest table read whole (L1 or refcount table); larger ones are only bounds-checked. */
 const MAX_TABLE_BYTES = 32 * 1024 * 1024;
+/** The cluster sizes qcow2 allows, as powers of two (docs/interop/qcow2.txt: 9 to 21). */
+const MIN_CLUSTER_BITS = 9;
+const MAX_CLUSTER_BITS = 21;
 /** Bits 9..55 of an L1 entry hold the L2 table's offset: these masks take its high and low words. */
 const L1_OFFSET_HIGH = 0x00ff_ffff;
 /** Bits 9..63 of a refcount table entry hold the refcount block's offset. */
@@ -50,7 +53,11 @@ export function qcow2MetadataPastEnd(fd: number, size: number, header: Buffer): 
   // Version 3 headers say how wide a refcount is (refcount_order); version 2 always uses 16 bits.
   const version = header.readUInt32BE(4);
   const refcountBits = version >= 3 && header.length >= 100 ? 2 ** header.readUInt32BE(96) : 16;
-  const clusterSize = 2 ** header.readUInt32BE(20);
+  const clusterBits = header.readUInt32BE(20);
+  // qcow2 clusters are 512 B to 2 MiB: qemu refuses any other header itself, with its own
+  // message, and the tables below would not be whole 8-byte entries.
+  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) return undefined;
+  const clusterSize = 2 ** clusterBits;
   const l1Entries = header.readUInt32BE(36);
   const l1Offset = uint64At(header, 40);
   const refTableOffset = uint64At(header, 48);

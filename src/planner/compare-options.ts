@@ -16,12 +16,13 @@ export const AMENDABLE: ReadonlySet<keyof Options> = new Set(['compat', 'lazy_re
 type ComparedImage = ImageInfo & { dataFilePath?: string };
 
 /**
- * What an image has, per option that can be compared, in the manifest's terms. preallocation
- * and subformat only shape how a new file is written: nothing to compare.
+ * What an image has, per option that can be compared, in the manifest's terms. Every option is
+ * listed (the compiler checks) but preallocation and subformat, which only shape how a new file
+ * is written: nothing to compare.
  */
-const HAVE: Partial<Record<keyof Options, (image: ComparedImage) => unknown>> = {
+const HAVE = {
   cluster_size: (image) => image.clusterSize,
-  compat: (image) => image.qcow2.compat && canonicalCompat(image.qcow2.compat),
+  compat: (image) => image.qcow2.compat,
   lazy_refcounts: (image) => image.qcow2.lazyRefcounts ?? false,
   refcount_bits: (image) => image.qcow2.refcountBits,
   extended_l2: (image) => image.qcow2.extendedL2 ?? false,
@@ -29,18 +30,22 @@ const HAVE: Partial<Record<keyof Options, (image: ComparedImage) => unknown>> = 
   // The data file as a resolved path (a stored relative name is not compared as text).
   data_file: (image) => image.dataFilePath ?? image.qcow2.dataFile,
   data_file_raw: (image) => image.qcow2.dataFileRaw ?? false,
-};
+} satisfies Record<Exclude<keyof Options, 'preallocation' | 'subformat'>, (image: ComparedImage) => unknown>;
 /** {@link HAVE} as a list, in the order changes are reported. */
 const COMPARED = Object.entries(HAVE) as [keyof Options, (image: ComparedImage) => unknown][];
+
+/** A value as it is compared: compat has two spellings per level (1.1 and v3). */
+function comparable(name: keyof Options, value: unknown): unknown {
+  return name === 'compat' && typeof value === 'string' ? canonicalCompat(value) : value;
+}
 
 /** How the image differs from the options the manifest asks for (only those it names). */
 export function optionChanges(wanted: Options, image: ComparedImage): OptionChange[] {
   const changes: OptionChange[] = [];
   for (const [name, have] of COMPARED) {
-    const value = wanted[name];
-    if (value === undefined) continue;
-    const want = name === 'compat' ? canonicalCompat(value as string) : value;
-    const current = have(image);
+    if (wanted[name] === undefined) continue;
+    const want = comparable(name, wanted[name]);
+    const current = comparable(name, have(image));
     if (current !== want) changes.push({ name, have: current, want });
   }
   return changes;
