@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { describeSpeed, machineSpeed } from './lib/machine-speed.mjs';
+import { readIntoCache } from './lib/measure.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -170,7 +171,7 @@ if (values.child) {
       // Every run starts with the files in the page cache: this machine's kernel evicts idle
       // page cache within seconds (DAMON reclaim), and a cold read of 10,000 headers alone
       // takes up to a second, which would measure the disk instead of chainform.
-      await execa('sh', ['-c', 'find "$1" -type f -exec cat {} + >/dev/null', 'sh', dir]);
+      await readIntoCache(dir);
       const script = new URL(import.meta.url).pathname;
       const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
       const r = await execa(

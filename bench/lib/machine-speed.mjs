@@ -2,19 +2,11 @@
 // work took up to 1.65 times as long from one hour to the next (the host's load is invisible to
 // the guest), so each figure is printed with two fixed reference workloads timed next to it: a
 // reader can tell a slow result from a slow hour, and compare runs made at different times.
-import { execa } from 'execa';
-import { median } from './stats.mjs';
+import { median, processMilliseconds } from './stats.mjs';
 
 /** Iterations of the reference loop: a fraction of a second on a current CPU. */
 const LOOP_ITERATIONS = 50_000_000;
 const LOOP = `let s = 0; for (let i = 0; i < ${LOOP_ITERATIONS}; i++) s += i % 7; if (s < 0) console.log(s);`;
-
-/** Milliseconds from spawning `argv` to its exit. */
-async function millisecondsOf(argv) {
-  const started = performance.now();
-  await execa(argv[0], argv.slice(1));
-  return performance.now() - started;
-}
 
 /**
  * Medians of `runs` timings each, spawn to exit: `node -e 0` (Node's start, a floor under every
@@ -25,8 +17,8 @@ export async function machineSpeed(runs = 5) {
   const start = [];
   const loop = [];
   for (let i = 0; i < runs; i++) {
-    start.push(await millisecondsOf([process.execPath, '-e', '0']));
-    loop.push(await millisecondsOf([process.execPath, '-e', LOOP]));
+    start.push(await processMilliseconds([process.execPath, '-e', '0']));
+    loop.push(await processMilliseconds([process.execPath, '-e', LOOP]));
   }
   return { nodeStartMs: Math.round(median(start)), referenceLoopMs: Math.round(median(loop)) };
 }

@@ -13,6 +13,18 @@ export function spread(samples) {
 }
 
 /**
+ * Milliseconds from spawning `argv` (in `cwd`) to its exit. A failed run throws with its stderr:
+ * its time would be that of an error path.
+ */
+export async function processMilliseconds(argv, cwd) {
+  const started = performance.now();
+  const result = await execa(argv[0], argv.slice(1), { cwd, reject: false });
+  const ms = performance.now() - started;
+  if (result.exitCode !== 0) throw new Error(`${argv.join(' ')} failed (exit ${result.exitCode}): ${result.stderr}`);
+  return ms;
+}
+
+/**
  * Runs `bash -euc script` in `cwd` under GNU time. Returns wall seconds and the kernel's
  * block-output count of the script and all its children (512-byte units, turned into bytes).
  */

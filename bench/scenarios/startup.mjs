@@ -5,12 +5,13 @@
 // per round, so a slow moment of the machine falls on all of them alike. This is the floor
 // under the apply-overhead figures: what chainform spends around the qemu-img work of any job.
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { emptyOverlay, filledImage, scatterWrites } from '../lib/images.mjs';
 import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { shellLine } from '../lib/shell.mjs';
-import { spread } from '../lib/stats.mjs';
+import { processMilliseconds, spread } from '../lib/stats.mjs';
 
 export const name = 'startup';
 export const title = "Start-up: the fixed cost of a command, next to Node's start and the plan's qemu-img work";
@@ -19,16 +20,6 @@ export const title = "Start-up: the fixed cost of a command, next to Node's star
 const SIZE_MIB = 64;
 /** Rounds at least, whatever --runs says: each variant takes a few hundred milliseconds. */
 const MIN_ROUNDS = 15;
-
-/** Milliseconds of one process run (spawn to exit) in `cwd`. */
-async function millisecondsOf(argv, cwd) {
-  const started = performance.now();
-  const result = await execa(argv[0], argv.slice(1), { cwd, reject: false });
-  const ms = performance.now() - started;
-  // validate and plan exit 0 on this manifest; anything else means the figure is of an error path.
-  if (result.exitCode !== 0) throw new Error(`${argv.join(' ')} failed (exit ${result.exitCode}): ${result.stderr}`);
-  return ms;
-}
 
 export async function run({ runs, cli, workdir, log }) {
   const base = join(workdir, 'base.qcow2');
@@ -43,7 +34,8 @@ export async function run({ runs, cli, workdir, log }) {
   // The qemu-img processes `plan` runs: one chain probe, and the measure of its convert step.
   const planned = JSON.parse((await execa(process.execPath, [cli, 'plan', 'm.yaml', '--json'], { cwd: dir })).stdout);
   const measures = planned.steps.filter((s) => s.measure).map((s) => s.measure);
-  const probe = ['qemu-img', 'info', '--output=json', '--backing-chain', '-f', 'qcow2', disk];
+  const { chainInfoCommand } = await import(pathToFileURL(join(dirname(cli), 'qemu', 'commands.js')).href);
+  const probe = chainInfoCommand(disk, 'qcow2');
   const qemuWork = [probe, ...measures].map(shellLine).join(' >/dev/null && ');
 
   const variants = {
@@ -59,7 +51,7 @@ export async function run({ runs, cli, workdir, log }) {
   log(`${rounds} rounds of ${names.length} variants`);
   for (let r = 0; r < rounds; r++) {
     const order = [...names.slice(r % names.length), ...names.slice(0, r % names.length)];
-    for (const variant of order) samples[variant].push(await millisecondsOf(variants[variant], dir));
+    for (const variant of order) samples[variant].push(await processMilliseconds(variants[variant], dir));
   }
 
   // Differences are taken within each round (the variants ran back to back), then summarised.

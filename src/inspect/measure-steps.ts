@@ -20,17 +20,14 @@ function requiredBytes(stdout: string): number | undefined {
 /** Bytes each measurable step will write, by step id. A measure that fails leaves the bound. */
 export async function measureSteps(steps: readonly Step[], unlimited: CommandRunner): Promise<Map<string, number>> {
   const runner = withConcurrency(unlimited, INSPECT_JOBS);
-  const answers = await Promise.all(
+  const measured = new Map<string, number>();
+  await Promise.all(
     steps.map(async (step) => {
-      if (!step.measure) return undefined;
+      if (!step.measure) return;
       const result = await runner.run(step.measure);
-      return result.exitCode === 0 ? requiredBytes(result.stdout) : undefined;
+      const bytes = result.exitCode === 0 ? requiredBytes(result.stdout) : undefined;
+      if (bytes !== undefined) measured.set(step.id, bytes);
     }),
   );
-  const measured = new Map<string, number>();
-  steps.forEach((step, i) => {
-    const bytes = answers[i];
-    if (bytes !== undefined) measured.set(step.id, bytes);
-  });
   return measured;
 }
