@@ -134,8 +134,12 @@ export async function run(context) {
     const paired = spread(timed.chainform.map((m, i) => m.seconds / timed.script[i].seconds));
     const extra = spread(timed.chainform.map((m, i) => m.seconds - timed.script[i].seconds));
     // orders[0] is the accounting pass; timed run i is pass i + 1.
-    const second = (variant) =>
-      median(timed[variant].filter((_, i) => orders[i + 1]?.[1] === variant).map((m) => m.seconds));
+    // null when no timed run of `variant` came second (a single timed run has one of each).
+    const second = (variant) => {
+      const runs = timed[variant].filter((_, i) => orders[i + 1]?.[1] === variant).map((m) => m.seconds);
+      return runs.length > 0 ? median(runs) : null;
+    };
+    const [secondChainform, secondScript] = [second('chainform'), second('script')];
     rows.push(
       rowOf(`${job.name}: chainform apply`, timed.chainform, accounting.chainform),
       rowOf(`${job.name}: plain script`, timed.script, accounting.script),
@@ -145,7 +149,9 @@ export async function run(context) {
       `${job.name}: ${job.describe}`,
       `${job.name}: chainform's wall time / the script's: ${ratio.toFixed(3)} (medians; per-run ratios ${paired.min.toFixed(3)}-${paired.max.toFixed(3)}); target <= ${TARGET_RATIO}`,
       `${job.name}: chainform's extra time per run: median ${(extra.median * 1000).toFixed(0)} ms (${(extra.min * 1000).toFixed(0)} to ${(extra.max * 1000).toFixed(0)} ms)`,
-      `${job.name}: runs that came second in their pass (see measurePasses): chainform ${second('chainform').toFixed(2)} s, script ${second('script').toFixed(2)} s, ratio ${(second('chainform') / second('script')).toFixed(3)}`,
+      secondChainform !== null && secondScript !== null
+        ? `${job.name}: runs that came second in their pass (see measurePasses): chainform ${secondChainform.toFixed(2)} s, script ${secondScript.toFixed(2)} s, ratio ${(secondChainform / secondScript).toFixed(3)}`
+        : `${job.name}: runs that came second in their pass: too few runs to have one of each variant`,
       ...processesNote(`${job.name}: chainform apply`, accounting.chainform),
       ...processesNote(`${job.name}: the script`, accounting.script),
     );
@@ -153,7 +159,7 @@ export async function run(context) {
       ratio,
       pairedRatios: paired,
       extraSeconds: extra,
-      secondInPass: { chainform: second('chainform'), script: second('script') },
+      secondInPass: { chainform: secondChainform, script: secondScript },
       script,
       orders,
       accounting,
