@@ -1,4 +1,4 @@
-// I/O accounting of the qemu processes a benchmark runs: qemu-img and qemu-nbd reached through a
+// I/O accounting of the qemu processes a benchmark runs: qemu-img, qemu-nbd and qemu-io reached through a
 // PATH shim (io-shim.py) that logs each process's /proc/PID/io (rchar/wchar) when it exits.
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { quote } from './shell.mjs';
 
 const SHIM = new URL('./io-shim.py', import.meta.url).pathname;
-const PROGRAMS = ['qemu-img', 'qemu-nbd'];
+const PROGRAMS = ['qemu-img', 'qemu-nbd', 'qemu-io'];
 /** How long to wait for a `qemu-nbd --fork` keeper to log its daemon after the daemon was stopped. */
 const KEEPER_TIMEOUT_MS = 10_000;
 
@@ -48,8 +48,8 @@ function summarise(entries) {
 }
 
 /**
- * Sets up the shim wrappers in `dir`. `session()` gives a fresh log: its `env` routes qemu-img and
- * qemu-nbd through the shim, `totals()` sums what the processes run with that env read and wrote
+ * Sets up the shim wrappers in `dir`. `session()` gives a fresh log: its `env` routes qemu-img,
+ * qemu-nbd and qemu-io through the shim, `totals()` sums what the processes run with that env read and wrote
  * ({rchar, wchar, processes, byCommand}). Without python3, `available` is false, `env` is empty
  * and `totals()` is null: the benchmarks then run the real programs and report no bytes read.
  */

@@ -37,6 +37,8 @@ function stepLines(step: Step): string[] {
     ...(step.extraTemporaries ?? []),
     ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
   ];
+  // A step computed from a file's metadata (a delta's ranges) holds only while that file is unchanged.
+  for (const planned of step.plannedFrom ?? []) out.push(unchangedLine(planned.path, planned.fingerprint));
   for (const t of temporaries) out.push(`mkdir -p -- ${quoteArg(dirname(t.path))}`);
   for (const t of temporaries) out.push(`rm -f -- ${quoteArg(t.temporaryPath)}`);
   // Killed or failing, the step's temporary files go too (the EXIT trap; signals exit first).
@@ -101,7 +103,7 @@ const PRELUDE = [
   '# The plan holds only while every file it was made from is as it was (device, inode, size, mtime).',
   'unchanged() {',
   '  now=$(stat -L -c \'%d %i %s %.9Y\' -- "$1" 2>/dev/null || echo missing)',
-  '  [ "$now" = "$2" ] || { echo "chainform script: $1 changed since the plan was made; nothing was run" >&2; exit 1; }',
+  '  [ "$now" = "$2" ] || { echo "chainform script: $1 changed since the plan was made; stopped before anything that reads it ran" >&2; exit 1; }',
   '}',
 ];
 
@@ -109,6 +111,13 @@ const PRELUDE = [
 function statTime(mtimeNs: string): string {
   const padded = mtimeNs.padStart(10, '0');
   return `${padded.slice(0, -9)}.${padded.slice(-9)}`;
+}
+
+/** The script line that stops unless `path` still has fingerprint `print` (null: still missing). */
+function unchangedLine(path: string, print: Fingerprint | null): string {
+  return print
+    ? `unchanged ${quoteArg(path)} ${quoteArg(`${print.dev} ${print.ino} ${print.size} ${statTime(print.mtimeNs)}`)}`
+    : `unchanged ${quoteArg(path)} missing`;
 }
 
 /**
@@ -120,11 +129,7 @@ export function emitShell(
   origin: string,
   files: Readonly<Record<string, Fingerprint | null>> = {},
 ): string {
-  const checks = Object.entries(files).map(([path, print]) =>
-    print
-      ? `unchanged ${quoteArg(path)} ${quoteArg(`${print.dev} ${print.ino} ${print.size} ${statTime(print.mtimeNs)}`)}`
-      : `unchanged ${quoteArg(path)} missing`,
-  );
+  const checks = Object.entries(files).map(([path, print]) => unchangedLine(path, print));
   const lines = [
     '#!/bin/sh',
     comment(origin),

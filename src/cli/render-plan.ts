@@ -33,6 +33,20 @@ function imageCounts(plan: Plan): string {
   return [...parts, `${counts.get('unchanged') ?? 0} unchanged`].join(', ');
 }
 
+/** `-c` commands of a qemu-io line shown in full; the rest are counted (`plan --json` lists all). */
+const SHOWN_IO_COMMANDS = 3;
+
+/** A command line as shown: exact, except that a long run of qemu-io reads is shortened. */
+function displayCommand(argv: readonly string[]): string {
+  const first = argv.indexOf('-c');
+  let end = first;
+  while (end >= 0 && argv[end] === '-c' && argv[end + 1]?.startsWith('read ')) end += 2;
+  const reads = (end - first) / 2;
+  if (argv[0] !== 'qemu-io' || reads <= SHOWN_IO_COMMANDS) return shellQuote(argv);
+  const head = argv.slice(0, first + 2 * SHOWN_IO_COMMANDS);
+  return `${shellQuote(head)} ... (${reads - SHOWN_IO_COMMANDS} more reads) ${shellQuote(argv.slice(end))}`;
+}
+
 /** Renders a plan. `cwd` shortens paths in headings (commands keep their exact absolute form). */
 export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   const lines: string[] = [];
@@ -53,7 +67,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
         lines.push(style.paint('cyan', `      $ ${shellQuote(helper.argv)}`));
       }
       for (const command of step.commands) {
-        lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
+        lines.push(style.paint('cyan', `      $ ${displayCommand(command.argv)}`));
         if (command.check) lines.push('      if identical:');
       }
       if (step.otherwise?.length) {

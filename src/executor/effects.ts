@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
-import { type Fingerprint, fingerprintOf } from '../state/fingerprint.js';
+import { type Fingerprint, fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
 import { type StartedHelper, startHelperProcess } from './helper-process.js';
 import { createRuntimeFolder } from './runtime-folders.js';
@@ -40,6 +40,8 @@ export interface StepEffects {
   diskUsage(path: string): Promise<number | undefined>;
   /** Updates a chain of the ledger entry of `output` with the current fingerprints of `files`. */
   refreshChain(output: string, chain: 'backingChain' | 'sourceChain', files: readonly string[]): Promise<void>;
+  /** How a file differs now from its fingerprint when the step was planned; undefined: unchanged. */
+  changedSincePlanned(path: string, planned: Fingerprint): Promise<string | undefined>;
 }
 
 async function fsyncPath(path: string, flags: 'r' | 'r+' = 'r'): Promise<void> {
@@ -133,6 +135,12 @@ export class DiskEffects implements StepEffects {
   async refreshChain(output: string, chain: 'backingChain' | 'sourceChain', files: readonly string[]): Promise<void> {
     await this.ledger.refreshChain(output, chain, await fingerprints(files));
   }
+
+  async changedSincePlanned(path: string, planned: Fingerprint): Promise<string | undefined> {
+    const now = await fingerprintOf(path);
+    if (sameFingerprint(planned, now)) return undefined;
+    return now ? 'it was modified since the plan was made' : 'it is gone';
+  }
 }
 
 /** Dry-run effects: every command "succeeds" and is listed; nothing is touched. */
@@ -162,4 +170,7 @@ export class RecordingEffects implements StepEffects {
   }
   async markInProgress(): Promise<void> {}
   async refreshChain(): Promise<void> {}
+  async changedSincePlanned(): Promise<string | undefined> {
+    return undefined;
+  }
 }

@@ -125,6 +125,10 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
   let failure: StepFailure | null = null;
   try {
     await options.journal?.stepStarted(step);
+    for (const planned of step.plannedFrom ?? []) {
+      const change = await effects.changedSincePlanned(planned.path, planned.fingerprint);
+      if (change) throw new Error(`${planned.path} cannot be used as planned: ${change}; plan again`);
+    }
     if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
     else if (step.ledger) await effects.markInProgress(step.path);
     for (const extra of step.extraTemporaries ?? []) await effects.prepareTemporary(extra.temporaryPath);

@@ -17,6 +17,7 @@ import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
 import { readChain } from './read-chain.js';
+import { type SnapshotDelta, snapshotDeltas } from './snapshot-deltas.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
 export interface ChainLayer extends ImageInfo {
@@ -90,6 +91,8 @@ export interface InspectedLayout {
   ledger: Ledger;
   /** Free space per output folder. */
   freeSpace: ReadonlyMap<string, FilesystemSpace>;
+  /** Ranges that differ between two states of one qcow2 source, where the manifest links them. */
+  snapshotDeltas: readonly SnapshotDelta[];
 }
 
 interface Request {
@@ -313,5 +316,5 @@ export async function inspectLayout(
     }
     freeSpace.set(dir, space);
   }
-  return { layout: { files, ledger, freeSpace }, diagnostics };
+  return { layout: { files, ledger, freeSpace, snapshotDeltas: snapshotDeltas(manifest, files) }, diagnostics };
 }

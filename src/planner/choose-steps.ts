@@ -3,9 +3,12 @@
 import { dirname } from 'node:path';
 import { error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer } from '../inspect/inspect-layout.js';
+import type { SnapshotDelta } from '../inspect/snapshot-deltas.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
 import { sameBackingName } from '../qemu/filenames.js';
+import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
+import { contentKey } from './content-identity.js';
 import { type ContentPlan, keyOfLayer, type PlanContext } from './plan-context.js';
 import type { Step } from './plan-types.js';
 import {
@@ -13,6 +16,7 @@ import {
   type BackingTarget,
   convertKeepingBackingStep,
   convertStep,
+  deltaStep,
   diffStep,
   rebaseInPlaceStep,
   repointStep,
@@ -132,6 +136,32 @@ export function chooseSteps(
   return steps;
 }
 
+/**
+ * The inspected cluster delta from the state the declared backing presents to the state the
+ * image must present, when both are states of the image's qcow2 source file (as read now) and
+ * the image is a qcow2 overlay.
+ */
+function usableDelta(
+  image: ResolvedImage,
+  plan: ContentPlan,
+  backingKey: string | undefined,
+  ctx: PlanContext,
+): SnapshotDelta | undefined {
+  const { content } = plan;
+  if (image.format !== 'qcow2' || content.format !== 'qcow2') return undefined;
+  const source = ctx.layout.files.get(content.path);
+  return ctx.layout.snapshotDeltas.find(
+    (d) =>
+      d.path === content.path &&
+      d.toId === (content.snapshotId ?? null) &&
+      sameFingerprint(d.fingerprint, source?.fingerprint) &&
+      ctx.identity.same(
+        backingKey,
+        contentKey(fileIdentity(d.fingerprint), 'qcow2', d.fromId === null ? undefined : `id:${d.fromId}`),
+      ),
+  );
+}
+
 /** Picks the recipe for one image's content and backing; returns its steps (possibly none). */
 export function chooseRecipe(
   image: ResolvedImage,
@@ -177,6 +207,18 @@ export function chooseRecipe(
           content,
           backing.target,
           `the declared backing ${backing.target.name} lies further down the source's chain: keep only the clusters that differ from it, reading only those of the skipped layers (${skippedNames})`,
+        ),
+      ];
+    }
+    const delta = usableDelta(image, plan, backing.key, ctx);
+    if (delta) {
+      return [
+        deltaStep(
+          target,
+          content,
+          backing.target,
+          delta,
+          `the declared backing ${backing.target.name} presents another state of the same qcow2 file: copy only the clusters whose tables differ (${delta.ranges.length} ranges, ${(delta.bytes / 2 ** 20).toFixed(1)} MiB; found from the cluster tables, without reading data)`,
         ),
       ];
     }

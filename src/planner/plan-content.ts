@@ -39,7 +39,7 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
   // Snapshots are keyed by id: names need not be unique.
   const key = contentKey(fileIdentity(source.fingerprint), source.format, snapshot && `id:${snapshot.id}`);
   const build = {
-    content: { ...contentOf(source, source.chain), snapshot: snapshot?.selector },
+    content: { ...contentOf(source, source.chain), snapshot: snapshot?.selector, snapshotId: snapshot?.id },
     chain: source.chain,
     key,
   };

@@ -1,6 +1,7 @@
 // The plan is plain data: what `plan` prints, what `--json` emits and what the executor runs.
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { Argv } from '../qemu/commands.js';
+import type { Fingerprint } from '../state/fingerprint.js';
 
 /** The operations a step can perform. */
 export type StepKind =
@@ -10,6 +11,11 @@ export type StepKind =
   | 'convert-keep-backing'
   /** A new overlay on the source, safely rebased onto the declared backing (the "diff" recipe). */
   | 'diff'
+  /**
+   * A new overlay on one state of a qcow2 file holding only the clusters whose tables differ
+   * from the state the declared backing presents (copy-on-read), then linked to that backing.
+   */
+  | 'delta'
   /** A safe rebase of an existing image in place onto a backing with different content. */
   | 'rebase'
   /** An unsafe rebase: only the backing link changes, content is known to be equal. */
@@ -101,6 +107,11 @@ export interface Step {
    */
   measure?: Argv;
   ledger?: LedgerIntent;
+  /**
+   * Files whose metadata the step's commands were computed from (a delta's cluster ranges), as
+   * they were when planned: the executor refuses to start the step if any has changed since.
+   */
+  plannedFrom?: { path: string; fingerprint: Fingerprint }[];
   /**
    * Up-to-date outputs whose backing or source chain reads through a file this step rewrites
    * without changing its content: their ledger entries get that chain's new fingerprints.

@@ -1,12 +1,14 @@
 // Step builders: one function per recipe, each returning the exact commands and its cost.
 // Which recipe applies is decided in plan-layout.ts; these only build correct steps.
 import { basename, dirname, join } from 'node:path';
+import type { SnapshotDelta } from '../inspect/snapshot-deltas.js';
 import type { Options } from '../manifest/manifest.generated.js';
 import {
   amendCommand,
   compareCommand,
   convertCommand,
   convertKeepingBackingCommand,
+  copyOnReadCommands,
   createOverlayCommand,
   measureCommand,
   nbdUrl,
@@ -15,7 +17,14 @@ import {
   safeRebaseCommand,
   snapshotExportCommand,
 } from '../qemu/commands.js';
-import { type LedgerIntent, type PlannedHelper, RUNTIME_DIR, type Step, type StepKind } from './plan-types.js';
+import {
+  type LedgerIntent,
+  type PlannedCommand,
+  type PlannedHelper,
+  RUNTIME_DIR,
+  type Step,
+  type StepKind,
+} from './plan-types.js';
 
 /** The file whose content a step reads: the source, or the image itself when in place. */
 export interface ContentFile {
@@ -32,6 +41,8 @@ export interface ContentFile {
   backingFiles: string[];
   /** The `-l` selector of the internal snapshot whose content this is; undefined: the active layer. */
   snapshot?: string | undefined;
+  /** That snapshot's id (unique in its file). */
+  snapshotId?: string | undefined;
 }
 
 /** The backing a new or changed image must point at. */
@@ -190,6 +201,24 @@ function contentForOverlay(content: ContentFile): { backing: string; format: str
   };
 }
 
+/** The command creating a step's temporary file as an empty overlay on the wanted content. */
+function emptyOverlayOn(
+  overlay: { backing: string; format: string },
+  target: Target,
+  temporaryPath: string,
+): PlannedCommand {
+  return {
+    argv: createOverlayCommand({
+      target: temporaryPath,
+      format: target.format,
+      options: target.options,
+      backing: overlay.backing,
+      backingFormat: overlay.format,
+    }),
+    purpose: 'start an empty overlay that presents the wanted content',
+  };
+}
+
 /** The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. */
 export function diffStep(target: Target, content: ContentFile, backing: BackingTarget, reason: string): Step {
   const temporaryPath = temporaryPathFor(target.path);
@@ -199,16 +228,7 @@ export function diffStep(target: Target, content: ContentFile, backing: BackingT
     temporaryPath,
     ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     commands: [
-      {
-        argv: createOverlayCommand({
-          target: temporaryPath,
-          format: target.format,
-          options: target.options,
-          backing: overlay.backing,
-          backingFormat: overlay.format,
-        }),
-        purpose: 'start an empty overlay that presents the wanted content',
-      },
+      emptyOverlayOn(overlay, target, temporaryPath),
       {
         argv: safeRebaseCommand({
           image: temporaryPath,
@@ -221,6 +241,49 @@ export function diffStep(target: Target, content: ContentFile, backing: BackingT
     ],
     expectedWriteBytes: Math.min(content.virtualSize, content.chainBytes),
     writeBytesIsUpperBound: true,
+  };
+}
+
+/**
+ * The delta recipe: an empty overlay on the wanted state of a qcow2 file, copy-on-read of the
+ * ranges whose cluster tables differ from the state the backing presents, then `rebase -u` onto
+ * the backing. Every cluster left out presents the same bytes in both states, so the unsafe
+ * rebase is correct; the step refuses to start if the file changed since its tables were read.
+ */
+export function deltaStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  delta: SnapshotDelta,
+  reason: string,
+): Step {
+  const temporaryPath = temporaryPathFor(target.path);
+  const overlay = contentForOverlay(content);
+  const copies = copyOnReadCommands({ image: temporaryPath, format: target.format, ranges: delta.ranges });
+  return {
+    ...baseStep('delta', target, reason, content.chain, backing),
+    temporaryPath,
+    ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
+    plannedFrom: [{ path: delta.path, fingerprint: delta.fingerprint }],
+    commands: [
+      emptyOverlayOn(overlay, target, temporaryPath),
+      ...copies.map((argv, i) => ({
+        argv,
+        purpose: `copy in the clusters that differ from the backing's state (${copies.length > 1 ? `part ${i + 1} of ${copies.length}, ` : ''}${delta.ranges.length} ranges in all)`,
+      })),
+      {
+        argv: repointCommand({
+          image: temporaryPath,
+          format: target.format,
+          backingName: backing.name,
+          backingFormat: backing.format,
+        }),
+        purpose: 'link it to the declared backing (every cluster not copied is the same there)',
+      },
+    ],
+    expectedWriteBytes: delta.bytes,
+    // The overlay rounds each range to its own clusters.
+    writeBytesIsUpperBound: false,
   };
 }
 

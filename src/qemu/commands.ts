@@ -269,6 +269,30 @@ export function nbdUrl(socket: string): string {
   return `nbd+unix:///?socket=${socket}`;
 }
 
+/** Reads at most this many ranges per qemu-io process, keeping each command line short. */
+export const COPY_ON_READ_RANGES_PER_COMMAND = 1024;
+
+/**
+ * `qemu-io -C` reading guest byte ranges of a qcow2 overlay: copy-on-read writes every cluster
+ * read from the backing into the overlay, so afterwards the overlay holds exactly those ranges
+ * (rounded to its clusters). `-t unsafe` like convert's default: the executor fsyncs the file
+ * before the step counts as done. One command per {@link COPY_ON_READ_RANGES_PER_COMMAND} ranges.
+ */
+export function copyOnReadCommands(args: {
+  image: string;
+  format: string;
+  ranges: readonly (readonly [number, number])[];
+}): Argv[] {
+  const commands: Argv[] = [];
+  for (let first = 0; first < args.ranges.length; first += COPY_ON_READ_RANGES_PER_COMMAND) {
+    const reads = args.ranges
+      .slice(first, first + COPY_ON_READ_RANGES_PER_COMMAND)
+      .flatMap(([offset, length]) => ['-c', `read -q ${offset} ${length}`]);
+    commands.push(['qemu-io', '-C', '-t', 'unsafe', '-f', args.format, ...reads, fileArg(args.image)]);
+  }
+  return commands;
+}
+
 /** `qemu-img amend`: changes compat / lazy_refcounts / refcount_bits of a qcow2 image in place. */
 export function amendCommand(args: { image: string; format: string; options: Options }): Argv {
   return ['qemu-img', 'amend', '-p', '-f', args.format, ...withOptions(args.options), fileArg(args.image)];

@@ -95,6 +95,12 @@ class FakeEffects implements StepEffects {
   async refreshChain(p: string, chain: string) {
     this.log.push(`refresh ${p} ${chain}`);
   }
+  /** Files the test says changed since planning, with how. */
+  readonly changed = new Map<string, string>();
+  async changedSincePlanned(p: string) {
+    this.log.push(`check ${p}`);
+    return this.changed.get(p);
+  }
 }
 
 const ok = () => ({ exitCode: 0, stdout: '', stderr: '' });
@@ -237,6 +243,24 @@ describe('executePlan', () => {
     const effects = new FakeEffects(ok);
     await executePlan(planOf([step('a', [], false)]), { effects, jobs: 1 });
     expect(effects.log).toEqual(['run a', 'flush /out/a']);
+  });
+
+  it('refuses to start a step whose planned-from file changed, running none of its commands', async () => {
+    const effects = new FakeEffects(ok);
+    const fingerprint = { dev: '1', ino: '2', size: '3', mtimeNs: '4' };
+    const planned = { ...step('a'), plannedFrom: [{ path: '/in/src.qcow2', fingerprint }] };
+    const unchanged = await executePlan(planOf([planned]), { effects, jobs: 1 });
+    expect(unchanged.ok).toBe(true);
+    expect(effects.log.slice(0, 2)).toEqual(['check /in/src.qcow2', 'prepare /out/.a.tmp']);
+
+    const later = new FakeEffects(ok);
+    later.changed.set('/in/src.qcow2', 'it was modified since the plan was made');
+    const summary = await executePlan(planOf([planned]), { effects: later, jobs: 1 });
+    expect(summary.ok).toBe(false);
+    expect(summary.failed[0]?.message).toContain('/in/src.qcow2 cannot be used as planned: it was modified');
+    expect(later.log.filter((l) => l.startsWith('run') || l.startsWith('commit') || l.startsWith('record'))).toEqual(
+      [],
+    );
   });
 
   it('on failure: removes the temporary file, launches nothing new, lets running steps finish', async () => {

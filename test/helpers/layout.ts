@@ -1,5 +1,6 @@
 // Synthetic inspected layouts for planner unit tests: what qemu-img info would have reported.
 import type { ChainLayer, InspectedFile, InspectedLayout } from '../../src/inspect/inspect-layout.js';
+import type { SnapshotDelta } from '../../src/inspect/snapshot-deltas.js';
 import type { Fingerprint } from '../../src/state/fingerprint.js';
 import type { Ledger } from '../../src/state/ledger.js';
 
@@ -47,8 +48,12 @@ export function file(format: string, layers: ChainLayer[]): InspectedFile {
   return { path: top.filename, fingerprint: top.fingerprint, format, chain: linked };
 }
 
-/** A layout from files, an optional ledger, and plenty of free space in /work/m/out. */
-export function layoutOf(files: InspectedFile[], ledger: Ledger = { version: 1, outputs: {} }): InspectedLayout {
+/** A layout from files, an optional ledger and snapshot deltas, and plenty of free space in /work/m/out. */
+export function layoutOf(
+  files: InspectedFile[],
+  ledger: Ledger = { version: 1, outputs: {} },
+  snapshotDeltas: SnapshotDelta[] = [],
+): InspectedLayout {
   const space = { dir: '/work/m/out', freeBytes: 10 * 1024 * MiB };
   return {
     files: new Map(files.map((f) => [f.path, f])),
@@ -57,6 +62,7 @@ export function layoutOf(files: InspectedFile[], ledger: Ledger = { version: 1, 
       ['/work/m/out', space],
       ['/work/m', space],
     ]),
+    snapshotDeltas,
   };
 }
 

@@ -41,7 +41,7 @@ describe('plan --emit sh', () => {
     const run = await execa('sh', [join(dir, 'reshape.sh')], { cwd: '/', reject: false });
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toContain(
-      `chainform script: ${join(dir, 'a-copy.qcow2')} changed since the plan was made; nothing was run`,
+      `chainform script: ${join(dir, 'a-copy.qcow2')} changed since the plan was made; stopped before anything that reads it ran`,
     );
     expect((await imageInfo(join(dir, 'top.qcow2'), 'qcow2'))['backing-filename']).toBe(before);
   });

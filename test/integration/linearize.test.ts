@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
 import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
-import { chainform, checkImage, compareImages, imageInfo, qemuImg, topLayerDataBytes } from '../helpers/qemu.js';
+import { chainform, checkImage, compareImages, imageInfo, MiB, qemuImg, topLayerDataBytes } from '../helpers/qemu.js';
 import { LINKS, linearManifest, makeRfcChain } from '../helpers/rfc-chain.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -67,7 +67,7 @@ describe('linearising internal snapshots', () => {
     const { dir } = ws;
     await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
     const real = new ExecaRunner();
-    // Real qemu-img, except that the safe rebase onto imageB_sn0 fails while the export serves.
+    // Real qemu-img, except that linking imageB_sn1 onto imageB_sn0 fails while the export serves.
     const failing: CommandRunner = {
       run: async (argv, options) => {
         if (argv[1] === 'rebase' && argv.includes('imageB_sn0.qcow2')) {
@@ -80,8 +80,29 @@ describe('linearising internal snapshots', () => {
     const planned = await plan(join(dir, 'manifest.yaml'));
     if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
     const summary = await apply(planned, { runner: failing });
-    expect(summary.failed.map((f) => f.stepId)).toEqual(['imageB_sn1:verified-convert-keep-backing']);
+    expect(summary.failed.map((f) => f.stepId)).toEqual(['imageB_sn1:delta']);
     expect(await helpersServing(dir)).toBe('');
     expect((await readdir(join(dir, 'export'))).filter((f) => f.includes('chainform-tmp'))).toEqual([]);
+  });
+
+  it('links between states of one file copy only the clusters whose tables differ, and refuse a changed file', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
+    const planned = await plan(join(dir, 'manifest.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    const deltas = planned.plan.steps.filter((s) => s.kind === 'delta');
+    // Links on a state of the same file; imageB_sn0 and imageC_sn0 sit on another file's link.
+    expect(deltas.map((s) => s.id)).toEqual(['imageA:delta', 'imageB_sn1:delta', 'imageB:delta', 'imageC:delta']);
+    // Each copies what was written after the state below it; imageC's zeroed megabyte counts too.
+    expect(deltas.map((s) => s.expectedWriteBytes / MiB)).toEqual([1, 1, 1, 2]);
+
+    // imageB is written after planning (as a VM would): its links must not be built from stale tables.
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x09 30M 64k', join(dir, 'imageB.qcow2')]);
+    await ws.acceptInputChanges();
+    const summary = await apply(planned, {});
+    expect(summary.ok).toBe(false);
+    expect(summary.failed[0]?.stepId).toBe('imageB_sn1:delta');
+    expect(summary.failed[0]?.message).toContain('imageB.qcow2 cannot be used as planned: it was modified');
+    expect((await readdir(join(dir, 'export'))).filter((f) => f.includes('imageB_sn1'))).toEqual([]);
   });
 });

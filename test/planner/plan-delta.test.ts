@@ -1,0 +1,64 @@
+// The delta recipe: links between two states of one qcow2 file copy only the clusters whose
+// tables differ, when inspection found those ranges for the file as it is now.
+import { describe, expect, it } from 'vitest';
+import type { SnapshotDelta } from '../../src/inspect/snapshot-deltas.js';
+import { planLayout } from '../../src/planner/plan-layout.js';
+import type { Plan } from '../../src/planner/plan-types.js';
+import { file, fp, layer, layoutOf } from '../helpers/layout.js';
+import { resolved } from '../helpers/manifest.js';
+
+const SOURCE = '/work/m/in/vm.qcow2';
+const MANIFEST = `version: 1
+images:
+  base: { path: out/base.qcow2, from: { path: in/vm.qcow2, format: qcow2, snapshot: sn0 } }
+  top: { path: out/top.qcow2, from: { path: in/vm.qcow2, format: qcow2 }, backing: base }
+`;
+const source = file('qcow2', [layer(SOURCE, 10, { snapshots: [{ id: '1', name: 'sn0', dateSec: 0, dateNsec: 0 }] })]);
+const delta = (extra: Partial<SnapshotDelta> = {}): SnapshotDelta => ({
+  path: SOURCE,
+  fingerprint: fp(10),
+  fromId: '1',
+  toId: null,
+  ranges: [
+    [0, 65536],
+    [1048576, 131072],
+  ],
+  bytes: 196608,
+  ...extra,
+});
+
+function planOf(deltas: SnapshotDelta[]): Plan {
+  const result = planLayout(resolved(MANIFEST), layoutOf([source], undefined, deltas));
+  if (!result.ok) throw new Error(JSON.stringify(result.diagnostics, null, 2));
+  return result.plan;
+}
+
+describe('planner: links between states of one qcow2 file', () => {
+  it('copies only the differing ranges into an overlay on the wanted state, then links it', () => {
+    const plan = planOf([delta()]);
+    expect(plan.steps.map((s) => s.id)).toEqual(['base:convert', 'top:delta']);
+    const step = plan.steps[1]!;
+    const tmp = '/work/m/out/.top.qcow2.chainform-tmp';
+    expect(step.dependsOn).toEqual(['base:convert']);
+    expect(step.plannedFrom).toEqual([{ path: SOURCE, fingerprint: fp(10) }]);
+    expect(step.expectedWriteBytes).toBe(196608);
+    expect(step.commands.map((c) => c.argv)).toEqual([
+      ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', SOURCE, '-F', 'qcow2', tmp],
+      ['qemu-io', '-C', '-t', 'unsafe', '-f', 'qcow2', '-c', 'read -q 0 65536', '-c', 'read -q 1048576 131072', tmp],
+      ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', tmp],
+    ]);
+  });
+
+  it('needs no copy at all when no cluster differs', () => {
+    const step = planOf([delta({ ranges: [], bytes: 0 })]).steps[1]!;
+    expect(step.commands.map((c) => c.argv[1])).toEqual(['create', 'rebase']);
+  });
+
+  it('falls back to a safe rebase when the ranges were read from another file or another state', () => {
+    for (const other of [delta({ fingerprint: fp(10, 2) }), delta({ fromId: '7' }), delta({ toId: '1' })]) {
+      const step = planOf([other]).steps[1]!;
+      expect(step.kind).toBe('diff');
+      expect(step.plannedFrom).toBeUndefined();
+    }
+  });
+});
