@@ -70,6 +70,8 @@ function stepLines(step: Step): string[] {
   } else {
     out.push(...commands(step.commands, ''));
   }
+  // And again after the commands: a write before qemu opened the file would make them stale.
+  for (const planned of step.plannedFrom ?? []) out.push(unchangedLine(planned.path, planned.fingerprint));
   if (step.helpers?.length) out.push('stop_helpers');
   // qemu-img writes with cache=unsafe: flush before a new name makes the file look finished.
   out.push('sync');

@@ -38,11 +38,12 @@ const SHOWN_IO_COMMANDS = 3;
 
 /** A command line as shown: exact, except that a long run of qemu-io reads is shortened. */
 function displayCommand(argv: readonly string[]): string {
+  if (argv[0] !== 'qemu-io') return shellQuote(argv);
   const first = argv.indexOf('-c');
   let end = first;
   while (end >= 0 && argv[end] === '-c' && argv[end + 1]?.startsWith('read ')) end += 2;
   const reads = (end - first) / 2;
-  if (argv[0] !== 'qemu-io' || reads <= SHOWN_IO_COMMANDS) return shellQuote(argv);
+  if (first < 0 || reads <= SHOWN_IO_COMMANDS) return shellQuote(argv);
   const head = argv.slice(0, first + 2 * SHOWN_IO_COMMANDS);
   return `${shellQuote(head)} ... (${reads - SHOWN_IO_COMMANDS} more reads) ${shellQuote(argv.slice(end))}`;
 }

@@ -81,7 +81,8 @@ async function runCommands(
           : `failed (exit ${result.exitCode})`;
       return {
         stepId: step.id,
-        message: `${argv[0]} ${argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || 'no message'}`}`,
+        // qemu-io prints its errors on standard output.
+        message: `${argv[0]} ${argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || qemuMessage(result.stdout) || 'no message'}`}`,
         argv,
         exitCode: result.exitCode,
         stderr: result.stderr,
@@ -89,6 +90,14 @@ async function runCommands(
     }
   }
   return null;
+}
+
+/** Throws unless every file the step's commands were computed from is as it was when planned. */
+async function ensureAsPlanned(step: Step, effects: StepEffects): Promise<void> {
+  for (const planned of step.plannedFrom ?? []) {
+    const change = await effects.changedSincePlanned(planned.path, planned.fingerprint);
+    if (change) throw new Error(`${planned.path} cannot be used as planned: ${change}; plan again`);
+  }
 }
 
 /**
@@ -125,10 +134,7 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
   let failure: StepFailure | null = null;
   try {
     await options.journal?.stepStarted(step);
-    for (const planned of step.plannedFrom ?? []) {
-      const change = await effects.changedSincePlanned(planned.path, planned.fingerprint);
-      if (change) throw new Error(`${planned.path} cannot be used as planned: ${change}; plan again`);
-    }
+    await ensureAsPlanned(step, effects);
     if (step.temporaryPath) await effects.prepareTemporary(step.temporaryPath);
     else if (step.ledger) await effects.markInProgress(step.path);
     for (const extra of step.extraTemporaries ?? []) await effects.prepareTemporary(extra.temporaryPath);
@@ -139,6 +145,8 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
       helpers.push(await effects.startHelper(expand(helper.argv), expand([helper.socket])[0] ?? helper.socket));
     }
     failure = await runCommands(step, options, expand);
+    // Written between the first check and qemu's open, the file would make the copies stale.
+    if (!failure) await ensureAsPlanned(step, effects);
     if (!failure) await completeStep(step, effects);
   } catch (e) {
     failure = { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };

@@ -14,16 +14,21 @@ export type ByteRange = readonly [offset: number, length: number];
 /** The guest ranges whose clusters may differ between two states, or why none can be given. */
 export type ClusterDelta = { ok: true; ranges: ByteRange[]; bytes: number } | { ok: false; why: string };
 
-/** One state of the file: where its L1 table lies, and the disk size it presents. */
+/**
+ * One state of the file: where its L1 table lies. Every state presents the header's disk size:
+ * qemu reads a snapshot (convert -l, qemu-nbd -l) at that size whatever size the snapshot
+ * records, with the clusters past its L1 table unallocated.
+ */
 interface State {
   l1Offset: number;
   l1Entries: number;
-  virtualSize: number;
 }
 
 /** The tables a delta needs from one qcow2 file. */
 interface Qcow2Tables {
   clusterBits: number;
+  /** The disk size every state presents (the header's). */
+  virtualSize: number;
   /** Extended L2 entries are 16 bytes (descriptor and subcluster bitmap), standard ones 8. */
   l2EntryBytes: number;
   active: State;
@@ -41,6 +46,10 @@ const L1_HIGH = 0x00ff_ffff;
 const L1_LOW = 0xffff_fe00;
 /** An L2 entry without its COPIED bit (63), which says only whether the refcount is 1. */
 const L2_HIGH_WITHOUT_COPIED = 0x7fff_ffff;
+/** The most extra data qemu accepts in a snapshot table entry. */
+const MAX_SNAPSHOT_EXTRA_BYTES = 1024;
+/** The longest range one qemu-io read copies. */
+export const MAX_RANGE_BYTES = 16 * 1024 * 1024;
 /** L1 tables past this are not read (a 32 MiB L1 maps 512 TiB at 64 KiB clusters). */
 const MAX_L1_BYTES = 32 * 1024 * 1024;
 
@@ -58,6 +67,7 @@ function readTables(fd: number): Qcow2Tables | string {
   const header = readAt(fd, 0, 104);
   if (header.readUInt32BE(0) !== QCOW2_MAGIC) return 'it is not a qcow2 file';
   const version = header.readUInt32BE(4);
+  if (version !== 2 && version !== 3) return `its qcow2 version (${version}) is not 2 or 3`;
   const clusterBits = header.readUInt32BE(20);
   if (clusterBits < 9 || clusterBits > 21) return `its cluster size (2^${clusterBits}) is not one qcow2 allows`;
   if (header.readUInt32BE(32) !== 0) return 'it is encrypted';
@@ -65,7 +75,7 @@ function readTables(fd: number): Qcow2Tables | string {
   const incompatible = version >= 3 ? header.readUInt32BE(76) : 0;
   if (version >= 3 && (header.readUInt32BE(72) !== 0 || (incompatible & ~KNOWN_INCOMPATIBLE) !== 0))
     return 'it uses qcow2 features this reader does not know (corrupt, external data file, or newer)';
-  const active = { l1Offset: uint64(header, 40), l1Entries: header.readUInt32BE(36), virtualSize: uint64(header, 24) };
+  const active = { l1Offset: uint64(header, 40), l1Entries: header.readUInt32BE(36) };
   const snapshots = new Map<string, State>();
   let at = uint64(header, 64);
   for (let i = 0; i < header.readUInt32BE(60); i++) {
@@ -73,14 +83,20 @@ function readTables(fd: number): Qcow2Tables | string {
     const extraBytes = entry.readUInt32BE(36);
     const idBytes = entry.readUInt16BE(12);
     const nameBytes = entry.readUInt16BE(14);
+    // qemu itself refuses more extra data than this: a larger figure is a damaged table.
+    if (extraBytes > MAX_SNAPSHOT_EXTRA_BYTES) return `its snapshot table is damaged (entry ${i})`;
     const rest = readAt(fd, at + 40, extraBytes + idBytes + nameBytes);
     const id = rest.toString('utf8', extraBytes, extraBytes + idBytes);
-    // The disk size a snapshot presents is in its extra data (bytes 8..15) since qemu 1.1.
-    if (extraBytes < 16) return `its snapshot ${id} does not record its disk size`;
-    snapshots.set(id, { l1Offset: uint64(entry, 0), l1Entries: entry.readUInt32BE(8), virtualSize: uint64(rest, 8) });
+    snapshots.set(id, { l1Offset: uint64(entry, 0), l1Entries: entry.readUInt32BE(8) });
     at += Math.ceil((40 + extraBytes + idBytes + nameBytes) / 8) * 8;
   }
-  return { clusterBits, l2EntryBytes: incompatible & EXTENDED_L2 ? 16 : 8, active, snapshots };
+  return {
+    clusterBits,
+    virtualSize: uint64(header, 24),
+    l2EntryBytes: incompatible & EXTENDED_L2 ? 16 : 8,
+    active,
+    snapshots,
+  };
 }
 
 /** The L1 table of a state; entries past its end are unallocated. */
@@ -106,14 +122,17 @@ function sameEntry(a: Buffer, b: Buffer, at: number, entryBytes: number): boolea
   );
 }
 
-/** Adjacent ranges merged as they are added in order. */
+/**
+ * Adjacent ranges merged as they are added in order, up to {@link MAX_RANGE_BYTES} each: qemu-io
+ * reads a range into one buffer of its size (and refuses one of 2 GiB).
+ */
 class RangeList {
   readonly ranges: [number, number][] = [];
   bytes = 0;
 
   add(offset: number, length: number): void {
     const last = this.ranges.at(-1);
-    if (last && last[0] + last[1] === offset) last[1] += length;
+    if (last && last[0] + last[1] === offset && last[1] + length <= MAX_RANGE_BYTES) last[1] += length;
     else this.ranges.push([offset, length]);
     this.bytes += length;
   }
@@ -123,7 +142,7 @@ class RangeList {
 function changedRanges(fd: number, tables: Qcow2Tables, from: State, to: State): RangeList {
   const clusterSize = 2 ** tables.clusterBits;
   const perL2 = clusterSize / tables.l2EntryBytes;
-  const clusters = Math.ceil(to.virtualSize / clusterSize);
+  const clusters = Math.ceil(tables.virtualSize / clusterSize);
   const l1From = l1Of(fd, from);
   const l1To = l1Of(fd, to);
   const empty = Buffer.alloc(clusterSize);
@@ -140,7 +159,7 @@ function changedRanges(fd: number, tables: Qcow2Tables, from: State, to: State):
     for (let i = 0; i < count; i++) {
       if (sameEntry(a, b, i * tables.l2EntryBytes, tables.l2EntryBytes)) continue;
       const offset = (first + i) * clusterSize;
-      changed.add(offset, Math.min(clusterSize, to.virtualSize - offset));
+      changed.add(offset, Math.min(clusterSize, tables.virtualSize - offset));
     }
   }
   return changed;
@@ -148,8 +167,8 @@ function changedRanges(fd: number, tables: Qcow2Tables, from: State, to: State):
 
 /**
  * The guest ranges of the qcow2 file at `path` whose content may differ between snapshot
- * `fromId` and snapshot `toId` (null: the active layer). The two states must present the same
- * disk size. The file must not be open for writing meanwhile (inspection checks the lock), and
+ * `fromId` and snapshot `toId` (null: the active layer), at the disk size qemu presents both
+ * with. The file must not be open for writing meanwhile (inspection checks the lock), and
  * the answer holds only while the file is unchanged: steps built on it check its fingerprint.
  */
 export function clusterDelta(path: string, fromId: string | null, toId: string | null): ClusterDelta {
@@ -162,11 +181,10 @@ export function clusterDelta(path: string, fromId: string | null, toId: string |
   try {
     const tables = readTables(fd);
     if (typeof tables === 'string') return { ok: false, why: tables };
-    const stateOf = (id: string | null) => (id === null ? tables.active : tables.snapshots.get(id));
-    const from = stateOf(fromId);
-    const to = stateOf(toId);
+    const tablesOf = (id: string | null) => (id === null ? tables.active : tables.snapshots.get(id));
+    const from = tablesOf(fromId);
+    const to = tablesOf(toId);
     if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
-    if (from.virtualSize !== to.virtualSize) return { ok: false, why: 'the two states present different disk sizes' };
     const changed = changedRanges(fd, tables, from, to);
     return { ok: true, ranges: changed.ranges, bytes: changed.bytes };
   } catch (e) {

@@ -24,7 +24,7 @@ export interface SnapshotDelta {
 }
 
 /** The snapshot id a source value selects in `file`; null for the active layer; undefined: none. */
-function stateOf(file: InspectedFile, snapshot: string | undefined): string | null | undefined {
+function selectedId(file: InspectedFile, snapshot: string | undefined): string | null | undefined {
   if (snapshot === undefined) return null;
   const selected = selectSnapshot(file.chain?.[0]?.snapshots ?? [], snapshot);
   return selected.kind === 'found' ? selected.id : undefined;
@@ -32,8 +32,8 @@ function stateOf(file: InspectedFile, snapshot: string | undefined): string | nu
 
 /**
  * Deltas for every image whose source and whose backing image's source are two states of the
- * same qcow2 file. Pairs whose tables cannot be read, or that are not usable (different disk
- * sizes, unknown features), are left out: the planner then uses a safe rebase.
+ * same qcow2 file. Pairs whose tables cannot be read, or that are not usable (unknown features,
+ * encryption, damage), are left out: the planner then uses a safe rebase.
  */
 export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<string, InspectedFile>): SnapshotDelta[] {
   const deltas = new Map<string, SnapshotDelta>();
@@ -45,8 +45,8 @@ export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<st
       continue;
     const file = files.get(source.path);
     if (!file?.fingerprint || !file.chain) continue;
-    const toId = stateOf(file, source.snapshot);
-    const fromId = stateOf(file, below.snapshot);
+    const toId = selectedId(file, source.snapshot);
+    const fromId = selectedId(file, below.snapshot);
     if (toId === undefined || fromId === undefined || toId === fromId) continue;
     const key = JSON.stringify([source.path, fromId, toId]);
     if (deltas.has(key)) continue;

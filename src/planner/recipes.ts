@@ -281,8 +281,9 @@ export function deltaStep(
         purpose: 'link it to the declared backing (every cluster not copied is the same there)',
       },
     ],
+    // An estimate, not a bound: the overlay rounds each range to its own clusters, and a range
+    // the wanted state zeroed is written as zero clusters (almost nothing).
     expectedWriteBytes: delta.bytes,
-    // The overlay rounds each range to its own clusters.
     writeBytesIsUpperBound: false,
   };
 }

@@ -263,6 +263,23 @@ describe('executePlan', () => {
     );
   });
 
+  it('fails a planned-from step whose file changed while its commands ran, before recording it', async () => {
+    const effects = new FakeEffects(ok);
+    const fingerprint = { dev: '1', ino: '2', size: '3', mtimeNs: '4' };
+    const planned = { ...step('a'), plannedFrom: [{ path: '/in/src.qcow2', fingerprint }] };
+    const run = effects.run.bind(effects);
+    effects.run = async (argv, options) => {
+      effects.changed.set('/in/src.qcow2', 'it was modified since the plan was made');
+      return run(argv, options);
+    };
+    const summary = await executePlan(planOf([planned]), { effects, jobs: 1 });
+    expect(summary.ok).toBe(false);
+    expect(summary.failed[0]?.message).toContain('cannot be used as planned');
+    expect(effects.log).toContain('run a');
+    expect(effects.log).toContain('discard /out/.a.tmp');
+    expect(effects.log.filter((l) => l.startsWith('commit') || l.startsWith('record'))).toEqual([]);
+  });
+
   it('on failure: removes the temporary file, launches nothing new, lets running steps finish', async () => {
     const effects = new FakeEffects();
     const events: ExecutionEvent[] = [];
