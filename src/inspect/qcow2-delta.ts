@@ -7,6 +7,14 @@
 // twice through a safe rebase. Only metadata is read; anything unusual gives no answer, and the
 // planner then falls back to the safe rebase.
 import { closeSync, openSync, readSync } from 'node:fs';
+import {
+  L1_OFFSET_HIGH,
+  MAX_CLUSTER_BITS,
+  MAX_TABLE_BYTES,
+  MIN_CLUSTER_BITS,
+  OFFSET_LOW,
+  uint64At,
+} from './qcow2-fields.js';
 
 /** A run of guest bytes: offset and length. */
 export type ByteRange = readonly [offset: number, length: number];
@@ -40,18 +48,12 @@ const QCOW2_MAGIC = 0x514649fb;
 /** Incompatible feature bits whose images this reader understands: dirty (0), compression type (3), extended L2 (4). */
 const KNOWN_INCOMPATIBLE = 0b11001;
 const EXTENDED_L2 = 0b10000;
-const WORD = 2 ** 32;
-/** Bits 9..55 of an L1 entry (its L2 table's offset) in the high and low words. */
-const L1_HIGH = 0x00ff_ffff;
-const L1_LOW = 0xffff_fe00;
 /** An L2 entry without its COPIED bit (63), which says only whether the refcount is 1. */
 const L2_HIGH_WITHOUT_COPIED = 0x7fff_ffff;
 /** The most extra data qemu accepts in a snapshot table entry. */
 const MAX_SNAPSHOT_EXTRA_BYTES = 1024;
 /** The longest range one qemu-io read copies. */
 export const MAX_RANGE_BYTES = 16 * 1024 * 1024;
-/** L1 tables past this are not read (a 32 MiB L1 maps 512 TiB at 64 KiB clusters). */
-const MAX_L1_BYTES = 32 * 1024 * 1024;
 
 function readAt(fd: number, offset: number, length: number): Buffer {
   const data = Buffer.alloc(length);
@@ -60,8 +62,6 @@ function readAt(fd: number, offset: number, length: number): Buffer {
   return data;
 }
 
-const uint64 = (data: Buffer, at: number) => data.readUInt32BE(at) * WORD + data.readUInt32BE(at + 4);
-
 /** The header and snapshot table of the open qcow2 file `fd`, or why they are not usable. */
 function readTables(fd: number): Qcow2Tables | string {
   const header = readAt(fd, 0, 104);
@@ -69,15 +69,16 @@ function readTables(fd: number): Qcow2Tables | string {
   const version = header.readUInt32BE(4);
   if (version !== 2 && version !== 3) return `its qcow2 version (${version}) is not 2 or 3`;
   const clusterBits = header.readUInt32BE(20);
-  if (clusterBits < 9 || clusterBits > 21) return `its cluster size (2^${clusterBits}) is not one qcow2 allows`;
+  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS)
+    return `its cluster size (2^${clusterBits}) is not one qcow2 allows`;
   if (header.readUInt32BE(32) !== 0) return 'it is encrypted';
   // The high word of the incompatible features must be clear too: unknown features change how tables read.
   const incompatible = version >= 3 ? header.readUInt32BE(76) : 0;
   if (version >= 3 && (header.readUInt32BE(72) !== 0 || (incompatible & ~KNOWN_INCOMPATIBLE) !== 0))
     return 'it uses qcow2 features this reader does not know (corrupt, external data file, or newer)';
-  const active = { l1Offset: uint64(header, 40), l1Entries: header.readUInt32BE(36) };
+  const active = { l1Offset: uint64At(header, 40), l1Entries: header.readUInt32BE(36) };
   const snapshots = new Map<string, State>();
-  let at = uint64(header, 64);
+  let at = uint64At(header, 64);
   for (let i = 0; i < header.readUInt32BE(60); i++) {
     const entry = readAt(fd, at, 40);
     const extraBytes = entry.readUInt32BE(36);
@@ -87,12 +88,12 @@ function readTables(fd: number): Qcow2Tables | string {
     if (extraBytes > MAX_SNAPSHOT_EXTRA_BYTES) return `its snapshot table is damaged (entry ${i})`;
     const rest = readAt(fd, at + 40, extraBytes + idBytes + nameBytes);
     const id = rest.toString('utf8', extraBytes, extraBytes + idBytes);
-    snapshots.set(id, { l1Offset: uint64(entry, 0), l1Entries: entry.readUInt32BE(8) });
+    snapshots.set(id, { l1Offset: uint64At(entry, 0), l1Entries: entry.readUInt32BE(8) });
     at += Math.ceil((40 + extraBytes + idBytes + nameBytes) / 8) * 8;
   }
   return {
     clusterBits,
-    virtualSize: uint64(header, 24),
+    virtualSize: uint64At(header, 24),
     l2EntryBytes: incompatible & EXTENDED_L2 ? 16 : 8,
     active,
     snapshots,
@@ -101,14 +102,13 @@ function readTables(fd: number): Qcow2Tables | string {
 
 /** The L1 table of a state; entries past its end are unallocated. */
 function l1Of(fd: number, state: State): Buffer {
-  if (state.l1Entries * 8 > MAX_L1_BYTES) throw new Error('its L1 table is too large to read');
+  if (state.l1Entries * 8 > MAX_TABLE_BYTES) throw new Error('its L1 table is too large to read');
   return state.l1Entries === 0 ? Buffer.alloc(0) : readAt(fd, state.l1Offset, state.l1Entries * 8);
 }
 
 /** The L2 table offset of L1 entry `index` (0: none). */
 function l2OffsetAt(l1: Buffer, index: number): number {
-  if (index * 8 >= l1.length) return 0;
-  return (l1.readUInt32BE(index * 8) & L1_HIGH) * WORD + ((l1.readUInt32BE(index * 8 + 4) & L1_LOW) >>> 0);
+  return index * 8 < l1.length ? uint64At(l1, index * 8, L1_OFFSET_HIGH, OFFSET_LOW) : 0;
 }
 
 /** True when L2 entry `at` presents the same bytes in both tables (see the file comment). */

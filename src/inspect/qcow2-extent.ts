@@ -4,26 +4,18 @@
 // such clusters as zeros without complaint, so chainform would otherwise copy an empty or
 // partial disk as if it were whole. Only metadata is read; nothing is repaired or interpreted
 // beyond "does it fit in the file".
-// Offsets are JavaScript numbers: exact up to 8 PiB, past any real image, and a bigint per table
-// entry would cost more than the check itself (measured on 10,000 files).
 import { readSync } from 'node:fs';
+import {
+  L1_OFFSET_HIGH,
+  MAX_CLUSTER_BITS,
+  MAX_TABLE_BYTES,
+  MIN_CLUSTER_BITS,
+  OFFSET_LOW,
+  uint64At,
+} from './qcow2-fields.js';
 
-/** The largest table read whole (L1 or refcount table); larger ones are only bounds-checked. */
-const MAX_TABLE_BYTES = 32 * 1024 * 1024;
-/** The cluster sizes qcow2 allows, as powers of two (docs/interop/qcow2.txt: 9 to 21). */
-const MIN_CLUSTER_BITS = 9;
-const MAX_CLUSTER_BITS = 21;
-/** Bits 9..55 of an L1 entry hold the L2 table's offset: these masks take its high and low words. */
-const L1_OFFSET_HIGH = 0x00ff_ffff;
 /** Bits 9..63 of a refcount table entry hold the refcount block's offset. */
 const REFTABLE_OFFSET_HIGH = 0xffff_ffff;
-const OFFSET_LOW = 0xffff_fe00;
-const WORD = 2 ** 32;
-
-/** The 64-bit big-endian number at `at` (a header field), masked word by word. */
-function uint64At(data: Buffer, at: number, highMask = 0xffff_ffff, lowMask = 0xffff_ffff): number {
-  return ((data.readUInt32BE(at) & highMask) >>> 0) * WORD + ((data.readUInt32BE(at + 4) & lowMask) >>> 0);
-}
 
 /**
  * `bytes` bytes of the open file `fd` from `offset`, or none when the table is too large to
