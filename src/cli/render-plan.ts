@@ -63,6 +63,12 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
       lines.push(`    ${style.paint('bold', step.id)}  writes ${describeBytes(step)}`);
       lines.push(`      why: ${step.reason}`);
       if (step.dependsOn.length) lines.push(`      after: ${step.dependsOn.join(', ')}`);
+      if (step.finishAfter) {
+        const from = step.commands[step.finishAfter.beforeCommand]?.argv.slice(0, 2).join(' ') ?? 'the end';
+        lines.push(
+          `      after: ${step.finishAfter.steps.join(', ')}, from its ${from} on (with --jobs 2 or more, the commands before run beside it)`,
+        );
+      }
       for (const helper of step.helpers ?? []) {
         lines.push(style.paint('dim', `      with helper (${helper.purpose}):`));
         lines.push(style.paint('cyan', `      $ ${shellQuote(helper.argv)}`));

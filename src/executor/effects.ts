@@ -7,6 +7,7 @@ import type { Argv } from '../qemu/commands.js';
 import type { CommandResult, CommandRunner, RunOptions } from '../qemu/runner.js';
 import { type Fingerprint, fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
 import type { LedgerWriter } from '../state/ledger.js';
+import { startWriteback, type Writeback } from './early-writeback.js';
 import { type StartedHelper, startHelperProcess } from './helper-process.js';
 import { createRuntimeFolder } from './runtime-folders.js';
 
@@ -27,6 +28,11 @@ export interface StepEffects {
   discardTemporary(temporaryPath: string): Promise<void>;
   /** Flushes a file's data to disk (qemu-img writes with cache=unsafe by default). */
   flush(path: string): Promise<void>;
+  /**
+   * Starts writing `paths` back to disk while the step's commands write them, so that
+   * {@link flush} afterwards waits only for the rest (early-writeback.ts).
+   */
+  startWriteback(paths: readonly string[]): Writeback;
   /**
    * Records in the ledger that `path` was built as `intent` says. `located` maps final paths to
    * where those files are now (their temporary names): a rename keeps the fingerprint.
@@ -101,6 +107,10 @@ export class DiskEffects implements StepEffects {
     await fsyncPath(path, 'r+');
   }
 
+  startWriteback(paths: readonly string[]): Writeback {
+    return startWriteback(paths);
+  }
+
   async record(path: string, intent: LedgerIntent, located: Readonly<Record<string, string>> = {}): Promise<void> {
     const output = await fingerprintOf(located[path] ?? path);
     if (!output) throw new Error(`internal: ${path} vanished after its step`);
@@ -163,6 +173,9 @@ export class RecordingEffects implements StepEffects {
   async commitTemporary(): Promise<void> {}
   async discardTemporary(): Promise<void> {}
   async flush(): Promise<void> {}
+  startWriteback(): Writeback {
+    return { stop: async () => 0 };
+  }
   async record(): Promise<void> {}
   async markFinished(): Promise<void> {}
   async diskUsage(): Promise<number | undefined> {

@@ -27,16 +27,29 @@ export interface ExecuteOptions {
 /** Exit code of `qemu-img compare` when the images differ. */
 const CHECK_DIFFERENT = 1;
 
+/**
+ * Waits until the steps of `step.finishAfter` are done: undefined when they all are, else the
+ * failure of the step for the first one that failed.
+ */
+type FinishAfterWait = () => Promise<StepFailure | undefined>;
+
 /** Runs the step's commands (switching to `otherwise` on a "different" check); null on success. */
 async function runCommands(
   step: Step,
   options: ExecuteOptions,
   expand: (argv: Argv) => Argv,
+  waitForFinishAfter: FinishAfterWait,
 ): Promise<StepFailure | null> {
   const { effects, signal } = options;
   const emit = options.onEvent ?? (() => undefined);
   const queue = [...step.commands];
+  /** Index in `step.commands` of the next command, until a check switches to `otherwise`. */
+  let index: number | undefined = 0;
   for (let command = queue.shift(); command; command = queue.shift()) {
+    if (index !== undefined && index++ === step.finishAfter?.beforeCommand) {
+      const waited = await waitForFinishAfter();
+      if (waited) return waited;
+    }
     const argv = expand(command.argv);
     emit({ type: 'command-started', step, argv });
     let pid: number | undefined;
@@ -71,6 +84,7 @@ async function runCommands(
         };
       }
       queue.splice(0, queue.length, ...step.otherwise);
+      index = undefined;
       continue;
     }
     if (result.exitCode !== 0 || result.signal) {
@@ -92,6 +106,19 @@ async function runCommands(
   return null;
 }
 
+/** The step's temporary files with their final names, data file first. */
+function renamesOf(step: Step): { temporaryPath: string; path: string }[] {
+  return [
+    ...(step.extraTemporaries ?? []),
+    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
+  ];
+}
+
+/** The files the step's commands write, under the names they write them (flushed after). */
+function writtenFiles(step: Step): string[] {
+  return [...renamesOf(step).map((r) => r.temporaryPath), ...(step.temporaryPath ? [] : [step.path])];
+}
+
 /** Throws unless every file the step's commands were computed from is as it was when planned. */
 async function ensureAsPlanned(step: Step, effects: StepEffects): Promise<void> {
   for (const planned of step.plannedFrom ?? []) {
@@ -108,12 +135,8 @@ async function ensureAsPlanned(step: Step, effects: StepEffects): Promise<void> 
  * output rather than refuse a file that matches neither its old entry nor its new one.
  */
 async function completeStep(step: Step, effects: StepEffects): Promise<void> {
-  const renames = [
-    ...(step.extraTemporaries ?? []),
-    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
-  ];
-  for (const { temporaryPath } of renames) await effects.flush(temporaryPath);
-  if (!step.temporaryPath) await effects.flush(step.path);
+  const renames = renamesOf(step);
+  for (const path of writtenFiles(step)) await effects.flush(path);
   const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
   if (step.ledger) await effects.record(step.path, step.ledger, located);
   for (const { temporaryPath, path } of renames) await effects.commitTemporary(temporaryPath, path);
@@ -127,7 +150,11 @@ async function completeStep(step: Step, effects: StepEffects): Promise<void> {
  * in the ledger and rename. Helpers are stopped and the runtime folder removed whatever happens; a failed step leaves no
  * temporary file behind.
  */
-async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure | null> {
+async function runStep(
+  step: Step,
+  options: ExecuteOptions,
+  waitForFinishAfter: FinishAfterWait,
+): Promise<StepFailure | null> {
   const { effects } = options;
   const helpers: StartedHelper[] = [];
   let runtime: string | undefined;
@@ -144,9 +171,19 @@ async function runStep(step: Step, options: ExecuteOptions): Promise<StepFailure
     for (const helper of step.helpers ?? []) {
       helpers.push(await effects.startHelper(expand(helper.argv), expand([helper.socket])[0] ?? helper.socket));
     }
-    failure = await runCommands(step, options, expand);
+    const writeback = effects.startWriteback(writtenFiles(step));
+    try {
+      failure = await runCommands(step, options, expand, waitForFinishAfter);
+    } finally {
+      // A failed command's output is discarded: its write error would only hide the command's.
+      await writeback.stop().catch((e: unknown) => {
+        if (!failure) throw e;
+      });
+    }
     // Written between the first check and qemu's open, the file would make the copies stale.
     if (!failure) await ensureAsPlanned(step, effects);
+    // Also when the commands ended before `beforeCommand` (or took the `otherwise` branch).
+    if (!failure && step.finishAfter) failure = (await waitForFinishAfter()) ?? null;
     if (!failure) await completeStep(step, effects);
   } catch (e) {
     failure = { stepId: step.id, message: `${step.id}: ${(e as Error).message}` };
@@ -175,17 +212,33 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   const done: string[] = [];
   const failed: StepFailure[] = [];
   const running = new Map<string, Promise<void>>();
+  /** Per launched step, whether it succeeded, once it has finished. */
+  const outcomes = new Map<string, Promise<boolean>>();
 
   const launchable = () => failed.length === 0 && !options.signal?.aborted && running.size < jobs;
+  // A step that waits for a `finishAfter` step starts only once that one runs: the steps it
+  // waits for hold jobs of their own, so waiting steps can never fill every job and stall.
+  const ready = (step: Step) =>
+    step.dependsOn.every((d) => done.includes(d)) &&
+    (step.finishAfter?.steps ?? []).every((d) => done.includes(d) || running.has(d));
+  const finishAfterOf =
+    (step: Step): FinishAfterWait =>
+    async () => {
+      for (const id of step.finishAfter?.steps ?? []) {
+        if (await outcomes.get(id)) continue;
+        return { stepId: step.id, message: `${step.id}: stopped unfinished: it needs ${id}, which did not finish` };
+      }
+      return undefined;
+    };
 
   while (true) {
     while (launchable()) {
-      const index = waiting.findIndex((s) => s.dependsOn.every((d) => done.includes(d)));
+      const index = waiting.findIndex(ready);
       if (index < 0) break;
       const [step] = waiting.splice(index, 1) as [Step];
       emit({ type: 'step-started', step });
       const stepStart = now();
-      const promise = runStep(step, options).then(async (failure) => {
+      const promise = runStep(step, options, finishAfterOf(step)).then(async (failure) => {
         const outputBytes = failure ? undefined : await options.effects.diskUsage(step.path).catch(() => undefined);
         running.delete(step.id);
         if (failure) {
@@ -198,6 +251,10 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         }
       });
       running.set(step.id, promise);
+      outcomes.set(
+        step.id,
+        promise.then(() => done.includes(step.id)),
+      );
     }
     if (running.size === 0) break;
     await Promise.race(running.values());

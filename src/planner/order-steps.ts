@@ -1,13 +1,13 @@
 // Orders the plan's steps: adds "readers before writers" edges for files changed in place, then
 // sorts topologically with a deterministic tie-break (manifest order, then step order).
-import type { Step } from './plan-types.js';
+import { type Step, stepsBefore } from './plan-types.js';
 
 function ancestorsOf(step: Step, byId: ReadonlyMap<string, Step>, memo: Map<string, Set<string>>): Set<string> {
   const cached = memo.get(step.id);
   if (cached) return cached;
   const result = new Set<string>();
   memo.set(step.id, result);
-  for (const dep of step.dependsOn) {
+  for (const dep of stepsBefore(step)) {
     result.add(dep);
     const depStep = byId.get(dep);
     if (depStep) for (const a of ancestorsOf(depStep, byId, memo)) result.add(a);
@@ -37,7 +37,7 @@ export function addReaderEdges(steps: Step[]): void {
 
 /** Kahn's algorithm. Returns null when the steps contain a dependency cycle. */
 export function topologicalOrder(steps: readonly Step[], rank: (step: Step) => number): Step[] | null {
-  const remaining = new Map(steps.map((s) => [s.id, new Set(s.dependsOn)]));
+  const remaining = new Map(steps.map((s) => [s.id, new Set(stepsBefore(s))]));
   const ordered: Step[] = [];
   while (remaining.size > 0) {
     const ready = steps.filter((s) => remaining.get(s.id)?.size === 0).sort((a, b) => rank(a) - rank(b));

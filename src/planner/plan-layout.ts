@@ -11,7 +11,7 @@ import { ContentIdentity, contentKey } from './content-identity.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, planContent, settleStaleContent } from './plan-content.js';
 import type { ContentPlan, PlanContext } from './plan-context.js';
-import type { ImagePlan, Plan, SpaceCheck, Step } from './plan-types.js';
+import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
 import { type BackingTarget, type Target, temporaryPathFor, withDataFile } from './recipes.js';
 
 /** Images ordered so that every backing comes before the images on top of it. */
@@ -242,7 +242,7 @@ export function planLayout(
       diagnostics: [
         error(
           'plan-cycle',
-          `the steps depend on each other in a cycle: ${steps.map((s) => `${s.id} after ${s.dependsOn.join(', ') || 'nothing'}`).join('; ')}`,
+          `the steps depend on each other in a cycle: ${steps.map((s) => `${s.id} after ${stepsBefore(s).join(', ') || 'nothing'}`).join('; ')}`,
         ),
       ],
     };

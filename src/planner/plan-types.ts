@@ -84,6 +84,14 @@ export interface Step {
   reason: string;
   /** Steps that must finish first. */
   dependsOn: string[];
+  /**
+   * Steps this one needs only from its command `beforeCommand` on (and to finish): with a job
+   * to spare it starts while they run, runs its first commands beside them, then waits for
+   * them. A linearised link copies its clusters from the source while the link below is still
+   * being written, and links itself to it (`rebase -u`) once it is done. Ordered like
+   * `dependsOn` everywhere else (a serial run, `--emit sh`).
+   */
+  finishAfter?: { steps: string[]; beforeCommand: number };
   /** Files the step reads. */
   reads: string[];
   /** Final files the step writes (in place, or by renaming its temporary file). */
@@ -150,4 +158,9 @@ export interface Plan {
    */
   retire: string[];
   warnings: Diagnostic[];
+}
+
+/** Every step `step` comes after in a serial order: `dependsOn` and `finishAfter` alike. */
+export function stepsBefore(step: Step): string[] {
+  return [...step.dependsOn, ...(step.finishAfter?.steps ?? [])];
 }

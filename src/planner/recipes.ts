@@ -260,8 +260,12 @@ export function deltaStep(
   const temporaryPath = temporaryPathFor(target.path);
   const overlay = contentForOverlay(content);
   const copies = copyOnReadCommands({ image: temporaryPath, format: target.format, ranges: delta.ranges });
+  const { dependsOn, ...base } = baseStep('delta', target, reason, content.chain, backing);
   return {
-    ...baseStep('delta', target, reason, content.chain, backing),
+    ...base,
+    // The copies read only the source: the link below is needed from the `rebase -u` on.
+    dependsOn: [],
+    ...(dependsOn.length ? { finishAfter: { steps: dependsOn, beforeCommand: 1 + copies.length } } : {}),
     temporaryPath,
     ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     plannedFrom: [{ path: delta.path, fingerprint: delta.fingerprint }],

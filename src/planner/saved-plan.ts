@@ -52,6 +52,7 @@ function stepSignature(step: Plan['steps'][number]): string {
     step.kind,
     step.path,
     step.dependsOn,
+    step.finishAfter ?? null,
     step.temporaryPath ?? null,
     step.extraTemporaries ?? [],
     (step.helpers ?? []).map((h) => h.argv),

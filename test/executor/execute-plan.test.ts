@@ -69,6 +69,20 @@ class FakeEffects implements StepEffects {
   async flush(p: string) {
     this.log.push(`flush ${p}`);
   }
+  /** When set, writeback starts and stops are logged too. */
+  logWriteback = false;
+  /** What the next writeback's stop() fails with. */
+  writebackError: Error | undefined;
+  startWriteback(paths: readonly string[]) {
+    if (this.logWriteback) this.log.push(`writeback ${paths.join(' ')}`);
+    return {
+      stop: async () => {
+        if (this.logWriteback) this.log.push('writeback stopped');
+        if (this.writebackError) throw this.writebackError;
+        return 1;
+      },
+    };
+  }
   async record(p: string, _intent: LedgerIntent, located: Readonly<Record<string, string>> = {}) {
     this.log.push(located[p] ? `record ${p} (now ${located[p]})` : `record ${p}`);
   }
@@ -125,10 +139,101 @@ describe('executePlan', () => {
     expect(effects.maxRunning).toBe(1);
   });
 
+  /** Step b: commands b1 and b2, the second only once `a` is done (a linearised link's shape). */
+  const finishingAfterA = (): Step => ({
+    ...step('b'),
+    finishAfter: { steps: ['a'], beforeCommand: 1 },
+    commands: [
+      { argv: ['qemu-io', '-c', 'b1'], purpose: 'copies' },
+      { argv: ['qemu-img', 'rebase', 'b2'], purpose: 'link' },
+    ],
+  });
+
+  it('runs the first commands of a finishAfter step beside the step it needs, the rest after it', async () => {
+    const effects = new FakeEffects();
+    const run = executePlan(planOf([step('a'), finishingAfterA()]), { effects, jobs: 2 });
+    await tick();
+    effects.release('b1');
+    await tick();
+    // b1 ran and finished while a still runs; b2 waits for a.
+    expect([...effects.log].sort()).toEqual(['prepare /out/.a.tmp', 'prepare /out/.b.tmp', 'run a', 'run b1']);
+    effects.release('a');
+    await tick();
+    effects.release('b2');
+    const summary = await run;
+    expect(summary.done).toEqual(['a', 'b']);
+    expect(effects.log.indexOf('run b2')).toBeGreaterThan(effects.log.indexOf('commit /out/.a.tmp -> /out/a'));
+    expect(effects.log.at(-1)).toBe('commit /out/.b.tmp -> /out/b');
+  });
+
+  it('starts a finishAfter step only after the step it needs with jobs 1', async () => {
+    const effects = new FakeEffects(ok);
+    const summary = await executePlan(planOf([step('a'), finishingAfterA()]), { effects, jobs: 1 });
+    expect(summary.done).toEqual(['a', 'b']);
+    expect(effects.maxRunning).toBe(1);
+    expect(effects.log.indexOf('run b1')).toBeGreaterThan(effects.log.indexOf('commit /out/.a.tmp -> /out/a'));
+  });
+
+  it('stops a finishAfter step unfinished when the step it needs fails, leaving nothing behind', async () => {
+    const effects = new FakeEffects();
+    const run = executePlan(planOf([step('a'), finishingAfterA()]), { effects, jobs: 2 });
+    await tick();
+    effects.release('b1');
+    await tick();
+    effects.release('a', 1);
+    const summary = await run;
+    expect(summary.failed.map((f) => [f.stepId, f.message])).toEqual([
+      ['a', 'qemu-img convert failed (exit 1): boom'],
+      ['b', 'b: stopped unfinished: it needs a, which did not finish'],
+    ]);
+    expect(effects.log).not.toContain('run b2');
+    expect(effects.log).toContain('discard /out/.b.tmp');
+    expect(effects.log.filter((line) => line.startsWith('commit'))).toEqual([]);
+  });
+
   it('writes to a temporary file, flushes it and commits it only after success', async () => {
     const effects = new FakeEffects(ok);
     await executePlan(planOf([step('a')]), { effects, jobs: 1 });
     expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'flush /out/.a.tmp', 'commit /out/.a.tmp -> /out/a']);
+  });
+
+  it('writes the outputs back while the commands run and stops before the flush', async () => {
+    const effects = new FakeEffects(ok);
+    effects.logWriteback = true;
+    const withDataFile: Step = {
+      ...step('a'),
+      extraTemporaries: [{ temporaryPath: '/out/.a.raw.tmp', path: '/out/a.raw' }],
+    };
+    await executePlan(planOf([withDataFile, step('b', ['a'], false)]), { effects, jobs: 1 });
+    expect(effects.log).toEqual([
+      'prepare /out/.a.tmp',
+      'prepare /out/.a.raw.tmp',
+      'writeback /out/.a.raw.tmp /out/.a.tmp',
+      'run a',
+      'writeback stopped',
+      'flush /out/.a.raw.tmp',
+      'flush /out/.a.tmp',
+      'commit /out/.a.raw.tmp -> /out/a.raw',
+      'commit /out/.a.tmp -> /out/a',
+      'writeback /out/b',
+      'run b',
+      'writeback stopped',
+      'flush /out/b',
+    ]);
+  });
+
+  it('fails a step whose writeback hit a write error, and keeps a failed command its own message', async () => {
+    const effects = new FakeEffects(ok);
+    effects.writebackError = new Error('cannot write /out/.a.tmp back to disk: EIO: i/o error, fdatasync');
+    const summary = await executePlan(planOf([step('a')]), { effects, jobs: 1 });
+    expect(summary.failed).toEqual([
+      { stepId: 'a', message: 'a: cannot write /out/.a.tmp back to disk: EIO: i/o error, fdatasync' },
+    ]);
+    expect(effects.log).toEqual(['prepare /out/.a.tmp', 'run a', 'discard /out/.a.tmp']);
+    const failing = new FakeEffects(() => ({ exitCode: 1, stdout: '', stderr: 'qemu-img: No space left on device\n' }));
+    failing.writebackError = new Error('cannot write /out/.a.tmp back to disk: ENOSPC');
+    const failed = await executePlan(planOf([step('a')]), { effects: failing, jobs: 1 });
+    expect(failed.failed[0]?.message).toContain('No space left on device');
   });
 
   it('records the ledger before the rename, then refreshes the outputs whose chain the step rewrote', async () => {

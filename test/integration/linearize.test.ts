@@ -16,6 +16,25 @@ async function helpersServing(dir: string): Promise<string> {
   return String(result.stdout);
 }
 
+/**
+ * Every link of export/ presents its snapshot (against qemu-img's own export of it), is clean,
+ * stores exactly its delta and sits on the link below it.
+ */
+async function expectRfcLinks(dir: string): Promise<void> {
+  for (const [i, link] of LINKS.entries()) {
+    const out = join(dir, `export/${link.id}.qcow2`);
+    const reference = join(dir, `${link.id}.ref.raw`);
+    const select = link.snapshot ? ['-l', `snapshot.name=${link.snapshot}`] : [];
+    await qemuImg('convert', '-f', 'qcow2', ...select, '-O', 'raw', join(dir, `${link.image}.qcow2`), reference);
+    expect(await compareImages(out, 'qcow2', reference, 'raw'), link.id).toBe(0);
+    expect(await checkImage(out, 'qcow2'), link.id).toBe(0);
+    expect(await topLayerDataBytes(out, 'qcow2'), link.id).toBe(link.dataBytes);
+    const info = await imageInfo(out, 'qcow2');
+    const below = LINKS[i - 1];
+    expect(info['backing-filename'], link.id).toBe(below ? `${below.id}.qcow2` : undefined);
+  }
+}
+
 describe('linearising internal snapshots', () => {
   it('builds the RFC chain: each link presents its snapshot and stores only its delta', async () => {
     const { dir } = ws;
@@ -27,18 +46,7 @@ describe('linearising internal snapshots', () => {
       expect(applied.stdout).toContain(`verified ${link.id}: matches its source; check clean`);
     }
 
-    for (const [i, link] of LINKS.entries()) {
-      const out = join(dir, `export/${link.id}.qcow2`);
-      const reference = join(dir, `${link.id}.ref.raw`);
-      const select = link.snapshot ? ['-l', `snapshot.name=${link.snapshot}`] : [];
-      await qemuImg('convert', '-f', 'qcow2', ...select, '-O', 'raw', join(dir, `${link.image}.qcow2`), reference);
-      expect(await compareImages(out, 'qcow2', reference, 'raw'), link.id).toBe(0);
-      expect(await checkImage(out, 'qcow2'), link.id).toBe(0);
-      expect(await topLayerDataBytes(out, 'qcow2'), link.id).toBe(link.dataBytes);
-      const info = await imageInfo(out, 'qcow2');
-      const below = LINKS[i - 1];
-      expect(info['backing-filename'], link.id).toBe(below ? `${below.id}.qcow2` : undefined);
-    }
+    await expectRfcLinks(dir);
     // imageC's zeroed megabyte over base data is a zero cluster, not data.
     const map = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', join(dir, 'export/imageC.qcow2')));
     expect(map).toContainEqual(expect.objectContaining({ start: 2 * 1024 * 1024, depth: 0, zero: true, data: false }));
@@ -104,5 +112,28 @@ describe('linearising internal snapshots', () => {
     expect(summary.failed[0]?.stepId).toBe('imageB_sn1:delta');
     expect(summary.failed[0]?.message).toContain('imageB.qcow2 cannot be used as planned: it was modified');
     expect((await readdir(join(dir, 'export'))).filter((f) => f.includes('imageB_sn1'))).toEqual([]);
+  });
+
+  it('builds delta links beside the links they sit on with --jobs, each still exact', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
+    const planned = await plan(join(dir, 'manifest.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    const order: string[] = [];
+    const summary = await apply(planned, {
+      jobs: 4,
+      onEvent: (e) => {
+        if (e.type === 'step-started' || e.type === 'step-finished') order.push(`${e.type} ${e.step.id}`);
+      },
+    });
+    expect(summary.ok, JSON.stringify(summary.failed)).toBe(true);
+    // imageB_sn1's copies start while imageB_sn0, the link it sits on, is still being written.
+    const waits = planned.plan.steps.find((s) => s.id === 'imageB_sn1:delta')?.finishAfter;
+    expect(waits?.steps).toEqual(['imageB_sn0:convert-keep-backing']);
+    expect(order.indexOf('step-started imageB_sn1:delta')).toBeLessThan(
+      order.indexOf('step-finished imageB_sn0:convert-keep-backing'),
+    );
+    await expectRfcLinks(dir);
+    expect(await helpersServing(dir)).toBe('');
   });
 });

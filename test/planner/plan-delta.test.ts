@@ -39,7 +39,9 @@ describe('planner: links between states of one qcow2 file', () => {
     expect(plan.steps.map((s) => s.id)).toEqual(['base:convert', 'top:delta']);
     const step = plan.steps[1]!;
     const tmp = '/work/m/out/.top.qcow2.chainform-tmp';
-    expect(step.dependsOn).toEqual(['base:convert']);
+    // The copies need only the source; the rebase onto base.qcow2 (command 2) needs its link.
+    expect(step.dependsOn).toEqual([]);
+    expect(step.finishAfter).toEqual({ steps: ['base:convert'], beforeCommand: 2 });
     expect(step.plannedFrom).toEqual([{ path: SOURCE, fingerprint: fp(10) }]);
     expect(step.expectedWriteBytes).toBe(196608);
     expect(step.commands.map((c) => c.argv)).toEqual([
@@ -52,6 +54,7 @@ describe('planner: links between states of one qcow2 file', () => {
   it('needs no copy at all when no cluster differs', () => {
     const step = planOf([delta({ ranges: [], bytes: 0 })]).steps[1]!;
     expect(step.commands.map((c) => c.argv[1])).toEqual(['create', 'rebase']);
+    expect(step.finishAfter).toEqual({ steps: ['base:convert'], beforeCommand: 1 });
   });
 
   it('falls back to a safe rebase when the ranges were read from another file or another state', () => {

@@ -1,0 +1,68 @@
+// Writes a step's outputs back to disk while its commands are still writing them. qemu-img and
+// qemu-io write with cache=unsafe (no flush of their own), and the kernel starts writing dirty
+// pages back only once a share of RAM is dirty (10% by default): a 1 GiB output can sit in the
+// page cache until the step's flush, which then waits for the whole of it while the disk idled
+// during the copy (1.3-1.5 s after a 0.5 s convert on this project's machine). Calling fdatasync
+// on the output in a loop while the command runs keeps the disk busy, so the flush afterwards
+// waits only for the rest. It never changes what is written: fdatasync only writes dirty pages,
+// and the step still flushes its outputs after its commands, before it counts as done.
+import { type FileHandle, open } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A running writeback of some files. */
+export interface Writeback {
+  /**
+   * Stops it once the fdatasync in flight returns, with how many were done. Rejects when one
+   * failed: the kernel reports a write error to one open file only, so the step's own flush, on
+   * a file opened later, would not see it.
+   */
+  stop(): Promise<number>;
+}
+
+/** Timing of the loop; the defaults suit a command writing hundreds of MB per second. */
+export interface WritebackTiming {
+  /** Pause between two fdatasyncs, to leave the disk queue to the command now and then. */
+  pauseMs?: number;
+  /** Wait between two tries to open a file the command has not created yet. */
+  waitForFileMs?: number;
+}
+
+/** Writes one file back in a loop until `stopped()`; resolves with the fdatasyncs done. */
+async function writeBackLoop(path: string, stopped: () => boolean, timing: Required<WritebackTiming>): Promise<number> {
+  let handle: FileHandle | undefined;
+  let syncs = 0;
+  try {
+    while (!handle && !stopped()) {
+      // Read-only, and without QEMU's locks: this never conflicts with the command's own open.
+      handle = await open(path, 'r').catch(() => undefined);
+      if (!handle) await sleep(timing.waitForFileMs);
+    }
+    while (handle && !stopped()) {
+      await handle.datasync();
+      syncs++;
+      await sleep(timing.pauseMs);
+    }
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+  return syncs;
+}
+
+/** Starts writing `paths` back, each as soon as it exists; see {@link Writeback.stop}. */
+export function startWriteback(paths: readonly string[], timing: WritebackTiming = {}): Writeback {
+  let stopped = false;
+  const loops = paths.map((path) =>
+    writeBackLoop(path, () => stopped, { pauseMs: 10, waitForFileMs: 20, ...timing }).catch(
+      (e: unknown) => new Error(`cannot write ${path} back to disk: ${(e as Error).message}`),
+    ),
+  );
+  return {
+    async stop() {
+      stopped = true;
+      const results = await Promise.all(loops);
+      const failure = results.find((r) => r instanceof Error);
+      if (failure) throw failure;
+      return results.reduce<number>((sum, r) => sum + (r as number), 0);
+    },
+  };
+}
