@@ -13,6 +13,9 @@ import { median, spread } from '../lib/stats.mjs';
 export const name = 'linearize';
 export const title = 'Linearise internal snapshots: chainform vs the two-step RFC procedure';
 
+/** Jobs of the parallel chainform variant: the bottom copy and both delta links at once. */
+const JOBS = 3;
+
 /**
  * The RFC's two-step procedure into `out`: every state exported in full, then each later export
  * made a delta. `durable` ends it with a `sync` of its outputs (fsync), the guarantee chainform
@@ -36,7 +39,7 @@ const onDisk = async (file) => (await stat(file)).blocks * 512;
 
 /**
  * Every pass linearises the same image twice from one fresh folder: the two-step procedure into
- * naive/, chainform into out/. Every link is compared with the two-step one.
+ * naive/ and synced/, chainform into out/ and (with --jobs) out-jobs/. Every link is compared with the two-step one.
  */
 export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log }) {
   const image = join(workdir, 'in', 'image.qcow2');
@@ -44,9 +47,12 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   log(`making a ${sizeMiB} MiB qcow2 image with snapshots sn0, sn1 (${changePercent}% changed per snapshot)`);
   const changed = await imageWithSnapshots(image, sizeMiB, changePercent);
 
-  const deltaLinkBytes = { twoStep: [], twoStepSynced: [], chainform: [] };
+  const deltaLinkBytes = { twoStep: [], twoStepSynced: [], chainform: [], chainformJobs: [] };
   const deltaData = [];
-  const linearize = ['--linearize', '--out-dir', 'out', image, '-f', 'qcow2', '-o', 'linear.yaml'];
+  const linearize = (out, manifest) => ['--linearize', '--out-dir', out, image, '-f', 'qcow2', '-o', manifest];
+  /** chainform's two commands, the apply with `flags`. */
+  const chainformScript = (out, manifest, flags) =>
+    `${nodeLine(cli, 'import', ...linearize(out, manifest))} 2>/dev/null\n${nodeLine(cli, 'apply', manifest, '--yes', '--quiet', ...flags)} >/dev/null`;
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,
@@ -57,10 +63,9 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       return {
         twoStep: { script: twoStep(image, 'naive', false), cwd },
         twoStepSynced: { script: twoStep(image, 'synced', true), cwd },
-        chainform: {
-          script: `${nodeLine(cli, 'import', ...linearize)} 2>/dev/null\n${nodeLine(cli, 'apply', 'linear.yaml', '--yes', '--quiet')} >/dev/null`,
-          cwd,
-        },
+        chainform: { script: chainformScript('out', 'linear.yaml', []), cwd },
+        // The delta links' copies beside the bottom link's full copy (Step.finishAfter).
+        chainformJobs: { script: chainformScript('out-jobs', 'linear-jobs.yaml', ['--jobs', String(JOBS)]), cwd },
       };
     },
     async after(pass, variants, results) {
@@ -70,6 +75,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
         ['twoStep', 'naive/image_sn0.qcow2'],
         ['twoStepSynced', 'synced/image_sn0.qcow2'],
         ['chainform', 'out/image_sn0.qcow2'],
+        ['chainformJobs', 'out-jobs/image_sn0.qcow2'],
       ]) {
         if (pass > 0) deltaLinkBytes[variant].push(results[variant].blockOutBytes - (await onDisk(join(cwd, bottom))));
       }
@@ -78,14 +84,14 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       deltaData.push(data);
       // The two-step links come straight from qemu-img's own exports: every link must match.
       for (const link of ['image_sn0', 'image_sn1', 'image']) {
-        for (const other of ['naive', 'synced'])
+        for (const other of ['naive', 'synced', 'out-jobs'])
           await assertIdentical(join(cwd, `out/${link}.qcow2`), 'qcow2', join(cwd, `${other}/${link}.qcow2`), 'qcow2');
       }
     },
   });
 
   const minimum = sizeMiB * MiB + changed.image_sn1 + changed.image;
-  const ratio = (f, baseline = 'twoStep') => median(f(baseline)) / median(f('chainform'));
+  const ratio = (f, baseline = 'twoStep', variant = 'chainform') => median(f(baseline)) / median(f(variant));
   const block = (v) => timed[v].map((m) => m.blockOutBytes);
   const secs = (v) => timed[v].map((m) => m.seconds);
   const perLink = (v) => median(deltaLinkBytes[v]) / 2 / MiB;
@@ -98,12 +104,14 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       rowOf('two-step (RFC)', timed.twoStep, accounting.twoStep),
       rowOf('two-step (RFC), then sync', timed.twoStepSynced, accounting.twoStepSynced),
       rowOf('chainform import + apply', timed.chainform, accounting.chainform),
+      rowOf(`chainform import + apply --jobs ${JOBS}`, timed.chainformJobs, accounting.chainformJobs),
       minimumRow('one full copy + the changed clusters', minimum),
     ],
     notes: [
       `image: ${sizeMiB} MiB qcow2, all written; ${changePercent}% of clusters changed before sn1 and again after it`,
       `two-step / chainform: block output ${ratio(block).toFixed(1)}x, wall time ${ratio(secs).toFixed(2)}x`,
       `two-step then sync (durable, as chainform's links are) / chainform: wall time ${ratio(secs, 'twoStepSynced').toFixed(2)}x`,
+      `with --jobs ${JOBS}: two-step / chainform wall time ${ratio(secs, 'twoStep', 'chainformJobs').toFixed(2)}x, two-step then sync / chainform ${ratio(secs, 'twoStepSynced', 'chainformJobs').toFixed(2)}x`,
       `per delta link (block output minus the bottom full copy, over 2 links): two-step ${perLink('twoStep').toFixed(1)} MiB, chainform ${perLink('chainform').toFixed(1)} MiB (${ratio((v) => deltaLinkBytes[v]).toFixed(1)}x fewer)`,
       ...dataNotes,
       ...processesNote('chainform', accounting.chainform),
