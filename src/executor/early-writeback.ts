@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 /** A running writeback of some files. */
 export interface Writeback {
   /**
-   * Stops it once the fdatasync in flight returns, with how many were done. Rejects when one
+   * Stops it after one last fdatasync of each file, with how many were done. Rejects when one
    * failed: the kernel reports a write error to one open file only, so the step's own flush, on
    * a file opened later, would not see it.
    */
@@ -41,6 +41,12 @@ async function writeBackLoop(path: string, stopped: () => boolean, timing: Requi
       await handle.datasync();
       syncs++;
       await sleep(timing.pauseMs);
+    }
+    // Once more on this descriptor after the commands: a write error in their last pages is
+    // reported here, and would not be to the flush's descriptor if a command's own flush saw it.
+    if (handle) {
+      await handle.datasync();
+      syncs++;
     }
   } finally {
     await handle?.close().catch(() => undefined);

@@ -175,7 +175,7 @@ async function runStep(
     try {
       failure = await runCommands(step, options, expand, waitForFinishAfter);
     } finally {
-      // A failed command's output is discarded: its write error would only hide the command's.
+      // The step fails either way; a failed command's own message says more than a write error.
       await writeback.stop().catch((e: unknown) => {
         if (!failure) throw e;
       });
