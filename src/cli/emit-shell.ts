@@ -5,7 +5,7 @@
 // a private folder and stopped on exit. It does not keep chainform's ledger.
 import { dirname } from 'node:path';
 import type { Plan, PlannedCommand, Step } from '../planner/plan-types.js';
-import { RUNTIME_DIR } from '../planner/plan-types.js';
+import { RUNTIME_DIR, temporariesOf } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import type { Fingerprint } from '../state/fingerprint.js';
 
@@ -33,10 +33,7 @@ function commands(list: readonly PlannedCommand[], indent: string): string[] {
 /** The script lines of one step. */
 function stepLines(step: Step): string[] {
   const out = ['', comment(`${step.id}: ${step.reason}`)];
-  const temporaries = [
-    ...(step.extraTemporaries ?? []),
-    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
-  ];
+  const temporaries = temporariesOf(step);
   // A step computed from a file's metadata (a delta's ranges) holds only while that file is unchanged.
   for (const planned of step.plannedFrom ?? []) out.push(unchangedLine(planned.path, planned.fingerprint));
   for (const t of temporaries) out.push(`mkdir -p -- ${quoteArg(dirname(t.path))}`);

@@ -1,7 +1,7 @@
 // Stage 5: run the plan's DAG. Steps whose dependencies are done run in parallel (up to `jobs`);
 // the first failure stops new launches, running steps finish, and the summary says what is
 // done, failed and not started.
-import { type Plan, RUNTIME_DIR, type Step } from '../planner/plan-types.js';
+import { type Plan, RUNTIME_DIR, type Step, temporariesOf } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { StepJournal } from '../state/journal.js';
@@ -106,17 +106,9 @@ async function runCommands(
   return null;
 }
 
-/** The step's temporary files with their final names, data file first. */
-function renamesOf(step: Step): { temporaryPath: string; path: string }[] {
-  return [
-    ...(step.extraTemporaries ?? []),
-    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
-  ];
-}
-
 /** The files the step's commands write, under the names they write them (flushed after). */
 function writtenFiles(step: Step): string[] {
-  return [...renamesOf(step).map((r) => r.temporaryPath), ...(step.temporaryPath ? [] : [step.path])];
+  return [...temporariesOf(step).map((r) => r.temporaryPath), ...(step.temporaryPath ? [] : [step.path])];
 }
 
 /** Throws unless every file the step's commands were computed from is as it was when planned. */
@@ -135,7 +127,7 @@ async function ensureAsPlanned(step: Step, effects: StepEffects): Promise<void> 
  * output rather than refuse a file that matches neither its old entry nor its new one.
  */
 async function completeStep(step: Step, effects: StepEffects): Promise<void> {
-  const renames = renamesOf(step);
+  const renames = temporariesOf(step);
   for (const path of writtenFiles(step)) await effects.flush(path);
   const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
   if (step.ledger) await effects.record(step.path, step.ledger, located);

@@ -164,3 +164,14 @@ export interface Plan {
 export function stepsBefore(step: Step): string[] {
   return [...step.dependsOn, ...(step.finishAfter?.steps ?? [])];
 }
+
+/**
+ * The files a step writes under temporary names, with their final names: an external data file
+ * first, then the image itself. Each is renamed onto its final name only when the step is done.
+ */
+export function temporariesOf(step: Step): { temporaryPath: string; path: string }[] {
+  return [
+    ...(step.extraTemporaries ?? []),
+    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
+  ];
+}
