@@ -16,13 +16,14 @@ import { inspectChains } from './importer/inspect-chains.js';
 import { type ImageFile, readImageFile } from './inspect/image-file.js';
 import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
+import { recordedSnapshotSizes } from './inspect/qcow2-delta.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
 import type { Manifest } from './manifest/manifest.generated.js';
 import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manifest.js';
 import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
-import { findSnapshot } from './planner/find-snapshot.js';
+import { findSnapshot, snapshotPastImageEnd } from './planner/find-snapshot.js';
 import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
 import type { Plan, SpaceCheck } from './planner/plan-types.js';
 import { planDifferences, type SavedPlan, stalenessOf } from './planner/saved-plan.js';
@@ -111,8 +112,16 @@ export async function validate(file: string, options: EngineOptions = {}): Promi
       );
       continue;
     }
-    const choice = findSnapshot(image, parseImageInfo(result.stdout)[0]?.snapshots ?? []);
-    if (!choice.ok) diagnostics.push(choice.diagnostic);
+    const top = parseImageInfo(result.stdout)[0];
+    const choice = findSnapshot(image, top?.snapshots ?? []);
+    if (!choice.ok) {
+      diagnostics.push(choice.diagnostic);
+      continue;
+    }
+    const sizes = image.source.format === 'qcow2' ? recordedSnapshotSizes(image.source.path) : undefined;
+    const recorded = sizes instanceof Map ? sizes.get(choice.id) : undefined;
+    const cutShort = top && snapshotPastImageEnd(image, choice, recorded, top.virtualSize);
+    if (cutShort) diagnostics.push(cutShort);
   }
   if (diagnostics.length > 0) return { ok: false, diagnostics, source: loaded.source };
   return loaded;

@@ -16,6 +16,7 @@ import { memoize } from '../util/memo.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
+import { recordedSnapshotSizes } from './qcow2-delta.js';
 import { readChain } from './read-chain.js';
 import { type SnapshotDelta, snapshotDeltas } from './snapshot-deltas.js';
 
@@ -27,6 +28,12 @@ export interface ChainLayer extends ImageInfo {
   /** Absolute path of its external data file, if it has one. */
   dataFilePath?: string;
   dataFileFingerprint?: Fingerprint | null;
+  /**
+   * The disk size each internal snapshot recorded when it was taken, by snapshot id, read from
+   * the snapshot table (qemu-img info does not show it). Absent when the layer has no snapshots
+   * or its table gives no sizes (old images, or a file qcow2-delta.ts cannot read).
+   */
+  snapshotSizes?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -264,11 +271,13 @@ export async function inspectLayout(
     // stores absolute names, and takes others as relative to the image's folder.
     const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
     const path = resolve(layer.filename);
+    const sizes = layer.format === 'qcow2' && layer.snapshots.length > 0 ? recordedSnapshotSizes(path) : undefined;
     return {
       ...layer,
       path,
       fingerprint: fileOf(path).fingerprint,
       ...(dataFilePath ? { dataFilePath, dataFileFingerprint: fileOf(dataFilePath).fingerprint } : {}),
+      ...(sizes instanceof Map && sizes.size > 0 ? { snapshotSizes: Object.fromEntries(sizes) } : {}),
     };
   });
   const diagnostics: Diagnostic[] = [];

@@ -29,3 +29,27 @@ export function findSnapshot(image: ResolvedImage, snapshots: ImageInfo['snapsho
     ),
   };
 }
+
+/**
+ * The error for a snapshot taken when the disk was larger than the image is now (it was shrunk
+ * since). qemu-img reads a snapshot at the image's current size (convert -l, qemu-nbd -l), so
+ * every copy of it would silently lose what lay past that size. `recordedSize` is the size the
+ * snapshot table gives; undefined (old images) leaves nothing to check.
+ */
+export function snapshotPastImageEnd(
+  image: ResolvedImage,
+  snapshot: { id: string },
+  recordedSize: number | undefined,
+  imageSize: number,
+): Diagnostic | undefined {
+  if (recordedSize === undefined || recordedSize <= imageSize) return undefined;
+  const path = image.source?.path;
+  return error(
+    'snapshot-past-image-end',
+    `snapshot "${image.source?.snapshot}" (id ${snapshot.id}) of ${path} was taken when the disk was ${recordedSize} bytes, but the image is now ${imageSize} bytes: qemu-img reads a snapshot at the image's current size, so a copy would lose its last ${recordedSize - imageSize} bytes`,
+    {
+      location: image.at.fromSnapshot,
+      hint: `grow the image back first (qemu-img resize -f qcow2 ${path} ${recordedSize}; it changes the file, so work on a copy if it must stay as it is), or leave this snapshot out`,
+    },
+  );
+}

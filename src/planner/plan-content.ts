@@ -5,7 +5,7 @@ import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/ins
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { contentKey } from './content-identity.js';
-import { findSnapshot } from './find-snapshot.js';
+import { findSnapshot, snapshotPastImageEnd } from './find-snapshot.js';
 import { type ContentPlan, contentOf, layerPaths, type PlanContext } from './plan-context.js';
 
 /** True when a chain's files are exactly those the ledger recorded, unchanged. */
@@ -29,9 +29,15 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
   if (!source?.chain || !source.fingerprint) return 'failed';
   let snapshot: { id: string; selector: string } | undefined;
   if (image.source.snapshot !== undefined) {
-    const choice = findSnapshot(image, (source.chain[0] as ChainLayer).snapshots);
+    const top = source.chain[0] as ChainLayer;
+    const choice = findSnapshot(image, top.snapshots);
     if (!choice.ok) {
       ctx.diagnostics.push(choice.diagnostic);
+      return 'failed';
+    }
+    const cutShort = snapshotPastImageEnd(image, choice, top.snapshotSizes?.[choice.id], top.virtualSize);
+    if (cutShort) {
+      ctx.diagnostics.push(cutShort);
       return 'failed';
     }
     snapshot = choice;

@@ -3,7 +3,7 @@
 // tables cannot tell.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { clusterDelta } from '../../src/inspect/qcow2-delta.js';
+import { clusterDelta, recordedSnapshotSizes } from '../../src/inspect/qcow2-delta.js';
 import { MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -97,5 +97,23 @@ describe('clusterDelta', () => {
     await qemuImg('create', '-q', '-f', 'raw', raw, '1M');
     expect(clusterDelta(raw, null, null)).toEqual({ ok: false, why: 'it is not a qcow2 file' });
     expect(clusterDelta(join(ws.dir, 'missing.qcow2'), null, null)).toMatchObject({ ok: false });
+  });
+});
+
+describe('recordedSnapshotSizes', () => {
+  it('gives the disk size each snapshot was taken at, whatever the image was resized to since', async () => {
+    const image = join(ws.dir, 's.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', image, '4M');
+    await snapshot(image, 'at4');
+    await qemuImg('resize', '-q', '--shrink', '-f', 'qcow2', image, '2M');
+    await snapshot(image, 'at2');
+    await qemuImg('resize', '-q', '-f', 'qcow2', image, '8M');
+    expect(recordedSnapshotSizes(image)).toEqual(
+      new Map([
+        ['1', 4 * MiB],
+        ['2', 2 * MiB],
+      ]),
+    );
+    expect(recordedSnapshotSizes(join(ws.dir, 'missing.qcow2'))).toMatch(/ENOENT/);
   });
 });
