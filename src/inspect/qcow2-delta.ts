@@ -20,7 +20,18 @@ import {
 export type ByteRange = readonly [offset: number, length: number];
 
 /** The guest ranges whose clusters may differ between two states, or why none can be given. */
-export type ClusterDelta = { ok: true; ranges: ByteRange[]; bytes: number } | { ok: false; why: string };
+export type ClusterDelta =
+  | {
+      ok: true;
+      ranges: ByteRange[];
+      bytes: number;
+      /**
+       * Of `bytes`, those the newer state marks as zero clusters: copying them writes only
+       * metadata (qemu writes a read of zeros as a zero cluster). Standard L2 entries only.
+       */
+      zeroBytes: number;
+    }
+  | { ok: false; why: string };
 
 /**
  * One state of the file: where its L1 table lies. Every state presents the header's disk size:
@@ -56,6 +67,10 @@ const KNOWN_INCOMPATIBLE = 0b11001;
 const EXTENDED_L2 = 0b10000;
 /** An L2 entry without its COPIED bit (63), which says only whether the refcount is 1. */
 const L2_HIGH_WITHOUT_COPIED = 0x7fff_ffff;
+/** Bit 62 of an L2 entry, in its high word: the cluster is compressed. */
+const COMPRESSED_HIGH = 0x4000_0000;
+/** Bit 0 of a standard L2 entry: the cluster reads as all zeros. */
+const ZERO_FLAG_LOW = 1;
 /** The most extra data qemu accepts in a snapshot table entry. */
 const MAX_SNAPSHOT_EXTRA_BYTES = 1024;
 /** The longest range one qemu-io read copies. */
@@ -135,14 +150,24 @@ function sameEntry(a: Buffer, b: Buffer, at: number, entryBytes: number): boolea
 }
 
 /**
+ * True when the standard L2 entry at `at` is a zero cluster: not compressed (bit 62), with the
+ * all-zeros flag (bit 0). It reads as zeros whatever its offset says and whatever lies below.
+ */
+function isZeroCluster(table: Buffer, at: number): boolean {
+  return (table.readUInt32BE(at) & COMPRESSED_HIGH) === 0 && (table.readUInt32BE(at + 4) & ZERO_FLAG_LOW) !== 0;
+}
+
+/**
  * Adjacent ranges merged as they are added in order, up to {@link MAX_RANGE_BYTES} each: qemu-io
  * reads a range into one buffer of its size (and refuses one of 2 GiB).
  */
 class RangeList {
   readonly ranges: [number, number][] = [];
   bytes = 0;
+  zeroBytes = 0;
 
-  add(offset: number, length: number): void {
+  add(offset: number, length: number, zero: boolean): void {
+    if (zero) this.zeroBytes += length;
     const last = this.ranges.at(-1);
     if (last && last[0] + last[1] === offset && last[1] + length <= MAX_RANGE_BYTES) last[1] += length;
     else this.ranges.push([offset, length]);
@@ -171,7 +196,8 @@ function changedRanges(fd: number, tables: Qcow2Tables, from: State, to: State):
     for (let i = 0; i < count; i++) {
       if (sameEntry(a, b, i * tables.l2EntryBytes, tables.l2EntryBytes)) continue;
       const offset = (first + i) * clusterSize;
-      changed.add(offset, Math.min(clusterSize, tables.virtualSize - offset));
+      const zero = tables.l2EntryBytes === 8 && isZeroCluster(b, i * 8);
+      changed.add(offset, Math.min(clusterSize, tables.virtualSize - offset), zero);
     }
   }
   return changed;
@@ -198,7 +224,7 @@ export function clusterDelta(path: string, fromId: string | null, toId: string |
     const to = tablesOf(toId);
     if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
     const changed = changedRanges(fd, tables, from, to);
-    return { ok: true, ranges: changed.ranges, bytes: changed.bytes };
+    return { ok: true, ranges: changed.ranges, bytes: changed.bytes, zeroBytes: changed.zeroBytes };
   } catch (e) {
     return { ok: false, why: (e as Error).message };
   } finally {

@@ -21,6 +21,8 @@ export interface SnapshotDelta {
   /** Ranges in guest order, adjacent ones merged. */
   ranges: ByteRange[];
   bytes: number;
+  /** Of `bytes`, those the newer state holds as zero clusters (copied as metadata only). */
+  zeroBytes: number;
 }
 
 /** The snapshot id a source value selects in `file`; null for the active layer; undefined: none. */
@@ -59,6 +61,7 @@ export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<st
       toId,
       ranges: delta.ranges,
       bytes: delta.bytes,
+      zeroBytes: delta.zeroBytes,
     });
   }
   return [...deltas.values()];

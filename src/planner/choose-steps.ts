@@ -136,6 +136,9 @@ export function chooseSteps(
   return steps;
 }
 
+/** Bytes as MiB with one decimal, as the step reasons give sizes. */
+const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+
 /**
  * The inspected cluster delta from the state the declared backing presents to the state the
  * image must present, when both are states of the image's qcow2 source file (as read now) and
@@ -218,7 +221,7 @@ export function chooseRecipe(
           content,
           backing.target,
           delta,
-          `the declared backing ${backing.target.name} presents another state of the same qcow2 file: copy only the clusters whose tables differ (${delta.ranges.length} ranges, ${(delta.bytes / 2 ** 20).toFixed(1)} MiB; found from the cluster tables, without reading data)`,
+          `the declared backing ${backing.target.name} presents another state of the same qcow2 file: copy only the clusters whose tables differ (${delta.ranges.length} ranges, ${mib(delta.bytes)} MiB${delta.zeroBytes > 0 ? `, ${mib(delta.zeroBytes)} MiB of them zeroed` : ''}; found from the cluster tables, without reading data)`,
         ),
       ];
     }

@@ -285,9 +285,9 @@ export function deltaStep(
         purpose: 'link it to the declared backing (every cluster not copied is the same there)',
       },
     ],
-    // An estimate, not a bound: the overlay rounds each range to its own clusters, and a range
-    // the wanted state zeroed is written as zero clusters (almost nothing).
-    expectedWriteBytes: delta.bytes,
+    // An estimate, not a bound: the overlay rounds each range to its own clusters, and the
+    // ranges the wanted state holds as zero clusters are written as zero clusters (metadata).
+    expectedWriteBytes: delta.bytes - delta.zeroBytes,
     writeBytesIsUpperBound: false,
   };
 }

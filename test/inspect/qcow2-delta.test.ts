@@ -33,6 +33,7 @@ describe('clusterDelta', () => {
       ok: true,
       ranges: [[2 * K64, 2 * K64]],
       bytes: 2 * K64,
+      zeroBytes: 0,
     });
   });
 
@@ -44,6 +45,8 @@ describe('clusterDelta', () => {
         [10 * MiB, K64],
       ],
       bytes: 2 * K64,
+      // The zeroed cluster is a zero cluster: copying it writes only metadata.
+      zeroBytes: K64,
     });
     const across = clusterDelta(join(ws.dir, 'vm.qcow2'), '1', null);
     expect(across.ok && across.ranges.length).toBe(3);
@@ -54,7 +57,12 @@ describe('clusterDelta', () => {
     await qemuImg('convert', '-c', '-f', 'qcow2', '-O', 'qcow2', join(ws.dir, 'vm.qcow2'), compressed);
     await snapshot(compressed, 'a');
     await qemuIo('qcow2', compressed, `write -P 0x44 ${5 * K64} 512`);
-    expect(clusterDelta(compressed, '1', null)).toEqual({ ok: true, ranges: [[5 * K64, K64]], bytes: K64 });
+    expect(clusterDelta(compressed, '1', null)).toEqual({
+      ok: true,
+      ranges: [[5 * K64, K64]],
+      bytes: K64,
+      zeroBytes: 0,
+    });
 
     const extended = join(ws.dir, 'x.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=128k', extended, '4M');
@@ -62,7 +70,12 @@ describe('clusterDelta', () => {
     await snapshot(extended, 'a');
     // Within one 128 KiB cluster: only its subcluster bitmap or entry changes.
     await qemuIo('qcow2', extended, `write -P 0x66 ${3 * 131072 + 4096} 4096`);
-    expect(clusterDelta(extended, '1', null)).toEqual({ ok: true, ranges: [[3 * 131072, 131072]], bytes: 131072 });
+    expect(clusterDelta(extended, '1', null)).toEqual({
+      ok: true,
+      ranges: [[3 * 131072, 131072]],
+      bytes: 131072,
+      zeroBytes: 0,
+    });
   });
 
   it('reads every state at the disk size of the header, as qemu presents snapshots', async () => {
@@ -72,7 +85,7 @@ describe('clusterDelta', () => {
     await snapshot(grown, 'a');
     await qemuImg('resize', '-f', 'qcow2', grown, '2M');
     await qemuIo('qcow2', grown, `write -P 0x02 ${24 * K64} 4096`);
-    expect(clusterDelta(grown, '1', null)).toEqual({ ok: true, ranges: [[24 * K64, K64]], bytes: K64 });
+    expect(clusterDelta(grown, '1', null)).toEqual({ ok: true, ranges: [[24 * K64, K64]], bytes: K64, zeroBytes: 0 });
   });
 
   it('splits a long run of changed clusters into reads of at most 16 MiB', async () => {
@@ -88,6 +101,7 @@ describe('clusterDelta', () => {
         [32 * MiB, 8 * MiB],
       ],
       bytes: 40 * MiB,
+      zeroBytes: 0,
     });
   });
 

@@ -101,8 +101,13 @@ describe('linearising internal snapshots', () => {
     const deltas = planned.plan.steps.filter((s) => s.kind === 'delta');
     // Links on a state of the same file; imageB_sn0 and imageC_sn0 sit on another file's link.
     expect(deltas.map((s) => s.id)).toEqual(['imageA:delta', 'imageB_sn1:delta', 'imageB:delta', 'imageC:delta']);
-    // Each copies what was written after the state below it; imageC's zeroed megabyte counts too.
-    expect(deltas.map((s) => s.expectedWriteBytes / MiB)).toEqual([1, 1, 1, 2]);
+    // Each copies what was written after the state below it, and expects to write what the link
+    // stores: imageC's zeroed megabyte is copied too, as a zero cluster (metadata only).
+    expect(deltas.map((s) => s.expectedWriteBytes / MiB)).toEqual([1, 1, 1, 1]);
+    expect(deltas.map((s) => s.expectedWriteBytes)).toEqual(
+      deltas.map((s) => LINKS.find((link) => `${link.id}:delta` === s.id)?.dataBytes),
+    );
+    expect(deltas.at(-1)?.reason).toContain('(2 ranges, 2.0 MiB, 1.0 MiB of them zeroed;');
 
     // imageB is written after planning (as a VM would): its links must not be built from stale tables.
     await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x09 30M 64k', join(dir, 'imageB.qcow2')]);

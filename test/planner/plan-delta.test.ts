@@ -24,6 +24,7 @@ const delta = (extra: Partial<SnapshotDelta> = {}): SnapshotDelta => ({
     [1048576, 131072],
   ],
   bytes: 196608,
+  zeroBytes: 0,
   ...extra,
 });
 
@@ -44,11 +45,18 @@ describe('planner: links between states of one qcow2 file', () => {
     expect(step.finishAfter).toEqual({ steps: ['base:convert'], beforeCommand: 2 });
     expect(step.plannedFrom).toEqual([{ path: SOURCE, fingerprint: fp(10) }]);
     expect(step.expectedWriteBytes).toBe(196608);
+    expect(step.reason).toContain('(2 ranges, 0.2 MiB; found from the cluster tables');
     expect(step.commands.map((c) => c.argv)).toEqual([
       ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', SOURCE, '-F', 'qcow2', tmp],
       ['qemu-io', '-C', '-t', 'unsafe', '-f', 'qcow2', '-c', 'read -q 0 65536', '-c', 'read -q 1048576 131072', tmp],
       ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', tmp],
     ]);
+  });
+
+  it('counts the ranges the wanted state zeroed as metadata only, and says so', () => {
+    const step = planOf([delta({ zeroBytes: 131072 })]).steps[1]!;
+    expect(step.expectedWriteBytes).toBe(65536);
+    expect(step.reason).toContain('(2 ranges, 0.2 MiB, 0.1 MiB of them zeroed; found from the cluster tables');
   });
 
   it('needs no copy at all when no cluster differs', () => {
