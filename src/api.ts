@@ -12,7 +12,7 @@ import { retireFiles } from './executor/retire-files.js';
 import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
-import { inspectChains } from './importer/inspect-chains.js';
+import { inspectChains, snapshotsPastImageEnd } from './importer/inspect-chains.js';
 import { type ImageFile, readImageFile } from './inspect/image-file.js';
 import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
@@ -431,5 +431,6 @@ export async function importLayout(
       };
     }
   }
-  return { ok: true, text: doc.toString({ lineWidth: 0 }), warnings: diagnostics };
+  const warnings = options.linearizeInto ? [...diagnostics, ...snapshotsPastImageEnd(layout)] : diagnostics;
+  return { ok: true, text: doc.toString({ lineWidth: 0 }), warnings };
 }

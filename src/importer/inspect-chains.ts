@@ -1,7 +1,8 @@
 // Reads the chains of the images given to `chainform import`: read-only, one qemu-img process
 // per chain. A format not given is detected by qemu-img once and reported.
 import { resolve } from 'node:path';
-import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, warning } from '../diagnostics/diagnostic.js';
+import { recordedSnapshotSizes } from '../inspect/qcow2-delta.js';
 import { detectFormat, readChain } from '../inspect/read-chain.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
@@ -69,4 +70,33 @@ export async function inspectChains(
     }
   }
   return { layout: { layers: order.map((p) => byPath.get(p) as ImportedLayer), tops }, diagnostics };
+}
+
+/**
+ * Warnings for internal snapshots taken when the disk was larger than its image is now: a
+ * linearised manifest has a link for each, and `plan` refuses them (snapshot-past-image-end),
+ * since qemu-img reads a snapshot at the image's current size. Said at import, before anyone
+ * commits the manifest.
+ */
+export function snapshotsPastImageEnd(layout: ImportedLayout): Diagnostic[] {
+  const found: Diagnostic[] = [];
+  for (const { path, info } of layout.layers) {
+    if (info.format !== 'qcow2' || info.snapshots.length === 0) continue;
+    const sizes = recordedSnapshotSizes(path);
+    if (typeof sizes === 'string') continue;
+    for (const snapshot of info.snapshots) {
+      const recorded = sizes.get(snapshot.id);
+      if (recorded === undefined || recorded <= info.virtualSize) continue;
+      found.push(
+        warning(
+          'snapshot-past-image-end',
+          `snapshot "${snapshot.name}" (id ${snapshot.id}) of ${path} was taken when the disk was ${recorded} bytes, but the image is now ${info.virtualSize} bytes: plan will refuse its link, since qemu-img reads a snapshot at the image's current size`,
+          {
+            hint: `grow the image back first (qemu-img resize -f qcow2 ${path} ${recorded}; on a copy if it must stay as it is), or drop the link from the manifest`,
+          },
+        ),
+      );
+    }
+  }
+  return found;
 }

@@ -30,6 +30,10 @@ const ws = useWorkspace(makeImages);
 const linkManifest = (image: string, snapshot: string) =>
   `version: 1\nimages:\n  old:\n    path: out/old.qcow2\n    from: { path: ${image}, format: qcow2, snapshot: ${snapshot} }\n  now:\n    path: out/now.qcow2\n    from: { path: ${image}, format: qcow2 }\n    backing: old\n`;
 
+/** `chainform import --linearize` of one qcow2 image into `outDir`, writing `manifest`. */
+const importLinearized = (dir: string, image: string, outDir: string, manifest: string) =>
+  chainform(dir, 'import', '--linearize', '--out-dir', outDir, image, '-f', 'qcow2', '-o', manifest);
+
 describe('snapshots taken at another disk size', () => {
   it('refuses a snapshot taken before the image shrank, at its line, and writes nothing', async () => {
     const { dir } = ws;
@@ -46,6 +50,24 @@ describe('snapshots taken at another disk size', () => {
       );
     }
     expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('import --linearize warns about such a snapshot before the manifest is used', async () => {
+    const { dir } = ws;
+    const r = await importLinearized(dir, 'shrunk.qcow2', 'out', 'm.yaml');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain(
+      'warning: snapshot "wide" (id 1) of ' +
+        `${join(dir, 'shrunk.qcow2')} was taken when the disk was 4194304 bytes, but the image is now 2097152 bytes: plan will refuse its link`,
+    );
+    expect(existsSync(join(dir, 'm.yaml'))).toBe(true);
+    const planned = await chainform(dir, 'plan', 'm.yaml');
+    expect(planned.exitCode).toBe(1);
+    expect(planned.stderr).toContain('[snapshot-past-image-end]');
+    // A snapshot the image has only grown past is not warned about.
+    const grown = await importLinearized(dir, 'grown.qcow2', 'out2', 'g.yaml');
+    expect(grown.exitCode, grown.stderr).toBe(0);
+    expect(grown.stderr).not.toContain('snapshot-past-image-end');
   });
 
   it('copies the snapshot whole once the image is grown back, as the hint says', async () => {
