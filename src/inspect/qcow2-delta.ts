@@ -25,6 +25,8 @@ export type ClusterDelta =
       ok: true;
       ranges: ByteRange[];
       bytes: number;
+      /** The file's cluster size: every range starts on a cluster (the last may end early). */
+      clusterSize: number;
       /**
        * Of `bytes`, those the newer state marks as zero clusters: copying them writes only
        * metadata (qemu writes a read of zeros as a zero cluster). Standard L2 entries only.
@@ -224,7 +226,13 @@ export function clusterDelta(path: string, fromId: string | null, toId: string |
     const to = tablesOf(toId);
     if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
     const changed = changedRanges(fd, tables, from, to);
-    return { ok: true, ranges: changed.ranges, bytes: changed.bytes, zeroBytes: changed.zeroBytes };
+    return {
+      ok: true,
+      ranges: changed.ranges,
+      bytes: changed.bytes,
+      clusterSize: 2 ** tables.clusterBits,
+      zeroBytes: changed.zeroBytes,
+    };
   } catch (e) {
     return { ok: false, why: (e as Error).message };
   } finally {

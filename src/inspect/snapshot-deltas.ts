@@ -21,6 +21,8 @@ export interface SnapshotDelta {
   /** Ranges in guest order, adjacent ones merged. */
   ranges: ByteRange[];
   bytes: number;
+  /** The file's cluster size, on which every range starts. */
+  clusterSize: number;
   /** Of `bytes`, those the newer state holds as zero clusters (copied as metadata only). */
   zeroBytes: number;
 }
@@ -61,6 +63,7 @@ export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<st
       toId,
       ranges: delta.ranges,
       bytes: delta.bytes,
+      clusterSize: delta.clusterSize,
       zeroBytes: delta.zeroBytes,
     });
   }

@@ -35,7 +35,9 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
       ctx.diagnostics.push(choice.diagnostic);
       return 'failed';
     }
-    const cutShort = snapshotPastImageEnd(image, choice, top.snapshotSizes?.[choice.id], top.virtualSize);
+    const sizes = top.snapshotSizes;
+    const recorded = sizes && Object.hasOwn(sizes, choice.id) ? sizes[choice.id] : undefined;
+    const cutShort = snapshotPastImageEnd(image, choice, recorded, top.virtualSize);
     if (cutShort) {
       ctx.diagnostics.push(cutShort);
       return 'failed';

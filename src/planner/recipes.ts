@@ -244,6 +244,33 @@ export function diffStep(target: Target, content: ContentFile, backing: BackingT
   };
 }
 
+/** qcow2's default cluster size, which `qemu-img create` uses when none is given. */
+const DEFAULT_CLUSTER_SIZE = 65536;
+
+/**
+ * What a delta link is expected to store. Copy-on-read writes each range into the overlay's own
+ * clusters: with clusters larger than the source's, every one a range touches is counted whole
+ * (too many where zeroed ranges cover whole clusters of the overlay: those stay zero clusters).
+ * A range the wanted state holds as zero clusters is written as zero clusters (metadata only),
+ * but only compat 1.1 has them: a compat 0.10 overlay stores the zeros as data.
+ */
+export function deltaWriteBytes(delta: SnapshotDelta, options: Options): number {
+  const outputCluster = options.cluster_size ?? DEFAULT_CLUSTER_SIZE;
+  if (outputCluster > delta.clusterSize) {
+    let bytes = 0;
+    let coveredTo = 0;
+    for (const [offset, length] of delta.ranges) {
+      const start = Math.max(coveredTo, Math.floor(offset / outputCluster) * outputCluster);
+      const end = Math.ceil((offset + length) / outputCluster) * outputCluster;
+      if (end > start) bytes += end - start;
+      coveredTo = Math.max(coveredTo, end);
+    }
+    return bytes;
+  }
+  const zeroClusters = options.compat !== '0.10' && options.compat !== 'v2';
+  return zeroClusters ? delta.bytes - delta.zeroBytes : delta.bytes;
+}
+
 /**
  * The delta recipe: an empty overlay on the wanted state of a qcow2 file, copy-on-read of the
  * ranges whose cluster tables differ from the state the backing presents, then `rebase -u` onto
@@ -285,9 +312,8 @@ export function deltaStep(
         purpose: 'link it to the declared backing (every cluster not copied is the same there)',
       },
     ],
-    // An estimate, not a bound: the overlay rounds each range to its own clusters, and the
-    // ranges the wanted state holds as zero clusters are written as zero clusters (metadata).
-    expectedWriteBytes: delta.bytes - delta.zeroBytes,
+    // An estimate, not a bound (see deltaWriteBytes).
+    expectedWriteBytes: deltaWriteBytes(delta, target.options),
     writeBytesIsUpperBound: false,
   };
 }

@@ -33,6 +33,7 @@ describe('clusterDelta', () => {
       ok: true,
       ranges: [[2 * K64, 2 * K64]],
       bytes: 2 * K64,
+      clusterSize: K64,
       zeroBytes: 0,
     });
   });
@@ -46,6 +47,7 @@ describe('clusterDelta', () => {
       ],
       bytes: 2 * K64,
       // The zeroed cluster is a zero cluster: copying it writes only metadata.
+      clusterSize: K64,
       zeroBytes: K64,
     });
     const across = clusterDelta(join(ws.dir, 'vm.qcow2'), '1', null);
@@ -61,6 +63,7 @@ describe('clusterDelta', () => {
       ok: true,
       ranges: [[5 * K64, K64]],
       bytes: K64,
+      clusterSize: K64,
       zeroBytes: 0,
     });
 
@@ -74,6 +77,7 @@ describe('clusterDelta', () => {
       ok: true,
       ranges: [[3 * 131072, 131072]],
       bytes: 131072,
+      clusterSize: 131072,
       zeroBytes: 0,
     });
   });
@@ -85,7 +89,13 @@ describe('clusterDelta', () => {
     await snapshot(grown, 'a');
     await qemuImg('resize', '-f', 'qcow2', grown, '2M');
     await qemuIo('qcow2', grown, `write -P 0x02 ${24 * K64} 4096`);
-    expect(clusterDelta(grown, '1', null)).toEqual({ ok: true, ranges: [[24 * K64, K64]], bytes: K64, zeroBytes: 0 });
+    expect(clusterDelta(grown, '1', null)).toEqual({
+      ok: true,
+      ranges: [[24 * K64, K64]],
+      bytes: K64,
+      clusterSize: K64,
+      zeroBytes: 0,
+    });
   });
 
   it('splits a long run of changed clusters into reads of at most 16 MiB', async () => {
@@ -101,6 +111,7 @@ describe('clusterDelta', () => {
         [32 * MiB, 8 * MiB],
       ],
       bytes: 40 * MiB,
+      clusterSize: K64,
       zeroBytes: 0,
     });
   });

@@ -119,6 +119,23 @@ describe('linearising internal snapshots', () => {
     expect((await readdir(join(dir, 'export'))).filter((f) => f.includes('imageB_sn1'))).toEqual([]);
   });
 
+  it('expects compat 0.10 links, which have no zero clusters, to store zeroed ranges as data', async () => {
+    const { dir } = ws;
+    const manifest = linearManifest('export').replace(/ \}$/gm, ', options: { compat: "0.10" } }');
+    await writeFile(join(dir, 'manifest.yaml'), manifest);
+    const planned = await plan(join(dir, 'manifest.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    const deltas = planned.plan.steps.filter((s) => s.kind === 'delta');
+    expect(deltas.map((s) => s.expectedWriteBytes / MiB)).toEqual([1, 1, 1, 2]);
+    const summary = await apply(planned, {});
+    expect(summary.ok, JSON.stringify(summary.failed)).toBe(true);
+    for (const step of deltas) {
+      const out = join(dir, `export/${step.image}.qcow2`);
+      expect((await imageInfo(out, 'qcow2'))['format-specific']).toMatchObject({ data: { compat: '0.10' } });
+      expect(await topLayerDataBytes(out, 'qcow2'), step.id).toBe(step.expectedWriteBytes);
+    }
+  });
+
   it('builds delta links beside the links they sit on with --jobs, each still exact', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));

@@ -1,7 +1,7 @@
 // Snapshots taken at another disk size than the image has now. qemu-img reads a snapshot at the
 // image's current size, so one taken before the image was shrunk cannot be copied whole: plan
 // and validate refuse it, located, and write nothing. One taken before the image grew is read
-// at the larger size, its new end reading as zeros.
+// at the larger size, its new end as qemu reads it (zeros here: the image has no backing file).
 import { existsSync } from 'node:fs';
 import { copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { SnapshotDelta } from '../../src/inspect/snapshot-deltas.js';
 import { planLayout } from '../../src/planner/plan-layout.js';
 import type { Plan } from '../../src/planner/plan-types.js';
+import { deltaWriteBytes } from '../../src/planner/recipes.js';
 import { file, fp, layer, layoutOf } from '../helpers/layout.js';
 import { resolved } from '../helpers/manifest.js';
 
@@ -24,6 +25,7 @@ const delta = (extra: Partial<SnapshotDelta> = {}): SnapshotDelta => ({
     [1048576, 131072],
   ],
   bytes: 196608,
+  clusterSize: 65536,
   zeroBytes: 0,
   ...extra,
 });
@@ -57,6 +59,25 @@ describe('planner: links between states of one qcow2 file', () => {
     const step = planOf([delta({ zeroBytes: 131072 })]).steps[1]!;
     expect(step.expectedWriteBytes).toBe(65536);
     expect(step.reason).toContain('(2 ranges, 0.2 MiB, 0.1 MiB of them zeroed; found from the cluster tables');
+  });
+
+  it('expects zeroed ranges as data in a compat 0.10 link, and whole clusters in one with larger clusters', () => {
+    const zeroed = delta({ zeroBytes: 131072 });
+    expect(deltaWriteBytes(zeroed, {})).toBe(65536);
+    expect(deltaWriteBytes(zeroed, { compat: '1.1' })).toBe(65536);
+    expect(deltaWriteBytes(zeroed, { compat: '0.10' })).toBe(196608);
+    expect(deltaWriteBytes(zeroed, { compat: 'v2' })).toBe(196608);
+    expect(deltaWriteBytes(zeroed, { cluster_size: 32768 })).toBe(65536);
+    // 1 MiB clusters: [0, 64K) and [1M, 1M+128K) touch two of them; two ranges in one count once.
+    expect(deltaWriteBytes(zeroed, { cluster_size: 1048576 })).toBe(2 * 1048576);
+    const sameCluster = delta({
+      ranges: [
+        [0, 65536],
+        [262144, 65536],
+      ],
+      bytes: 131072,
+    });
+    expect(deltaWriteBytes(sameCluster, { cluster_size: 1048576 })).toBe(1048576);
   });
 
   it('needs no copy at all when no cluster differs', () => {
