@@ -15,6 +15,13 @@ function ancestorsOf(step: Step, byId: ReadonlyMap<string, Step>, memo: Map<stri
   return result;
 }
 
+/** The ids of the steps each step waits for, directly or not (its dependencies once ordered). */
+export function ancestry(steps: readonly Step[]): (step: Step) => Set<string> {
+  const byId = new Map(steps.map((s) => [s.id, s]));
+  const memo = new Map<string, Set<string>>();
+  return (step) => ancestorsOf(step, byId, memo);
+}
+
 /**
  * A step that rewrites a file must wait for every step that reads that file's current content,
  * unless the reader already waits for the writer (it reads the result).

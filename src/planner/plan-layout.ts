@@ -2,12 +2,13 @@
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname } from 'node:path';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
-import { backingFiles, chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
+import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { chooseSteps } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
+import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, planContent, settleStaleContent } from './plan-content.js';
 import type { ContentPlan, PlanContext } from './plan-context.js';
@@ -137,36 +138,6 @@ function planImage(
   return { plan: { id: image.id, path: image.path, action, steps: steps.map((s) => s.id) }, steps };
 }
 
-/**
- * An up-to-date output with no step of its own keeps presenting its source's content when a
- * file of its chain is rewritten in place (content-preserving steps only reach here: a file
- * rebuilt with new content made the output stale earlier). Its ledger entry must follow the
- * new fingerprints, or the next plan would rebuild it for nothing.
- */
-function addRefreshes(
-  manifest: ResolvedManifest,
-  contents: ReadonlyMap<string, ContentPlan | 'failed'>,
-  steps: Step[],
-  layout: InspectedLayout,
-): void {
-  const stepped = new Set(steps.map((s) => s.image));
-  for (const image of manifest.images) {
-    const plan = contents.get(image.id);
-    if (!plan || plan === 'failed' || !plan.ledger || stepped.has(image.id)) continue;
-    const chains = {
-      backingChain: backingFiles(plan.chain),
-      sourceChain: chainFiles(layout.files.get(image.source?.path ?? '')?.chain ?? []),
-    } as const;
-    for (const step of steps) {
-      for (const chain of ['backingChain', 'sourceChain'] as const) {
-        const files = chains[chain];
-        if (!step.writes.some((path) => files.includes(path))) continue;
-        step.refreshLedger = [...(step.refreshLedger ?? []), { output: image.path, chain, files }];
-      }
-    }
-  }
-}
-
 function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceCheck[] {
   const byDir = new Map<string, SpaceCheck>();
   for (const step of steps) {
@@ -232,8 +203,8 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
-  addRefreshes(manifest, contents, steps, layout);
   addReaderEdges(steps);
+  addRefreshes(manifest, contents, steps, ctx);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);
   if (!ordered) {

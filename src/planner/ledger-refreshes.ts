@@ -1,0 +1,94 @@
+// Ledger refreshes. An output whose chains run through a file that a step of the plan rewrites
+// in place keeps presenting the same content: only content-preserving rewrites (amend, repoint,
+// safe rebase) get this far, since one that changes content makes the output stale first
+// (settleStaleContent). But its ledger entry names the chains' files and fingerprints as they
+// were, so the next plan would rebuild it for nothing. The rewriting step refreshes the entry
+// when it finishes, with the chain as the plan leaves it (a repoint changes the files, not only
+// their fingerprints). That holds for outputs built before (up to date, with no step of their
+// own) and for outputs built in this run by a step that runs before the rewrite.
+import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
+import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
+import { ancestry } from './order-steps.js';
+import type { ContentPlan, PlanContext } from './plan-context.js';
+import type { Step } from './plan-types.js';
+
+type RecordedChain = 'backingChain' | 'sourceChain';
+
+/**
+ * The files of `chain` once the plan has run: its layers down to the first file the manifest
+ * keeps or builds as an image, then that image's final chain.
+ */
+function chainAfterPlan(
+  chain: readonly ChainLayer[],
+  imageAt: ReadonlyMap<string, string>,
+  final: PlanContext['final'],
+): string[] {
+  const files: string[] = [];
+  for (const layer of chain) {
+    const id = imageAt.get(layer.path);
+    const planned = id === undefined ? undefined : final.get(id);
+    if (planned) return [...files, ...planned.chain];
+    files.push(layer.path);
+    if (layer.dataFilePath) files.push(layer.dataFilePath);
+  }
+  return files;
+}
+
+/**
+ * Adds `refreshLedger` entries to the steps that rewrite a file of a recorded output's chains.
+ * Call it once the steps' order is final (after the reader edges): an output built in this run
+ * is refreshed only by steps that run after the step that records it.
+ */
+export function addRefreshes(
+  manifest: ResolvedManifest,
+  contents: ReadonlyMap<string, ContentPlan | 'failed'>,
+  steps: readonly Step[],
+  ctx: PlanContext,
+): void {
+  if (steps.length === 0) return;
+  const writersOf = new Map<string, Step[]>();
+  for (const step of steps) {
+    for (const path of step.writes) writersOf.set(path, [...(writersOf.get(path) ?? []), step]);
+  }
+  const recorderOf = new Map<string, Step>();
+  const stepped = new Set<string>();
+  for (const step of steps) {
+    stepped.add(step.image);
+    if (step.ledger) recorderOf.set(step.image, step);
+  }
+  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+  const ancestorsOf = ancestry(steps);
+  for (const image of manifest.images) {
+    const plan = contents.get(image.id);
+    if (!plan || plan === 'failed') continue;
+    const recorder = recorderOf.get(image.id);
+    // Recorded by a step of this run, or recorded before and left as it is.
+    if (!recorder && (!plan.ledger || stepped.has(image.id))) continue;
+    const source = image.source ? (ctx.layout.files.get(image.source.path)?.chain ?? []) : [];
+    const finalChain = ctx.final.get(image.id)?.chain ?? [];
+    const chains: Record<RecordedChain, { recorded: string[]; after: string[] }> = {
+      sourceChain: {
+        recorded: recorder?.ledger?.sourceChain ?? chainFiles(source),
+        after: chainAfterPlan(source, imageAt, ctx.final),
+      },
+      backingChain: {
+        recorded: recorder?.ledger?.backingChain ?? backingFiles(plan.chain),
+        after: finalChain.slice(image.options.data_file ? 2 : 1),
+      },
+    };
+    for (const chain of ['backingChain', 'sourceChain'] as const) {
+      const { recorded, after } = chains[chain];
+      const rewriters = new Set<Step>();
+      for (const path of new Set([...recorded, ...after])) {
+        for (const writer of writersOf.get(path) ?? []) {
+          if (writer.image === image.id) continue;
+          if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
+          rewriters.add(writer);
+        }
+      }
+      for (const writer of rewriters) {
+        writer.refreshLedger = [...(writer.refreshLedger ?? []), { output: image.path, chain, files: after }];
+      }
+    }
+  }
+}

@@ -1,0 +1,51 @@
+// After an apply, the next plan has nothing to do, also when the plan rewrote in place a file
+// that outputs were built from: a repoint of their source to an identical base keeps their
+// content, so their ledger entries follow the new chain instead of making them stale.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chainform, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+/** base.qcow2 and its copy base2.qcow2; vm.qcow2 on base.qcow2 (reshaped in place by the tests, so not guarded). */
+async function makeImages(dir: string): Promise<string[]> {
+  const base = join(dir, 'base.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', base, '8M');
+  await qemuIo('qcow2', base, 'write -P 0x01 0 4M');
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', base, join(dir, 'base2.qcow2'));
+  const vm = join(dir, 'vm.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', vm);
+  await qemuIo('qcow2', vm, 'write -P 0x02 1M 1M');
+  return [base, join(dir, 'base2.qcow2')];
+}
+
+const ws = useWorkspace(makeImages);
+
+const manifest = (base: string) =>
+  `version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: ${base}, format: qcow2 } }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n  c2: { path: out/c2.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n`;
+
+describe('ledger entries follow files rewritten in place', () => {
+  it('plans nothing after an apply that built copies of a source, then repointed it', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    const reference = join(dir, 'vm.ref.raw');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', vm, reference);
+    await writeFile(join(dir, 'm.yaml'), manifest('base2.qcow2'));
+    const planned = await chainform(dir, 'plan', 'm.yaml');
+    // The copies read vm.qcow2 as it is: they run before the repoint rewrites its header.
+    expect(planned.stdout).toContain('after: c1:convert, c2:convert');
+
+    for (const base of ['base2.qcow2', 'base.qcow2']) {
+      await writeFile(join(dir, 'm.yaml'), manifest(base));
+      const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+      expect((await imageInfo(vm, 'qcow2'))['backing-filename']).toBe(base);
+      const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+      expect(again.exitCode, again.stdout).toBe(0);
+      expect((await chainform(dir, 'status', 'm.yaml')).exitCode).toBe(0);
+      for (const copy of ['out/c1.qcow2', 'out/c2.qcow2'])
+        expect(await compareImages(join(dir, copy), 'qcow2', reference, 'raw'), copy).toBe(0);
+      expect(await compareImages(vm, 'qcow2', reference, 'raw')).toBe(0);
+    }
+  });
+});
