@@ -1,7 +1,9 @@
 // Ledger refreshes. An output whose chains run through a file that a step of the plan rewrites
 // in place keeps presenting the same content: only content-preserving rewrites (amend, repoint,
 // safe rebase) get this far, since one that changes content makes the output stale first
-// (settleStaleContent). But its ledger entry names the chains' files and fingerprints as they
+// (settleStaleContent). A source grown in place is the exception: what it presents is now
+// larger than the copy made of it, so no step of an image whose size changes refreshes a copy
+// of it, and the next plan rebuilds the copy at the new size. But its ledger entry names the chains' files and fingerprints as they
 // were, so the next plan would rebuild it for nothing. The rewriting step refreshes the entry
 // when it finishes, with the chain as the plan leaves it (a repoint changes the files, not only
 // their fingerprints). That holds for outputs built before (up to date, with no step of their
@@ -57,6 +59,16 @@ export function addRefreshes(
     if (step.ledger) recorderOf.set(step.image, step);
   }
   const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+  const resized = new Set(
+    manifest.images
+      .filter((image) => {
+        const plan = contents.get(image.id);
+        return (
+          image.size !== undefined && plan !== undefined && plan !== 'failed' && image.size !== plan.content.virtualSize
+        );
+      })
+      .map((image) => image.id),
+  );
   const ancestorsOf = ancestry(steps);
   for (const image of manifest.images) {
     const plan = contents.get(image.id);
@@ -82,6 +94,7 @@ export function addRefreshes(
       for (const path of new Set([...recorded, ...after])) {
         for (const writer of writersOf.get(path) ?? []) {
           if (writer.image === image.id) continue;
+          if (chain === 'sourceChain' && resized.has(writer.image)) continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
           rewriters.add(writer);
         }

@@ -48,4 +48,19 @@ describe('ledger entries follow files rewritten in place', () => {
       expect(await compareImages(vm, 'qcow2', reference, 'raw')).toBe(0);
     }
   });
+
+  it('does not call a copy up to date once its source grew in place: the next apply rebuilds it at the new size', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    const grown = `version: 1\nimages:\n  vm: { path: vm.qcow2, size: 16777216 }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n`;
+    await writeFile(join(dir, 'm.yaml'), grown);
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // c1 was copied before vm grew (readers run before writers): it is 8 MiB, vm 16 MiB.
+    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(8 * 1024 * 1024);
+    const next = await chainform(dir, 'plan', 'm.yaml');
+    expect(next.stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
+    expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
 });
