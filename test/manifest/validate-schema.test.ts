@@ -43,6 +43,19 @@ images:
     expect(d[0]!.message).toBe('images.a.path must be string, not number 42');
   });
 
+  it('says to quote a number or boolean given for text, as it was typed', () => {
+    const d = schemaDiagnostics(
+      'version: 1\nimages:\n  a:\n    path: x.qcow2\n    from: { path: v.qcow2, format: qcow2, snapshot: 1.10 }\n  b:\n    path: true\n',
+    );
+    expect(d.map(brief)).toEqual(['wrong-type@5:53', 'wrong-type@7:11']);
+    expect(d.map((x) => x.hint)).toEqual([
+      'to give it as text, put it in quotes: "1.10"',
+      'to give it as text, put it in quotes: "true"',
+    ]);
+    // A mapping where text belongs is another slip: no quoting hint.
+    expect(schemaDiagnostics('version: 1\nimages:\n  a:\n    path: { x: 1 }\n')[0]!.hint).toBeUndefined();
+  });
+
   it('reports a missing required key at the mapping that lacks it', () => {
     const d = schemaDiagnostics('version: 1\nimages:\n  a:\n    format: raw\n');
     expect(d.map(brief)).toEqual(['missing-key@3:3']);
