@@ -27,11 +27,12 @@ export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest:
   });
   for (const path of drift.retire) lines.push(`${style.paint('red', 'still to retire')}: ${show(path)}`);
   const drifting = drift.images.filter((i) => i.state !== 'in-sync').length;
+  const unknown = drift.notChecked?.length ?? 0;
   lines.push('');
   lines.push(
     drift.inSync
       ? style.paint('green', `In sync: ${plural(drift.images.length, 'image')} match ${manifest}.`)
-      : `Drift: ${drifting} of ${plural(drift.images.length, 'image')} differ${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. \`chainform plan ${manifest}\` shows the steps; \`chainform apply ${manifest}\` runs them.`,
+      : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} differ${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. \`chainform plan ${manifest}\` shows the steps; \`chainform apply ${manifest}\` runs them.`,
   );
   return lines.join('\n');
 }

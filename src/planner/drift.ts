@@ -35,6 +35,8 @@ export interface Drift {
   images: ImageDrift[];
   retire: string[];
   inSync: boolean;
+  /** Ids of the manifest's other images when planning stopped at the drift listed: their state is not known. */
+  notChecked?: string[];
 }
 
 const BACKING_KINDS: ReadonlySet<StepKind> = new Set(['rebase', 'repoint', 'verified-repoint']);
@@ -88,5 +90,7 @@ export function refusalDrift(
     if (!state || !image) return undefined;
     found.push({ id: image.id, path: image.path, state, reasons: [e.message] });
   }
-  return found.length > 0 ? { images: found, retire: [], inSync: false } : undefined;
+  if (found.length === 0) return undefined;
+  const notChecked = images.filter((i) => !found.some((f) => f.id === i.id)).map((i) => i.id);
+  return { images: found, retire: [], inSync: false, ...(notChecked.length > 0 ? { notChecked } : {}) };
 }

@@ -40,6 +40,10 @@ describe('status', () => {
     const written = await chainform(dir, 'status', 'm.yaml');
     expect(written.exitCode, written.stderr).toBe(2);
     expect(written.stdout).toContain('vm  vm.qcow2: modified since chainform built it, or not built by it');
+    // Planning stops there, so base's state is not known: counted, not called in sync.
+    expect(written.stdout).toContain('Drift: 1 of 2 images differ (1 not checked: planning stops at the drift above).');
+    const json = JSON.parse((await chainform(dir, 'status', 'm.yaml', '--json')).stdout) as { notChecked?: string[] };
+    expect(json.notChecked).toEqual(['base']);
   });
 
   it('reports an image kept in place on the wrong backing, and exit 1 for an error', async () => {
