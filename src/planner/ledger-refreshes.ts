@@ -77,7 +77,8 @@ export function addRefreshes(
     // Recorded by a step of this run, or recorded before and left as it is.
     if (!recorder && (!plan.ledger || stepped.has(image.id))) continue;
     const source = image.source ? (ctx.layout.files.get(image.source.path)?.chain ?? []) : [];
-    const finalChain = ctx.final.get(image.id)?.chain ?? [];
+    const final = ctx.final.get(image.id);
+    const finalChain = final?.chain ?? [];
     const chains: Record<RecordedChain, { recorded: string[]; after: string[] }> = {
       sourceChain: {
         recorded: recorder?.ledger?.sourceChain ?? chainFiles(source),
@@ -85,7 +86,7 @@ export function addRefreshes(
       },
       backingChain: {
         recorded: recorder?.ledger?.backingChain ?? backingFiles(plan.chain),
-        after: finalChain.slice(image.options.data_file ? 2 : 1),
+        after: finalChain.slice(final?.dataFile ? 2 : 1),
       },
     };
     for (const chain of ['backingChain', 'sourceChain'] as const) {

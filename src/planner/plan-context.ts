@@ -19,7 +19,10 @@ export interface FinalImage {
   path: string;
   format: string;
   pathIsAbsolute: boolean;
+  /** Its files once the plan has run, top first: the image, its data file if any, its backing chain. */
   chain: string[];
+  /** Its external data file once the plan has run, when it has one (declared, or kept in place). */
+  dataFile?: string;
   chainBytes: number;
   virtualSize: number;
   producedBy: string | undefined;

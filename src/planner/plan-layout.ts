@@ -73,6 +73,18 @@ function resolveBacking(
   };
 }
 
+/**
+ * A step that records its image's source chain in the ledger depends on that chain as it is,
+ * also when its commands never open it (an amend of a copy): listed in `reads`, a step that
+ * rewrites one of those files in place is ordered after it (addReaderEdges). Otherwise a resize
+ * of the source could run first, and the entry would call the copy a copy of the grown source.
+ */
+function readsWhatItRecords(step: Step): Step {
+  const recorded = step.ledger?.sourceChain ?? [];
+  if (recorded.every((path) => step.reads.includes(path))) return step;
+  return { ...step, reads: [...new Set([...step.reads, ...recorded])] };
+}
+
 function planImage(
   image: ResolvedImage,
   content: ContentPlan | 'failed',
@@ -118,18 +130,22 @@ function planImage(
   };
   const chosen = chooseSteps(image, target, content, backing, ctx);
   if (chosen === 'failed') return 'failed';
-  const steps = dataFile === undefined ? chosen : chosen.map((step) => withDataFile(step, dataFile, image.format));
+  const steps = (
+    dataFile === undefined ? chosen : chosen.map((step) => withDataFile(step, dataFile, image.format))
+  ).map(readsWhatItRecords);
+  // An image kept in place keeps the data file it has, unless the manifest names another or a
+  // step writes the image anew (a new file gets a data file only when one is declared).
+  const rewritten = steps.some((step) => step.temporaryPath !== undefined);
+  const finalDataFile =
+    dataFile ?? (image.source || rewritten ? undefined : ctx.layout.files.get(image.path)?.chain?.[0]?.dataFilePath);
   ctx.final.set(image.id, {
     // A declared size that differs from its content's makes it other content.
     key: finalSize === content.content.virtualSize ? content.key : `${content.key}#size=${finalSize}`,
     path: image.path,
     format: image.format,
     pathIsAbsolute: image.pathIsAbsolute,
-    chain: [
-      image.path,
-      ...(image.options.data_file ? [image.options.data_file] : []),
-      ...(backing?.target.chain ?? []),
-    ],
+    chain: [image.path, ...(finalDataFile ? [finalDataFile] : []), ...(backing?.target.chain ?? [])],
+    ...(finalDataFile ? { dataFile: finalDataFile } : {}),
     chainBytes: content.content.chainBytes,
     virtualSize: finalSize,
     producedBy: steps.at(-1)?.id ?? backing?.target.producedBy,

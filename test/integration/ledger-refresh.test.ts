@@ -63,4 +63,48 @@ describe('ledger entries follow files rewritten in place', () => {
     expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
     expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
+
+  it("orders a copy's own in-place step before a resize of its source, so it is never called a copy of the grown one", async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    const copy = (extra: string) =>
+      `version: 1\nimages:\n  vm: { path: vm.qcow2${extra} }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }${extra ? ', options: { lazy_refcounts: true }' : ''} }\n`;
+    await writeFile(join(dir, 'm.yaml'), copy(''));
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // vm grows; c1 gets an amend of its own, which records vm's chain in the ledger.
+    await writeFile(join(dir, 'm.yaml'), copy(', size: 16777216'));
+    const planned = await chainform(dir, 'plan', 'm.yaml');
+    expect(planned.stdout).toMatch(/vm:resize[^\n]*\n[^\n]*\n\s+after: c1:amend/);
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    expect((await chainform(dir, 'plan', 'm.yaml')).stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
+    expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
+    expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('keeps an undeclared data file in the chains it records: copies of and overlays on such an image settle', async () => {
+    const { dir } = ws;
+    const image = join(dir, 'd.qcow2');
+    // Absolute: qemu 7.2 takes a relative data file name from the working directory.
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${join(dir, 'd.raw')}`, image, '8M');
+    await qemuIo('qcow2', image, 'write -P 0x07 0 2M');
+    const full = join(dir, 'full.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', image, full);
+    await qemuIo('qcow2', full, 'write -P 0x08 1M 64k');
+    const layout = (options: string) =>
+      `version: 1\nimages:\n  d: { path: d.qcow2${options} }\n  c1: { path: out/c1.qcow2, from: { path: d.qcow2, format: qcow2 } }\n  ov: { path: out/ov.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: d }\n`;
+    for (const options of ['', ', options: { lazy_refcounts: true }']) {
+      await writeFile(join(dir, 'm.yaml'), layout(options));
+      const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+      expect((await imageInfo(image, 'qcow2'))['format-specific']).toMatchObject({
+        data: { 'data-file': join(dir, 'd.raw') },
+      });
+      const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+      expect(again.exitCode, again.stdout).toBe(0);
+      expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', image, 'qcow2')).toBe(0);
+      expect(await compareImages(join(dir, 'out/ov.qcow2'), 'qcow2', full, 'qcow2')).toBe(0);
+    }
+  });
 });
