@@ -357,6 +357,9 @@ async function verifyThenRetire(
 ): Promise<RunSummary> {
   const verified = await verifyLayout(planned.manifest, effects);
   const checked: RunSummary = { ...summary, verified: verified.images };
+  // An output that does not match must not pass for a finished one: its ledger entry is marked
+  // in progress, so the next plan rebuilds it instead of calling it up to date.
+  for (const image of verified.images) if (!image.ok) await effects.markInProgress(image.path);
   if (!verified.ok) {
     const failed = verified.images
       .filter((i) => !i.ok)

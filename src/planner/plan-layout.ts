@@ -14,6 +14,7 @@ import { dataFileIsFree, planContent, settleStaleContent } from './plan-content.
 import type { ContentPlan, PlanContext } from './plan-context.js';
 import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
 import { type BackingTarget, type Target, temporaryPathFor, withDataFile } from './recipes.js';
+import { guardRecordedSources } from './source-guards.js';
 
 /** Images ordered so that every backing comes before the images on top of it. */
 function backingFirst(manifest: ResolvedManifest): ResolvedImage[] {
@@ -221,6 +222,7 @@ export function planLayout(
   }
   addReaderEdges(steps);
   addRefreshes(manifest, contents, steps, ctx);
+  guardRecordedSources(manifest, steps, layout);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);
   if (!ordered) {

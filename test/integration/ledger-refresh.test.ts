@@ -4,6 +4,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { apply, plan } from '../../src/api.js';
+import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
 import { chainform, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -106,5 +108,53 @@ describe('ledger entries follow files rewritten in place', () => {
       expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', image, 'qcow2')).toBe(0);
       expect(await compareImages(join(dir, 'out/ov.qcow2'), 'qcow2', full, 'qcow2')).toBe(0);
     }
+  });
+
+  it('refuses to record a copy when its source was written after planning, so the copy is rebuilt', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    const layout = (options: string) =>
+      `version: 1\nimages:\n  vm: { path: vm.qcow2 }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }${options} }\n`;
+    await writeFile(join(dir, 'm.yaml'), layout(''));
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    await writeFile(join(dir, 'm.yaml'), layout(', options: { lazy_refcounts: true }'));
+    const planned = await plan(join(dir, 'm.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    expect(planned.plan.steps.map((s) => s.id)).toEqual(['c1:amend']);
+    // Another process writes to vm.qcow2 between the plan and its step (e.g. at the prompt).
+    await qemuIo('qcow2', vm, 'write -P 0x77 0 64k');
+    const summary = await apply(planned, {});
+    expect(summary.failed.map((f) => f.stepId)).toEqual(['c1:amend']);
+    expect(summary.failed[0]?.message).toContain(
+      `${vm} cannot be used as planned: it was modified since the plan was made`,
+    );
+    // Nothing vouches for c1 now: the next plan copies vm again.
+    expect((await chainform(dir, 'plan', 'm.yaml')).stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
+  });
+
+  it('leaves an output that fails --verify to be rebuilt, not recorded as finished', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n',
+    );
+    const planned = await plan(join(dir, 'm.yaml'));
+    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+    // Real qemu-img throughout, except that the verify's compare reports a difference (as it
+    // would if a step had produced wrong content that the ledger's fingerprints cannot see).
+    const real = new ExecaRunner();
+    const runner: CommandRunner = {
+      run: (argv, options) =>
+        argv[1] === 'compare'
+          ? Promise.resolve({ exitCode: 1, stdout: 'Content mismatch at offset 0!', stderr: '' })
+          : real.run(argv, options),
+    };
+    const summary = await apply(planned, { runner, verify: true });
+    expect(summary.ok).toBe(false);
+    expect(summary.failed.map((f) => f.stepId)).toEqual(['verify']);
+    const next = await chainform(dir, 'plan', 'm.yaml');
+    expect(next.stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
   });
 });

@@ -90,7 +90,8 @@ describe('planner: links between states of one qcow2 file', () => {
     for (const other of [delta({ fingerprint: fp(10, 2) }), delta({ fromId: '7' }), delta({ toId: '1' })]) {
       const step = planOf([other]).steps[1]!;
       expect(step.kind).toBe('diff');
-      expect(step.plannedFrom).toBeUndefined();
+      // Only the guard every recording step has: the source as inspected (source-guards.ts).
+      expect(step.plannedFrom).toEqual([{ path: SOURCE, fingerprint: fp(10) }]);
     }
   });
 });
