@@ -77,8 +77,13 @@ function summaryLines(summary: RunSummary): string[] {
   const retireFailed = summary.failed.some((f) => f.stepId === 'retire');
   for (const kept of retireFailed ? [] : (summary.keptFromRetire ?? []))
     lines.push(`  not retired ${kept.path}: ${kept.reason}`);
-  if (!summary.ok)
-    lines.push('Inputs were not modified; temporary files were removed. Fix the cause and run apply again.');
+  if (!summary.ok) {
+    // Retired files are deleted because the manifest says so; they are not counted as inputs.
+    const retired = summary.retired?.length ?? 0;
+    lines.push(
+      `Inputs were not modified${retired ? ` (the ${plural(retired, 'retired file')} above ${retired === 1 ? 'was' : 'were'} deleted, as the manifest asks)` : ''}; temporary files were removed. Fix the cause and run apply again.`,
+    );
+  }
   return lines;
 }
 

@@ -115,11 +115,18 @@ describe('retire and verify', () => {
     const server = execa('qemu-nbd', ['-r', '-t', '-f', 'raw', '-k', socket, join(dir, 'old.raw')], { reject: false });
     try {
       for (let i = 0; i < 100 && !(await exists(socket)); i++) await new Promise((r) => setTimeout(r, 20));
-      await writeFile(join(dir, 'm.yaml'), manifest(['old.raw']));
+      await qemuImg('create', '-q', '-f', 'raw', join(dir, 'spare.raw'), '1M');
+      await writeFile(join(dir, 'm.yaml'), manifest(['old.raw', 'spare.raw']));
       const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
       expect(result.exitCode).toBe(1);
       expect(result.stdout).toMatch(/failed: kept .*old\.raw: process \d+ \(qemu-nbd\) has it open/);
       expect(await exists(join(dir, 'old.raw'))).toBe(true);
+      // The other one went, as the manifest asks, and the closing line says so.
+      expect(result.stdout).toContain(`retired (deleted) ${join(dir, 'spare.raw')}`);
+      expect(await exists(join(dir, 'spare.raw'))).toBe(false);
+      expect(result.stdout).toContain(
+        'Inputs were not modified (the 1 retired file above was deleted, as the manifest asks); temporary files were removed.',
+      );
     } finally {
       server.kill();
       await server;
