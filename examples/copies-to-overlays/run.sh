@@ -9,7 +9,9 @@ work="${DEMO_DIR:-$here/work}"
 
 rm -rf "$work"
 mkdir -p "$work/in"
-cp "$here/manifest.yaml" "$work/manifest.yaml"
+# The copy keeps its editor schema hint working from wherever DEMO_DIR puts it (an absolute path).
+schema="$(cd "$here/../.." && pwd)/schemas/manifest.schema.json"
+sed "1s#\$schema=.*#\$schema=$schema#" "$here/manifest.yaml" >"$work/manifest.yaml"
 cd "$work"
 
 echo "== making input images in $work/in"
