@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { type Diagnostic, warning } from '../diagnostics/diagnostic.js';
 import { recordedSnapshotSizes } from '../inspect/qcow2-delta.js';
 import { detectFormat, readChain } from '../inspect/read-chain.js';
+import { resizeCommand } from '../qemu/commands.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 
@@ -92,7 +93,7 @@ export function snapshotsPastImageEnd(layout: ImportedLayout): Diagnostic[] {
           'snapshot-past-image-end',
           `snapshot "${snapshot.name}" (id ${snapshot.id}) of ${path} was taken when the disk was ${recorded} bytes, but the image is now ${info.virtualSize} bytes: plan will refuse its link, since qemu-img reads a snapshot at the image's current size`,
           {
-            hint: `grow the image back first (qemu-img resize -f qcow2 ${path} ${recorded}; on a copy if it must stay as it is), or drop the link from the manifest`,
+            hint: `grow the image back first (${resizeCommand({ image: path, format: 'qcow2', size: recorded, shrink: false }).join(' ')}; on a copy if it must stay as it is), or drop the link from the manifest`,
           },
         ),
       );

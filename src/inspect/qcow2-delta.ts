@@ -206,38 +206,51 @@ function changedRanges(fd: number, tables: Qcow2Tables, from: State, to: State):
 }
 
 /**
+ * Opens the qcow2 file at `path` read-only, reads its tables and hands both to `use`; any
+ * failure (a missing file, unusable tables, a read past the end) comes back as `failed(why)`.
+ */
+function withTables<T>(path: string, use: (fd: number, tables: Qcow2Tables) => T, failed: (why: string) => T): T {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    return failed((e as Error).message);
+  }
+  try {
+    const tables = readTables(fd);
+    return typeof tables === 'string' ? failed(tables) : use(fd, tables);
+  } catch (e) {
+    return failed((e as Error).message);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * The guest ranges of the qcow2 file at `path` whose content may differ between snapshot
  * `fromId` and snapshot `toId` (null: the active layer), at the disk size qemu presents both
  * with. The file must not be open for writing meanwhile (inspection checks the lock), and
  * the answer holds only while the file is unchanged: steps built on it check its fingerprint.
  */
 export function clusterDelta(path: string, fromId: string | null, toId: string | null): ClusterDelta {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    return { ok: false, why: (e as Error).message };
-  }
-  try {
-    const tables = readTables(fd);
-    if (typeof tables === 'string') return { ok: false, why: tables };
-    const tablesOf = (id: string | null) => (id === null ? tables.active : tables.snapshots.get(id));
-    const from = tablesOf(fromId);
-    const to = tablesOf(toId);
-    if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
-    const changed = changedRanges(fd, tables, from, to);
-    return {
-      ok: true,
-      ranges: changed.ranges,
-      bytes: changed.bytes,
-      clusterSize: 2 ** tables.clusterBits,
-      zeroBytes: changed.zeroBytes,
-    };
-  } catch (e) {
-    return { ok: false, why: (e as Error).message };
-  } finally {
-    closeSync(fd);
-  }
+  return withTables<ClusterDelta>(
+    path,
+    (fd, tables) => {
+      const tablesOf = (id: string | null) => (id === null ? tables.active : tables.snapshots.get(id));
+      const from = tablesOf(fromId);
+      const to = tablesOf(toId);
+      if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
+      const changed = changedRanges(fd, tables, from, to);
+      return {
+        ok: true,
+        ranges: changed.ranges,
+        bytes: changed.bytes,
+        clusterSize: 2 ** tables.clusterBits,
+        zeroBytes: changed.zeroBytes,
+      };
+    },
+    (why) => ({ ok: false, why }),
+  );
 }
 
 /**
@@ -246,21 +259,14 @@ export function clusterDelta(path: string, fromId: string | null, toId: string |
  * are left out; a file whose tables this reader cannot use gives the reason instead.
  */
 export function recordedSnapshotSizes(path: string): Map<string, number> | string {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    return (e as Error).message;
-  }
-  try {
-    const tables = readTables(fd);
-    if (typeof tables === 'string') return tables;
-    const sizes = new Map<string, number>();
-    for (const [id, state] of tables.snapshots) if (state.recordedSize !== undefined) sizes.set(id, state.recordedSize);
-    return sizes;
-  } catch (e) {
-    return (e as Error).message;
-  } finally {
-    closeSync(fd);
-  }
+  return withTables<Map<string, number> | string>(
+    path,
+    (_fd, tables) => {
+      const sizes = new Map<string, number>();
+      for (const [id, state] of tables.snapshots)
+        if (state.recordedSize !== undefined) sizes.set(id, state.recordedSize);
+      return sizes;
+    },
+    (why) => why,
+  );
 }

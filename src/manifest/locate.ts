@@ -54,15 +54,15 @@ function pairWithKey(node: Node, key: string | number): Pair<Node, Node | null> 
 }
 
 /**
- * Finds where `path` is written. With `at: 'key'` the span is the mapping key itself
- * (for "unknown key" errors); otherwise the value. A path that does not exist points at
- * its nearest existing ancestor, so every diagnostic still has a location.
+ * The character offsets where `path` is written. With `at: 'key'` the span is the mapping key
+ * itself (for "unknown key" errors); otherwise the value. A path that does not exist gives its
+ * nearest existing ancestor; undefined only when the document has no content at all.
  */
-export function locate(
+export function spanOf(
   source: ManifestSource,
   path: readonly (string | number)[],
   at: 'key' | 'value' = 'value',
-): SourceLocation {
+): [number, number] | undefined {
   let node: Node | null | undefined = source.document.contents as Node | null;
   let best: [number, number] | undefined = node?.range ? [node.range[0], node.range[1]] : undefined;
   for (const [index, segment] of path.entries()) {
@@ -83,6 +83,22 @@ export function locate(
     }
     if (node?.range) best = [node.range[0], node.range[1]];
   }
-  if (!best) return { file: source.file, line: 1, column: 1 };
-  return locationOfOffsets(source.file, source.lines, best[0], best[1]);
+  return best;
+}
+
+/** The line:column span of {@link spanOf}; the file's start when there is none. */
+export function locationOfSpan(source: ManifestSource, span: [number, number] | undefined): SourceLocation {
+  if (!span) return { file: source.file, line: 1, column: 1 };
+  return locationOfOffsets(source.file, source.lines, span[0], span[1]);
+}
+
+/**
+ * Finds where `path` is written (see {@link spanOf}), so that every diagnostic has a location.
+ */
+export function locate(
+  source: ManifestSource,
+  path: readonly (string | number)[],
+  at: 'key' | 'value' = 'value',
+): SourceLocation {
+  return locationOfSpan(source, spanOf(source, path, at));
 }

@@ -1,9 +1,9 @@
 // Stage 2a: check the manifest's shape against the JSON Schema and turn ajv errors into
 // located, readable diagnostics.
 import type { ErrorObject, ValidateFunction } from 'ajv/dist/2020.js';
-import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ManifestSource } from './load-manifest.js';
-import { locate } from './locate.js';
+import { locate, locationOfSpan, spanOf } from './locate.js';
 import type { Manifest } from './manifest.generated.js';
 import { validate as generatedValidator } from './manifest-validator.generated.js';
 
@@ -33,14 +33,6 @@ function valueAt(data: unknown, path: readonly string[]): unknown {
     value = (value as Record<string, unknown>)[segment];
   }
   return value;
-}
-
-/** The text of a one-line value as typed at `location` (e.g. `1.10`, which YAML reads as 1.1). */
-function typedText(source: ManifestSource, location: SourceLocation): string {
-  const line = source.text.split('\n', location.line)[location.line - 1] ?? '';
-  const end =
-    location.endLine === location.line && location.endColumn !== undefined ? location.endColumn - 1 : line.length;
-  return line.slice(location.column - 1, end).trim();
 }
 
 /** Longest value quoted in a message; longer ones are cut. */
@@ -104,17 +96,21 @@ function toDiagnostic(source: ManifestSource, e: ErrorObject): Diagnostic {
         );
       }
       {
-        const location = locate(source, path);
+        const span = spanOf(source, path);
         // `snapshot: 1` is a number to YAML: the usual slip behind a string field's wrong type.
+        // The hint quotes it as typed: `1.10` is 1.1 to YAML.
         const unquoted =
+          span &&
           (e.params as { type: unknown }).type === 'string' &&
           (typeof value === 'number' || typeof value === 'boolean');
         return error(
           'wrong-type',
           `${where} must be ${(e.params as { type: string | string[] }).type}, not ${describeValue(value)}`,
           {
-            location,
-            ...(unquoted ? { hint: `to give it as text, put it in quotes: "${typedText(source, location)}"` } : {}),
+            location: locationOfSpan(source, span),
+            ...(unquoted
+              ? { hint: `to give it as text, put it in quotes: "${source.text.slice(span[0], span[1]).trim()}"` }
+              : {}),
           },
         );
       }

@@ -2,7 +2,7 @@
 // `validate`, which both read the snapshot list with qemu-img info.
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
-import { snapshotSelector } from '../qemu/commands.js';
+import { resizeCommand, snapshotSelector } from '../qemu/commands.js';
 import type { ImageInfo } from '../qemu/image-info.js';
 import { selectSnapshot } from '../qemu/select-snapshot.js';
 
@@ -42,14 +42,14 @@ export function snapshotPastImageEnd(
   recordedSize: number | undefined,
   imageSize: number,
 ): Diagnostic | undefined {
-  if (recordedSize === undefined || recordedSize <= imageSize) return undefined;
   const path = image.source?.path;
+  if (path === undefined || recordedSize === undefined || recordedSize <= imageSize) return undefined;
   return error(
     'snapshot-past-image-end',
     `snapshot "${image.source?.snapshot}" (id ${snapshot.id}) of ${path} was taken when the disk was ${recordedSize} bytes, but the image is now ${imageSize} bytes: qemu-img reads a snapshot at the image's current size, so a copy would lose its last ${recordedSize - imageSize} bytes`,
     {
       location: image.at.fromSnapshot,
-      hint: `grow the image back first (qemu-img resize -f qcow2 ${path} ${recordedSize}; it changes the file, so work on a copy if it must stay as it is), or leave this snapshot out`,
+      hint: `grow the image back first (${resizeCommand({ image: path, format: 'qcow2', size: recordedSize, shrink: false }).join(' ')}; it changes the file, so work on a copy if it must stay as it is), or leave this snapshot out`,
     },
   );
 }

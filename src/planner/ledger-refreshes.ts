@@ -1,13 +1,14 @@
 // Ledger refreshes. An output whose chains run through a file that a step of the plan rewrites
 // in place keeps presenting the same content: only content-preserving rewrites (amend, repoint,
 // safe rebase) get this far, since one that changes content makes the output stale first
-// (settleStaleContent). A source grown in place is the exception: what it presents is now
-// larger than the copy made of it, so no step of an image whose size changes refreshes a copy
-// of it, and the next plan rebuilds the copy at the new size. But its ledger entry names the chains' files and fingerprints as they
+// (settleStaleContent). But its ledger entry names the chains' files and fingerprints as they
 // were, so the next plan would rebuild it for nothing. The rewriting step refreshes the entry
 // when it finishes, with the chain as the plan leaves it (a repoint changes the files, not only
 // their fingerprints). That holds for outputs built before (up to date, with no step of their
 // own) and for outputs built in this run by a step that runs before the rewrite.
+// A source grown in place is the exception: what it presents is now larger than the copy made
+// of it, so no step of an image whose size changes refreshes a copy of it, and the next plan
+// rebuilds the copy at the new size.
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';
@@ -25,15 +26,12 @@ function chainAfterPlan(
   imageAt: ReadonlyMap<string, string>,
   final: PlanContext['final'],
 ): string[] {
-  const files: string[] = [];
-  for (const layer of chain) {
+  for (const [i, layer] of chain.entries()) {
     const id = imageAt.get(layer.path);
     const planned = id === undefined ? undefined : final.get(id);
-    if (planned) return [...files, ...planned.chain];
-    files.push(layer.path);
-    if (layer.dataFilePath) files.push(layer.dataFilePath);
+    if (planned) return [...chainFiles(chain.slice(0, i)), ...planned.chain];
   }
-  return files;
+  return chainFiles(chain);
 }
 
 /**

@@ -5,9 +5,8 @@
 // would call the copy up to date. So the step also lists those files in `plannedFrom`: it refuses
 // to start, or to finish, when one is not as planned (execute-plan.ts ensureAsPlanned). Files a
 // step of the plan itself writes are left out; the ordering and the ledger refreshes cover them.
-import type { InspectedLayout } from '../inspect/inspect-layout.js';
+import { chainFiles, chainPrints, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
-import type { Fingerprint } from '../state/fingerprint.js';
 import type { Step } from './plan-types.js';
 
 /** Adds the source chain, as inspected, to the `plannedFrom` of every step that records an output. */
@@ -19,14 +18,12 @@ export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], 
     const chain = source ? layout.files.get(source.path)?.chain : undefined;
     if (!chain) continue;
     const planned = [...(step.plannedFrom ?? [])];
-    const add = (path: string, fingerprint: Fingerprint | null | undefined) => {
+    const prints = chainPrints(chain);
+    chainFiles(chain).forEach((path, i) => {
+      const fingerprint = prints[i];
       if (!fingerprint || written.has(path) || planned.some((p) => p.path === path)) return;
       planned.push({ path, fingerprint });
-    };
-    for (const layer of chain) {
-      add(layer.path, layer.fingerprint);
-      if (layer.dataFilePath) add(layer.dataFilePath, layer.dataFileFingerprint);
-    }
+    });
     if (planned.length > 0) step.plannedFrom = planned;
   }
 }
