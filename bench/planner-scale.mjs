@@ -5,7 +5,7 @@
 // Measured in a child process under GNU time: wall seconds of `plan` (which loads and validates
 // the manifest, inspects and plans), peak RSS, and
 // qemu-img processes the inspection would have spawned (per chain). Usage:
-//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases]
+//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases] [--cluster-size 65536]
 // --phases adds one run that times each stage on its own (parse, schema, ..., planning).
 // BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,10 +23,16 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     child: { type: 'string' },
     phases: { type: 'boolean', default: false },
+    'cluster-size': { type: 'string', default: '65536' },
   },
 });
 const chains = Number(values.chains);
 const depth = Number(values.depth);
+// The images' cluster size: qemu-img's default, 64 KiB, makes files of 192 KiB whose refcount
+// table and block are 64 KiB each, which the truncation check reads; 512 makes 3 KiB files.
+const clusterSize = Number(values['cluster-size']);
+/** About what a new qcow2 image of 1 MiB takes on disk (header, refcount table and block, L1). */
+const fileBytes = 3 * clusterSize + 4096;
 
 /** `qemu-img info --output=json` of image `d` of a chain, as qemu-img 7.2 prints it. */
 function infoOf(path, d) {
@@ -35,8 +41,8 @@ function infoOf(path, d) {
       filename: path,
       format: 'qcow2',
       'virtual-size': 1048576,
-      'actual-size': 3072,
-      'cluster-size': 512,
+      'actual-size': fileBytes,
+      'cluster-size': clusterSize,
       'dirty-flag': false,
       ...(d > 0
         ? {
@@ -143,7 +149,8 @@ async function setup() {
   for (let d = 0; d < depth; d++) {
     const backing = d > 0 ? ['-b', `img${d - 1}.qcow2`, '-F', 'qcow2'] : [];
     const file = join(template, `img${d}.qcow2`);
-    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', ...backing, file, '1M']);
+    const options = ['-o', `cluster_size=${clusterSize}`];
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', ...options, ...backing, file, '1M']);
     layers.push(await readFile(file));
   }
   const lines = ['version: 1', 'images:'];
@@ -188,6 +195,8 @@ if (values.child) {
           String(chains),
           '--depth',
           String(depth),
+          '--cluster-size',
+          String(clusterSize),
         ],
         {
           reject: false,
@@ -204,6 +213,7 @@ if (values.child) {
     const summary = {
       chains,
       depth,
+      clusterSize,
       images,
       steps,
       runs: results.length,
@@ -212,7 +222,7 @@ if (values.child) {
       qemuImgCalls: calls,
       qemuImgCallsPerChain: calls / chains,
     };
-    console.log(`planner: ${images} images in ${chains} chains, ${steps} steps planned`);
+    console.log(`planner: ${images} images in ${chains} chains (${clusterSize}-byte clusters), ${steps} steps planned`);
     console.log(
       `  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`,
     );
@@ -231,6 +241,8 @@ if (values.child) {
         String(chains),
         '--depth',
         String(depth),
+        '--cluster-size',
+        String(clusterSize),
       ]);
       const { phases: times } = JSON.parse(r.stdout.trim().split('\n').at(-1));
       summary.phasesMs = times;

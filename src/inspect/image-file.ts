@@ -38,8 +38,9 @@ export interface ImageFile {
   unreadable?: string;
 }
 
+const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
 const SIGNATURES: readonly { format: string; offset: number; bytes: Buffer }[] = [
-  { format: 'qcow2', offset: 0, bytes: Buffer.from([0x51, 0x46, 0x49, 0xfb]) },
+  { format: 'qcow2', offset: 0, bytes: QCOW2_MAGIC },
   { format: 'qed', offset: 0, bytes: Buffer.from('QED\0', 'latin1') },
   { format: 'vmdk', offset: 0, bytes: Buffer.from('KDMV', 'latin1') },
   { format: 'vmdk', offset: 0, bytes: Buffer.from('# Disk DescriptorFile', 'latin1') },
@@ -50,6 +51,12 @@ const SIGNATURES: readonly { format: string; offset: number; bytes: Buffer }[] =
 
 /** The start of a file: qcow2 keeps its header, extensions and backing name in the first cluster. */
 const HEAD_BYTES = 64 * 1024;
+/**
+ * What is read first: the header, its extensions and the backing name nearly always lie in the
+ * first 4 KiB, and reading all 64 KiB of every file cost more than the rest of the header work.
+ * The rest is read only when a field runs past it.
+ */
+const FIRST_BYTES = 4096;
 /** Reused for every header read: reads are synchronous, so one buffer serves them all. */
 const head = Buffer.alloc(HEAD_BYTES);
 
@@ -87,15 +94,18 @@ function text(data: Buffer, offset: number, length: number): string | undefined 
   return data.toString('utf8', offset, offset + length).replace(/\0+$/, '');
 }
 
-/** The qcow2 header fields of `data` (the file's first bytes). */
-export function parseQcow2Header(data: Buffer): Qcow2Header | string {
-  if (data.length < 72) return `its ${data.length}-byte header is incomplete`;
+/**
+ * The qcow2 header fields of `data` (the file's first bytes), and whether every field read lies
+ * inside `data` (when not, reading more of the file may find them).
+ */
+function readQcow2Header(data: Buffer): { header: Qcow2Header | string; complete: boolean } {
+  if (data.length < 72) return { header: `its ${data.length}-byte header is incomplete`, complete: false };
   const version = data.readUInt32BE(4);
   const header: Qcow2Header = {};
   const backingOffset = Number(data.readBigUInt64BE(8));
   if (backingOffset !== 0) {
     const name = text(data, backingOffset, data.readUInt32BE(16));
-    if (name === undefined) return 'its backing name lies past the first 64 KiB';
+    if (name === undefined) return { header: 'its backing name lies past the first 64 KiB', complete: false };
     header.backingName = name;
   }
   // Header extensions follow the header (72 bytes in version 2, header_length in version 3).
@@ -103,12 +113,18 @@ export function parseQcow2Header(data: Buffer): Qcow2Header | string {
   while (at + 8 <= data.length) {
     const type = data.readUInt32BE(at);
     const length = data.readUInt32BE(at + 4);
-    if (type === EXTENSION_END) break;
+    if (type === EXTENSION_END) return { header, complete: true };
+    if (at + 8 + length > data.length) return { header, complete: false };
     if (type === EXTENSION_BACKING_FORMAT) header.backingFormat = text(data, at + 8, length);
     if (type === EXTENSION_DATA_FILE) header.dataFileName = text(data, at + 8, length);
     at += 8 + Math.ceil(length / 8) * 8;
   }
-  return header;
+  return { header, complete: false };
+}
+
+/** The qcow2 header fields of `data` (the file's first bytes). */
+export function parseQcow2Header(data: Buffer): Qcow2Header | string {
+  return readQcow2Header(data).header;
 }
 
 /**
@@ -127,7 +143,11 @@ export function readImageFile(path: string): ImageFile {
     return { fingerprint, kind, unreadable: (e as Error).message };
   }
   try {
-    const bytesRead = readSync(fd, head, 0, HEAD_BYTES, 0);
+    let bytesRead = readSync(fd, head, 0, FIRST_BYTES, 0);
+    if (bytesRead === FIRST_BYTES && head.compare(QCOW2_MAGIC, 0, 4, 0, 4) === 0) {
+      if (!readQcow2Header(head.subarray(0, FIRST_BYTES)).complete)
+        bytesRead += readSync(fd, head, FIRST_BYTES, HEAD_BYTES - FIRST_BYTES, FIRST_BYTES);
+    }
     const data = head.subarray(0, bytesRead);
     const claimedFormat = SIGNATURES.find(
       (s) =>

@@ -37,6 +37,22 @@ describe('inspecting real chains', () => {
   });
   afterEach(() => cleanup());
 
+  it('reads a backing name stored past the first 4 KiB, which it reads first, as qemu-img does', async () => {
+    await qcow2Chain(dir, ['base', 'top']);
+    const top = join(dir, 'top.qcow2');
+    const bytes = await readFile(top);
+    const name = Buffer.from('base.qcow2');
+    expect(bytes.readUInt32BE(16)).toBe(name.length); // backing_file_size
+    // Move the name to offset 6000 of the 64 KiB first cluster (qemu accepts it anywhere there).
+    bytes.fill(0, Number(bytes.readBigUInt64BE(8)), Number(bytes.readBigUInt64BE(8)) + name.length);
+    name.copy(bytes, 6000);
+    bytes.writeBigUInt64BE(6000n, 8);
+    await writeFile(top, bytes);
+    const info = JSON.parse(await qemuImg('info', '--output=json', '-f', 'qcow2', top));
+    expect(info['backing-filename']).toBe('base.qcow2');
+    expect(readImageFile(top).qcow2).toEqual({ backingName: 'base.qcow2', backingFormat: 'qcow2' });
+  });
+
   it('reads backing name, backing format and data file from the qcow2 header as qemu-img does', async () => {
     await qcow2Chain(dir, ['base', 'top']);
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'data_file=top.raw', join(dir, 'ext.qcow2'), '4M');
