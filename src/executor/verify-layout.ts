@@ -45,12 +45,15 @@ async function compareWithSource(
   }
   const format = source.format;
   const run = (argv: Argv) => effects.run(argv);
+  const info = await run(layerInfoCommand(source.path, format));
+  const sourceLayer = info.exitCode === 0 ? parseImageInfo(info.stdout)[0] : undefined;
+  if (!sourceLayer) return `its source cannot be read: ${qemuMessage(info.stderr)}`;
+  const sized = await sizeVerdict(image, sourceLayer.virtualSize, effects);
   if (source.snapshot === undefined) {
     const result = await run(compareCommand({ a: image.path, aFormat: image.format, b: source.path, bFormat: format }));
-    return compareVerdict(result.exitCode, result.stderr);
+    return compareVerdict(result.exitCode, result.stderr) || sized;
   }
-  const info = await run(layerInfoCommand(source.path, format));
-  const choice = findSnapshot(image, info.exitCode === 0 ? (parseImageInfo(info.stdout)[0]?.snapshots ?? []) : []);
+  const choice = findSnapshot(image, sourceLayer.snapshots);
   if (!choice.ok) return `its source snapshot cannot be found: ${choice.diagnostic.message}`;
   const runtime = await effects.openRuntime();
   const socket = join(runtime, 'verify.sock');
@@ -61,13 +64,32 @@ async function compareWithSource(
     );
     try {
       const result = await run(compareWithExportCommand({ a: image.path, aFormat: image.format, socket }));
-      return compareVerdict(result.exitCode, result.stderr);
+      return compareVerdict(result.exitCode, result.stderr) || sized;
     } finally {
       await helper.stop().catch(() => undefined);
     }
   } finally {
     await effects.closeRuntime(runtime);
   }
+}
+
+/** qemu gives every image a whole number of 512-byte sectors: a 1000-byte raw file reads as 1024. */
+const SECTOR = 512;
+
+/**
+ * '' when the image has the virtual size the manifest asks for (its `size`, else its source's),
+ * or the problem. `qemu-img compare` alone cannot tell: without `-s` it takes what lies past the
+ * end of the smaller image as zeros, so a copy cut to the last non-zero byte of its source
+ * compares "identical". A snapshot reads at the image's current size, as the planner takes it.
+ */
+async function sizeVerdict(image: ResolvedImage, sourceSize: number, effects: StepEffects): Promise<string> {
+  const info = await effects.run(layerInfoCommand(image.path, image.format));
+  const actual = info.exitCode === 0 ? parseImageInfo(info.stdout)[0]?.virtualSize : undefined;
+  if (actual === undefined) return `cannot be read: ${qemuMessage(info.stderr)}`;
+  const expected = Math.ceil((image.size ?? sourceSize) / SECTOR) * SECTOR;
+  if (actual === expected) return '';
+  const wanted = image.size !== undefined ? 'the manifest asks for' : 'its source has';
+  return `is ${actual} bytes (virtual size), but ${wanted} ${expected}`;
 }
 
 function compareVerdict(exitCode: number, stderr: string): string {

@@ -165,4 +165,29 @@ describe('retire and verify', () => {
     expect(result.stdout).toContain(`not retired ${join(dir, 'vm1-full.raw')}: the layout did not verify`);
     expect(await exists(join(dir, 'vm1-full.raw'))).toBe(true);
   });
+
+  it('stops before retiring when an output was shrunk to the end of its data, which compare alone calls identical', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'm.yaml'), manifest([]));
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // The template's last 16 MiB are zeros: qemu-img compare reads past the end of a smaller
+    // image as zeros, so it finds the shrunk base "identical". The mtime is put back, as before.
+    const output = join(dir, 'base.qcow2');
+    const before = await stat(output, { bigint: true });
+    await execa('touch', ['-r', output, join(dir, 'times')]);
+    await qemuImg('resize', '-q', '-f', 'qcow2', '--shrink', output, '16M');
+    await execa('touch', ['-r', join(dir, 'times'), output]);
+    const after = await stat(output, { bigint: true });
+    expect([after.size, after.mtimeNs]).toEqual([before.size, before.mtimeNs]);
+    expect(await compareImages(output, 'qcow2', join(dir, 'template.raw'), 'raw')).toBe(0);
+    await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw']));
+
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toContain(
+      `failed: ${output} (base) is ${16 * MiB} bytes (virtual size), but its source has ${32 * MiB}`,
+    );
+    expect(result.stdout).toContain(`not retired ${join(dir, 'vm1-full.raw')}: the layout did not verify`);
+    expect(await exists(join(dir, 'vm1-full.raw'))).toBe(true);
+  });
 });
