@@ -14,6 +14,21 @@ const exists = (path: string) =>
     () => false,
   );
 
+/**
+ * Changes `file` where the ledger cannot see it: `change` runs, then the mtime is put back
+ * (touch -r keeps nanoseconds; the ledger compares mtime to the nanosecond), and the file size
+ * must be unchanged too.
+ */
+async function behindTheLedger(file: string, change: () => Promise<unknown>): Promise<void> {
+  const before = await stat(file, { bigint: true });
+  const times = `${file}.times`;
+  await execa('touch', ['-r', file, times]);
+  await change();
+  await execa('touch', ['-r', times, file]);
+  const after = await stat(file, { bigint: true });
+  expect([after.size, after.mtimeNs]).toEqual([before.size, before.mtimeNs]);
+}
+
 describe('retire and verify', () => {
   const ws = useWorkspace(async (dir) => {
     const template = join(dir, 'template.raw');
@@ -150,13 +165,7 @@ describe('retire and verify', () => {
     expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
     // Bit rot the ledger cannot see: the data changes, the size and mtime are put back.
     const output = join(dir, 'vm1.qcow2');
-    const before = await stat(output, { bigint: true });
-    // touch -r keeps nanoseconds (the ledger compares mtime to the nanosecond).
-    await execa('touch', ['-r', output, join(dir, 'times')]);
-    await qemuIo('qcow2', output, `write -P 0x99 ${MiB + 64 * 1024} 64k`);
-    await execa('touch', ['-r', join(dir, 'times'), output]);
-    const after = await stat(output, { bigint: true });
-    expect([after.size, after.mtimeNs]).toEqual([before.size, before.mtimeNs]);
+    await behindTheLedger(output, () => qemuIo('qcow2', output, `write -P 0x99 ${MiB + 64 * 1024} 64k`));
     await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw']));
 
     const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
@@ -171,14 +180,9 @@ describe('retire and verify', () => {
     await writeFile(join(dir, 'm.yaml'), manifest([]));
     expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
     // The template's last 16 MiB are zeros: qemu-img compare reads past the end of a smaller
-    // image as zeros, so it finds the shrunk base "identical". The mtime is put back, as before.
+    // image as zeros, so it finds the shrunk base "identical".
     const output = join(dir, 'base.qcow2');
-    const before = await stat(output, { bigint: true });
-    await execa('touch', ['-r', output, join(dir, 'times')]);
-    await qemuImg('resize', '-q', '-f', 'qcow2', '--shrink', output, '16M');
-    await execa('touch', ['-r', join(dir, 'times'), output]);
-    const after = await stat(output, { bigint: true });
-    expect([after.size, after.mtimeNs]).toEqual([before.size, before.mtimeNs]);
+    await behindTheLedger(output, () => qemuImg('resize', '-q', '-f', 'qcow2', '--shrink', output, '16M'));
     expect(await compareImages(output, 'qcow2', join(dir, 'template.raw'), 'raw')).toBe(0);
     await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw']));
 
