@@ -111,7 +111,20 @@ export async function readChain(
   const located = () => (at ? { location: at() } : {});
   let current = path;
   let currentFormat = format;
+  /** The files read so far, to name a loop of backing links instead of following it. */
+  const seen: string[] = [];
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
+    if (seen.includes(current)) {
+      const loop = [...seen.slice(seen.indexOf(current)), current].join(' -> ');
+      diagnostics.push(
+        error('backing-loop', `the backing chain of ${path} loops back on itself: ${loop}`, {
+          ...located(),
+          hint: 'no image can be read through a loop: re-point the wrong link at its real backing (qemu-img rebase -u -b BACKING -F FORMAT IMAGE)',
+        }),
+      );
+      return null;
+    }
+    seen.push(current);
     const prefetched = known?.(current, currentFormat);
     const result = prefetched ? undefined : await runner.run(layerInfoCommand(current, currentFormat));
     if (result && result.exitCode !== 0) {

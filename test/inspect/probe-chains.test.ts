@@ -92,6 +92,21 @@ describe('inspecting real chains', () => {
     expect(layout.files.get(join(dir, 'b.qcow2'))?.chain?.length).toBe(2);
   });
 
+  it('names a loop of backing links, with the files in it, instead of following it 256 times', async () => {
+    await qcow2Chain(dir, ['a', 'b']);
+    await qemuImg('rebase', '-u', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', join(dir, 'a.qcow2'));
+    await writeFile(join(dir, 'm.yaml'), 'version: 1\nimages:\n  b: { path: b.qcow2 }\n');
+    const loaded = await loadManifest(join(dir, 'm.yaml'));
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
+    const runner = countingRunner();
+    const { diagnostics } = await inspectLayout(loaded.manifest, noLedger(), runner);
+    const [b, a] = [join(dir, 'b.qcow2'), join(dir, 'a.qcow2')];
+    expect(diagnostics.map((d) => [d.code, d.message])).toEqual([
+      ['backing-loop', `the backing chain of ${b} loops back on itself: ${b} -> ${a} -> ${b}`],
+    ]);
+    expect(runner.calls.length).toBeLessThanOrEqual(3);
+  });
+
   it('names the layer that another process holds open for writing, not only the chain', async () => {
     await qcow2Chain(dir, ['a', 'b']);
     await writeFile(
