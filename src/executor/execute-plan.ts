@@ -194,6 +194,17 @@ async function runStep(
   return failure;
 }
 
+/**
+ * What a finished step's output occupies on disk: the image file, plus its external data file
+ * when it has one (the guest data lives there). Undefined when the image cannot be stat-ed.
+ */
+async function outputDiskUsage(step: Step, effects: StepEffects): Promise<number | undefined> {
+  const files = [step.path, ...(step.ledger?.dataFile ? [step.ledger.dataFile] : [])];
+  const sizes = await Promise.all(files.map((file) => effects.diskUsage(file).catch(() => undefined)));
+  if (sizes[0] === undefined) return undefined;
+  return sizes.reduce<number>((sum, size) => sum + (size ?? 0), 0);
+}
+
 /** Runs every step of `plan` in dependency order. Never throws for a failed step. */
 export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<RunSummary> {
   const now = options.now ?? Date.now;
@@ -231,7 +242,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       emit({ type: 'step-started', step });
       const stepStart = now();
       const promise = runStep(step, options, finishAfterOf(step)).then(async (failure) => {
-        const outputBytes = failure ? undefined : await options.effects.diskUsage(step.path).catch(() => undefined);
+        const outputBytes = failure ? undefined : await outputDiskUsage(step, options.effects);
         running.delete(step.id);
         if (failure) {
           failed.push(failure);

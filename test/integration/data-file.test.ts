@@ -36,6 +36,8 @@ describe('external data files', () => {
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     expect((await readdir(join(dir, 'out'))).sort()).toEqual(['tpl.data', 'tpl.qcow2', 'vm.data', 'vm.qcow2']);
+    // What the step reports on disk includes the data file: the 16 MiB of guest data live there.
+    expect(r.stdout).toMatch(/done {5}tpl:convert \([\d.]+s, 16\.\d MiB on disk\)/);
     const tpl = await imageInfo(join(dir, 'out/tpl.qcow2'), 'qcow2');
     expect((tpl['format-specific'] as { data: Record<string, unknown> }).data).toMatchObject({
       'data-file': join(dir, 'out/tpl.data'),
