@@ -108,18 +108,21 @@ function readQcow2Header(data: Buffer): { header: Qcow2Header | string; complete
     if (name === undefined) return { header: 'its backing name lies past the first 64 KiB', complete: false };
     header.backingName = name;
   }
-  // Header extensions follow the header (72 bytes in version 2, header_length in version 3).
+  // Header extensions follow the header (72 bytes in version 2, header_length in version 3) and
+  // end, as qemu reads them, where the backing name starts, if there is one: what lies past it
+  // is the name (in an old image, a name at byte 72 leaves no room for extensions at all).
   let at = version >= 3 && data.length >= 104 ? data.readUInt32BE(100) : 72;
-  while (at + 8 <= data.length) {
+  const end = backingOffset !== 0 && backingOffset <= data.length ? backingOffset : data.length;
+  while (at + 8 <= end) {
     const type = data.readUInt32BE(at);
     const length = data.readUInt32BE(at + 4);
     if (type === EXTENSION_END) return { header, complete: true };
-    if (at + 8 + length > data.length) return { header, complete: false };
+    if (at + 8 + length > end) return { header, complete: end !== data.length };
     if (type === EXTENSION_BACKING_FORMAT) header.backingFormat = text(data, at + 8, length);
     if (type === EXTENSION_DATA_FILE) header.dataFileName = text(data, at + 8, length);
     at += 8 + Math.ceil(length / 8) * 8;
   }
-  return { header, complete: false };
+  return { header, complete: end !== data.length };
 }
 
 /** The qcow2 header fields of `data` (the file's first bytes). */

@@ -8,6 +8,8 @@ import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandResult, CommandRunner } from '../qemu/runner.js';
+import { fileIdentity } from '../state/fingerprint.js';
+import { memoize } from '../util/memo.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 
 /** The format qemu-img detects for `path`, or why it could not read it. */
@@ -97,6 +99,17 @@ export interface ChainReadAids {
   fileOf?: (path: string) => ImageFile;
 }
 
+/** Device and inode of `path`, or its normalised path when it cannot be stat-ed. */
+function fileIdentityOf(path: string, fileOf: (path: string) => ImageFile): string {
+  try {
+    const { fingerprint } = fileOf(path);
+    if (fingerprint) return fileIdentity(fingerprint);
+  } catch {
+    // e.g. a folder without search permission: the path stands for the file
+  }
+  return resolve(path);
+}
+
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
 export async function readChain(
   path: string,
@@ -104,18 +117,26 @@ export async function readChain(
   runner: CommandRunner,
   diagnostics: Diagnostic[],
   at?: () => SourceLocation,
-  { known, fileOf = readImageFile }: ChainReadAids = {},
+  { known, fileOf: readFacts = readImageFile }: ChainReadAids = {},
 ): Promise<ImageInfo[] | null> {
+  // Each file's facts are read once here, for the loop check and the damage check.
+  const fileOf = memoize(readFacts);
   const layers: ImageInfo[] = [];
   // Looked up only for a diagnostic: finding a location in a large manifest costs time.
   const located = () => (at ? { location: at() } : {});
   let current = path;
   let currentFormat = format;
-  /** The files read so far, to name a loop of backing links instead of following it. */
+  /**
+   * The files read so far by identity (device and inode; the normalised path of a file that
+   * cannot be stat-ed), to name a loop of backing links instead of following it: qemu does not
+   * normalise backing names, so a loop through "./a.qcow2" never repeats a spelling.
+   */
   const seen: string[] = [];
+  const shown: string[] = [];
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
-    if (seen.includes(current)) {
-      const loop = [...seen.slice(seen.indexOf(current)), current].join(' -> ');
+    const identity = fileIdentityOf(current, fileOf);
+    if (seen.includes(identity)) {
+      const loop = [...shown.slice(seen.indexOf(identity)), resolve(current)].join(' -> ');
       diagnostics.push(
         error('backing-loop', `the backing chain of ${path} loops back on itself: ${loop}`, {
           ...located(),
@@ -124,7 +145,8 @@ export async function readChain(
       );
       return null;
     }
-    seen.push(current);
+    seen.push(identity);
+    shown.push(resolve(current));
     const prefetched = known?.(current, currentFormat);
     const result = prefetched ? undefined : await runner.run(layerInfoCommand(current, currentFormat));
     if (result && result.exitCode !== 0) {

@@ -289,6 +289,33 @@ function checkOptions(manifest: ResolvedManifest): Diagnostic[] {
   return diagnostics;
 }
 
+/** qemu sizes every disk in whole 512-byte sectors. */
+const SECTOR = 512;
+
+/**
+ * A `size` that is not a whole number of sectors: qemu-img resize refuses it for qcow2, and
+ * rounds a raw image up, which the next plan would then see as a shrink to refuse.
+ */
+function checkSizes(manifest: ResolvedManifest): Diagnostic[] {
+  const problems: Diagnostic[] = [];
+  for (const image of manifest.images) {
+    if (image.size === undefined || image.size % SECTOR === 0) continue;
+    const below = Math.floor(image.size / SECTOR) * SECTOR;
+    const choices = below > 0 ? `${below} or ${below + SECTOR}` : `${below + SECTOR}`;
+    problems.push(
+      error(
+        'invalid-size',
+        `the size of "${image.id}" (${image.size} bytes) is not a whole number of 512-byte sectors`,
+        {
+          location: image.at.size,
+          hint: `qemu sizes disks in 512-byte sectors: use ${choices}`,
+        },
+      ),
+    );
+  }
+  return problems;
+}
+
 /** Values qemu-img would refuse for this format, caught before anything runs. */
 function checkOptionValues(image: ResolvedImage): Diagnostic[] {
   const problems: Diagnostic[] = [];
@@ -453,6 +480,7 @@ export function checkManifest(manifest: ResolvedManifest, env: CheckEnvironment)
     ...checkFormatConflicts(manifest),
     ...checkOverwrites(manifest),
     ...checkOptions(manifest),
+    ...checkSizes(manifest),
     ...checkRetire(manifest),
     ...checkNameLengths(manifest),
   ];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadManifest } from '../../src/api.js';
-import { type ImageFile, readImageFile } from '../../src/inspect/image-file.js';
+import { type ImageFile, parseQcow2Header, readImageFile } from '../../src/inspect/image-file.js';
 import { inspectLayout } from '../../src/inspect/inspect-layout.js';
 import { probeChains } from '../../src/inspect/probe-chains.js';
 import type { Argv } from '../../src/qemu/commands.js';
@@ -51,6 +51,20 @@ describe('inspecting real chains', () => {
     const info = JSON.parse(await qemuImg('info', '--output=json', '-f', 'qcow2', top));
     expect(info['backing-filename']).toBe('base.qcow2');
     expect(readImageFile(top).qcow2).toEqual({ backingName: 'base.qcow2', backingFormat: 'qcow2' });
+  });
+
+  it('reads no header extensions past the start of the backing name, as qemu does', () => {
+    // A version 2 header whose backing name starts at byte 72, where extensions would start:
+    // the name's first bytes read like a data-file extension ("DATA", length 4, "evil").
+    const name = Buffer.concat([Buffer.from('DATA'), Buffer.from([0, 0, 0, 4]), Buffer.from('evil')]);
+    const header = Buffer.alloc(72 + name.length);
+    Buffer.from([0x51, 0x46, 0x49, 0xfb]).copy(header, 0);
+    header.writeUInt32BE(2, 4);
+    header.writeBigUInt64BE(72n, 8);
+    header.writeUInt32BE(name.length, 16);
+    header.writeUInt32BE(16, 20);
+    name.copy(header, 72);
+    expect(parseQcow2Header(header)).toEqual({ backingName: name.toString('utf8') });
   });
 
   it('reads backing name, backing format and data file from the qcow2 header as qemu-img does', async () => {
@@ -105,6 +119,19 @@ describe('inspecting real chains', () => {
       ['backing-loop', `the backing chain of ${b} loops back on itself: ${b} -> ${a} -> ${b}`],
     ]);
     expect(runner.calls.length).toBeLessThanOrEqual(3);
+  });
+
+  it('names a loop whose backing names qemu never normalises ("./a.qcow2" on a.qcow2 itself)', async () => {
+    await qcow2Chain(dir, ['a']);
+    await qemuImg('rebase', '-u', '-f', 'qcow2', '-b', './a.qcow2', '-F', 'qcow2', join(dir, 'a.qcow2'));
+    await writeFile(join(dir, 'm.yaml'), 'version: 1\nimages:\n  a: { path: a.qcow2 }\n');
+    const loaded = await loadManifest(join(dir, 'm.yaml'));
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
+    const { diagnostics } = await inspectLayout(loaded.manifest, noLedger(), countingRunner());
+    const a = join(dir, 'a.qcow2');
+    expect(diagnostics.map((d) => [d.code, d.message])).toEqual([
+      ['backing-loop', `the backing chain of ${a} loops back on itself: ${a} -> ${a}`],
+    ]);
   });
 
   it('names the layer that another process holds open for writing, not only the chain', async () => {

@@ -194,4 +194,17 @@ describe('retire and verify', () => {
     expect(result.stdout).toContain(`not retired ${join(dir, 'vm1-full.raw')}: the layout did not verify`);
     expect(await exists(join(dir, 'vm1-full.raw'))).toBe(true);
   });
+
+  it('verifies a vpc output, which qemu-img makes up to one disk cylinder larger than its source', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  v: { path: v.vpc, format: vpc, from: { path: template.raw, format: raw } }\n',
+    );
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes', '--verify');
+    expect(result.exitCode, result.stdout).toBe(0);
+    expect(result.stdout).toContain('verified v: matches its source');
+    const info = JSON.parse(await qemuImg('info', '--output=json', '-f', 'vpc', join(dir, 'v.vpc')));
+    expect(info['virtual-size']).toBeGreaterThan(32 * MiB);
+  });
 });

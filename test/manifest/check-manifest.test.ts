@@ -139,6 +139,15 @@ images:
     ]);
   });
 
+  it('refuses a size that is not a whole number of 512-byte sectors, at the size', () => {
+    const text = 'version: 1\nimages:\n  a: { path: a.qcow2, size: 3000 }\n  b: { path: b.qcow2, size: 1.5K }\n';
+    const d = semanticDiagnostics(text);
+    expect(d.filter((x) => x.code === 'invalid-size').map(brief)).toEqual(['invalid-size@3:29']);
+    expect(d.find((x) => x.code === 'invalid-size')?.hint).toBe(
+      'qemu sizes disks in 512-byte sectors: use 2560 or 3072',
+    );
+  });
+
   it('reports an external backing that does not exist', () => {
     const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    backing: { path: gone.qcow2, format: qcow2 }\n';
     expect(semanticDiagnostics(text, ['/work/m/gone.qcow2']).map(brief)).toEqual(['backing-missing@5:14']);
