@@ -27,6 +27,8 @@ export async function processRunning(pid: number): Promise<boolean> {
 /**
  * Stops the processes `find` names, asking again each round: SIGTERM, SIGKILL once `graceMs`
  * passed, until `find` names none or `giveUpMs` passed. Resolves to those still running then.
+ * Each SIGTERM is followed by SIGCONT: a stopped process (SIGSTOP, a job-control stop) would
+ * otherwise leave it pending until the SIGKILL.
  */
 export async function stopProcesses(
   find: () => Promise<number[]>,
@@ -36,7 +38,12 @@ export async function stopProcesses(
   for (let waited = 0; running.length > 0 && waited < giveUpMs; waited += 50) {
     for (const pid of running) {
       try {
-        process.kill(pid, waited >= graceMs ? 'SIGKILL' : 'SIGTERM');
+        if (waited >= graceMs) {
+          process.kill(pid, 'SIGKILL');
+        } else {
+          process.kill(pid, 'SIGTERM');
+          process.kill(pid, 'SIGCONT');
+        }
       } catch {
         // gone already, or not ours to signal
       }

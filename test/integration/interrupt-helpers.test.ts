@@ -16,7 +16,9 @@ async function makeDisk(dir: string): Promise<string> {
   await qemuImg('create', '-q', '-f', 'qcow2', image, '1G');
   await qemuIo('qcow2', image, 'write -P 0x01 0 768M');
   await qemuImg('snapshot', '-c', 'sn0', '--image-opts', `driver=qcow2,file.filename=${image}`);
-  await qemuIo('qcow2', image, 'write -P 0x02 0 64M');
+  // sn1 differs in 256 MiB: the delta step reads them through the export for long enough to be
+  // interrupted even at this machine's fastest (64 MiB took under 300 ms).
+  await qemuIo('qcow2', image, 'write -P 0x02 0 256M');
   await qemuImg('snapshot', '-c', 'sn1', '--image-opts', `driver=qcow2,file.filename=${image}`);
   await writeFile(
     join(dir, 'm.yaml'),
@@ -42,8 +44,13 @@ async function applyUntilDeltaStarts(dir: string) {
       if (output.includes('started  next:')) resolve();
     });
   });
-  // Let the export come up and the rebase start.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Let the export come up and the delta's copy start.
+  for (let i = 0; i < 100; i++) {
+    const nbd = await execa('pgrep', ['-f', `qemu-nbd.*${dir}`], { reject: false });
+    if (nbd.stdout) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
   return { child };
 }
 
