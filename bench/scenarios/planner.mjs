@@ -20,7 +20,7 @@ export async function run({ runs, plannerChains, workdir, log }) {
   return {
     rows: [{ variant: `validate + plan, ${summary.images} images`, wallSeconds: spread(seconds) }],
     notes: [
-      `${summary.images} images in ${summary.chains} chains of ${summary.depth}, all in sync; ${summary.steps} steps planned`,
+      `${summary.images} images (${summary.clusterSize}-byte clusters) in ${summary.chains} chains of ${summary.depth}, all in sync; ${summary.steps} steps planned`,
       `wall time is validate + plan inside the child (not process start-up); peak RSS ${peak.median.toFixed(0)} MiB (${peak.min.toFixed(0)}-${peak.max.toFixed(0)})`,
       `qemu-img processes the inspection would spawn: ${summary.qemuImgCalls} (${summary.qemuImgCallsPerChain} per chain; answered from recorded JSON, none run)`,
     ],
