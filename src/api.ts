@@ -24,7 +24,7 @@ import { type ResolvedManifest, resolveManifest } from './manifest/resolve-manif
 import { manifestSchemaPath } from './manifest/schema.js';
 import { validateSchema } from './manifest/validate-schema.js';
 import { findSnapshot, snapshotPastImageEnd } from './planner/find-snapshot.js';
-import { planLayout, withMeasuredWrites } from './planner/plan-layout.js';
+import { fitsAtWorst, planLayout, withMeasuredWrites } from './planner/plan-layout.js';
 import type { Plan, SpaceCheck } from './planner/plan-types.js';
 import { planDifferences, type SavedPlan, stalenessOf } from './planner/saved-plan.js';
 import { savedPlanProblem } from './planner/saved-plan-schema.js';
@@ -164,8 +164,20 @@ export interface EngineOptions {
   runner?: CommandRunner;
 }
 
+/** Options of {@link plan}. */
+export interface PlanOptions extends EngineOptions {
+  /**
+   * When convert steps are sized with `qemu-img measure`: 'always' (the default: the plan's
+   * figures are shown), or 'when-space-is-tight', only when their worst case (see
+   * `Step.worstCaseWriteBytes`) would not fit in the free space. Then a measure could change the
+   * free-space verdict; otherwise it would only refine figures nobody reads (`apply --quiet`),
+   * for a process each.
+   */
+  measure?: 'always' | 'when-space-is-tight';
+}
+
 /** Loads a manifest, inspects the disk and plans. Writes nothing. */
-export async function plan(file: string, options: EngineOptions = {}): Promise<PlanResult> {
+export async function plan(file: string, options: PlanOptions = {}): Promise<PlanResult> {
   // Each file is stat-ed and its header read once, by the manifest checks or by inspection.
   const fileOf = memoize(readImageFile);
   const loaded = await loadManifest(file, fileOf);
@@ -196,7 +208,9 @@ export async function plan(file: string, options: EngineOptions = {}): Promise<P
   }
   const planned = planLayout(loaded.manifest, inspected.layout);
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
-  const measured = withMeasuredWrites(planned.plan, await measureSteps(planned.plan.steps, runner), inspected.layout);
+  const skipMeasures = options.measure === 'when-space-is-tight' && fitsAtWorst(planned.plan, inspected.layout);
+  const measures = skipMeasures ? new Map<string, number>() : await measureSteps(planned.plan.steps, runner);
+  const measured = withMeasuredWrites(planned.plan, measures, inspected.layout);
   measured.warnings = warnings;
   return {
     ok: true,

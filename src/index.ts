@@ -1,6 +1,6 @@
 // Public entry point of the chainform library.
 
-export type { ApplyOptions, EngineOptions, ImportOptions, LoadResult, PlanResult } from './api.js';
+export type { ApplyOptions, EngineOptions, ImportOptions, LoadResult, PlanOptions, PlanResult } from './api.js';
 export {
   apply,
   checkSavedPlan,

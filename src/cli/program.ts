@@ -373,7 +373,10 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     saved?: SavedPlan,
     finishedBefore: readonly string[] = [],
   ): Promise<void> {
-    const planned = saved ? await savedPlanToApply(file, saved) : await plan(file);
+    // Nothing shows the plan's byte figures in quiet text mode: measures run only where the
+    // free-space check needs them.
+    const measure = opts.quiet && opts.output !== 'json' ? 'when-space-is-tight' : 'always';
+    const planned = saved ? await savedPlanToApply(file, saved) : await plan(file, { measure });
     if (!planned) return;
     if (!planned.ok) {
       reportProblems(planned.diagnostics);

@@ -174,6 +174,19 @@ function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceChec
 }
 
 /**
+ * True when the plan fits in the free space even if every measurable step writes its worst case
+ * (see `Step.worstCaseWriteBytes`): its measures could then change no free-space verdict.
+ */
+export function fitsAtWorst(plan: Plan, layout: InspectedLayout): boolean {
+  const atWorst = plan.steps.map((step) =>
+    step.worstCaseWriteBytes === undefined
+      ? step
+      : { ...step, expectedWriteBytes: Math.max(step.expectedWriteBytes, step.worstCaseWriteBytes) },
+  );
+  return spaceChecks(atWorst, layout).every((check) => check.fits);
+}
+
+/**
  * The plan with measured write figures (from `qemu-img measure`, by step id) in place of the
  * planner's bounds, and its free-space checks redone with them.
  */

@@ -114,6 +114,11 @@ export interface Step {
    * puts its `required` figure in `expectedWriteBytes`; without it the figure is the planner's bound.
    */
   measure?: Argv;
+  /**
+   * With `measure`: the most the step can write, from the output's virtual size and options
+   * alone. `apply --quiet` skips the measures when even these fit in the free space.
+   */
+  worstCaseWriteBytes?: number;
   ledger?: LedgerIntent;
   /**
    * Files whose metadata the step's commands were computed from (a delta's cluster ranges), as

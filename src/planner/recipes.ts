@@ -25,6 +25,7 @@ import {
   type Step,
   type StepKind,
 } from './plan-types.js';
+import { qcow2WorstCaseBytes } from './worst-case-size.js';
 
 /** The file whose content a step reads: the source, or the image itself when in place. */
 export interface ContentFile {
@@ -101,9 +102,14 @@ function baseStep(
  * `Step.measure`). Only qcow2: for raw, measure reports the whole virtual size, while convert
  * writes a sparse file; other formats cannot be measured. Those keep the planner's bound.
  */
-function measureOutput(target: Target, content: ContentFile, topLayerOnly: boolean): Pick<Step, 'measure'> {
+function measureOutput(
+  target: Target,
+  content: ContentFile,
+  topLayerOnly: boolean,
+): Pick<Step, 'measure' | 'worstCaseWriteBytes'> {
   if (target.format !== 'qcow2') return {};
   return {
+    worstCaseWriteBytes: qcow2WorstCaseBytes(content.virtualSize, target.options),
     measure: measureCommand({
       source: content.path,
       sourceFormat: content.format,
@@ -391,7 +397,11 @@ export function verifiedConvertKeepingBackingStep(
   reason: string,
 ): Step {
   // The check decides which branch runs: no measure can size the step before it.
-  const { measure: _unused, ...cheap } = convertKeepingBackingStep(target, content, backing, reason);
+  const {
+    measure: _unused,
+    worstCaseWriteBytes: _unusedBound,
+    ...cheap
+  } = convertKeepingBackingStep(target, content, backing, reason);
   const safe = diffStep(target, content, backing, reason);
   return {
     ...cheap,

@@ -69,11 +69,17 @@ export async function checksums(files: string[]): Promise<Record<string, string>
 }
 
 /** Runs the built CLI (`dist/cli.js`) without a terminal. */
-export async function chainform(cwd: string, ...args: string[]) {
+export function chainform(cwd: string, ...args: string[]) {
+  return chainformWithEnv(cwd, {}, ...args);
+}
+
+/** {@link chainform} with more environment variables (e.g. a PATH that logs qemu-img runs). */
+export async function chainformWithEnv(cwd: string, env: Record<string, string>, ...args: string[]) {
   const result = await execa('node', [CLI, '--no-color', ...args], {
     cwd,
     reject: false,
     stdin: 'ignore',
+    env,
   });
   return {
     exitCode: result.exitCode ?? -1,

@@ -1,12 +1,13 @@
 // The CLI as a user meets it: exit codes, diagnostics, refusals, dry runs and failures.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
 import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
-import { chainform, compareImages, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, chainformWithEnv, compareImages, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const ws = useWorkspace(async (dir) => {
@@ -159,6 +160,30 @@ describe('chainform CLI', () => {
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--quiet');
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^Apply complete: 2 steps done in \d+\.\ds\.$/);
+  });
+
+  it('apply --quiet runs no qemu-img measure when even the worst case fits; a shown plan is measured', async () => {
+    const { dir } = ws;
+    // qemu-img found first on PATH: logs its subcommand, then runs the real one.
+    const bin = join(dir, 'bin');
+    await mkdir(bin);
+    const log = join(dir, 'qemu-img.log');
+    const real = (await execa('sh', ['-c', 'command -v qemu-img'])).stdout;
+    await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\necho "$1" >> '${log}'\nexec '${real}' "$@"\n`, { mode: 0o755 });
+    const env = { PATH: `${bin}:${process.env.PATH}` };
+    const subcommands = async () => (await readFile(log, 'utf8')).trim().split('\n');
+
+    const quiet = await chainformWithEnv(dir, env, 'apply', 'manifest.yaml', '--yes', '--quiet');
+    expect(quiet.exitCode, quiet.stderr).toBe(0);
+    expect(await subcommands()).toContain('convert');
+    expect(await subcommands()).not.toContain('measure');
+    expect(await compareImages(join(dir, 'out/copy.qcow2'), 'qcow2', join(dir, 'in/copy.raw'), 'raw')).toBe(0);
+
+    await rm(join(dir, 'out'), { recursive: true });
+    await rm(log);
+    const shown = await chainformWithEnv(dir, env, 'apply', 'manifest.yaml', '--yes');
+    expect(shown.exitCode, shown.stderr).toBe(0);
+    expect(await subcommands()).toContain('measure');
   });
 
   it('apply --dry-run prints the commands and writes nothing', async () => {

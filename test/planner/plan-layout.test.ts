@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planLayout } from '../../src/planner/plan-layout.js';
+import { fitsAtWorst, planLayout } from '../../src/planner/plan-layout.js';
 import type { Plan } from '../../src/planner/plan-types.js';
 import { file, fp, layer, layoutOf, MiB } from '../helpers/layout.js';
 import { resolved } from '../helpers/manifest.js';
@@ -70,6 +70,21 @@ images:
     expect(plan.steps[0]!.measure?.at(-1)).toBe(
       'json:{"driver":"qcow2","file":{"driver":"file","filename":"/work/m/in/top.qcow2"},"backing":null}',
     );
+  });
+
+  it('knows when the measures can change no free-space verdict (their worst case fits)', () => {
+    const text = 'version: 1\nimages:\n  q: { path: out/q.qcow2, from: { path: in/a.raw, format: raw } }\n';
+    const layout = layoutOf([raw('/work/m/in/a.raw', 10)]);
+    const plan = planOf(text, layout);
+    const step = plan.steps[0]!;
+    expect(step.worstCaseWriteBytes).toBeGreaterThan(step.expectedWriteBytes);
+    expect(fitsAtWorst(plan, layout)).toBe(true);
+    // Room for the planner's figure but not for the worst case: only a measure can tell.
+    const space = { dir: '/work/m/out', freeBytes: step.expectedWriteBytes };
+    const tight = { ...layout, freeSpace: new Map([['/work/m/out', space]]) };
+    const tightPlan = planOf(text, tight);
+    expect(tightPlan.space.every((check) => check.fits)).toBe(true);
+    expect(fitsAtWorst(tightPlan, tight)).toBe(false);
   });
 
   it('uses convert -B when the source sits on the declared base (same file)', () => {
