@@ -115,8 +115,9 @@ export interface Step {
    */
   measure?: Argv;
   /**
-   * With `measure`: the most the step can write, from the output's virtual size and options
-   * alone. `apply --quiet` skips the measures when even these fit in the free space.
+   * With `measure`: the most the step's convert can write, from the output's virtual size and
+   * options alone (like the measure, it leaves out a grow `resize` the step runs after the
+   * convert). `apply --quiet` skips the measures when even these fit in the free space.
    */
   worstCaseWriteBytes?: number;
   ledger?: LedgerIntent;
