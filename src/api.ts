@@ -1,7 +1,7 @@
 // The library API: each stage as one call, with typed hand-offs. The CLI is built on these.
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, hasErrors, warning } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
@@ -253,6 +253,9 @@ export function savePlan(planned: Extract<PlanResult, { ok: true }>, now: Date =
   };
 }
 
+/** The largest file read as a saved plan (one of 10,000 images takes a few MB). */
+const MAX_SAVED_PLAN_BYTES = 256 * 1024 * 1024;
+
 /** Reads and checks a saved-plan file against its schema. */
 export async function loadSavedPlan(
   file: string,
@@ -260,8 +263,15 @@ export async function loadSavedPlan(
   const fail = (message: string) => ({ ok: false as const, diagnostics: [error('saved-plan-unreadable', message)] });
   let data: unknown;
   try {
+    // A disk image given where the plan goes would otherwise be read whole into memory.
+    const info = await stat(resolve(file));
+    if (!info.isFile()) return fail(`cannot read the saved plan ${file}: it is not a regular file`);
+    const size = info.size;
+    if (size > MAX_SAVED_PLAN_BYTES) return fail(`${file} is not a chainform saved plan: it holds ${size} bytes`);
     data = JSON.parse(await readFile(resolve(file), 'utf8'));
   } catch (e) {
+    // JSON.parse quotes the text it stopped at, which for a binary file is binary.
+    if (e instanceof SyntaxError) return fail(`${file} is not a chainform saved plan: it is not valid JSON`);
     return fail(`cannot read the saved plan ${file}: ${(e as Error).message}`);
   }
   const problem = savedPlanProblem(data);

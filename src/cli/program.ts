@@ -1,6 +1,6 @@
 // The `chainform` command line, built on the library API in ../api.ts.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -85,6 +85,20 @@ function summaryLines(summary: RunSummary): string[] {
     );
   }
   return lines;
+}
+
+/** How much of a file `apply FILE` reads to tell a saved plan from a manifest. */
+const SAVED_PLAN_HEAD_BYTES = 4096;
+
+/** The first `bytes` bytes of a file, as UTF-8 text. */
+async function readStart(path: string, bytes: number): Promise<string> {
+  const handle = await open(path, 'r');
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(bytes), 0, bytes, 0);
+    return buffer.toString('utf8', 0, bytesRead);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** What the cleanup after a killed apply found and did, in words. */
@@ -457,9 +471,18 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     }
   }
 
-  /** The saved plan in `path`, when it holds one (JSON with the saved-plan kind). */
+  /**
+   * The saved plan in `path`, when it holds one (JSON with the saved-plan kind, which a saved
+   * plan names first). Only the file's start is read to tell: it may be a disk image.
+   */
   async function savedPlanIn(path: string): Promise<Awaited<ReturnType<typeof loadSavedPlan>> | undefined> {
-    const head = await readFile(path, 'utf8').catch(() => '');
+    // Only a regular file is opened: opening a FIFO would wait for a writer.
+    const isFile = await stat(path).then(
+      (info) => info.isFile(),
+      () => false,
+    );
+    if (!isFile) return undefined;
+    const head = await readStart(path, SAVED_PLAN_HEAD_BYTES).catch(() => '');
     if (!/^\s*\{/.test(head) || !head.includes('"chainform-saved-plan"')) return undefined;
     return loadSavedPlan(path);
   }

@@ -1,5 +1,5 @@
 // Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { type Document, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets, TextLines } from './locate.js';
@@ -15,6 +15,9 @@ export interface ManifestSource {
   /** The document as plain data, not yet validated. */
   data: unknown;
 }
+
+/** The largest file read as a manifest: a 10,000-image manifest is about 0.5 MB. */
+const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 
 /** Aliases a manifest may expand; more is treated as an alias bomb. */
 const MAX_ALIAS_COUNT = 100;
@@ -132,6 +135,26 @@ export async function loadManifestFile(
 ): Promise<{ ok: true; source: ManifestSource } | { ok: false; diagnostics: Diagnostic[] }> {
   let text: string;
   try {
+    // A disk image given where the manifest goes would otherwise be read whole into memory.
+    const info = await stat(file);
+    const size = info.size;
+    // Reading a FIFO would wait for a writer, a device for ever.
+    if (!info.isFile() && !info.isDirectory()) {
+      return {
+        ok: false,
+        diagnostics: [error('manifest-unreadable', `cannot read manifest ${file}: it is not a regular file`)],
+      };
+    }
+    if (size > MAX_MANIFEST_BYTES) {
+      return {
+        ok: false,
+        diagnostics: [
+          error('manifest-too-large', `${file} is not a manifest: it holds ${size} bytes`, {
+            hint: `a manifest is a short YAML text (10,000 images take about 0.5 MB; at most ${MAX_MANIFEST_BYTES} bytes are read): check the path, this may be a disk image`,
+          }),
+        ],
+      };
+    }
     text = await readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

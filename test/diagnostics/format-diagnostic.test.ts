@@ -27,3 +27,32 @@ describe('diagnostic output', () => {
     expect(cycle!.location?.file).toBe(MANIFEST_FILE);
   });
 });
+
+describe('code frames of files that are not YAML text', () => {
+  it('cuts a megabyte-long line to a window around the column and keeps control bytes off the terminal', () => {
+    const line = `${'\u0001\u001b[2J'.repeat(300_000)}X${'y'.repeat(1_000_000)}`;
+    const column = line.indexOf('X') + 1;
+    const text = `first: 1\n${line}\nlast: 2\n`;
+    const out = formatDiagnostic(
+      {
+        code: 'manifest-not-yaml',
+        severity: 'error',
+        message: 'not YAML',
+        location: { file: '/m.yaml', line: 2, column, endLine: 2, endColumn: column + 1 },
+      },
+      () => text,
+      { color: false },
+    );
+    expect(out.length).toBeLessThan(1000);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control bytes are what is kept out.
+    expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+    const lines = out.split('\n');
+    const marked = lines.findIndex((l) => l.startsWith('> 2 |'));
+    expect(lines[0]).toBe(`/m.yaml:2:${column}: error: not YAML [manifest-not-yaml]`);
+    expect(lines[marked - 1]).toBe('  1 | first: 1');
+    expect(lines[marked + 2]).toBe('  3 | last: 2');
+    // The caret stands under the X.
+    const caret = lines[marked + 1]!.indexOf('^');
+    expect(lines[marked]![caret]).toBe('X');
+  });
+});

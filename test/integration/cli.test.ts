@@ -186,6 +186,25 @@ describe('chainform CLI', () => {
     expect(await subcommands()).toContain('measure');
   });
 
+  it('a disk image or a binary file given as the manifest or saved plan is refused in a few lines', async () => {
+    const { dir } = ws;
+    const image = join(dir, 'disk.raw');
+    await qemuImg('create', '-q', '-f', 'raw', image, '2G'); // sparse
+    const qcow2 = join(dir, 'disk.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', qcow2, '64M');
+    for (const file of [image, qcow2]) {
+      for (const command of ['validate', 'plan', 'apply', 'show']) {
+        const r = await chainform(dir, command, file);
+        expect(r.exitCode, `${command} ${file}`).toBe(1);
+        expect(r.stdout.length + r.stderr.length, `${command} ${file}`).toBeLessThan(1000);
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: control bytes are what is kept out.
+        expect(r.stderr).not.toMatch(/^\s+at |[\u0000-\u0008\u000b-\u001f\u007f]/m);
+      }
+    }
+    const r = await chainform(dir, 'validate', image);
+    expect(r.stderr).toMatch(/is not a manifest: it holds 2147483648 bytes \[manifest-too-large\]/);
+  });
+
   it('apply --dry-run prints the commands and writes nothing', async () => {
     const { dir } = ws;
     const r = await chainform(dir, 'apply', 'manifest.yaml', '--dry-run');
