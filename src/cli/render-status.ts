@@ -28,11 +28,16 @@ export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest:
   for (const path of drift.retire) lines.push(`${style.paint('red', 'still to retire')}: ${show(path)}`);
   const drifting = drift.images.filter((i) => i.state !== 'in-sync').length;
   const unknown = drift.notChecked?.length ?? 0;
+  // An output changed by hand or in use stops the plan: apply would refuse, not run steps.
+  const blocked = unknown > 0 || drift.images.some((i) => i.state === 'modified' || i.state === 'in-use');
+  const next = blocked
+    ? `\`chainform plan ${manifest}\` says what stops it and how to go on.`
+    : `\`chainform plan ${manifest}\` shows the steps; \`chainform apply ${manifest}\` runs them.`;
   lines.push('');
   lines.push(
     drift.inSync
       ? style.paint('green', `In sync: ${plural(drift.images.length, 'image')} match ${manifest}.`)
-      : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} differ${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. \`chainform plan ${manifest}\` shows the steps; \`chainform apply ${manifest}\` runs them.`,
+      : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} differ${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. ${next}`,
   );
   return lines.join('\n');
 }

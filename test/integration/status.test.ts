@@ -34,6 +34,9 @@ describe('status', () => {
     const drift = JSON.parse(changed.stdout) as { images: { id: string; state: string }[]; inSync: boolean };
     expect(drift.images.map((i) => `${i.id}:${i.state}`)).toEqual(['base:in-sync', 'vm:rebuild']);
     expect(drift.inSync).toBe(false);
+    expect((await chainform(dir, 'status', 'm.yaml')).stdout).toContain(
+      'Drift: 1 of 2 images differ. `chainform plan m.yaml` shows the steps; `chainform apply m.yaml` runs them.',
+    );
 
     // A deployed VM writes into its disk: drift (exit 2), not an error.
     await qemuIo('qcow2', join(dir, 'vm.qcow2'), 'write -P 0x44 2M 64k');
@@ -41,7 +44,10 @@ describe('status', () => {
     expect(written.exitCode, written.stderr).toBe(2);
     expect(written.stdout).toContain('vm  vm.qcow2: modified since chainform built it, or not built by it');
     // Planning stops there, so base's state is not known: counted, not called in sync.
-    expect(written.stdout).toContain('Drift: 1 of 2 images differ (1 not checked: planning stops at the drift above).');
+    // apply would refuse it (output-exists), so status does not promise apply runs anything.
+    expect(written.stdout).toContain(
+      'Drift: 1 of 2 images differ (1 not checked: planning stops at the drift above). `chainform plan m.yaml` says what stops it and how to go on.',
+    );
     const json = JSON.parse((await chainform(dir, 'status', 'm.yaml', '--json')).stdout) as { notChecked?: string[] };
     expect(json.notChecked).toEqual(['base']);
   });
