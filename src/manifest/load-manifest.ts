@@ -1,15 +1,22 @@
-// Stage 1: read a manifest file and parse its YAML, keeping the document for error locations.
+// Stage 1: read a manifest file and parse its YAML. The data is read by js-yaml where it reads it
+// as `yaml` would (yaml-fast-path.ts); `yaml` reads the rest, names syntax errors, and gives the
+// source ranges of diagnostics, parsing the text only when a location is first asked for.
 import { readFile, stat } from 'node:fs/promises';
 import { type Document, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { locationOfOffsets, TextLines } from './locate.js';
+import { readYamlFast } from './yaml-fast-path.js';
 
 /** A parsed manifest file: its text, its YAML document (for locations) and its plain data. */
 export interface ManifestSource {
   /** Absolute path of the manifest file. */
   file: string;
   text: string;
-  document: Document.Parsed;
+  /**
+   * `yaml`'s document of `text`, for source ranges. A manifest read by the fast path is parsed
+   * again by `yaml` on first access, which only a diagnostic's location needs.
+   */
+  readonly document: Document.Parsed;
   /** Offset -> line:column of `text`. */
   lines: TextLines;
   /** The document as plain data, not yet validated. */
@@ -76,21 +83,51 @@ function tooDeep(file: string, location: SourceLocation = { file, line: 1, colum
   });
 }
 
+/** `yaml`'s document of `text`; throws RangeError when it is nested too deeply to follow. */
+function parseWithYaml(text: string): Document.Parsed {
+  // Duplicate keys are found by duplicateKeys: yaml's own check compares every pair of keys of a
+  // mapping, which is quadratic in the 10,000 images a large manifest holds.
+  // logLevel 'error': yaml would print a Node warning for a collection used as a key; the
+  // schema check reports such a key, located, as an invalid id or unknown key.
+  return withPlainEnv(() =>
+    parseDocument(text, { uniqueKeys: false, prettyErrors: false, strict: true, logLevel: 'error' }),
+  );
+}
+
+/** A source read by the fast path: its `yaml` document is parsed when first asked for. */
+function lazySource(file: string, text: string, lines: TextLines, data: unknown): ManifestSource {
+  let document: Document.Parsed | undefined;
+  return {
+    file,
+    text,
+    lines,
+    data,
+    get document() {
+      document ??= parseWithYaml(text);
+      return document;
+    },
+  };
+}
+
+/** The outcome of reading manifest text: its source, or its YAML errors, located. */
+export type ParsedText = { ok: true; source: ManifestSource } | { ok: false; diagnostics: Diagnostic[] };
+
 /** Parses manifest text; YAML syntax errors come back as located diagnostics. */
-export function parseManifestText(
-  file: string,
-  text: string,
-): { ok: true; source: ManifestSource } | { ok: false; diagnostics: Diagnostic[] } {
+export function parseManifestText(file: string, text: string): ParsedText {
+  const fast = readYamlFast(text);
+  if (fast) return { ok: true, source: lazySource(file, text, new TextLines(text), fast.data) };
+  return parseWithReference(file, text);
+}
+
+/**
+ * Parses manifest text with `yaml` alone: the reference reading, which the fast path must agree
+ * with wherever it takes a text.
+ */
+export function parseWithReference(file: string, text: string): ParsedText {
   const lines = new TextLines(text);
   let document: Document.Parsed;
   try {
-    // Duplicate keys are found below: yaml's own check compares every pair of keys of a mapping,
-    // which is quadratic in the 10,000 images a large manifest holds.
-    // logLevel 'error': yaml would print a Node warning for a collection used as a key; the
-    // schema check reports such a key, located, as an invalid id or unknown key.
-    document = withPlainEnv(() =>
-      parseDocument(text, { uniqueKeys: false, prettyErrors: false, strict: true, logLevel: 'error' }),
-    );
+    document = parseWithYaml(text);
   } catch (e) {
     // yaml's parser recurses per nesting level: thousands of levels overflow the stack.
     if (!(e instanceof RangeError)) throw e;
@@ -130,9 +167,7 @@ export function parseManifestText(
 }
 
 /** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
-export async function loadManifestFile(
-  file: string,
-): Promise<{ ok: true; source: ManifestSource } | { ok: false; diagnostics: Diagnostic[] }> {
+export async function loadManifestFile(file: string): Promise<ParsedText> {
   let text: string;
   try {
     // A disk image given where the manifest goes would otherwise be read whole into memory.

@@ -1,18 +1,22 @@
-// parseManifestText parses with process.env swapped for a plain copy (yaml reads it per token):
+// The reference parse (yaml) runs with process.env swapped for a plain copy (yaml reads it per token):
 // the real environment must be back afterwards, also when the parser gives up. loadManifestFile
 // refuses files that cannot be a manifest before reading them.
 import { truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { loadManifestFile, parseManifestText } from '../../src/manifest/load-manifest.js';
+import { loadManifestFile, parseManifestText, parseWithReference } from '../../src/manifest/load-manifest.js';
 import { tempFolder } from '../helpers/qemu.js';
 
 describe('parseManifestText', () => {
-  it('puts the real process.env back after a parse, and after a parse that overflows the stack', () => {
+  it('puts the real process.env back after a parse, a located one, and one that overflows the stack', () => {
     const env = process.env;
-    const parsed = parseManifestText('/m.yaml', 'version: 1\nimages:\n  a: { path: a.qcow2 }\n');
-    expect(parsed.ok).toBe(true);
+    const text = 'version: 1\nimages:\n  a: { path: a.qcow2 }\n';
+    expect(parseWithReference('/m.yaml', text).ok).toBe(true);
+    expect(process.env).toBe(env);
+    // Read by the fast path: yaml parses it when a location is first asked for.
+    const parsed = parseManifestText('/m.yaml', text);
+    expect(parsed.ok && parsed.source.document.errors).toEqual([]);
     expect(process.env).toBe(env);
     const tooDeep = parseManifestText('/m.yaml', `a:\n  ${'- '.repeat(3000)}x\n`);
     expect(tooDeep.ok || tooDeep.diagnostics.map((d) => d.code)).toEqual(['yaml-too-deep']);
