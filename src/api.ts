@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path';
 import { type Diagnostic, error, hasErrors, warning } from './diagnostics/diagnostic.js';
 import { DiskEffects, RecordingEffects } from './executor/effects.js';
 import type { ExecutionEvent, RunSummary } from './executor/events.js';
-import { executePlan } from './executor/execute-plan.js';
+import { DEFAULT_JOBS, executePlan } from './executor/execute-plan.js';
 import { type Recovery, recoverInterruptedApply } from './executor/recover-interrupted.js';
 import { retireFiles } from './executor/retire-files.js';
 import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
@@ -308,7 +308,7 @@ export async function checkSavedPlan(
 
 /** Options for {@link apply}. */
 export interface ApplyOptions extends EngineOptions {
-  /** Steps at most running at once; default 1. */
+  /** Steps at most running at once; default {@link DEFAULT_JOBS} (one per CPU, at most 4). */
   jobs?: number;
   /** Record the commands instead of running them. */
   dryRun?: boolean;
@@ -341,7 +341,7 @@ export async function apply(
 ): Promise<RunSummary> {
   const runner = options.runner ?? new ExecaRunner();
   const run = {
-    jobs: options.jobs ?? 1,
+    jobs: options.jobs ?? DEFAULT_JOBS,
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   };

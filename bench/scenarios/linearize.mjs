@@ -5,6 +5,7 @@
 // the data each delta stores, plus the bytes the qemu processes read and wrote (I/O shim).
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_JOBS } from '../../dist/executor/execute-plan.js';
 import { assertIdentical, imageWithSnapshots, MiB, ownDataBytes } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { nodeLine, quote } from '../lib/shell.mjs';
@@ -103,14 +104,14 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
     rows: [
       rowOf('two-step (RFC)', timed.twoStep, accounting.twoStep),
       rowOf('two-step (RFC), then sync', timed.twoStepSynced, accounting.twoStepSynced),
-      rowOf('chainform import + apply', timed.chainform, accounting.chainform),
+      rowOf(`chainform import + apply (default --jobs ${DEFAULT_JOBS})`, timed.chainform, accounting.chainform),
       rowOf(`chainform import + apply --jobs ${JOBS}`, timed.chainformJobs, accounting.chainformJobs),
       minimumRow('one full copy + the changed clusters', minimum),
     ],
     notes: [
       `image: ${sizeMiB} MiB qcow2, all written; ${changePercent}% of clusters changed before sn1 and again after it`,
-      `two-step / chainform: block output ${ratio(block).toFixed(1)}x, wall time ${ratio(secs).toFixed(2)}x`,
-      `two-step then sync (durable, as chainform's links are) / chainform: wall time ${ratio(secs, 'twoStepSynced').toFixed(2)}x`,
+      `two-step / chainform (default --jobs ${DEFAULT_JOBS}): block output ${ratio(block).toFixed(1)}x, wall time ${ratio(secs).toFixed(2)}x`,
+      `two-step then sync (durable, as chainform's links are) / chainform (default --jobs ${DEFAULT_JOBS}): wall time ${ratio(secs, 'twoStepSynced').toFixed(2)}x`,
       `with --jobs ${JOBS}: two-step / chainform wall time ${ratio(secs, 'twoStep', 'chainformJobs').toFixed(2)}x, two-step then sync / chainform ${ratio(secs, 'twoStepSynced', 'chainformJobs').toFixed(2)}x`,
       `per delta link (block output minus the bottom full copy, over 2 links): two-step ${perLink('twoStep').toFixed(1)} MiB, chainform ${perLink('chainform').toFixed(1)} MiB (${ratio((v) => deltaLinkBytes[v]).toFixed(1)}x fewer)`,
       ...dataNotes,

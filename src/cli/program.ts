@@ -19,6 +19,7 @@ import {
 } from '../api.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
+import { DEFAULT_JOBS } from '../executor/execute-plan.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { currentGraph, desiredGraph } from '../planner/chain-graph.js';
@@ -308,7 +309,11 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .description('plan, then run the steps with qemu-img')
     .argument('<manifest>', 'the manifest YAML file, or a plan saved with `plan --out`')
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
-    .addOption(new Option('-j, --jobs <n>', 'steps to run at once').argParser(positiveInt).default(1))
+    .addOption(
+      new Option('-j, --jobs <n>', 'steps to run at once')
+        .argParser(positiveInt)
+        .default(DEFAULT_JOBS, 'one per CPU, at most 4'),
+    )
     .option('--dry-run', 'show the plan and the commands, run nothing')
     .option('-v, --verbose', 'print each qemu-img command as it runs')
     .option('-q, --quiet', 'print only errors and the closing summary')

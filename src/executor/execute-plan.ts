@@ -1,6 +1,7 @@
 // Stage 5: run the plan's DAG. Steps whose dependencies are done run in parallel (up to `jobs`);
 // the first failure stops new launches, running steps finish, and the summary says what is
 // done, failed and not started.
+import { availableParallelism } from 'node:os';
 import { type Plan, RUNTIME_DIR, type Step, temporariesOf } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import { qemuMessage } from '../qemu/messages.js';
@@ -9,6 +10,14 @@ import type { StepEffects } from './effects.js';
 import type { ExecutionEvent, RunSummary, StepFailure } from './events.js';
 import type { StartedHelper } from './helper-process.js';
 import { parseProgress } from './progress.js';
+
+/**
+ * Steps run at once unless told otherwise: one per CPU, at most 4. A step is one qemu-img (or
+ * qemu-nbd) process, mostly waiting on the disk; independent steps side by side overlap that
+ * waiting (four copies to overlays took 1.29 s with 4 jobs against 2.39 s with 1, on 2 CPUs),
+ * and past a few writers one disk gains nothing more.
+ */
+export const DEFAULT_JOBS = Math.min(4, availableParallelism());
 
 /** Options for {@link executePlan}. */
 export interface ExecuteOptions {

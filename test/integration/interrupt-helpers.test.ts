@@ -36,7 +36,12 @@ images:
  * an async function returning it directly would wait for it (it is thenable).
  */
 async function applyUntilDeltaStarts(dir: string) {
-  const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+  // One step at a time, so that the base is done when the delta starts.
+  const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes', '--jobs', '1'], {
+    cwd: dir,
+    reject: false,
+    stdin: 'ignore',
+  });
   let output = '';
   await new Promise<void>((resolve) => {
     child.stdout?.on('data', (chunk: Buffer) => {
