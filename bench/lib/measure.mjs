@@ -80,14 +80,15 @@ export async function measure(script, cwd, io, inputs) {
  * The measuring loop of the disk scenarios. Pass 0 runs every variant once under the I/O shim:
  * it gives the bytes read and written (the same from run to run) and warms the page cache.
  * Passes 1..runs are timed without the shim, which costs ~30 ms per qemu process and so would
- * weigh on the variant that runs more of them. The order of the variants alternates between
- * passes: on this project's machine the first run of a pass is often much slower than the next
- * (up to 2x, on its virtual disk and on tmpfs alike, from something the guest cannot see; an
- * untimed warm-up run did not remove it), and alternating spreads that evenly over the variants
- * when the number of runs is even. Each pass works in its own folder, `workdir/passN`, made before `setup(pass, dir)` and
- * removed after `after(pass, variants, results)`. `setup` returns the pass's variants ({name:
- * {script, cwd}}); `after` checks the outputs. `inputs`, the folder of the scenario's input
- * images, is read into the page cache before every run (see readIntoCache).
+ * weigh on the variant that runs more of them. The order of the variants rotates by one place from
+ * pass to pass, so that over as many passes as there are variants each runs once at every place:
+ * on this project's machine a run's place in its pass moves its time up to 3x (the first writes
+ * into disk blocks the previous pass freed, fast; the next into blocks not written before, slow),
+ * so compare variants at the same place (stats.mjs, positionMatchedRatio). Each pass works in its
+ * own folder, `workdir/passN`, made before `setup(pass, dir)` and removed after
+ * `after(pass, variants, results)`. `setup` returns the pass's variants ({name: {script, cwd}});
+ * `after` checks the outputs. `inputs`, the folder of the scenario's input images, is read into
+ * the page cache before every run (see readIntoCache).
  */
 export async function measurePasses({ runs, io, workdir, inputs, log, setup, after }) {
   const accounting = {};
@@ -99,7 +100,7 @@ export async function measurePasses({ runs, io, workdir, inputs, log, setup, aft
     await mkdir(dir, { recursive: true });
     const variants = await setup(pass, dir);
     const names = Object.keys(variants);
-    const order = pass % 2 === 0 ? names : [...names].reverse();
+    const order = names.map((_, i) => names[(i + pass) % names.length]);
     const results = {};
     for (const name of order) {
       results[name] = await measure(variants[name].script, variants[name].cwd, pass === 0 ? io : null, inputs);

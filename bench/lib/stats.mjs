@@ -38,3 +38,36 @@ export async function timedScript(script, cwd, env = {}) {
   const [seconds, blocks] = result.stderr.trim().split('\n').at(-1).split(' ').map(Number);
   return { seconds, bytesWritten: blocks * 512 };
 }
+
+/**
+ * Wall seconds of `variant`'s timed runs by their place in the pass (0: ran first), from
+ * measurePasses' `timed` and `orders` (orders[0] is the accounting pass, orders[i + 1] timed run i).
+ */
+export function secondsByPosition(timed, orders, variant) {
+  const byPosition = [];
+  timed[variant].forEach((m, i) => {
+    const position = orders[i + 1].indexOf(variant);
+    byPosition[position] = [...(byPosition[position] ?? []), m.seconds];
+  });
+  return byPosition;
+}
+
+/**
+ * The ratio of variant `a`'s wall time to `b`'s with the order of the passes taken out: at each
+ * place in a pass (first, second, ...), the median of `a`'s runs there over the median of `b`'s,
+ * then the geometric mean over the places where both ran. On this project's machine a run's place
+ * in its pass moves its time up to 3x, far more than what is compared: the first run of a pass
+ * writes into disk blocks the previous pass freed, the next into blocks never written (measured:
+ * a 512 MiB convert -B took 0.61-0.67 s into freed blocks, 1.89-2.03 s beside them, 3 rounds).
+ * Medians over all runs mix the places unevenly when the number of runs is odd. Null when no
+ * place saw both.
+ */
+export function positionMatchedRatio(timed, orders, a, b) {
+  const [byA, byB] = [secondsByPosition(timed, orders, a), secondsByPosition(timed, orders, b)];
+  const ratios = [];
+  for (let p = 0; p < Math.max(byA.length, byB.length); p++) {
+    if (byA[p]?.length && byB[p]?.length) ratios.push(median(byA[p]) / median(byB[p]));
+  }
+  if (ratios.length === 0) return null;
+  return Math.exp(ratios.reduce((sum, r) => sum + Math.log(r), 0) / ratios.length);
+}

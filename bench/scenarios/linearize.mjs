@@ -9,7 +9,7 @@ import { DEFAULT_JOBS } from '../../dist/executor/execute-plan.js';
 import { assertIdentical, imageWithSnapshots, MiB, ownDataBytes } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { nodeLine, quote } from '../lib/shell.mjs';
-import { median, spread } from '../lib/stats.mjs';
+import { median, positionMatchedRatio, spread } from '../lib/stats.mjs';
 
 export const name = 'linearize';
 export const title = 'Linearise internal snapshots: chainform vs the two-step RFC procedure';
@@ -93,6 +93,11 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
 
   const minimum = sizeMiB * MiB + changed.image_sn1 + changed.image;
   const ratio = (f, baseline = 'twoStep', variant = 'chainform') => median(f(baseline)) / median(f(variant));
+  /** `baseline`'s wall time over `variant`'s at the same place in their passes (null: no place shared). */
+  const matched = (baseline, variant) => {
+    const r = positionMatchedRatio(timed, orders, baseline, variant);
+    return r === null ? 'n/a (fewer runs than variants)' : `${r.toFixed(2)}x`;
+  };
   const block = (v) => timed[v].map((m) => m.blockOutBytes);
   const secs = (v) => timed[v].map((m) => m.seconds);
   const perLink = (v) => median(deltaLinkBytes[v]) / 2 / MiB;
@@ -112,6 +117,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       `image: ${sizeMiB} MiB qcow2, all written; ${changePercent}% of clusters changed before sn1 and again after it`,
       `two-step / chainform (default --jobs ${DEFAULT_JOBS}): block output ${ratio(block).toFixed(1)}x, wall time ${ratio(secs).toFixed(2)}x`,
       `two-step then sync (durable, as chainform's links are) / chainform (default --jobs ${DEFAULT_JOBS}): wall time ${ratio(secs, 'twoStepSynced').toFixed(2)}x`,
+      `wall time at the same place in the pass (positionMatchedRatio; every place needs --runs 4 or more): two-step / chainform ${matched('twoStep', 'chainform')}, two-step then sync / chainform ${matched('twoStepSynced', 'chainform')}; with --jobs ${JOBS} ${matched('twoStep', 'chainformJobs')} and ${matched('twoStepSynced', 'chainformJobs')}`,
       `with --jobs ${JOBS}: two-step / chainform wall time ${ratio(secs, 'twoStep', 'chainformJobs').toFixed(2)}x, two-step then sync / chainform ${ratio(secs, 'twoStepSynced', 'chainformJobs').toFixed(2)}x`,
       `per delta link (block output minus the bottom full copy, over 2 links): two-step ${perLink('twoStep').toFixed(1)} MiB, chainform ${perLink('chainform').toFixed(1)} MiB (${ratio((v) => deltaLinkBytes[v]).toFixed(1)}x fewer)`,
       ...dataNotes,

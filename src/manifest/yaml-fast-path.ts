@@ -4,9 +4,9 @@
 // manifest is first read by js-yaml, with the YAML 1.2 core schema as `yaml` applies it, and taken
 // as read only when it holds nothing the two libraries read differently: one document, no
 // directives, tags, anchors or aliases, no null mapping key, and no line ended by a carriage
-// return alone. Everything else, and whatever
-// js-yaml refuses, is read by `yaml` as before. test/manifest/yaml-fast-path.test.ts holds the two
-// readings together on thousands of mutated manifests.
+// return alone. Everything else, and whatever js-yaml refuses, is read by `yaml` as before.
+// test/manifest/yaml-fast-path.test.ts holds the two readings together on thousands of mutated
+// manifests.
 import {
   CORE_SCHEMA,
   constructFromEvents,
