@@ -195,9 +195,16 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
       at: new LazyImageLocations(source, id, image),
     };
   });
-  const retire = (manifest.retire ?? []).map((path, index) => ({
-    path: resolve(dir, path),
-    at: locate(source, ['retire', index]),
-  }));
+  const retire = (manifest.retire ?? []).map((path, index) => {
+    // Looked up on first read, like an image's locations: only a diagnostic needs it.
+    let at: SourceLocation | undefined;
+    return {
+      path: resolve(dir, path),
+      get at() {
+        at ??= locate(source, ['retire', index]);
+        return at;
+      },
+    };
+  });
   return { file: source.file, dir, images, byId: new Map(images.map((i) => [i.id, i])), retire };
 }

@@ -4,7 +4,9 @@
 export function memoize<K, V>(compute: (key: K) => V): (key: K) => V {
   const known = new Map<K, V>();
   return (key) => {
-    if (known.has(key)) return known.get(key) as V;
+    // One lookup for a remembered value; a second only when undefined may be one.
+    const found = known.get(key);
+    if (found !== undefined || known.has(key)) return found as V;
     const value = compute(key);
     known.set(key, value);
     return value;

@@ -87,20 +87,14 @@ describe('readYamlFast', () => {
 
   it('reads the YAML forms a manifest may use as the reference does', () => {
     const forms = {
-      'block scalars': 'a: |\n  l1\n   l2\n\n  l3\nb: >-\n  f1\n  f2\n\n  f3\nc: |+\n  keep\n\nd: |2\n    indented\n',
-      'multi-line and quoted scalars':
-        "a: one\n  two\n\n  three\nb: \"dq \\t \\u00e9 \\x41 \\/ \\N \\_ \\\n  cont\"\nc: 'sq '' x\n  y'\n",
+      'quoted scalars with escapes': 'a: "dq \\t \\u00e9 \\x41 \\/ \\N \\_ \\L \\P"\nb: \'sq \'\' x\'\nc: ""\n',
       'flow collections over lines': 'a: { b: 1,\n  c: [x, y,\n   z], "d": e }\nb: [ ]\nc: {}\nd: [a: 1, b]\n',
-      'explicit keys': '? a\n: 1\n? |\n  blk\n: 2\n',
-      'document markers': '---\na: 1\n...\n',
-      'a byte order mark': '\ufeffa: 1\n',
       'CRLF line ends': 'a: 1\r\nb:\r\n  c: 2\r\n',
       comments: '# c\na: 1 # c\nb: # c\n  c: 2\n# end',
-      'non-ASCII text': 'a: é\nb: "\\U0001F600"\nc: 😀\n"k é": v\n',
+      'non-ASCII text': 'a: é\nb: "\\u00e9 \\ud83d\\ude00"\nc: 😀\n"k é": v\n',
       'NEL and U+2028 inside a scalar': 'a: x\u0085y\nb: x\u2028y\n',
       'nested sequences': '- a\n- - b\n  - c\n- d: e\n  f: g\n',
       'empty values': 'a:\nb: \nc: ""\nd: {x: }\n',
-      'tabs as separators': 'a:\t1\nb: "x\ty"\n',
       'deeper indentation': 'a:\n    b: 1\n    c:\n      - 1\n      -   2\n',
     };
     for (const [what, text] of Object.entries(forms)) {
@@ -125,7 +119,23 @@ describe('readYamlFast', () => {
       'a key repeated as a number and as text': '1: a\n"1": b\n',
       'a syntax error': 'a: [1\n',
       'lines ended by a carriage return alone': 'a: 1\rb: 2\r',
+      'a tab': 'a:\t1\n',
+      'a tab in a quoted scalar': 'a: "x\ty"\n',
+      'a document start marker': '---\na: 1\n',
+      'a document end marker': 'a: 1\n...\n',
+      'a byte order mark past the start': 'a: 1\n\ufeff}\n',
+      'a literal block scalar': 'a: |\n  l1\n',
+      'a folded block scalar on one line': 'a: >-\n  f1\n',
+      'a plain scalar over two lines': 'a: one\n  two\n',
+      'a double-quoted scalar over two lines': 'a: "one\n  two"\n',
+      'an escaped line break': '"\\\n\n"\n',
       'a collection as a key': '[a, b]: x\n',
+      'explicit keys': '? a\n: 1\n? b\n: 2\n',
+      'a key past a sequence item on its line': 'a:\n- "x" y: 1\n',
+      'a key out of line': 'a: 1\n b: 2\n',
+      'a key over 1024 characters': `${'k'.repeat(1025)}: v\n`,
+      'a \\U escape': 'a: "\\U00110000"\n',
+      'a byte order mark before a sequence': '\ufeff- a\n',
       'nesting past 100 levels': `a: ${'['.repeat(150)}${']'.repeat(150)}\n`,
     };
     for (const [what, text] of Object.entries(declined)) expect(readYamlFast(text), what).toBeUndefined();
