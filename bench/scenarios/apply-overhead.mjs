@@ -134,12 +134,12 @@ export async function run(context) {
     const paired = spread(timed.chainform.map((m, i) => m.seconds / timed.script[i].seconds));
     const matched = positionMatchedRatio(timed, orders, 'chainform', 'script');
     /** "first: chainform 0.65 s (4 runs), script 0.63 s (5 runs); second: ..." */
+    const byPlace = Object.fromEntries(['chainform', 'script'].map((v) => [v, secondsByPosition(timed, orders, v)]));
     const places = ['first', 'second'].map((place, p) => {
-      const of = (variant) => secondsByPosition(timed, orders, variant)[p] ?? [];
-      const shown = (variant) =>
-        of(variant).length > 0
-          ? `${variant} ${median(of(variant)).toFixed(2)} s (${of(variant).length} runs)`
-          : `${variant}: none`;
+      const shown = (variant) => {
+        const runs = byPlace[variant][p] ?? [];
+        return runs.length > 0 ? `${variant} ${median(runs).toFixed(2)} s (${runs.length} runs)` : `${variant}: none`;
+      };
       return `${place}: ${shown('chainform')}, ${shown('script')}`;
     });
     rows.push(
