@@ -45,6 +45,8 @@ for (const n of only) if (!SCENARIOS.includes(n)) throw new Error(`--only: no sc
 
 const root = new URL('..', import.meta.url).pathname;
 const cli = join(root, 'dist/cli.js');
+/** The `chainform` command as npm installs it: what the timed runs start. */
+const chainform = join(root, 'bin/chainform');
 const base = await mkdtemp(join(tmpdir(), 'chainform-bench-'));
 const io = await createIoAccounting(join(base, 'io-shim'));
 const host = async () => ({ loadavg: loadavg(), at: new Date().toISOString(), speed: await machineSpeed() });
@@ -89,6 +91,7 @@ try {
         changePercent,
         plannerChains: values['planner-chains'],
         cli,
+        chainform,
         workdir,
         io,
         log,

@@ -10,7 +10,10 @@ export function shellLine(argv) {
   return argv.map(quote).join(' ');
 }
 
-/** `node SCRIPT ARGS...` as one sh command line, with this very node binary. */
-export function nodeLine(script, ...args) {
-  return shellLine([process.execPath, script, ...args]);
+/**
+ * `chainform ARGS...` as one sh command line, run as a user runs it: through the package's
+ * executable (bin/chainform), which starts the `node` on PATH without NODE_EXTRA_CA_CERTS.
+ */
+export function chainformLine(chainform, ...args) {
+  return shellLine([chainform, ...args]);
 }

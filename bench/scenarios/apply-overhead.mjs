@@ -9,7 +9,7 @@ import { assertIdentical, emptyOverlay, filledImage, imageWithSnapshots, MiB, sc
 import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
-import { nodeLine } from '../lib/shell.mjs';
+import { chainformLine } from '../lib/shell.mjs';
 import { median, positionMatchedRatio, secondsByPosition, spread } from '../lib/stats.mjs';
 
 export const name = 'apply-overhead';
@@ -84,7 +84,7 @@ function linearizeJob({ sizeMiB, changePercent, cli }) {
 }
 
 /** One job measured: chainform apply and the plan's script from two fresh folders per pass. */
-async function measureJob(job, { runs, cli, workdir, io, log }) {
+async function measureJob(job, { runs, cli, chainform, workdir, io, log }) {
   const inputs = join(workdir, job.name, 'in');
   await mkdir(inputs, { recursive: true });
   await job.makeInputs(inputs, log);
@@ -105,7 +105,7 @@ async function measureJob(job, { runs, cli, workdir, io, log }) {
       await writeFile(join(dirs.script, 'plan.sh'), script);
       return {
         chainform: {
-          script: `${nodeLine(cli, 'apply', 'm.yaml', '--yes', '--quiet')} >/dev/null`,
+          script: `${chainformLine(chainform, 'apply', 'm.yaml', '--yes', '--quiet')} >/dev/null`,
           cwd: dirs.chainform,
         },
         script: { script: 'sh ./plan.sh >/dev/null', cwd: dirs.script },

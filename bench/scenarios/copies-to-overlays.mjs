@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
 import { MiB } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
-import { nodeLine, quote } from '../lib/shell.mjs';
+import { chainformLine, quote } from '../lib/shell.mjs';
 import { median, positionMatchedRatio } from '../lib/stats.mjs';
 
 export const name = 'copies-to-overlays';
@@ -29,7 +29,7 @@ function recipe({ template, copies }) {
  * Every pass turns the two copies into overlays from two fresh folders, with chainform and with
  * the recipe; every output is compared with its copy and what it stores is measured.
  */
-export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log }) {
+export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io, log }) {
   log(`making a ${sizeMiB} MiB raw template and 2 full copies with ${changePercent}% of clusters changed`);
   const inputs = await makeCopies(join(workdir, 'in'), { sizeMiB, percent: changePercent, count: 2 });
   const stored = { chainform: [], recipe: [] };
@@ -45,7 +45,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
       await writeFile(join(dirs.chainform, 'm.yaml'), overlaysManifest(inputs));
       return {
         chainform: {
-          script: `${nodeLine(cli, 'apply', 'm.yaml', '--yes', '--quiet')} >/dev/null`,
+          script: `${chainformLine(chainform, 'apply', 'm.yaml', '--yes', '--quiet')} >/dev/null`,
           cwd: dirs.chainform,
         },
         recipe: { script: recipe(inputs), cwd: dirs.recipe },

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { DEFAULT_JOBS } from '../../dist/executor/execute-plan.js';
 import { assertIdentical, imageWithSnapshots, MiB, ownDataBytes } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
-import { nodeLine, quote } from '../lib/shell.mjs';
+import { chainformLine, quote } from '../lib/shell.mjs';
 import { median, positionMatchedRatio, spread } from '../lib/stats.mjs';
 
 export const name = 'linearize';
@@ -42,7 +42,7 @@ const onDisk = async (file) => (await stat(file)).blocks * 512;
  * Every pass linearises the same image twice from one fresh folder: the two-step procedure into
  * naive/ and synced/, chainform into out/ and (with --jobs) out-jobs/. Every link is compared with the two-step one.
  */
-export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log }) {
+export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io, log }) {
   const image = join(workdir, 'in', 'image.qcow2');
   await mkdir(join(workdir, 'in'));
   log(`making a ${sizeMiB} MiB qcow2 image with snapshots sn0, sn1 (${changePercent}% changed per snapshot)`);
@@ -53,7 +53,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
   const linearize = (out, manifest) => ['--linearize', '--out-dir', out, image, '-f', 'qcow2', '-o', manifest];
   /** chainform's two commands, the apply with `flags`. */
   const chainformScript = (out, manifest, flags) =>
-    `${nodeLine(cli, 'import', ...linearize(out, manifest))} 2>/dev/null\n${nodeLine(cli, 'apply', manifest, '--yes', '--quiet', ...flags)} >/dev/null`;
+    `${chainformLine(chainform, 'import', ...linearize(out, manifest))} 2>/dev/null\n${chainformLine(chainform, 'apply', manifest, '--yes', '--quiet', ...flags)} >/dev/null`;
   const { accounting, timed, orders } = await measurePasses({
     runs,
     io,

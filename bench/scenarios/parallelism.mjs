@@ -4,7 +4,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
 import { measurePasses, minimumRow, rowOf } from '../lib/measure.mjs';
-import { nodeLine } from '../lib/shell.mjs';
+import { chainformLine } from '../lib/shell.mjs';
 import { median, positionMatchedRatio } from '../lib/stats.mjs';
 
 export const name = 'parallelism';
@@ -17,7 +17,7 @@ const CHAINS = 4;
  * dependency between them. Every pass applies the manifest from two fresh folders, with --jobs 1
  * and --jobs 4; the outputs of the accounting pass are compared with their copies.
  */
-export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log }) {
+export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io, log }) {
   log(`making a ${sizeMiB} MiB raw template and ${CHAINS} full copies with ${changePercent}% of clusters changed`);
   const inputs = await makeCopies(join(workdir, 'in'), { sizeMiB, percent: changePercent, count: CHAINS });
   const jobs = { 'apply --jobs 1': 1, [`apply --jobs ${CHAINS}`]: CHAINS };
@@ -33,7 +33,7 @@ export async function run({ sizeMiB, runs, changePercent, cli, workdir, io, log 
         const cwd = join(passDir, `jobs${n}`);
         await mkdir(cwd, { recursive: true });
         await writeFile(join(cwd, 'm.yaml'), overlaysManifest(inputs));
-        const apply = nodeLine(cli, 'apply', 'm.yaml', '--yes', '--quiet', '--jobs', String(n));
+        const apply = chainformLine(chainform, 'apply', 'm.yaml', '--yes', '--quiet', '--jobs', String(n));
         variants[variant] = { script: `${apply} >/dev/null`, cwd };
       }
       return variants;

@@ -4,6 +4,9 @@
 // run alone from sh. Every run is a fresh process; the variants take turns, in a rotated order
 // per round, so a slow moment of the machine falls on all of them alike. This is the floor
 // under the apply-overhead figures: what chainform spends around the qemu-img work of any job.
+// chainform runs as a user runs it, through bin/chainform, which starts Node without
+// NODE_EXTRA_CA_CERTS (Node parses that file at every start); Node's start is timed both with
+// the environment as it is and without that variable, and the parts are taken against the latter.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,8 +23,10 @@ export const title = "Start-up: the fixed cost of a command, next to Node's star
 const SIZE_MIB = 64;
 /** Rounds at least, whatever --runs says: each variant takes a few hundred milliseconds. */
 const MIN_ROUNDS = 15;
+/** Node's start as bin/chainform starts it. */
+const NODE_FLOOR = 'node -e 0, NODE_EXTRA_CA_CERTS unset';
 
-export async function run({ runs, cli, workdir, log }) {
+export async function run({ runs, cli, chainform, workdir, log }) {
   const base = join(workdir, 'base.qcow2');
   const disk = join(workdir, 'disk.qcow2');
   log(`making a ${SIZE_MIB} MiB qcow2 base and an overlay`);
@@ -38,11 +43,13 @@ export async function run({ runs, cli, workdir, log }) {
   const probe = chainInfoCommand(disk, 'qcow2');
   const qemuWork = [probe, ...measures].map(shellLine).join(' >/dev/null && ');
 
+  const caCerts = process.env.NODE_EXTRA_CA_CERTS;
   const variants = {
     'node -e 0': [process.execPath, '-e', '0'],
-    'chainform --version': [process.execPath, cli, '--version'],
-    'chainform validate (1 image)': [process.execPath, cli, 'validate', 'm.yaml'],
-    'chainform plan (1 image, 1 convert)': [process.execPath, cli, 'plan', 'm.yaml'],
+    [NODE_FLOOR]: ['env', '-u', 'NODE_EXTRA_CA_CERTS', process.execPath, '-e', '0'],
+    'chainform --version': [chainform, '--version'],
+    'chainform validate (1 image)': [chainform, 'validate', 'm.yaml'],
+    'chainform plan (1 image, 1 convert)': [chainform, 'plan', 'm.yaml'],
     "the plan's qemu-img processes, from sh": ['sh', '-c', `${qemuWork} >/dev/null`],
   };
   const names = Object.keys(variants);
@@ -57,11 +64,11 @@ export async function run({ runs, cli, workdir, log }) {
   // Differences are taken within each round (the variants ran back to back), then summarised.
   const perRound = (f) => spread(samples['node -e 0'].map((_, r) => f((variant) => samples[variant][r])));
   const parts = {
-    bundleLoad: perRound((at) => at('chainform --version') - at('node -e 0')),
+    extraCaCerts: perRound((at) => at('node -e 0') - at(NODE_FLOOR)),
+    bundleLoad: perRound((at) => at('chainform --version') - at(NODE_FLOOR)),
     manifestRead: perRound((at) => at('chainform validate (1 image)') - at('chainform --version')),
     planOwn: perRound(
-      (at) =>
-        at('chainform plan (1 image, 1 convert)') - at('node -e 0') - at("the plan's qemu-img processes, from sh"),
+      (at) => at('chainform plan (1 image, 1 convert)') - at(NODE_FLOOR) - at("the plan's qemu-img processes, from sh"),
     ),
   };
   const ms = (s) => `${s.median.toFixed(0)} ms (${s.min.toFixed(0)} to ${s.max.toFixed(0)})`;
@@ -74,9 +81,12 @@ export async function run({ runs, cli, workdir, log }) {
     rows,
     notes: [
       `${rounds} rounds; each variant a fresh process, timed spawn to exit; the parts below are differences within a round, median (min to max)`,
-      `loading the bundle (--version minus node -e 0): ${ms(parts.bundleLoad)}`,
+      caCerts
+        ? `NODE_EXTRA_CA_CERTS is set here (${caCerts}): Node's start with it, minus without it: ${ms(parts.extraCaCerts)}; bin/chainform unsets it`
+        : 'NODE_EXTRA_CA_CERTS is not set here: both node -e 0 rows start Node alike',
+      `loading the bundle (--version minus node -e 0 without NODE_EXTRA_CA_CERTS; the launcher's sh and readlink included): ${ms(parts.bundleLoad)}`,
       `reading and checking a one-image manifest (validate minus --version): ${ms(parts.manifestRead)}`,
-      `chainform's own time in plan (plan minus node -e 0 minus the qemu-img processes; loading the bundle included): ${ms(parts.planOwn)}`,
+      `chainform's own time in plan (plan minus node -e 0 without NODE_EXTRA_CA_CERTS, minus the qemu-img processes; loading the bundle included): ${ms(parts.planOwn)}`,
       `qemu-img work: ${[probe, ...measures].map((argv) => argv.slice(0, 2).join(' ')).join(', ')}`,
     ],
     raw: { samplesMs: samples, partsMs: parts, qemuWork },

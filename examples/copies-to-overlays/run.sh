@@ -4,7 +4,7 @@
 # DEMO_DIR sets where it works (default: work/ beside this script; it is recreated).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cli="$here/../../dist/cli.js"
+chainform="$here/../../bin/chainform"
 work="${DEMO_DIR:-$here/work}"
 
 rm -rf "$work"
@@ -24,10 +24,10 @@ qemu-io -f raw -c 'write -z 32M 8M' -c 'write -P 0x99 64M 3M' in/db.raw >/dev/nu
 sha256sum in/*.raw > inputs.sha256
 
 echo "== chainform plan"
-node "$cli" plan manifest.yaml
+"$chainform" plan manifest.yaml
 echo
 echo "== chainform apply"
-node "$cli" apply manifest.yaml --yes --jobs 2
+"$chainform" apply manifest.yaml --yes --jobs 2
 echo
 echo "== checking the result"
 for vm in web db; do
@@ -38,4 +38,4 @@ done
 sha256sum --quiet -c inputs.sha256 && echo "inputs unchanged (sha256)"
 echo
 echo "== a second plan has nothing to do"
-node "$cli" plan manifest.yaml --detailed-exitcode
+"$chainform" plan manifest.yaml --detailed-exitcode

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 
 export const MiB = 1024 * 1024;
-const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
+/** The `chainform` command as npm installs it (bin/chainform, which runs dist/cli.js). */
+const CHAINFORM = new URL('../../bin/chainform', import.meta.url).pathname;
 
 /** A fresh temporary folder; `cleanup` removes it. */
 export async function tempFolder(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
@@ -68,14 +69,14 @@ export async function checksums(files: string[]): Promise<Record<string, string>
   return Object.fromEntries(entries);
 }
 
-/** Runs the built CLI (`dist/cli.js`) without a terminal. */
+/** Runs the `chainform` command (the built CLI) without a terminal. */
 export function chainform(cwd: string, ...args: string[]) {
   return chainformWithEnv(cwd, {}, ...args);
 }
 
 /** {@link chainform} with more environment variables (e.g. a PATH that logs qemu-img runs). */
 export async function chainformWithEnv(cwd: string, env: Record<string, string>, ...args: string[]) {
-  const result = await execa('node', [CLI, '--no-color', ...args], {
+  const result = await execa(CHAINFORM, ['--no-color', ...args], {
     cwd,
     reject: false,
     stdin: 'ignore',

@@ -1,0 +1,72 @@
+// The `chainform` command (bin/chainform, the package's bin): it must find dist/cli.js through
+// npm's bin symlink and from folders with spaces, pass every argument through untouched, and
+// start Node without NODE_EXTRA_CA_CERTS.
+import { realpathSync } from 'node:fs';
+import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tempFolder } from '../helpers/qemu.js';
+
+const LAUNCHER = new URL('../../bin/chainform', import.meta.url).pathname;
+/** dist/cli.js as the launcher names it: beside its own real folder. */
+const CLI = `${realpathSync(dirname(LAUNCHER))}/../dist/cli.js`;
+
+let dir = '';
+let cleanup: () => Promise<void> = async () => undefined;
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempFolder());
+});
+afterEach(() => cleanup());
+
+/** A symlink to the launcher in a folder with a space, as npm links a package's bin. */
+async function linkedLauncher(): Promise<string> {
+  const bin = join(dir, 'node modules', '.bin');
+  await mkdir(bin, { recursive: true });
+  await symlink(LAUNCHER, join(bin, 'chainform'));
+  return join(bin, 'chainform');
+}
+
+describe('the chainform command', () => {
+  it('is the package bin, and runs the built CLI through a symlink from a folder with a space', async () => {
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(pkg.bin.chainform).toBe('bin/chainform');
+    const r = await execa(await linkedLauncher(), ['--version'], { cwd: dir, reject: false });
+    expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
+  });
+
+  it('execs the node on PATH with dist/cli.js and the arguments as given, NODE_EXTRA_CA_CERTS unset', async () => {
+    // A stand-in `node` that reports what it was started with instead of running anything.
+    const fakeBin = join(dir, 'fake bin');
+    await mkdir(fakeBin);
+    const fakeNode = join(fakeBin, 'node');
+    await writeFile(
+      fakeNode,
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: sh parameter expansions
+      '#!/bin/sh\nprintf "%s\\n" "certs=${NODE_EXTRA_CA_CERTS-unset}" "other=${OTHER_VAR-unset}" "pid=$$"; for a in "$@"; do printf "arg=%s\\n" "$a"; done\n',
+    );
+    await chmod(fakeNode, 0o755);
+    const launcher = await linkedLauncher();
+    const args = ['apply', 'my manifest.yaml', '--', '-x', "it's", ''];
+    const child = execa(launcher, args, {
+      cwd: dir,
+      env: {
+        PATH: `${fakeBin}:/usr/bin:/bin`,
+        NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt',
+        OTHER_VAR: 'kept',
+      },
+      extendEnv: false,
+    });
+    const r = await child;
+    expect(realpathSync(CLI)).toBe(realpathSync(new URL('../../dist/cli.js', import.meta.url).pathname));
+    expect(r.stdout.split('\n')).toEqual([
+      'certs=unset',
+      'other=kept',
+      // exec, not a child: the pid the caller started is node's (signals, the apply lock's owner).
+      `pid=${child.pid}`,
+      'arg=--',
+      `arg=${CLI}`,
+      ...args.map((a) => `arg=${a}`),
+    ]);
+  });
+});
