@@ -27,20 +27,28 @@ export interface WritebackTiming {
   waitForFileMs?: number;
 }
 
-/** Writes one file back in a loop until `stopped()`; resolves with the fdatasyncs done. */
-async function writeBackLoop(path: string, stopped: () => boolean, timing: Required<WritebackTiming>): Promise<number> {
+/**
+ * A pause that ends early when `stop` is aborted: the step waits for the loop's last fdatasync,
+ * and a pause still running when the commands end would hold the step up to its full length.
+ */
+function pause(ms: number, stop: AbortSignal): Promise<void> {
+  return sleep(ms, undefined, { signal: stop }).catch(() => undefined);
+}
+
+/** Writes one file back in a loop until `stop` is aborted; resolves with the fdatasyncs done. */
+async function writeBackLoop(path: string, stop: AbortSignal, timing: Required<WritebackTiming>): Promise<number> {
   let handle: FileHandle | undefined;
   let syncs = 0;
   try {
-    while (!handle && !stopped()) {
+    while (!handle && !stop.aborted) {
       // Read-only, and without QEMU's locks: this never conflicts with the command's own open.
       handle = await open(path, 'r').catch(() => undefined);
-      if (!handle) await sleep(timing.waitForFileMs);
+      if (!handle) await pause(timing.waitForFileMs, stop);
     }
-    while (handle && !stopped()) {
+    while (handle && !stop.aborted) {
       await handle.datasync();
       syncs++;
-      await sleep(timing.pauseMs);
+      await pause(timing.pauseMs, stop);
     }
     // Once more on this descriptor after the commands: a write error in their last pages is
     // reported here, and would not be to the flush's descriptor if a command's own flush saw it.
@@ -56,15 +64,15 @@ async function writeBackLoop(path: string, stopped: () => boolean, timing: Requi
 
 /** Starts writing `paths` back, each as soon as it exists; see {@link Writeback.stop}. */
 export function startWriteback(paths: readonly string[], timing: WritebackTiming = {}): Writeback {
-  let stopped = false;
+  const stop = new AbortController();
   const loops = paths.map((path) =>
-    writeBackLoop(path, () => stopped, { pauseMs: 10, waitForFileMs: 20, ...timing }).catch(
+    writeBackLoop(path, stop.signal, { pauseMs: 10, waitForFileMs: 20, ...timing }).catch(
       (e: unknown) => new Error(`cannot write ${path} back to disk: ${(e as Error).message}`),
     ),
   );
   return {
     async stop() {
-      stopped = true;
+      stop.abort();
       const results = await Promise.all(loops);
       const failure = results.find((r) => r instanceof Error);
       if (failure) throw failure;

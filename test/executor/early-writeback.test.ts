@@ -38,6 +38,19 @@ describe('startWriteback', () => {
     await expect(stat(never)).rejects.toThrow(/ENOENT/);
   });
 
+  it('ends a pause at once when stopped: the step does not wait out the time between two fdatasyncs', async () => {
+    const file = join(dir, 'written.img');
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', file, '1M']);
+    const absent = join(dir, 'absent.img');
+    // Pauses far longer than the test: stop() resolving proves they were cut short.
+    const writeback = startWriteback([file, absent], { pauseMs: 600_000, waitForFileMs: 600_000 });
+    await new Promise((r) => setTimeout(r, 50));
+    const stopping = writeback.stop();
+    const outcome = await Promise.race([stopping, new Promise((r) => setTimeout(() => r('still waiting'), 10_000))]);
+    // One fdatasync in the loop, one after the stop; the file that never appeared had none.
+    expect(outcome).toBe(2);
+  });
+
   it('rejects with the file and the error when an fdatasync fails', async () => {
     // procfs files refuse fdatasync (EINVAL): a real failing sync without a broken disk.
     const writeback = startWriteback([join(dir, 'missing'), '/proc/self/status'], { waitForFileMs: 1 });
