@@ -35,6 +35,19 @@ describe('the chainform command', () => {
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 
+  it('runs as `bash chainform` from another folder, found on PATH with no folder in its name', async () => {
+    const launcher = await linkedLauncher();
+    const elsewhere = join(dir, 'elsewhere');
+    await mkdir(elsewhere);
+    const r = await execa('bash', ['chainform', '--version'], {
+      cwd: elsewhere,
+      env: { PATH: `${dirname(launcher)}:${process.env.PATH}` },
+      reject: false,
+    });
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
+  });
+
   it('execs the node on PATH with dist/cli.js and the arguments as given, NODE_EXTRA_CA_CERTS unset', async () => {
     // A stand-in `node` that reports what it was started with instead of running anything.
     const fakeBin = join(dir, 'fake bin');
