@@ -6,6 +6,7 @@
 // on the output in a loop while the command runs keeps the disk busy, so the flush afterwards
 // waits only for the rest. It never changes what is written: fdatasync only writes dirty pages,
 // and the step still flushes its outputs after its commands, before it counts as done.
+import { setMaxListeners } from 'node:events';
 import { type FileHandle, open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -65,6 +66,9 @@ async function writeBackLoop(path: string, stop: AbortSignal, timing: Required<W
 /** Starts writing `paths` back, each as soon as it exists; see {@link Writeback.stop}. */
 export function startWriteback(paths: readonly string[], timing: WritebackTiming = {}): Writeback {
   const stop = new AbortController();
+  // Every loop's pause listens on this one signal: Node's warning about more than 10 listeners
+  // does not apply.
+  setMaxListeners(0, stop.signal);
   const loops = paths.map((path) =>
     writeBackLoop(path, stop.signal, { pauseMs: 10, waitForFileMs: 20, ...timing }).catch(
       (e: unknown) => new Error(`cannot write ${path} back to disk: ${(e as Error).message}`),

@@ -48,6 +48,13 @@ describe('the chainform command', () => {
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 
+  it('runs as `sh chainform` in its own folder, that folder not on PATH', async () => {
+    const launcher = await linkedLauncher();
+    const r = await execa('sh', ['chainform', '--version'], { cwd: dirname(launcher), reject: false });
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
+  });
+
   it('execs the node on PATH with dist/cli.js and the arguments as given, NODE_EXTRA_CA_CERTS unset', async () => {
     // A stand-in `node` that reports what it was started with instead of running anything.
     const fakeBin = join(dir, 'fake bin');
