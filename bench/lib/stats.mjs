@@ -71,3 +71,8 @@ export function positionMatchedRatio(timed, orders, a, b) {
   if (ratios.length === 0) return null;
   return Math.exp(ratios.reduce((sum, r) => sum + Math.log(r), 0) / ratios.length);
 }
+
+/** A {@link positionMatchedRatio} for a note: `1.23x`, or why there is none. */
+export function ratioText(ratio, digits = 2) {
+  return ratio === null ? 'n/a (no place in the pass saw both: fewer runs than variants)' : `${ratio.toFixed(digits)}x`;
+}

@@ -10,7 +10,7 @@ import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
 import { chainformLine } from '../lib/shell.mjs';
-import { median, positionMatchedRatio, secondsByPosition, spread } from '../lib/stats.mjs';
+import { median, positionMatchedRatio, ratioText, secondsByPosition, spread } from '../lib/stats.mjs';
 
 export const name = 'apply-overhead';
 export const title = 'Apply overhead: chainform apply vs a plain script of the same plan';
@@ -149,7 +149,7 @@ export async function run(context) {
     );
     notes.push(
       `${job.name}: ${job.describe}`,
-      `${job.name}: chainform's wall time / the script's, runs compared at the same place in their pass (see positionMatchedRatio): ${matched === null ? 'no place saw both' : matched.toFixed(3)}; target <= ${TARGET_RATIO}`,
+      `${job.name}: chainform's wall time / the script's, runs compared at the same place in their pass (see positionMatchedRatio): ${ratioText(matched, 3)}; target <= ${TARGET_RATIO}`,
       `${job.name}: medians by place in the pass: ${places.join('; ')}`,
       `${job.name}: medians over all runs, places mixed: ${ratio.toFixed(3)} (per-run ratios ${paired.min.toFixed(3)}-${paired.max.toFixed(3)})`,
       ...processesNote(`${job.name}: chainform apply`, accounting.chainform),

@@ -6,7 +6,7 @@ import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
 import { MiB } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { chainformLine, quote } from '../lib/shell.mjs';
-import { median, positionMatchedRatio } from '../lib/stats.mjs';
+import { median, positionMatchedRatio, ratioText } from '../lib/stats.mjs';
 
 export const name = 'copies-to-overlays';
 export const title = 'Copies to overlays: two full raw copies -> thin qcow2 overlays on the raw template';
@@ -76,7 +76,7 @@ export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io
       'recipe per copy: qemu-img create -f qcow2 -b COPY -F raw OUT; qemu-img rebase -f qcow2 -b TEMPLATE -F raw OUT; sync OUT (the fsync chainform does too)',
       ...storedNotes,
       ...processesNote('chainform apply', accounting.chainform),
-      `wall time chainform / recipe: ${(seconds('chainform') / seconds('recipe')).toFixed(3)} (medians); at the same place in the pass (positionMatchedRatio): ${positionMatchedRatio(timed, orders, 'chainform', 'recipe')?.toFixed(3) ?? 'n/a'}`,
+      `wall time chainform / recipe: ${(seconds('chainform') / seconds('recipe')).toFixed(3)} (medians); at the same place in the pass (positionMatchedRatio): ${ratioText(positionMatchedRatio(timed, orders, 'chainform', 'recipe'), 3)}`,
       'reads: finding the changes of a raw copy needs the whole copy and the template read; "read/min" is against the changed clusters all the same',
       'every output of every pass compared with its copy (qemu-img compare): identical',
     ],

@@ -9,7 +9,7 @@ import { DEFAULT_JOBS } from '../../dist/executor/execute-plan.js';
 import { assertIdentical, imageWithSnapshots, MiB, ownDataBytes } from '../lib/images.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { chainformLine, quote } from '../lib/shell.mjs';
-import { median, positionMatchedRatio, spread } from '../lib/stats.mjs';
+import { median, positionMatchedRatio, ratioText, spread } from '../lib/stats.mjs';
 
 export const name = 'linearize';
 export const title = 'Linearise internal snapshots: chainform vs the two-step RFC procedure';
@@ -93,11 +93,8 @@ export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io
 
   const minimum = sizeMiB * MiB + changed.image_sn1 + changed.image;
   const ratio = (f, baseline = 'twoStep', variant = 'chainform') => median(f(baseline)) / median(f(variant));
-  /** `baseline`'s wall time over `variant`'s at the same place in their passes (null: no place shared). */
-  const matched = (baseline, variant) => {
-    const r = positionMatchedRatio(timed, orders, baseline, variant);
-    return r === null ? 'n/a (fewer runs than variants)' : `${r.toFixed(2)}x`;
-  };
+  /** `baseline`'s wall time over `variant`'s at the same place in their passes, as text. */
+  const matched = (baseline, variant) => ratioText(positionMatchedRatio(timed, orders, baseline, variant));
   const block = (v) => timed[v].map((m) => m.blockOutBytes);
   const secs = (v) => timed[v].map((m) => m.seconds);
   const perLink = (v) => median(deltaLinkBytes[v]) / 2 / MiB;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { checkOverlays, makeCopies, overlaysManifest } from '../lib/copies.mjs';
 import { measurePasses, minimumRow, rowOf } from '../lib/measure.mjs';
 import { chainformLine } from '../lib/shell.mjs';
-import { median, positionMatchedRatio } from '../lib/stats.mjs';
+import { median, positionMatchedRatio, ratioText } from '../lib/stats.mjs';
 
 export const name = 'parallelism';
 export const title = 'Parallelism: four independent copies -> overlays, apply --jobs 1 vs --jobs 4';
@@ -54,7 +54,7 @@ export async function run({ sizeMiB, runs, changePercent, chainform, workdir, io
     ],
     notes: [
       `template: ${sizeMiB} MiB raw, all written; ${CHAINS} full copies, ${changePercent}% of clusters changed in each; each step reads its copy and the template in full (safe rebase)`,
-      `speed-up of --jobs ${CHAINS} over --jobs 1: ${speedup.toFixed(2)}x (medians) on ${cpus().length} CPUs; at the same place in the pass (positionMatchedRatio): ${positionMatchedRatio(timed, orders, 'apply --jobs 1', `apply --jobs ${CHAINS}`)?.toFixed(2) ?? 'n/a'}x`,
+      `speed-up of --jobs ${CHAINS} over --jobs 1: ${speedup.toFixed(2)}x (medians) on ${cpus().length} CPUs; at the same place in the pass (positionMatchedRatio): ${ratioText(positionMatchedRatio(timed, orders, 'apply --jobs 1', `apply --jobs ${CHAINS}`))}`,
       'outputs of the accounting pass compared with their copies (qemu-img compare): identical',
     ],
     raw: { chains: CHAINS, orders, accounting, timed },

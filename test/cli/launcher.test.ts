@@ -1,8 +1,8 @@
 // The `chainform` command (bin/chainform, the package's bin): it must find dist/cli.js through
 // npm's bin symlink and from folders with spaces, pass every argument through untouched, and
 // start Node without NODE_EXTRA_CA_CERTS.
-import { realpathSync } from 'node:fs';
-import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { readFileSync, realpathSync } from 'node:fs';
+import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -11,6 +11,9 @@ import { tempFolder } from '../helpers/qemu.js';
 const LAUNCHER = new URL('../../bin/chainform', import.meta.url).pathname;
 /** dist/cli.js as the launcher names it: beside its own real folder. */
 const CLI = `${realpathSync(dirname(LAUNCHER))}/../dist/cli.js`;
+
+/** The package's own package.json: its bin entry and version. */
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
 
 let dir = '';
 let cleanup: () => Promise<void> = async () => undefined;
@@ -29,7 +32,6 @@ async function linkedLauncher(): Promise<string> {
 
 describe('the chainform command', () => {
   it('is the package bin, and runs the built CLI through a symlink from a folder with a space', async () => {
-    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
     expect(pkg.bin.chainform).toBe('bin/chainform');
     const r = await execa(await linkedLauncher(), ['--version'], { cwd: dir, reject: false });
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
@@ -44,14 +46,12 @@ describe('the chainform command', () => {
       env: { PATH: `${dirname(launcher)}:${process.env.PATH}` },
       reject: false,
     });
-    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 
   it('runs as `sh chainform` in its own folder, that folder not on PATH', async () => {
     const launcher = await linkedLauncher();
     const r = await execa('sh', ['chainform', '--version'], { cwd: dirname(launcher), reject: false });
-    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 
