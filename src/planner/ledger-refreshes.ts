@@ -6,9 +6,10 @@
 // when it finishes, with the chain as the plan leaves it (a repoint changes the files, not only
 // their fingerprints). That holds for outputs built before (up to date, with no step of their
 // own) and for outputs built in this run by a step that runs before the rewrite.
-// A source grown in place is the exception: what it presents is now larger than the copy made
-// of it, so no step of an image whose size changes refreshes a copy of it, and the next plan
-// rebuilds the copy at the new size.
+// A source grown in place is the exception: what it presents is now larger than a copy made
+// before, so no step of an image whose size changes refreshes a copy of it. The plan copies such
+// a source after it grew instead (followGrownSources in plan-content.ts), and that copy records
+// the source's chain as the plan leaves it.
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';
@@ -21,7 +22,7 @@ type RecordedChain = 'backingChain' | 'sourceChain';
  * The files of `chain` once the plan has run: its layers down to the first file the manifest
  * keeps or builds as an image, then that image's final chain.
  */
-function chainAfterPlan(
+export function chainAfterPlan(
   chain: readonly ChainLayer[],
   imageAt: ReadonlyMap<string, string>,
   final: PlanContext['final'],

@@ -229,3 +229,38 @@ export function settleStaleContent(
     }
   }
 }
+
+/**
+ * An image the plan grows in place presents more once the plan has run (zeros past its old end),
+ * and an output is up to date only while it presents its source as the source is now. So a copy
+ * of such an image (its `from` names the image's path, not one of its snapshots) is built after
+ * the grow, from the grown image, and one apply reaches the layout: built before it, the copy
+ * would be stale at once and the next apply would rebuild it. A copy that is up to date today is
+ * rebuilt for the same reason. Returns, by the copy's id, the id of the image whose steps it
+ * waits for (see waitForGrownSources in plan-layout.ts).
+ */
+export function followGrownSources(
+  manifest: ResolvedManifest,
+  contents: Map<string, ContentPlan | 'failed'>,
+): Map<string, string> {
+  const grown = new Map<string, { id: string; size: number }>();
+  for (const image of manifest.images) {
+    const plan = contents.get(image.id);
+    if (plan === undefined || plan === 'failed' || plan.kind !== 'in-place') continue;
+    if (image.size !== undefined && image.size > plan.content.virtualSize)
+      grown.set(image.path, { id: image.id, size: image.size });
+  }
+  const waits = new Map<string, string>();
+  if (grown.size === 0) return waits;
+  for (const copy of manifest.images) {
+    const source = copy.source;
+    const image = source && source.snapshot === undefined ? grown.get(source.path) : undefined;
+    const plan = contents.get(copy.id);
+    if (!image || image.id === copy.id || plan === undefined || plan === 'failed') continue;
+    const build = plan.kind === 'build' ? plan : plan.ledger?.rebuild;
+    if (!build) continue;
+    contents.set(copy.id, { ...build, content: { ...build.content, virtualSize: image.size } });
+    waits.set(copy.id, image.id);
+  }
+  return waits;
+}

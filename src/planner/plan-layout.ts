@@ -8,9 +8,9 @@ import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { chooseSteps } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
-import { addRefreshes } from './ledger-refreshes.js';
+import { addRefreshes, chainAfterPlan } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
-import { dataFileIsFree, planContent, settleStaleContent } from './plan-content.js';
+import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
 import type { ContentPlan, PlanContext } from './plan-context.js';
 import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
 import { type BackingTarget, type Target, temporaryPathFor, withDataFile } from './recipes.js';
@@ -198,6 +198,35 @@ export function withMeasuredWrites(plan: Plan, measured: ReadonlyMap<string, num
   return { ...plan, steps, space: spaceChecks(steps, layout) };
 }
 
+/**
+ * Each copy of an image the plan grows (followGrownSources) reads it once every step of the
+ * image that writes its file has run: it copies the grown image, and addReaderEdges then finds
+ * no writer left to order after it. So the copy's ledger entry names the source's chain as the
+ * plan leaves it (a flatten or rebase of the source changes its files), not as inspected.
+ */
+function waitForGrownSources(
+  manifest: ResolvedManifest,
+  steps: Step[],
+  copiesOf: ReadonlyMap<string, string>,
+  ctx: PlanContext,
+): void {
+  if (copiesOf.size === 0) return;
+  const byImage = new Map<string, Step[]>();
+  for (const step of steps) byImage.set(step.image, [...(byImage.get(step.image) ?? []), step]);
+  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+  for (const [copyId, imageId] of copiesOf) {
+    const path = manifest.byId.get(imageId)?.path;
+    if (path === undefined) continue;
+    const writers = (byImage.get(imageId) ?? []).filter((step) => step.writes.includes(path)).map((step) => step.id);
+    const sourceChain = chainAfterPlan(ctx.layout.files.get(path)?.chain ?? [], imageAt, ctx.final);
+    for (const step of byImage.get(copyId) ?? []) {
+      if (step.ledger) step.ledger = { ...step.ledger, sourceChain };
+      if (!step.reads.includes(path)) continue;
+      for (const writer of writers) if (!step.dependsOn.includes(writer)) step.dependsOn.push(writer);
+    }
+  }
+}
+
 /** Plans how to reach the manifest's layout from what is on disk. */
 export function planLayout(
   manifest: ResolvedManifest,
@@ -214,6 +243,7 @@ export function planLayout(
   const steps: Step[] = [];
   let failed = false;
   const contents = new Map(manifest.images.map((image) => [image.id, planContent(image, ctx)] as const));
+  const copiesOfGrown = followGrownSources(manifest, contents);
   settleStaleContent(manifest, contents, ctx);
   for (const plan of contents.values()) {
     if (plan !== 'failed' && plan.ledger) ctx.identity.union(plan.ledger.outputKey, plan.key);
@@ -233,6 +263,7 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
+  waitForGrownSources(manifest, steps, copiesOfGrown, ctx);
   addReaderEdges(steps);
   addRefreshes(manifest, contents, steps, ctx);
   guardRecordedSources(manifest, steps, layout);

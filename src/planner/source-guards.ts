@@ -1,29 +1,55 @@
-// Source guards. A step that records an output in the ledger stores the fingerprints of the
-// output's source chain as they are when it ends. If another process wrote to the source after
-// planning (the plan waited at its prompt, or an earlier step ran long), an amend of the copy
-// would record the new fingerprints without having copied the new content, and the next plan
-// would call the copy up to date. So the step also lists those files in `plannedFrom`: it refuses
-// to start, or to finish, when one is not as planned (execute-plan.ts ensureAsPlanned). Files a
-// step of the plan itself writes are left out; the ordering and the ledger refreshes cover them.
+// Source and backing guards. A step that records an output in the ledger stores the
+// fingerprints of the output's source chain and of its backing chain as they are when it ends.
+// If another process wrote to one of those files after planning (the plan waited at its prompt,
+// or an earlier step ran long), or while the step ran, the output may not present what the
+// entry says: an amend of a copy would record a source it never copied, and an overlay built
+// on a base that changed under it holds the wrong clusters. The next plan would call either up
+// to date. So the step also lists those files in `plannedFrom`: it refuses to start, or to
+// finish, when one is not as planned (execute-plan.ts ensureAsPlanned). Files a step of the
+// plan itself writes are left out; the ordering and the ledger refreshes cover them.
 import { chainFiles, chainPrints, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
+import type { Fingerprint } from '../state/fingerprint.js';
 import type { Step } from './plan-types.js';
 
-/** Adds the source chain, as inspected, to the `plannedFrom` of every step that records an output. */
+/** The fingerprint of every file of every inspected chain, by path. */
+function inspectedPrints(layout: InspectedLayout): Map<string, Fingerprint> {
+  const prints = new Map<string, Fingerprint>();
+  for (const file of layout.files.values()) {
+    if (!file.chain) continue;
+    const fingerprints = chainPrints(file.chain);
+    chainFiles(file.chain).forEach((path, i) => {
+      const fingerprint = fingerprints[i];
+      if (fingerprint) prints.set(path, fingerprint);
+    });
+  }
+  return prints;
+}
+
+/**
+ * Adds the source chain and the backing chain, as inspected, to the `plannedFrom` of every step
+ * that records an output.
+ */
 export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], layout: InspectedLayout): void {
   const written = new Set(steps.flatMap((step) => step.writes));
+  let prints: Map<string, Fingerprint> | undefined;
   for (const step of steps) {
     if (!step.ledger) continue;
-    const source = manifest.byId.get(step.image)?.source;
-    const chain = source ? layout.files.get(source.path)?.chain : undefined;
-    if (!chain) continue;
     const planned = [...(step.plannedFrom ?? [])];
-    const prints = chainPrints(chain);
-    chainFiles(chain).forEach((path, i) => {
-      const fingerprint = prints[i];
+    const guard = (path: string, fingerprint: Fingerprint | null | undefined) => {
       if (!fingerprint || written.has(path) || planned.some((p) => p.path === path)) return;
       planned.push({ path, fingerprint });
-    });
+    };
+    const source = manifest.byId.get(step.image)?.source;
+    const chain = source ? layout.files.get(source.path)?.chain : undefined;
+    if (chain) {
+      const sourcePrints = chainPrints(chain);
+      for (const [i, path] of chainFiles(chain).entries()) guard(path, sourcePrints[i]);
+    }
+    if (step.ledger.backingChain.length > 0) {
+      prints ??= inspectedPrints(layout);
+      for (const path of step.ledger.backingChain) guard(path, prints.get(path));
+    }
     if (planned.length > 0) step.plannedFrom = planned;
   }
 }

@@ -1,7 +1,7 @@
 // After an apply, the next plan has nothing to do, also when the plan rewrote in place a file
 // that outputs were built from: a repoint of their source to an identical base keeps their
 // content, so their ledger entries follow the new chain instead of making them stale.
-import { writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
@@ -25,6 +25,27 @@ const ws = useWorkspace(makeImages);
 
 const manifest = (base: string) =>
   `version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: ${base}, format: qcow2 } }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n  c2: { path: out/c2.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n`;
+
+/** The steps each copy's step waits for, by image id, from `plan --json` of m.yaml. */
+async function stepsBeforeCopy(dir: string): Promise<Record<string, string[]>> {
+  const planned = JSON.parse((await chainform(dir, 'plan', 'm.yaml', '--json')).stdout);
+  const copies = planned.steps.filter((step: { image: string }) => step.image !== 'vm');
+  return Object.fromEntries(copies.map((step: { image: string; dependsOn: string[] }) => [step.image, step.dependsOn]));
+}
+
+/**
+ * Plans m.yaml (one step, `stepId`), writes 64 KiB into `image` as another process would, then
+ * applies the plan: the step must fail. Its message.
+ */
+async function failedAfterWrite(dir: string, stepId: string, image: string): Promise<string | undefined> {
+  const planned = await plan(join(dir, 'm.yaml'));
+  if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
+  expect(planned.plan.steps.map((s) => s.id)).toEqual([stepId]);
+  await qemuIo('qcow2', image, 'write -P 0x77 2M 64k');
+  const summary = await apply(planned, {});
+  expect(summary.failed.map((f) => f.stepId)).toEqual([stepId]);
+  return summary.failed[0]?.message;
+}
 
 describe('ledger entries follow files rewritten in place', () => {
   it('plans nothing after an apply that built copies of a source, then repointed it', async () => {
@@ -51,36 +72,38 @@ describe('ledger entries follow files rewritten in place', () => {
     }
   });
 
-  it('does not call a copy up to date once its source grew in place: the next apply rebuilds it at the new size', async () => {
+  it('copies a source the same plan grows after it grew: one apply reaches the layout', async () => {
     const { dir } = ws;
     const vm = join(dir, 'vm.qcow2');
     const grown = `version: 1\nimages:\n  vm: { path: vm.qcow2, size: 16777216 }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n`;
     await writeFile(join(dir, 'm.yaml'), grown);
-    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
-    // c1 was copied before vm grew (readers run before writers): it is 8 MiB, vm 16 MiB.
-    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(8 * 1024 * 1024);
-    const next = await chainform(dir, 'plan', 'm.yaml');
-    expect(next.stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
-    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // vm is flattened (no backing declared) and grown by one convert; c1 copies the result.
+    expect(await stepsBeforeCopy(dir)).toEqual({ c1: ['vm:convert'] });
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
     expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
-    expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+    const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+    expect(again.exitCode, again.stdout).toBe(0);
   });
 
-  it("orders a copy's own in-place step before a resize of its source, so it is never called a copy of the grown one", async () => {
+  it('rebuilds an up-to-date copy after its source grows in the same plan, never calling the old copy a copy of the grown one', async () => {
     const { dir } = ws;
     const vm = join(dir, 'vm.qcow2');
     const copy = (extra: string) =>
       `version: 1\nimages:\n  vm: { path: vm.qcow2${extra} }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }${extra ? ', options: { lazy_refcounts: true }' : ''} }\n`;
     await writeFile(join(dir, 'm.yaml'), copy(''));
     expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
-    // vm grows; c1 gets an amend of its own, which records vm's chain in the ledger.
+    // vm grows; c1, up to date until then, would otherwise only get an amend of its own.
     await writeFile(join(dir, 'm.yaml'), copy(', size: 16777216'));
     const planned = await chainform(dir, 'plan', 'm.yaml');
-    expect(planned.stdout).toMatch(/vm:resize[^\n]*\n[^\n]*\n\s+after: c1:amend/);
-    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
-    expect((await chainform(dir, 'plan', 'm.yaml')).stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
-    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
-    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
+    expect(planned.stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
+    expect(await stepsBeforeCopy(dir)).toEqual({ c1: ['vm:resize'] });
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    const info = await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2');
+    expect(info['virtual-size']).toBe(16 * 1024 * 1024);
+    expect(info['format-specific']).toMatchObject({ data: { 'lazy-refcounts': true } });
     expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
     expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
   });
@@ -118,20 +141,35 @@ describe('ledger entries follow files rewritten in place', () => {
     await writeFile(join(dir, 'm.yaml'), layout(''));
     expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
     await writeFile(join(dir, 'm.yaml'), layout(', options: { lazy_refcounts: true }'));
-    const planned = await plan(join(dir, 'm.yaml'));
-    if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
-    expect(planned.plan.steps.map((s) => s.id)).toEqual(['c1:amend']);
     // Another process writes to vm.qcow2 between the plan and its step (e.g. at the prompt).
-    await qemuIo('qcow2', vm, 'write -P 0x77 0 64k');
-    const summary = await apply(planned, {});
-    expect(summary.failed.map((f) => f.stepId)).toEqual(['c1:amend']);
-    expect(summary.failed[0]?.message).toContain(
-      `${vm} cannot be used as planned: it was modified since the plan was made`,
-    );
+    const failure = await failedAfterWrite(dir, 'c1:amend', vm);
+    expect(failure).toContain(`${vm} cannot be used as planned: it was modified since the plan was made`);
     // Nothing vouches for c1 now: the next plan copies vm again.
     expect((await chainform(dir, 'plan', 'm.yaml')).stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
     expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
     expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
+  });
+
+  it('refuses to build an overlay when its base was written after planning, and leaves nothing behind', async () => {
+    const { dir } = ws;
+    // A base of the test's own: the workspace's inputs must stay as they are.
+    const base = join(dir, 'own-base.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'base.qcow2'), base);
+    const full = join(dir, 'full.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'vm.qcow2'), full);
+    await writeFile(
+      join(dir, 'm.yaml'),
+      `version: 1\nimages:\n  ov: { path: out/ov.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: { path: own-base.qcow2, format: qcow2 } }\n`,
+    );
+    // Another process writes to the base between the plan and its step: an overlay computed on
+    // it would not present full.qcow2, yet its ledger entry would record the base as it is then.
+    const failure = await failedAfterWrite(dir, 'ov:diff', base);
+    expect(failure).toContain(`${base} cannot be used as planned: it was modified since the plan was made`);
+    expect(await readdir(join(dir, 'out')).catch(() => [])).toEqual([]);
+    // Planned again, the overlay is built on the base as it is now.
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await compareImages(join(dir, 'out/ov.qcow2'), 'qcow2', full, 'qcow2')).toBe(0);
   });
 
   it('leaves an output that fails --verify to be rebuilt, not recorded as finished', async () => {
