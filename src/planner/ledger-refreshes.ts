@@ -7,9 +7,11 @@
 // their fingerprints). That holds for outputs built before (up to date, with no step of their
 // own) and for outputs built in this run by a step that runs before the rewrite.
 // A source grown in place is the exception: what it presents is now larger than a copy made
-// before, so no step of an image whose size changes refreshes a copy of it. The plan copies such
-// a source after it grew instead (followGrownSources in plan-content.ts), and that copy records
-// the source's chain as the plan leaves it.
+// before, so the resize of the source itself refreshes no copy of it. The plan copies such a
+// source after it grew instead (followGrownSources in plan-content.ts), and that copy records
+// the source's chain as the plan leaves it. A layer below the source that grows changes nothing
+// the source presents (the source's own size bounds it, and qemu reads the grown end of a layer
+// as zeros, not as its backing's data), so its steps refresh the copy like any other rewrite.
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';
@@ -94,7 +96,7 @@ export function addRefreshes(
       for (const path of new Set([...recorded, ...after])) {
         for (const writer of writersOf.get(path) ?? []) {
           if (writer.image === image.id) continue;
-          if (chain === 'sourceChain' && resized.has(writer.image)) continue;
+          if (chain === 'sourceChain' && resized.has(writer.image) && writer.path === image.source?.path) continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
           rewriters.add(writer);
         }

@@ -2,7 +2,7 @@
 // existing output still presents it, and which images a rebuilt or shrunk file makes stale.
 import { error } from '../diagnostics/diagnostic.js';
 import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/inspect-layout.js';
-import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
+import type { ResolvedBacking, ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { contentKey } from './content-identity.js';
 import { findSnapshot, snapshotPastImageEnd } from './find-snapshot.js';
@@ -230,25 +230,40 @@ export function settleStaleContent(
   }
 }
 
+/** Whether `image`, once the plan has run, sits on `below` (directly or further down its chain). */
+function backsOnto(manifest: ResolvedManifest, image: ResolvedImage, below: ResolvedImage): boolean {
+  const seen = new Set<string>();
+  let backing: ResolvedBacking | null | undefined = image.backing;
+  while (backing) {
+    if (backing.kind === 'file') return backing.path === below.path;
+    if (backing.id === below.id) return true;
+    if (seen.has(backing.id)) return false;
+    seen.add(backing.id);
+    backing = manifest.byId.get(backing.id)?.backing;
+  }
+  return false;
+}
+
 /**
  * An image the plan grows in place presents more once the plan has run (zeros past its old end),
  * and an output is up to date only while it presents its source as the source is now. So a copy
  * of such an image (its `from` names the image's path, not one of its snapshots) is built after
  * the grow, from the grown image, and one apply reaches the layout: built before it, the copy
  * would be stale at once and the next apply would rebuild it. A copy that is up to date today is
- * rebuilt for the same reason. Returns, by the copy's id, the id of the image whose steps it
- * waits for (see waitForGrownSources in plan-layout.ts).
+ * rebuilt for the same reason. Not when the grown image is to sit on the copy: its steps need
+ * the copy first, and the copy is made before them as before (the next plan reports it).
+ * Returns, by the copy's id, the id of the image whose steps it waits for (see
+ * waitForGrownSources in plan-layout.ts).
  */
 export function followGrownSources(
   manifest: ResolvedManifest,
   contents: Map<string, ContentPlan | 'failed'>,
 ): Map<string, string> {
-  const grown = new Map<string, { id: string; size: number }>();
+  const grown = new Map<string, ResolvedImage>();
   for (const image of manifest.images) {
     const plan = contents.get(image.id);
     if (plan === undefined || plan === 'failed' || plan.kind !== 'in-place') continue;
-    if (image.size !== undefined && image.size > plan.content.virtualSize)
-      grown.set(image.path, { id: image.id, size: image.size });
+    if (image.size !== undefined && image.size > plan.content.virtualSize) grown.set(image.path, image);
   }
   const waits = new Map<string, string>();
   if (grown.size === 0) return waits;
@@ -256,7 +271,8 @@ export function followGrownSources(
     const source = copy.source;
     const image = source && source.snapshot === undefined ? grown.get(source.path) : undefined;
     const plan = contents.get(copy.id);
-    if (!image || image.id === copy.id || plan === undefined || plan === 'failed') continue;
+    if (!image || image === copy || image.size === undefined || plan === undefined || plan === 'failed') continue;
+    if (backsOnto(manifest, image, copy)) continue;
     const build = plan.kind === 'build' ? plan : plan.ledger?.rebuild;
     if (!build) continue;
     contents.set(copy.id, { ...build, content: { ...build.content, virtualSize: image.size } });

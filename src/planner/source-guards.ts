@@ -6,7 +6,8 @@
 // on a base that changed under it holds the wrong clusters. The next plan would call either up
 // to date. So the step also lists those files in `plannedFrom`: it refuses to start, or to
 // finish, when one is not as planned (execute-plan.ts ensureAsPlanned). Files a step of the
-// plan itself writes are left out; the ordering and the ledger refreshes cover them.
+// plan itself writes, and the data files of images it writes, are left out; the ordering and
+// the ledger refreshes cover them.
 import { chainFiles, chainPrints, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import type { Fingerprint } from '../state/fingerprint.js';
@@ -32,6 +33,12 @@ function inspectedPrints(layout: InspectedLayout): Map<string, Fingerprint> {
  */
 export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], layout: InspectedLayout): void {
   const written = new Set(steps.flatMap((step) => step.writes));
+  // A step that changes an image in place may write its external data file too (a resize grows
+  // it, a safe rebase writes clusters into it), though only the image is in its `writes`.
+  for (const path of [...written]) {
+    const dataFile = layout.files.get(path)?.chain?.[0]?.dataFilePath;
+    if (dataFile !== undefined) written.add(dataFile);
+  }
   let prints: Map<string, Fingerprint> | undefined;
   for (const step of steps) {
     if (!step.ledger) continue;

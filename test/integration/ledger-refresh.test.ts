@@ -47,6 +47,19 @@ async function failedAfterWrite(dir: string, stepId: string, image: string): Pro
   return summary.failed[0]?.message;
 }
 
+/**
+ * Applies a manifest of `images` once: out/c1.qcow2 must then present `source`, and the next
+ * plan must have nothing to do.
+ */
+async function settlesInOneApply(dir: string, images: string, source: string): Promise<void> {
+  await writeFile(join(dir, 'm.yaml'), `version: 1\nimages:\n${images}`);
+  const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+  expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+  expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', source, 'qcow2')).toBe(0);
+  const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+  expect(again.exitCode, again.stdout).toBe(0);
+}
+
 describe('ledger entries follow files rewritten in place', () => {
   it('plans nothing after an apply that built copies of a source, then repointed it', async () => {
     const { dir } = ws;
@@ -106,6 +119,45 @@ describe('ledger entries follow files rewritten in place', () => {
     expect(info['format-specific']).toMatchObject({ data: { 'lazy-refcounts': true } });
     expect(await compareImages(join(dir, 'out/c1.qcow2'), 'qcow2', vm, 'qcow2')).toBe(0);
     expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('copies a grown source with an external data file in one apply (the resize writes that file too)', async () => {
+    const { dir } = ws;
+    const image = join(dir, 'd.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${join(dir, 'd.raw')}`, image, '8M');
+    await qemuIo('qcow2', image, 'write -P 0x07 0 2M');
+    const images =
+      '  d: { path: d.qcow2, size: 16M }\n  c1: { path: out/c1.qcow2, from: { path: d.qcow2, format: qcow2 } }\n';
+    await settlesInOneApply(dir, images, image);
+  });
+
+  it('keeps a copy up to date when a layer below its source grows: the source presents the same', async () => {
+    const { dir } = ws;
+    // x.qcow2 -> mid.qcow2 (not in the manifest) -> vm.qcow2 (grows) -> base.qcow2
+    const x = join(dir, 'x.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'vm.qcow2', '-F', 'qcow2', join(dir, 'mid.qcow2'), '8M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', x, '8M');
+    await qemuIo('qcow2', x, 'write -P 0x09 6M 64k');
+    const images =
+      '  vm: { path: vm.qcow2, backing: { path: base.qcow2, format: qcow2 }, size: 12M }\n' +
+      '  x: { path: x.qcow2, backing: { path: mid.qcow2, format: qcow2 }, size: 16M }\n' +
+      '  c1: { path: out/c1.qcow2, from: { path: x.qcow2, format: qcow2 } }\n';
+    await settlesInOneApply(dir, images, x);
+  });
+
+  it('copies a grown image before it grows when the image is to sit on the copy (no dependency cycle)', async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  vm: { path: vm.qcow2, backing: c1, size: 16M }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 } }\n',
+    );
+    const planned = await chainform(dir, 'plan', 'm.yaml', '--json');
+    expect(planned.exitCode, planned.stderr).toBe(0);
+    expect(JSON.parse(planned.stdout).steps.map((step: { id: string }) => step.id)).toEqual([
+      'c1:convert',
+      'vm:verified-repoint',
+      'vm:resize',
+    ]);
   });
 
   it('keeps an undeclared data file in the chains it records: copies of and overlays on such an image settle', async () => {
