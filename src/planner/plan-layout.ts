@@ -223,6 +223,7 @@ function waitForGrownSources(
       if (step.ledger) step.ledger = { ...step.ledger, sourceChain };
       if (!step.reads.includes(path)) continue;
       for (const writer of writers) if (!step.dependsOn.includes(writer)) step.dependsOn.push(writer);
+      step.reason = `${step.reason}; made once "${imageId}" has grown, so that it presents the grown image`;
     }
   }
 }

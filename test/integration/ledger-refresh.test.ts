@@ -111,6 +111,7 @@ describe('ledger entries follow files rewritten in place', () => {
     await writeFile(join(dir, 'm.yaml'), copy(', size: 16777216'));
     const planned = await chainform(dir, 'plan', 'm.yaml');
     expect(planned.stdout).toContain('-/+ c1  out/c1.qcow2  (replace)');
+    expect(planned.stdout).toContain('made once "vm" has grown, so that it presents the grown image');
     expect(await stepsBeforeCopy(dir)).toEqual({ c1: ['vm:resize'] });
     const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
