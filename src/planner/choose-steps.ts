@@ -112,7 +112,11 @@ export function chooseSteps(
           `"${image.id}" would shrink from ${current} to ${size} bytes, dropping the data past the new end`,
           {
             location: image.at.size,
-            hint: 'add `shrink: true` to the image if its guest no longer uses that space',
+            // A copy of an image this plan grows copies it grown (followGrownSources).
+            hint:
+              image.source && current > (plan.chain[0]?.virtualSize ?? current)
+                ? `its source grows to ${current} bytes in this plan, and the copy is made from it grown: declare that size, or add \`shrink: true\` if its guest no longer uses the space`
+                : 'add `shrink: true` to the image if its guest no longer uses that space',
           },
         ),
       );

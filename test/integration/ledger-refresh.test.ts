@@ -146,6 +146,18 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, x);
   });
 
+  it("refuses a copy's declared size below its grown source's, saying the source grows", async () => {
+    const { dir } = ws;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: base.qcow2, format: qcow2 }, size: 16M }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }, size: 8M }\n',
+    );
+    const refused = await chainform(dir, 'plan', 'm.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain('"c1" would shrink from 16777216 to 8388608 bytes');
+    expect(refused.stderr).toContain('hint: its source grows to 16777216 bytes in this plan');
+  });
+
   it('copies a grown image before it grows when the image is to sit on the copy (no dependency cycle)', async () => {
     const { dir } = ws;
     await writeFile(
