@@ -63,13 +63,55 @@ export function secondsByPosition(timed, orders, variant) {
  * place saw both.
  */
 export function positionMatchedRatio(timed, orders, a, b) {
-  const [byA, byB] = [secondsByPosition(timed, orders, a), secondsByPosition(timed, orders, b)];
+  return matchedRatio(secondsByPosition(timed, orders, a), secondsByPosition(timed, orders, b));
+}
+
+/** positionMatchedRatio of two variants' seconds already split by place. */
+function matchedRatio(byA, byB) {
   const ratios = [];
   for (let p = 0; p < Math.max(byA.length, byB.length); p++) {
     if (byA[p]?.length && byB[p]?.length) ratios.push(median(byA[p]) / median(byB[p]));
   }
   if (ratios.length === 0) return null;
   return Math.exp(ratios.reduce((sum, r) => sum + Math.log(r), 0) / ratios.length);
+}
+
+/** A seeded pseudo-random generator (mulberry32): the same interval for the same runs. */
+function seededRandom(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * How far {@link positionMatchedRatio} could move with other runs like these: a percentile
+ * bootstrap. Each resample draws, at every place, as many runs of each variant as it had, with
+ * replacement, and takes the ratio again; the interval holds the middle `level` of those ratios.
+ * With three runs per place it is rough, but it tells a ratio that could lie on either side of a
+ * target from one that could not. Null when no place saw both variants.
+ */
+export function positionMatchedInterval(timed, orders, a, b, { resamples = 2000, level = 0.9, seed = 1 } = {}) {
+  const [byA, byB] = [secondsByPosition(timed, orders, a), secondsByPosition(timed, orders, b)];
+  if (matchedRatio(byA, byB) === null) return null;
+  const random = seededRandom(seed);
+  const redraw = (byPlace) => byPlace.map((runs) => runs?.map(() => runs[Math.floor(random() * runs.length)]));
+  const ratios = [];
+  for (let i = 0; i < resamples; i++) ratios.push(matchedRatio(redraw(byA), redraw(byB)));
+  ratios.sort((x, y) => x - y);
+  const at = (q) => ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))];
+  return { low: at((1 - level) / 2), high: at((1 + level) / 2), level, resamples };
+}
+
+/** A {@link positionMatchedInterval} for a note: `90% bootstrap interval 0.91-1.12x`, or nothing. */
+export function intervalText(interval, digits = 2) {
+  if (interval === null) return '';
+  const percent = Math.round(interval.level * 100);
+  return ` (${percent}% bootstrap interval ${interval.low.toFixed(digits)}-${interval.high.toFixed(digits)}x, ${interval.resamples} resamples)`;
 }
 
 /** A {@link positionMatchedRatio} for a note: `1.23x`, or why there is none. */

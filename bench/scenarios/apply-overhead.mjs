@@ -10,7 +10,15 @@ import { convertKeepingBacking } from '../lib/manifests.mjs';
 import { measurePasses, minimumRow, processesNote, rowOf } from '../lib/measure.mjs';
 import { PLAN_SCRIPT_DOES, planOf, planScript } from '../lib/plan-script.mjs';
 import { chainformLine } from '../lib/shell.mjs';
-import { median, positionMatchedRatio, ratioText, secondsByPosition, spread } from '../lib/stats.mjs';
+import {
+  intervalText,
+  median,
+  positionMatchedInterval,
+  positionMatchedRatio,
+  ratioText,
+  secondsByPosition,
+  spread,
+} from '../lib/stats.mjs';
 
 export const name = 'apply-overhead';
 export const title = 'Apply overhead: chainform apply vs a plain script of the same plan';
@@ -133,6 +141,7 @@ export async function run(context) {
     const ratio = median(seconds('chainform')) / median(seconds('script'));
     const paired = spread(timed.chainform.map((m, i) => m.seconds / timed.script[i].seconds));
     const matched = positionMatchedRatio(timed, orders, 'chainform', 'script');
+    const interval = positionMatchedInterval(timed, orders, 'chainform', 'script');
     /** "first: chainform 0.65 s (4 runs), script 0.63 s (5 runs); second: ..." */
     const byPlace = Object.fromEntries(['chainform', 'script'].map((v) => [v, secondsByPosition(timed, orders, v)]));
     const places = ['first', 'second'].map((place, p) => {
@@ -149,7 +158,7 @@ export async function run(context) {
     );
     notes.push(
       `${job.name}: ${job.describe}`,
-      `${job.name}: chainform's wall time / the script's, runs compared at the same place in their pass (see positionMatchedRatio): ${ratioText(matched, 3)}; target <= ${TARGET_RATIO}`,
+      `${job.name}: chainform's wall time / the script's, runs compared at the same place in their pass (see positionMatchedRatio): ${ratioText(matched, 3)}${intervalText(interval, 3)}; target <= ${TARGET_RATIO}`,
       `${job.name}: medians by place in the pass: ${places.join('; ')}`,
       `${job.name}: medians over all runs, places mixed: ${ratio.toFixed(3)} (per-run ratios ${paired.min.toFixed(3)}-${paired.max.toFixed(3)})`,
       ...processesNote(`${job.name}: chainform apply`, accounting.chainform),
@@ -159,6 +168,7 @@ export async function run(context) {
       ratio,
       pairedRatios: paired,
       positionMatchedRatio: matched,
+      positionMatchedInterval: interval,
       script,
       orders,
       accounting,
