@@ -65,7 +65,7 @@ export function chooseSteps(
   image: ResolvedImage,
   target: Target,
   plan: ContentPlan,
-  backing: { target: BackingTarget; key: string | undefined } | null,
+  backing: { target: BackingTarget; key: string | undefined; virtualSize: number } | null,
   ctx: PlanContext,
 ): Step[] | 'failed' {
   const steps = chooseRecipe(image, target, plan, backing, ctx);
@@ -124,6 +124,9 @@ export function chooseSteps(
     }
     const shrink = size < current;
     const last = steps.at(-1);
+    if (!shrink && growFailsWithoutZeroClusters(image, plan, backing, last?.temporaryPath !== undefined, ctx)) {
+      return 'failed';
+    }
     const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
     if (last?.temporaryPath) {
       last.commands.push(resizeOf(last.temporaryPath, image.format, size, shrink));
@@ -138,6 +141,38 @@ export function chooseSteps(
     if (previous && !step.dependsOn.includes(previous.id)) step.dependsOn.push(previous.id);
   }
   return steps;
+}
+
+/**
+ * Growing a qcow2 image whose backing is larger than the image is now makes qemu zero the grown
+ * area, or the backing's data there would show through; a compat 0.10 image has no zero
+ * clusters, and `qemu-img resize` fails ("Failed to zero out new clusters"). Refused at plan
+ * time instead of failing mid-apply. The backing is taken at its size once the plan has run
+ * (a backing the plan grows too may still be smaller when the resize runs: refused as well).
+ */
+function growFailsWithoutZeroClusters(
+  image: ResolvedImage,
+  plan: ContentPlan,
+  backing: { virtualSize: number } | null,
+  newFile: boolean,
+  ctx: PlanContext,
+): boolean {
+  const current = plan.content.virtualSize;
+  if (image.format !== 'qcow2' || !backing || backing.virtualSize <= current) return false;
+  // A new file gets qemu-img's default, compat 1.1, unless the manifest says otherwise.
+  const compat = image.options.compat ?? (newFile ? '1.1' : plan.chain[0]?.qcow2.compat);
+  if (compat !== '0.10') return false;
+  ctx.diagnostics.push(
+    error(
+      'grow-needs-zero-clusters',
+      `"${image.id}" cannot grow from ${current} to ${image.size} bytes as a compat 0.10 image on a backing of ${backing.virtualSize} bytes: qemu must zero the grown area so the backing's data there stays hidden, and compat 0.10 has no zero clusters`,
+      {
+        location: image.at.size,
+        hint: 'use compat "1.1" for this image, or back it with an image no larger than it is now',
+      },
+    ),
+  );
+  return true;
 }
 
 /** Bytes as MiB with one decimal, as the step reasons give sizes. */

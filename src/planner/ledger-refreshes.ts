@@ -6,10 +6,10 @@
 // when it finishes, with the chain as the plan leaves it (a repoint changes the files, not only
 // their fingerprints). That holds for outputs built before (up to date, with no step of their
 // own) and for outputs built in this run by a step that runs before the rewrite.
-// A source grown in place is the exception: what it presents is now larger than a copy made
-// before, so the resize of the source itself refreshes no copy of it. The plan copies such a
-// source after it grew instead (followGrownSources in plan-content.ts), and that copy records
-// the source's chain as the plan leaves it. A layer below the source that grows changes nothing
+// An output built in this run by a step that runs after a rewrite of its chains records them as
+// the plan leaves them. A source grown in place is the exception: what it presents is now larger
+// than a copy made before, so the resize of the source itself refreshes no copy of it. The plan
+// copies such a source after it grew instead (followGrownSources in plan-content.ts). A layer below the source that grows changes nothing
 // the source presents (the source's own size bounds it, and qemu reads the grown end of a layer
 // as zeros, not as its backing's data), so its steps refresh the copy like any other rewrite.
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
@@ -24,7 +24,7 @@ type RecordedChain = 'backingChain' | 'sourceChain';
  * The files of `chain` once the plan has run: its layers down to the first file the manifest
  * keeps or builds as an image, then that image's final chain.
  */
-export function chainAfterPlan(
+function chainAfterPlan(
   chain: readonly ChainLayer[],
   imageAt: ReadonlyMap<string, string>,
   final: PlanContext['final'],
@@ -93,14 +93,19 @@ export function addRefreshes(
     for (const chain of ['backingChain', 'sourceChain'] as const) {
       const { recorded, after } = chains[chain];
       const rewriters = new Set<Step>();
+      let rewrittenBefore = false;
       for (const path of new Set([...recorded, ...after])) {
         for (const writer of writersOf.get(path) ?? []) {
           if (writer.image === image.id) continue;
+          if (recorder && ancestorsOf(recorder).has(writer.id)) rewrittenBefore = true;
           if (chain === 'sourceChain' && resized.has(writer.image) && writer.path === image.source?.path) continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
           rewriters.add(writer);
         }
       }
+      // A step that runs before the recorder may change which files the chain has (a flatten,
+      // a repoint): the recorder names the chain as the plan leaves it, not as inspected.
+      if (recorder?.ledger && rewrittenBefore) recorder.ledger = { ...recorder.ledger, [chain]: after };
       for (const writer of rewriters) {
         writer.refreshLedger = [...(writer.refreshLedger ?? []), { output: image.path, chain, files: after }];
       }

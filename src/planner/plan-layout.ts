@@ -8,7 +8,7 @@ import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { chooseSteps } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
-import { addRefreshes, chainAfterPlan } from './ledger-refreshes.js';
+import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
 import type { ContentPlan, PlanContext } from './plan-context.js';
@@ -201,26 +201,18 @@ export function withMeasuredWrites(plan: Plan, measured: ReadonlyMap<string, num
 /**
  * Each copy of an image the plan grows (followGrownSources) reads it once every step of the
  * image that writes its file has run: it copies the grown image, and addReaderEdges then finds
- * no writer left to order after it. So the copy's ledger entry names the source's chain as the
- * plan leaves it (a flatten or rebase of the source changes its files), not as inspected.
+ * no writer left to order after it (and addRefreshes has the copy record the source's chain as
+ * the plan leaves it).
  */
-function waitForGrownSources(
-  manifest: ResolvedManifest,
-  steps: Step[],
-  copiesOf: ReadonlyMap<string, string>,
-  ctx: PlanContext,
-): void {
+function waitForGrownSources(manifest: ResolvedManifest, steps: Step[], copiesOf: ReadonlyMap<string, string>): void {
   if (copiesOf.size === 0) return;
   const byImage = new Map<string, Step[]>();
   for (const step of steps) byImage.set(step.image, [...(byImage.get(step.image) ?? []), step]);
-  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
   for (const [copyId, imageId] of copiesOf) {
     const path = manifest.byId.get(imageId)?.path;
     if (path === undefined) continue;
     const writers = (byImage.get(imageId) ?? []).filter((step) => step.writes.includes(path)).map((step) => step.id);
-    const sourceChain = chainAfterPlan(ctx.layout.files.get(path)?.chain ?? [], imageAt, ctx.final);
     for (const step of byImage.get(copyId) ?? []) {
-      if (step.ledger) step.ledger = { ...step.ledger, sourceChain };
       if (!step.reads.includes(path)) continue;
       for (const writer of writers) if (!step.dependsOn.includes(writer)) step.dependsOn.push(writer);
       step.reason = `${step.reason}; made once "${imageId}" has grown, so that it presents the grown image`;
@@ -264,7 +256,7 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
-  waitForGrownSources(manifest, steps, copiesOfGrown, ctx);
+  waitForGrownSources(manifest, steps, copiesOfGrown);
   addReaderEdges(steps);
   addRefreshes(manifest, contents, steps, ctx);
   guardRecordedSources(manifest, steps, layout);

@@ -146,6 +146,15 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, x);
   });
 
+  it('records the source chain as the plan leaves it when the copy is built after its source was flattened', async () => {
+    const { dir } = ws;
+    // vm is flattened (no backing declared); c1, an overlay on it, must wait for that, and
+    // then its source (vm) is one file, no longer vm -> base.
+    const images =
+      '  vm: { path: vm.qcow2 }\n  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }, backing: vm }\n';
+    await settlesInOneApply(dir, images, join(dir, 'vm.qcow2'));
+  });
+
   it("refuses a copy's declared size below its grown source's, saying the source grows", async () => {
     const { dir } = ws;
     await writeFile(

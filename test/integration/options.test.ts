@@ -4,7 +4,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chainform, checkImage, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checkImage, checksums, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const ws = useWorkspace(async (dir) => {
@@ -106,6 +106,35 @@ describe('options and size', () => {
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     expect((await format(dir)).size).toBe(96 * 1024 * 1024);
     expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+  });
+
+  it('refuses to grow a compat 0.10 image over a larger backing (qemu cannot hide the backing there), and grows it as 1.1', async () => {
+    const { dir } = ws;
+    // A backing of the test's own, with data past the overlay's end: growing must not expose it.
+    const big = join(dir, 'big.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', big, '16M');
+    await qemuIo('qcow2', big, 'write -P 0x66 10M 1M');
+    const small = join(dir, 'small.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'big.qcow2', '-F', 'qcow2', small, '8M');
+    const layout = (options: string) =>
+      `version: 1\nimages:\n  s: { path: small.qcow2, backing: { path: big.qcow2, format: qcow2 }, size: 16M${options} }\n`;
+    await writeFile(join(dir, 'manifest.yaml'), layout(''));
+    const before = await checksums([small, big]);
+    const refused = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      'manifest.yaml:3:78: error: "s" cannot grow from 8388608 to 16777216 bytes as a compat 0.10 image on a backing of 16777216 bytes',
+    );
+    expect(refused.stderr).toContain('[grow-needs-zero-clusters]');
+    expect(await checksums([small, big])).toEqual(before);
+
+    await writeFile(join(dir, 'manifest.yaml'), layout(', options: { compat: "1.1" }'));
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect((await imageInfo(small, 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
+    // The grown area reads as zeros, not as the backing's 0x66 at 10 MiB.
+    await qemuIo('qcow2', small, 'read -P 0 8M 8M');
+    expect(await checkImage(small, 'qcow2')).toBe(0);
   });
 
   it('changes cluster_size through a convert that keeps the backing, with the plan saying why', async () => {

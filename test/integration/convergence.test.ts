@@ -1,0 +1,223 @@
+// Convergence: random reshapes of one small starting layout, each planned and applied for real.
+// A manifest chainform accepts must be reached in one apply: the next plan has nothing to do,
+// every image presents what the manifest says (its source, or for the image reshaped in place
+// its own content as it was), sits on the declared backing and passes qemu-img check, and no
+// file the manifest only reads changed. A manifest it refuses must be refused with a located
+// diagnostic, and nothing on disk may change. Cases come from a seeded PRNG: a failure prints
+// the case's seed and manifest. CI runs the fixed master seed; CHAINFORM_CONVERGENCE_SEED and
+// CHAINFORM_CONVERGENCE_CASES explore more.
+import { readdir, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { expect, it } from 'vitest';
+import {
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  imageInfo,
+  qemuImg,
+  qemuIo,
+  tempFolder,
+} from '../helpers/qemu.js';
+import { mulberry32 } from '../helpers/random.js';
+
+const MASTER_SEED = Number(process.env.CHAINFORM_CONVERGENCE_SEED ?? 0xc0de5eed);
+const CASES = Number(process.env.CHAINFORM_CONVERGENCE_CASES ?? 24);
+
+/** Files of the starting layout that no manifest reshapes: they must never change. */
+const READ_ONLY = ['base.qcow2', 'base2.qcow2', 'alt.qcow2', 'other.qcow2', 'disk.raw', 'snap.qcow2'];
+
+/**
+ * The starting layout: base.qcow2 and its identical copy base2.qcow2, alt.qcow2 (other content),
+ * vm.qcow2 on base.qcow2 (data of its own and zeros over base data), other.qcow2 (standalone)
+ * disk.raw, and snap.qcow2 with internal snapshots s0 and s1. The *.ref.raw files hold what vm
+ * and each state of snap.qcow2 present, to check outputs against.
+ */
+async function makeLayout(dir: string): Promise<void> {
+  const at = (name: string) => join(dir, name);
+  await qemuImg('create', '-q', '-f', 'qcow2', at('base.qcow2'), '8M');
+  await qemuIo('qcow2', at('base.qcow2'), 'write -P 0x11 0 2M');
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', at('base.qcow2'), at('base2.qcow2'));
+  await qemuImg('create', '-q', '-f', 'qcow2', at('alt.qcow2'), '8M');
+  await qemuIo('qcow2', at('alt.qcow2'), 'write -P 0x44 1M 1M');
+  await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('vm.qcow2'));
+  await qemuIo('qcow2', at('vm.qcow2'), 'write -P 0x22 3M 512k', 'write -z 0 64k');
+  await qemuImg('create', '-q', '-f', 'qcow2', at('other.qcow2'), '8M');
+  await qemuIo('qcow2', at('other.qcow2'), 'write -P 0x33 5M 1M');
+  await qemuImg('create', '-q', '-f', 'raw', at('disk.raw'), '8M');
+  await qemuIo('raw', at('disk.raw'), 'write -P 0x55 2M 1M');
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', at('vm.qcow2'), at('vm.ref.raw'));
+  await qemuImg('create', '-q', '-f', 'qcow2', at('snap.qcow2'), '8M');
+  await qemuIo('qcow2', at('snap.qcow2'), 'write -P 0x71 0 1M');
+  await qemuImg('snapshot', '-c', 's0', at('snap.qcow2'));
+  await qemuIo('qcow2', at('snap.qcow2'), 'write -P 0x72 512k 1M', 'write -P 0x73 6M 64k');
+  await qemuImg('snapshot', '-c', 's1', at('snap.qcow2'));
+  await qemuIo('qcow2', at('snap.qcow2'), 'write -z 0 64k', 'write -P 0x74 7M 64k');
+  for (const state of ['s0', 's1']) {
+    const from = ['-l', `snapshot.name=${state}`, at('snap.qcow2')];
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', ...from, at(`${state}.ref.raw`));
+  }
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', at('snap.qcow2'), at('snap.ref.raw'));
+}
+
+/** One image of a generated manifest, and what it must present once applied. */
+interface Planned {
+  id: string;
+  path: string;
+  format: 'qcow2' | 'raw';
+  /** What it must present: a file and its format. */
+  content: { path: string; format: string };
+  /** The backing it must sit on: a file path (relative to the case folder), or none. */
+  backing: string | null;
+  yaml: string;
+}
+
+/** A random manifest over the starting layout. */
+function generate(random: () => number): Planned[] {
+  const pick = <T>(choices: readonly T[]): T => choices[Math.floor(random() * choices.length)] as T;
+  const images: Planned[] = [];
+  if (random() < 0.8) {
+    const backing = pick(['base.qcow2', 'base2.qcow2', 'alt.qcow2', null] as const);
+    const options = pick(['', 'compat: "0.10"', 'lazy_refcounts: true', 'cluster_size: 131072']);
+    const size = pick(['', '', '12M', '16M']);
+    const fields = [
+      'path: vm.qcow2',
+      backing ? `backing: { path: ${backing}, format: qcow2 }` : '',
+      options ? `options: { ${options} }` : '',
+      size ? `size: ${size}` : '',
+    ].filter(Boolean);
+    images.push({
+      id: 'vm',
+      path: 'vm.qcow2',
+      format: 'qcow2',
+      // A new backing of other content is allowed: the image keeps presenting what it did.
+      content: { path: 'vm.ref.raw', format: 'raw' },
+      backing,
+      yaml: `  vm: { ${fields.join(', ')} }`,
+    });
+  }
+  const copies = Math.floor(random() * 4);
+  for (let n = 1; n <= copies; n++) {
+    const source = pick([
+      { path: 'vm.qcow2', format: 'qcow2', content: 'vm.ref.raw' },
+      { path: 'vm.qcow2', format: 'qcow2', content: 'vm.ref.raw' },
+      { path: 'other.qcow2', format: 'qcow2' },
+      { path: 'base.qcow2', format: 'qcow2' },
+      { path: 'disk.raw', format: 'raw' },
+      { path: 'snap.qcow2', format: 'qcow2', snapshot: 's0', content: 's0.ref.raw' },
+      { path: 'snap.qcow2', format: 'qcow2', snapshot: 's1', content: 's1.ref.raw' },
+      { path: 'snap.qcow2', format: 'qcow2', content: 'snap.ref.raw' },
+    ]);
+    const format = random() < 0.85 ? 'qcow2' : 'raw';
+    const path = `out/c${n}.${format === 'raw' ? 'raw' : 'qcow2'}`;
+    const earlier = images.filter((image) => image.format === 'qcow2');
+    const backingChoice =
+      format === 'raw' ? null : pick([null, null, { file: 'base2.qcow2' }, ...earlier.map((image) => ({ image }))]);
+    const options =
+      format === 'raw'
+        ? ''
+        : pick(['', '', 'cluster_size: 131072', 'compat: "0.10"', `data_file: out/c${n}.data`, 'lazy_refcounts: true']);
+    const size = pick(['', '', '', '16M']);
+    const backingYaml =
+      backingChoice === null
+        ? ''
+        : 'file' in backingChoice
+          ? `backing: { path: ${backingChoice.file}, format: qcow2 }`
+          : `backing: ${backingChoice.image.id}`;
+    const fields = [
+      `path: ${path}`,
+      `format: ${format}`,
+      `from: { path: ${source.path}, format: ${source.format}${source.snapshot ? `, snapshot: ${source.snapshot}` : ''} }`,
+      backingYaml,
+      options ? `options: { ${options} }` : '',
+      size ? `size: ${size}` : '',
+    ].filter(Boolean);
+    images.push({
+      id: `c${n}`,
+      path,
+      format,
+      content: source.content ? { path: source.content, format: 'raw' } : source,
+      backing: backingChoice === null ? null : 'file' in backingChoice ? backingChoice.file : backingChoice.image.path,
+      yaml: `  c${n}: { ${fields.join(', ')} }`,
+    });
+  }
+  return images;
+}
+
+/** Every file under `dir`, relative to it, for checksums of a refused case. */
+async function allFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath ?? e.path, e.name));
+}
+
+/** What is wrong with the applied case in `dir`, as readable lines (empty: nothing). */
+async function problemsAfterApply(dir: string, images: readonly Planned[]): Promise<string[]> {
+  const problems: string[] = [];
+  const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+  if (again.exitCode !== 0)
+    problems.push(`the next plan is not empty (exit ${again.exitCode}):\n${again.stdout}${again.stderr}`);
+  for (const image of images) {
+    const path = join(dir, image.path);
+    const content = join(dir, image.content.path);
+    const compared = await compareImages(path, image.format, content, image.content.format);
+    if (compared !== 0) problems.push(`${image.id} does not present ${image.content.path} (compare exit ${compared})`);
+    if (image.format === 'qcow2') {
+      const checked = await checkImage(path, 'qcow2');
+      if (checked !== 0) problems.push(`${image.id} fails qemu-img check (exit ${checked})`);
+      const info = await imageInfo(path, 'qcow2');
+      const backing = info['full-backing-filename'];
+      const found = typeof backing === 'string' ? relative(dir, backing) : null;
+      if (found !== image.backing)
+        problems.push(`${image.id} sits on ${found ?? 'nothing'}, not ${image.backing ?? 'nothing'}`);
+    }
+  }
+  return problems;
+}
+
+it(
+  `reaches every accepted manifest in one apply, and refuses the others cleanly (${CASES} seeded cases)`,
+  async () => {
+    const failures: string[] = [];
+    const outcomes = { applied: 0, refused: 0 };
+    for (let n = 0; n < CASES; n++) {
+      const seed = (MASTER_SEED + n * 0x9e3779b9) >>> 0;
+      const images = generate(mulberry32(seed));
+      if (images.length === 0) continue;
+      const manifest = `version: 1\nimages:\n${images.map((image) => image.yaml).join('\n')}\n`;
+      const { dir, cleanup } = await tempFolder();
+      try {
+        await makeLayout(dir);
+        await writeFile(join(dir, 'm.yaml'), manifest);
+        const readOnly = await checksums(READ_ONLY.map((name) => join(dir, name)));
+        const report = (what: string) => failures.push(`case ${n} (seed ${seed}): ${what}\n${manifest}`);
+        const planned = await chainform(dir, 'plan', 'm.yaml');
+        if (planned.exitCode !== 0) {
+          const everything = await checksums(await allFiles(dir));
+          outcomes.refused++;
+          if (planned.exitCode !== 1 || !/^m\.yaml:\d+:\d+: error: .* \[[a-z-]+\]$/m.test(planned.stderr))
+            report(`refused without a located diagnostic (exit ${planned.exitCode}):\n${planned.stderr}`);
+          if (/internal error|\n\s+at /.test(planned.stderr)) report(`plan crashed:\n${planned.stderr}`);
+          const after = await checksums(await allFiles(dir));
+          if (JSON.stringify(after) !== JSON.stringify(everything)) report('a refused plan changed files');
+          continue;
+        }
+        const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+        if (applied.exitCode !== 0) {
+          report(`apply failed (exit ${applied.exitCode}):\n${applied.stdout}${applied.stderr}`);
+          continue;
+        }
+        outcomes.applied++;
+        for (const problem of await problemsAfterApply(dir, images)) report(problem);
+        const after = await checksums(READ_ONLY.map((name) => join(dir, name)));
+        if (JSON.stringify(after) !== JSON.stringify(readOnly)) report('a file the manifest only reads changed');
+      } finally {
+        await cleanup();
+      }
+    }
+    expect(failures, failures.join('\n\n')).toEqual([]);
+    // The generator must keep exercising both outcomes, or the test stops testing one of them.
+    expect(outcomes.applied, JSON.stringify(outcomes)).toBeGreaterThan(CASES / 3);
+    expect(outcomes.refused, JSON.stringify(outcomes)).toBeGreaterThan(0);
+  },
+  20 * 60_000,
+);
