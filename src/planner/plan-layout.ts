@@ -60,6 +60,9 @@ function resolveBacking(
   const file = ctx.layout.files.get(backing.path);
   if (!file?.chain || !file.fingerprint) return 'failed';
   const chain = file.chain;
+  // A file the manifest also resizes as an image is that large once the plan has run, whichever
+  // way the manifest names it: the next plan would measure it so.
+  const resized = declaredSizes(ctx.manifest).get(backing.path);
   return {
     target: {
       path: backing.path,
@@ -70,9 +73,22 @@ function resolveBacking(
       producedBy: undefined,
     },
     key: contentKey(fileIdentity(file.fingerprint), backing.format),
-    virtualSize: chain[0]?.virtualSize ?? 0,
+    virtualSize: resized ?? chain[0]?.virtualSize ?? 0,
   };
 }
+
+/** The declared `size` of each manifest image that has one, by path (computed once per manifest). */
+function declaredSizes(manifest: ResolvedManifest): ReadonlyMap<string, number> {
+  let sizes = declaredSizesOf.get(manifest);
+  if (!sizes) {
+    sizes = new Map(
+      manifest.images.flatMap((image) => (image.size === undefined ? [] : [[image.path, image.size] as const])),
+    );
+    declaredSizesOf.set(manifest, sizes);
+  }
+  return sizes;
+}
+const declaredSizesOf = new WeakMap<ResolvedManifest, ReadonlyMap<string, number>>();
 
 /**
  * A step that records its image's source chain in the ledger depends on that chain as it is,

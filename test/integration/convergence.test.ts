@@ -24,7 +24,7 @@ import { mulberry32 } from '../helpers/random.js';
 const MASTER_SEED = Number(process.env.CHAINFORM_CONVERGENCE_SEED ?? 0xc0de5eed);
 const CASES = Number(process.env.CHAINFORM_CONVERGENCE_CASES ?? 24);
 
-/** Files of the starting layout that no manifest reshapes: they must never change. */
+/** Files of the starting layout a manifest may only read, unless it reshapes them in place. */
 const READ_ONLY = ['base.qcow2', 'base2.qcow2', 'alt.qcow2', 'other.qcow2', 'disk.raw', 'snap.qcow2'];
 
 /**
@@ -47,6 +47,7 @@ async function makeLayout(dir: string): Promise<void> {
   await qemuImg('create', '-q', '-f', 'raw', at('disk.raw'), '8M');
   await qemuIo('raw', at('disk.raw'), 'write -P 0x55 2M 1M');
   await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', at('vm.qcow2'), at('vm.ref.raw'));
+  await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', at('base.qcow2'), at('base.ref.raw'));
   await qemuImg('create', '-q', '-f', 'qcow2', at('snap.qcow2'), '8M');
   await qemuIo('qcow2', at('snap.qcow2'), 'write -P 0x71 0 1M');
   await qemuImg('snapshot', '-c', 's0', at('snap.qcow2'));
@@ -76,13 +77,28 @@ interface Planned {
 function generate(random: () => number): Planned[] {
   const pick = <T>(choices: readonly T[]): T => choices[Math.floor(random() * choices.length)] as T;
   const images: Planned[] = [];
+  // Sometimes the base is reshaped in place too (vm.qcow2 sits on it).
+  const base = random() < 0.3;
+  if (base) {
+    const options = pick(['', 'lazy_refcounts: true', 'compat: "0.10"']);
+    const size = pick(['', '12M', '16M']);
+    const fields = ['path: base.qcow2', options ? `options: { ${options} }` : '', size ? `size: ${size}` : ''];
+    images.push({
+      id: 'base',
+      path: 'base.qcow2',
+      format: 'qcow2',
+      content: { path: 'base.ref.raw', format: 'raw' },
+      backing: null,
+      yaml: `  base: { ${fields.filter(Boolean).join(', ')} }`,
+    });
+  }
   if (random() < 0.8) {
-    const backing = pick(['base.qcow2', 'base2.qcow2', 'alt.qcow2', null] as const);
+    const backing = pick(['base.qcow2', 'base2.qcow2', 'alt.qcow2', null, ...(base ? ['base'] : [])] as const);
     const options = pick(['', 'compat: "0.10"', 'lazy_refcounts: true', 'cluster_size: 131072']);
     const size = pick(['', '', '12M', '16M']);
     const fields = [
       'path: vm.qcow2',
-      backing ? `backing: { path: ${backing}, format: qcow2 }` : '',
+      backing === 'base' ? 'backing: base' : backing ? `backing: { path: ${backing}, format: qcow2 }` : '',
       options ? `options: { ${options} }` : '',
       size ? `size: ${size}` : '',
     ].filter(Boolean);
@@ -92,7 +108,7 @@ function generate(random: () => number): Planned[] {
       format: 'qcow2',
       // A new backing of other content is allowed: the image keeps presenting what it did.
       content: { path: 'vm.ref.raw', format: 'raw' },
-      backing,
+      backing: backing === 'base' ? 'base.qcow2' : backing,
       yaml: `  vm: { ${fields.join(', ')} }`,
     });
   }
@@ -102,7 +118,7 @@ function generate(random: () => number): Planned[] {
       { path: 'vm.qcow2', format: 'qcow2', content: 'vm.ref.raw' },
       { path: 'vm.qcow2', format: 'qcow2', content: 'vm.ref.raw' },
       { path: 'other.qcow2', format: 'qcow2' },
-      { path: 'base.qcow2', format: 'qcow2' },
+      { path: 'base.qcow2', format: 'qcow2', content: 'base.ref.raw' },
       { path: 'disk.raw', format: 'raw' },
       { path: 'snap.qcow2', format: 'qcow2', snapshot: 's0', content: 's0.ref.raw' },
       { path: 'snap.qcow2', format: 'qcow2', snapshot: 's1', content: 's1.ref.raw' },
@@ -188,7 +204,8 @@ it(
       try {
         await makeLayout(dir);
         await writeFile(join(dir, 'm.yaml'), manifest);
-        const readOnly = await checksums(READ_ONLY.map((name) => join(dir, name)));
+        const onlyRead = READ_ONLY.filter((name) => !images.some((image) => image.path === name));
+        const readOnly = await checksums(onlyRead.map((name) => join(dir, name)));
         const report = (what: string) => failures.push(`case ${n} (seed ${seed}): ${what}\n${manifest}`);
         const planned = await chainform(dir, 'plan', 'm.yaml');
         if (planned.exitCode !== 0) {
@@ -208,7 +225,7 @@ it(
         }
         outcomes.applied++;
         for (const problem of await problemsAfterApply(dir, images)) report(problem);
-        const after = await checksums(READ_ONLY.map((name) => join(dir, name)));
+        const after = await checksums(onlyRead.map((name) => join(dir, name)));
         if (JSON.stringify(after) !== JSON.stringify(readOnly)) report('a file the manifest only reads changed');
       } finally {
         await cleanup();

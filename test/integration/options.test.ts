@@ -137,6 +137,21 @@ describe('options and size', () => {
     expect(await checkImage(small, 'qcow2')).toBe(0);
   });
 
+  it('measures a backing named by path at the size the plan gives it, as the next plan would', async () => {
+    const { dir } = ws;
+    await makeOverlay(dir, 'compat=1.1');
+    // base.qcow2 grows to 128M as an image of the manifest; vm names it by path and stays smaller.
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  base: { path: base.qcow2, size: 128M }\n  vm: { path: vm.qcow2, backing: { path: base.qcow2, format: qcow2 }, size: 96M }\n',
+    );
+    const refused = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      'error: the backing of "vm" (134217728 bytes) is larger than the image itself (100663296 bytes) [backing-larger]',
+    );
+  });
+
   it('changes cluster_size through a convert that keeps the backing, with the plan saying why', async () => {
     const { dir } = ws;
     const reference = await makeOverlay(dir, 'cluster_size=512');
