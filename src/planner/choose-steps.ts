@@ -6,6 +6,7 @@ import type { ChainLayer } from '../inspect/inspect-layout.js';
 import type { SnapshotDelta } from '../inspect/snapshot-deltas.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
 import { sameBackingName } from '../qemu/filenames.js';
+import { canonicalCompat } from '../qemu/formats.js';
 import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { contentKey } from './content-identity.js';
@@ -65,7 +66,7 @@ export function chooseSteps(
   image: ResolvedImage,
   target: Target,
   plan: ContentPlan,
-  backing: { target: BackingTarget; key: string | undefined; virtualSize: number } | null,
+  backing: { target: BackingTarget; key: string | undefined; sizeWhenRead: number } | null,
   ctx: PlanContext,
 ): Step[] | 'failed' {
   const steps = chooseRecipe(image, target, plan, backing, ctx);
@@ -86,6 +87,21 @@ export function chooseSteps(
             `"${image.id}" cannot be downgraded to compat 0.10 in place: ${blockers.join('; ')}`,
             {
               location: image.at.option('compat'),
+            },
+          ),
+        );
+        return 'failed';
+      }
+      // Staying compat 0.10 (the manifest names no compat), the image cannot take features of 1.1.
+      const needsV3 = top.qcow2.compat === '0.10' && image.options.compat === undefined ? v3Features(image) : [];
+      if (needsV3.length > 0) {
+        ctx.diagnostics.push(
+          error(
+            'needs-compat-1.1',
+            `"${image.id}" is a compat 0.10 image, and ${needsV3.join(' and ')} ${needsV3.length > 1 ? 'need' : 'needs'} compat 1.1`,
+            {
+              location: image.at.path,
+              hint: 'add compat: "1.1" to its options (QEMU older than 1.1 can then no longer open it), or drop them',
             },
           ),
         );
@@ -144,35 +160,55 @@ export function chooseSteps(
 }
 
 /**
- * Growing a qcow2 image whose backing is larger than the image is now makes qemu zero the grown
- * area, or the backing's data there would show through; a compat 0.10 image has no zero
- * clusters, and `qemu-img resize` fails ("Failed to zero out new clusters"). Refused at plan
- * time instead of failing mid-apply. The backing is taken at its size once the plan has run
- * (a backing the plan grows too may still be smaller when the resize runs: refused as well).
+ * Growing an image whose backing is larger than the image is now makes qemu zero the grown area,
+ * or the backing's data there would show through. A compat 0.10 qcow2 image has no zero
+ * clusters and qed cannot zero on resize: `qemu-img resize` fails ("Failed to zero out new
+ * clusters", "Block driver does not support requested flags"). Refused at plan time instead of
+ * failing mid-apply. The backing is taken at the size it has when the image's steps run
+ * (`sizeWhenRead`: a file backing the manifest also grows grows after its readers).
  */
 function growFailsWithoutZeroClusters(
   image: ResolvedImage,
   plan: ContentPlan,
-  backing: { virtualSize: number } | null,
+  backing: { sizeWhenRead: number } | null,
   newFile: boolean,
   ctx: PlanContext,
 ): boolean {
   const current = plan.content.virtualSize;
-  if (image.format !== 'qcow2' || !backing || backing.virtualSize <= current) return false;
-  // A new file gets qemu-img's default, compat 1.1, unless the manifest says otherwise.
-  const compat = image.options.compat ?? (newFile ? '1.1' : plan.chain[0]?.qcow2.compat);
-  if (compat !== '0.10') return false;
+  if (!backing || backing.sizeWhenRead <= current) return false;
+  let why: string;
+  if (image.format === 'qed') {
+    why = 'qed cannot zero it on a resize';
+  } else {
+    // A new file gets qemu-img's default, compat 1.1, unless the manifest says otherwise.
+    const declared = image.options.compat;
+    const compat = declared !== undefined ? canonicalCompat(declared) : newFile ? '1.1' : plan.chain[0]?.qcow2.compat;
+    if (image.format !== 'qcow2' || compat !== '0.10') return false;
+    why = 'compat 0.10 has no zero clusters';
+  }
   ctx.diagnostics.push(
     error(
       'grow-needs-zero-clusters',
-      `"${image.id}" cannot grow from ${current} to ${image.size} bytes as a compat 0.10 image on a backing of ${backing.virtualSize} bytes: qemu must zero the grown area so the backing's data there stays hidden, and compat 0.10 has no zero clusters`,
+      `"${image.id}" cannot grow from ${current} to ${image.size} bytes on a backing of ${backing.sizeWhenRead} bytes: qemu must zero the grown area so the backing's data there stays hidden, and ${why}`,
       {
         location: image.at.size,
-        hint: 'use compat "1.1" for this image, or back it with an image no larger than it is now',
+        hint:
+          image.format === 'qed'
+            ? 'use qcow2 for this image, or back it with an image no larger than it is now'
+            : 'use compat "1.1" for this image, or back it with an image no larger than it is now',
       },
     ),
   );
   return true;
+}
+
+/** The options of `image` that a compat 0.10 qcow2 image cannot have (qemu-img amend refuses them). */
+function v3Features(image: ResolvedImage): string[] {
+  const features: string[] = [];
+  if (image.options.lazy_refcounts === true) features.push('lazy_refcounts: true');
+  const bits = image.options.refcount_bits;
+  if (bits !== undefined && bits !== 16) features.push(`refcount_bits: ${bits}`);
+  return features;
 }
 
 /** Bytes as MiB with one decimal, as the step reasons give sizes. */

@@ -37,7 +37,7 @@ function backingFirst(manifest: ResolvedManifest): ResolvedImage[] {
 function resolveBacking(
   image: ResolvedImage,
   ctx: PlanContext,
-): { target: BackingTarget; key: string | undefined; virtualSize: number } | null | 'failed' {
+): { target: BackingTarget; key: string | undefined; virtualSize: number; sizeWhenRead: number } | null | 'failed' {
   const backing = image.backing;
   if (!backing) return null;
   const dir = dirname(image.path);
@@ -55,14 +55,18 @@ function resolveBacking(
       },
       key: below.key,
       virtualSize: below.virtualSize,
+      // Its steps run before the image is put on it.
+      sizeWhenRead: below.virtualSize,
     };
   }
   const file = ctx.layout.files.get(backing.path);
   if (!file?.chain || !file.fingerprint) return 'failed';
   const chain = file.chain;
   // A file the manifest also resizes as an image is that large once the plan has run, whichever
-  // way the manifest names it: the next plan would measure it so.
+  // way the manifest names it: the next plan would measure it so. Until then it keeps its size
+  // (its steps write the file, so they run after the steps that read it).
   const resized = declaredSizes(ctx.manifest).get(backing.path);
+  const sizeNow = chain[0]?.virtualSize ?? 0;
   return {
     target: {
       path: backing.path,
@@ -73,7 +77,8 @@ function resolveBacking(
       producedBy: undefined,
     },
     key: contentKey(fileIdentity(file.fingerprint), backing.format),
-    virtualSize: resized ?? chain[0]?.virtualSize ?? 0,
+    virtualSize: resized ?? sizeNow,
+    sizeWhenRead: sizeNow,
   };
 }
 

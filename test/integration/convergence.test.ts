@@ -25,7 +25,13 @@ const MASTER_SEED = Number(process.env.CHAINFORM_CONVERGENCE_SEED ?? 0xc0de5eed)
 const CASES = Number(process.env.CHAINFORM_CONVERGENCE_CASES ?? 24);
 
 /** Files of the starting layout a manifest may only read, unless it reshapes them in place. */
-const READ_ONLY = ['base.qcow2', 'base2.qcow2', 'alt.qcow2', 'other.qcow2', 'disk.raw', 'snap.qcow2'];
+const READ_ONLY = ['base.qcow2', 'base2.qcow2', 'alt.qcow2', 'other.qcow2', 'disk.raw', 'snap.qcow2', 'vm.qcow2'];
+
+/**
+ * The refusals this generator's manifests can rightly meet. Any other code fails the test, to be
+ * looked at: a refusal of a manifest chainform could reach is a defect too.
+ */
+const EXPECTED_REFUSALS = new Set(['backing-larger', 'grow-needs-zero-clusters', 'needs-compat-1.1', 'shrink-refused']);
 
 /**
  * The starting layout: base.qcow2 and its identical copy base2.qcow2, alt.qcow2 (other content),
@@ -70,7 +76,24 @@ interface Planned {
   content: { path: string; format: string };
   /** The backing it must sit on: a file path (relative to the case folder), or none. */
   backing: string | null;
+  /** Its virtual size once applied. */
+  size: number;
+  /** qcow2 facts `qemu-img info` must show once applied, as it names them. */
+  facts: Record<string, unknown>;
   yaml: string;
+}
+
+const MiB = 1024 * 1024;
+/** Every image of the starting layout is 8 MiB. */
+const START_SIZE = 8 * MiB;
+
+/** The `qemu-img info` facts that the options this generator uses ask for. */
+function factsOf(options: string): Record<string, unknown> {
+  if (options.startsWith('compat')) return { compat: '0.10' };
+  if (options.startsWith('lazy_refcounts')) return { 'lazy-refcounts': true };
+  if (options.startsWith('cluster_size')) return { cluster: 131072 };
+  if (options.startsWith('data_file')) return { 'data-file': options.slice('data_file: '.length) };
+  return {};
 }
 
 /** A random manifest over the starting layout. */
@@ -89,6 +112,8 @@ function generate(random: () => number): Planned[] {
       format: 'qcow2',
       content: { path: 'base.ref.raw', format: 'raw' },
       backing: null,
+      size: size ? Number.parseInt(size, 10) * MiB : START_SIZE,
+      facts: factsOf(options),
       yaml: `  base: { ${fields.filter(Boolean).join(', ')} }`,
     });
   }
@@ -109,6 +134,8 @@ function generate(random: () => number): Planned[] {
       // A new backing of other content is allowed: the image keeps presenting what it did.
       content: { path: 'vm.ref.raw', format: 'raw' },
       backing: backing === 'base' ? 'base.qcow2' : backing,
+      size: size ? Number.parseInt(size, 10) * MiB : START_SIZE,
+      facts: factsOf(options),
       yaml: `  vm: { ${fields.join(', ')} }`,
     });
   }
@@ -154,6 +181,12 @@ function generate(random: () => number): Planned[] {
       format,
       content: source.content ? { path: source.content, format: 'raw' } : source,
       backing: backingChoice === null ? null : 'file' in backingChoice ? backingChoice.file : backingChoice.image.path,
+      // A copy of an image the manifest grows (not of a snapshot) has its new size.
+      size: size
+        ? Number.parseInt(size, 10) * MiB
+        : ((source.snapshot === undefined ? images.find((image) => image.path === source.path)?.size : undefined) ??
+          START_SIZE),
+      facts: factsOf(options),
       yaml: `  c${n}: { ${fields.join(', ')} }`,
     });
   }
@@ -177,16 +210,28 @@ async function problemsAfterApply(dir: string, images: readonly Planned[]): Prom
     const content = join(dir, image.content.path);
     const compared = await compareImages(path, image.format, content, image.content.format);
     if (compared !== 0) problems.push(`${image.id} does not present ${image.content.path} (compare exit ${compared})`);
+    const info = await imageInfo(path, image.format);
+    if (info['virtual-size'] !== image.size)
+      problems.push(`${image.id} is ${String(info['virtual-size'])} bytes, not ${image.size}`);
     if (image.format === 'qcow2') {
       const checked = await checkImage(path, 'qcow2');
       if (checked !== 0) problems.push(`${image.id} fails qemu-img check (exit ${checked})`);
-      const info = await imageInfo(path, 'qcow2');
       const backing = info['full-backing-filename'];
       const found = typeof backing === 'string' ? relative(dir, backing) : null;
       if (found !== image.backing)
         problems.push(`${image.id} sits on ${found ?? 'nothing'}, not ${image.backing ?? 'nothing'}`);
+      const shown: Record<string, unknown> = {
+        ...(info['format-specific'] as { data: Record<string, unknown> }).data,
+        cluster: info['cluster-size'],
+      };
+      for (const [fact, want] of Object.entries(image.facts)) {
+        const have = fact === 'data-file' && typeof shown[fact] === 'string' ? relative(dir, shown[fact]) : shown[fact];
+        if (have !== want) problems.push(`${image.id} has ${fact} ${String(have)}, not ${String(want)}`);
+      }
     }
   }
+  const left = (await allFiles(dir)).filter((file) => file.includes('.chainform-tmp'));
+  if (left.length > 0) problems.push(`temporary files left: ${left.join(', ')}`);
   return problems;
 }
 
@@ -207,18 +252,29 @@ it(
         const onlyRead = READ_ONLY.filter((name) => !images.some((image) => image.path === name));
         const readOnly = await checksums(onlyRead.map((name) => join(dir, name)));
         const report = (what: string) => failures.push(`case ${n} (seed ${seed}): ${what}\n${manifest}`);
+        const everything = await checksums(await allFiles(dir));
         const planned = await chainform(dir, 'plan', 'm.yaml');
         if (planned.exitCode !== 0) {
-          const everything = await checksums(await allFiles(dir));
           outcomes.refused++;
-          if (planned.exitCode !== 1 || !/^m\.yaml:\d+:\d+: error: .* \[[a-z-]+\]$/m.test(planned.stderr))
-            report(`refused without a located diagnostic (exit ${planned.exitCode}):\n${planned.stderr}`);
+          const errors = planned.stderr.split('\n').filter((line) => / error: /.test(line));
+          if (planned.exitCode !== 1 || errors.length === 0)
+            report(`plan failed (exit ${planned.exitCode}):\n${planned.stderr}`);
+          for (const line of errors) {
+            const code = /^m\.yaml:\d+:\d+: error: .* \[([a-z0-9.-]+)\]$/.exec(line)?.[1];
+            if (code === undefined) report(`an error without a location or code: ${line}`);
+            else if (!EXPECTED_REFUSALS.has(code))
+              report(`refused with ${code}, which this layout should not meet:\n${line}`);
+          }
           if (/internal error|\n\s+at /.test(planned.stderr)) report(`plan crashed:\n${planned.stderr}`);
+          // apply must refuse the same way, and write nothing (its state folder included).
+          const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+          if (applied.exitCode !== 1) report(`apply of a refused manifest exited ${applied.exitCode}`);
           const after = await checksums(await allFiles(dir));
-          if (JSON.stringify(after) !== JSON.stringify(everything)) report('a refused plan changed files');
+          if (JSON.stringify(after) !== JSON.stringify(everything)) report('a refused apply changed files');
           continue;
         }
-        const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+        const jobs = [[], ['--jobs', '1'], ['--jobs', '4']][n % 3] as string[];
+        const applied = await chainform(dir, 'apply', 'm.yaml', '--yes', ...jobs);
         if (applied.exitCode !== 0) {
           report(`apply failed (exit ${applied.exitCode}):\n${applied.stdout}${applied.stderr}`);
           continue;

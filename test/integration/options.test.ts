@@ -123,7 +123,7 @@ describe('options and size', () => {
     const refused = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(
-      'manifest.yaml:3:78: error: "s" cannot grow from 8388608 to 16777216 bytes as a compat 0.10 image on a backing of 16777216 bytes',
+      'manifest.yaml:3:78: error: "s" cannot grow from 8388608 to 16777216 bytes on a backing of 16777216 bytes',
     );
     expect(refused.stderr).toContain('[grow-needs-zero-clusters]');
     expect(await checksums([small, big])).toEqual(before);
@@ -135,6 +135,68 @@ describe('options and size', () => {
     // The grown area reads as zeros, not as the backing's 0x66 at 10 MiB.
     await qemuIo('qcow2', small, 'read -P 0 8M 8M');
     expect(await checkImage(small, 'qcow2')).toBe(0);
+  });
+
+  it('refuses a grow over a larger backing for a new compat v2 copy and a qed image too', async () => {
+    const { dir } = ws;
+    const big = join(dir, 'big.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', big, '16M');
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'src.qcow2'), '8M');
+    await qemuImg('create', '-q', '-f', 'qed', '-b', 'big.qcow2', '-F', 'qcow2', join(dir, 's.qed'), '8M');
+    const cases = {
+      'compat 0.10 has no zero clusters':
+        '  c: { path: out/c.qcow2, from: { path: src.qcow2, format: qcow2 }, backing: { path: big.qcow2, format: qcow2 }, options: { compat: v2 }, size: 16M }\n',
+      'qed cannot zero it on a resize':
+        '  s: { path: s.qed, format: qed, backing: { path: big.qcow2, format: qcow2 }, size: 16M }\n',
+    };
+    for (const [why, image] of Object.entries(cases)) {
+      await writeFile(join(dir, 'manifest.yaml'), `version: 1\nimages:\n${image}`);
+      const refused = await chainform(dir, 'plan', 'manifest.yaml');
+      expect(refused.exitCode, refused.stderr).toBe(1);
+      expect(refused.stderr).toContain(`and ${why} [grow-needs-zero-clusters]`);
+    }
+  });
+
+  it('grows a compat 0.10 image before the base it names by path grows, so that both grow in one apply', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b.qcow2'), '8M');
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      'compat=0.10',
+      '-b',
+      'b.qcow2',
+      '-F',
+      'qcow2',
+      join(dir, 'v.qcow2'),
+    );
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  b: { path: b.qcow2, size: 16M }\n  v: { path: v.qcow2, backing: { path: b.qcow2, format: qcow2 }, size: 16M }\n',
+    );
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect((await imageInfo(join(dir, 'v.qcow2'), 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
+    expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
+  it('refuses lazy refcounts on a compat 0.10 image whose manifest keeps its compat, naming the fix', async () => {
+    const { dir } = ws;
+    await makeOverlay(dir, 'compat=0.10');
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { lazy_refcounts: true }\n'));
+    const refused = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      'error: "vm" is a compat 0.10 image, and lazy_refcounts: true needs compat 1.1 [needs-compat-1.1]',
+    );
+    expect(refused.stderr).toContain('hint: add compat: "1.1" to its options');
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { lazy_refcounts: true, compat: "1.1" }\n'));
+    expect(await planKinds(dir)).toEqual(['amend']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(dir)).toMatchObject({ compat: '1.1', 'lazy-refcounts': true });
   });
 
   it('measures a backing named by path at the size the plan gives it, as the next plan would', async () => {
