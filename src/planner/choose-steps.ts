@@ -164,8 +164,9 @@ export function chooseSteps(
  * or the backing's data there would show through. A compat 0.10 qcow2 image has no zero
  * clusters and qed cannot zero on resize: `qemu-img resize` fails ("Failed to zero out new
  * clusters", "Block driver does not support requested flags"). Refused at plan time instead of
- * failing mid-apply. The backing is taken at the size it has when the image's steps run
- * (`sizeWhenRead`: a file backing the manifest also grows grows after its readers).
+ * failing mid-apply. The backing is taken at the larger of its sizes before and after the plan
+ * (`sizeWhenRead`): a backing the manifest also grows may grow before this image's resize runs,
+ * or beside it.
  */
 function growFailsWithoutZeroClusters(
   image: ResolvedImage,

@@ -87,7 +87,12 @@ export function addRefreshes(
       },
       backingChain: {
         recorded: recorder?.ledger?.backingChain ?? backingFiles(plan.chain),
-        after: finalChain.slice(final?.dataFile ? 2 : 1),
+        // A backing named by path may be an image the manifest reshapes (a flatten or repoint
+        // changes its files): its chain as the plan leaves it, as for a source.
+        after:
+          image.backing?.kind === 'file'
+            ? chainAfterPlan(ctx.layout.files.get(image.backing.path)?.chain ?? [], imageAt, ctx.final)
+            : finalChain.slice(final?.dataFile ? 2 : 1),
       },
     };
     for (const chain of ['backingChain', 'sourceChain'] as const) {

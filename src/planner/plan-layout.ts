@@ -37,7 +37,19 @@ function backingFirst(manifest: ResolvedManifest): ResolvedImage[] {
 function resolveBacking(
   image: ResolvedImage,
   ctx: PlanContext,
-): { target: BackingTarget; key: string | undefined; virtualSize: number; sizeWhenRead: number } | null | 'failed' {
+):
+  | {
+      target: BackingTarget;
+      key: string | undefined;
+      virtualSize: number;
+      /**
+       * The most it measures while the image's steps run: before or after its own resize, as
+       * the plan's order has it (a resize of either may come first, or run beside the other).
+       */
+      sizeWhenRead: number;
+    }
+  | null
+  | 'failed' {
   const backing = image.backing;
   if (!backing) return null;
   const dir = dirname(image.path);
@@ -55,16 +67,14 @@ function resolveBacking(
       },
       key: below.key,
       virtualSize: below.virtualSize,
-      // Its steps run before the image is put on it.
-      sizeWhenRead: below.virtualSize,
+      sizeWhenRead: Math.max(below.virtualSize, ctx.layout.files.get(below.path)?.chain?.[0]?.virtualSize ?? 0),
     };
   }
   const file = ctx.layout.files.get(backing.path);
   if (!file?.chain || !file.fingerprint) return 'failed';
   const chain = file.chain;
   // A file the manifest also resizes as an image is that large once the plan has run, whichever
-  // way the manifest names it: the next plan would measure it so. Until then it keeps its size
-  // (its steps write the file, so they run after the steps that read it).
+  // way the manifest names it: the next plan would measure it so.
   const resized = declaredSizes(ctx.manifest).get(backing.path);
   const sizeNow = chain[0]?.virtualSize ?? 0;
   return {
@@ -78,7 +88,7 @@ function resolveBacking(
     },
     key: contentKey(fileIdentity(file.fingerprint), backing.format),
     virtualSize: resized ?? sizeNow,
-    sizeWhenRead: sizeNow,
+    sizeWhenRead: Math.max(sizeNow, resized ?? sizeNow),
   };
 }
 

@@ -195,8 +195,10 @@ function generate(random: Random): Planned[] {
     const format = random() < 0.85 ? 'qcow2' : 'raw';
     const path = `out/c${n}.${format === 'raw' ? 'raw' : 'qcow2'}`;
     const earlier = images.filter((image) => image.format === 'qcow2');
+    // A file backing may be one the manifest also reshapes (base.qcow2, vm.qcow2).
+    const files = ['base2.qcow2', 'base2.qcow2', 'base.qcow2', 'vm.qcow2'].map((file) => ({ file }));
     const backingChoice =
-      format === 'raw' ? null : pick([null, null, { file: 'base2.qcow2' }, ...earlier.map((image) => ({ image }))]);
+      format === 'raw' ? null : pick([null, null, pick(files), ...earlier.map((image) => ({ image }))]);
     const backingYaml =
       backingChoice === null
         ? ''
@@ -315,8 +317,10 @@ async function runRound(dir: string, images: readonly Planned[], jobs: string[])
     sizeBefore.set(image.path, Number((await imageInfo(join(dir, image.path), image.format))['virtual-size']));
   }
   const planned = await chainform(dir, 'plan', 'm.yaml');
+  const afterPlan = await checksums(files);
+  if (JSON.stringify(afterPlan) !== JSON.stringify(everything)) problems.push('plan changed files');
   if (planned.exitCode !== 0) {
-    const errors = planned.stderr.split('\n').filter((line) => / error: /.test(line));
+    const errors = planned.stderr.split('\n').filter((line) => /^(\S+:\d+:\d+: )?error: /.test(line));
     if (planned.exitCode !== 1 || errors.length === 0)
       problems.push(`plan failed (exit ${planned.exitCode}):\n${planned.stderr}`);
     for (const line of errors) {
@@ -384,7 +388,9 @@ it(
       }
     }
     expect(failures, failures.join('\n\n')).toEqual([]);
-    // The generator must keep exercising every outcome, or the test stops testing one of them.
+    // The generator must keep exercising every outcome, or the test stops testing one of them
+    // (over enough cases: a handful may all end one way).
+    if (CASES < 20) return;
     expect(outcomes.applied, JSON.stringify(outcomes)).toBeGreaterThan(CASES / 3);
     expect(outcomes.secondApplied, JSON.stringify(outcomes)).toBeGreaterThan(CASES / 4);
     expect(outcomes.refused, JSON.stringify(outcomes)).toBeGreaterThan(0);

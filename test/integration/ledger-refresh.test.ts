@@ -155,6 +155,18 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, join(dir, 'vm.qcow2'));
   });
 
+  it('records a backing named by path as the plan leaves it when the manifest flattens that image', async () => {
+    const { dir } = ws;
+    const full = join(dir, 'full.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'vm.qcow2'), full);
+    await qemuIo('qcow2', full, 'write -P 0x5a 5M 64k');
+    // c1 is built on vm.qcow2 before vm is flattened (readers first): its entry must name vm's
+    // new chain (one file), or the next plan rebuilds it.
+    const images =
+      '  vm: { path: vm.qcow2 }\n  c1: { path: out/c1.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: { path: vm.qcow2, format: qcow2 } }\n';
+    await settlesInOneApply(dir, images, full);
+  });
+
   it("refuses a copy's declared size below its grown source's, saying the source grows", async () => {
     const { dir } = ws;
     await writeFile(
