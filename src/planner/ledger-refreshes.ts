@@ -9,9 +9,10 @@
 // An output built in this run by a step that runs after a rewrite of its chains records them as
 // the plan leaves them. A source grown in place is the exception: what it presents is now larger
 // than a copy made before, so the resize of the source itself refreshes no copy of it. The plan
-// copies such a source after it grew instead (followGrownSources in plan-content.ts). A layer below the source that grows changes nothing
-// the source presents (the source's own size bounds it, and qemu reads the grown end of a layer
-// as zeros, not as its backing's data), so its steps refresh the copy like any other rewrite.
+// copies such a source after it grew instead (followGrownSources in plan-content.ts). A layer
+// below the source that grows changes nothing the source presents (the source's own size bounds
+// it, and qemu reads the grown end of a layer as zeros, not as its backing's data), so its steps
+// refresh the copy like any other rewrite.
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';

@@ -42,20 +42,16 @@ export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], 
   let prints: Map<string, Fingerprint> | undefined;
   for (const step of steps) {
     if (!step.ledger) continue;
-    const planned = [...(step.plannedFrom ?? [])];
-    const guard = (path: string, fingerprint: Fingerprint | null | undefined) => {
-      if (!fingerprint || written.has(path) || planned.some((p) => p.path === path)) return;
-      planned.push({ path, fingerprint });
-    };
     const source = manifest.byId.get(step.image)?.source;
-    const chain = source ? layout.files.get(source.path)?.chain : undefined;
-    if (chain) {
-      const sourcePrints = chainPrints(chain);
-      for (const [i, path] of chainFiles(chain).entries()) guard(path, sourcePrints[i]);
-    }
-    if (step.ledger.backingChain.length > 0) {
-      prints ??= inspectedPrints(layout);
-      for (const path of step.ledger.backingChain) guard(path, prints.get(path));
+    const sourceChain = source ? layout.files.get(source.path)?.chain : undefined;
+    const guarded = [...(sourceChain ? chainFiles(sourceChain) : []), ...step.ledger.backingChain];
+    if (guarded.length === 0) continue;
+    prints ??= inspectedPrints(layout);
+    const planned = [...(step.plannedFrom ?? [])];
+    for (const path of guarded) {
+      const fingerprint = prints.get(path);
+      if (!fingerprint || written.has(path) || planned.some((p) => p.path === path)) continue;
+      planned.push({ path, fingerprint });
     }
     if (planned.length > 0) step.plannedFrom = planned;
   }
