@@ -161,6 +161,18 @@ interface Inspection {
   probes: ChainProbes;
   chainLayerOf: (layer: ImageInfo) => ChainLayer;
   diagnostics: Diagnostic[];
+  qedBackingDeclared: (image: string, backing: string, format: string) => boolean;
+}
+
+/** Whether the manifest declares a qed image at `image` on `backing` in `format` (see ChainReadAids). */
+function qedBackingsOf(manifest: ResolvedManifest): (image: string, backing: string, format: string) => boolean {
+  const declared = new Set<string>();
+  for (const image of manifest.images) {
+    if (image.format !== 'qed' || !image.backing) continue;
+    const below = image.backing.kind === 'image' ? manifest.byId.get(image.backing.id) : image.backing;
+    if (below) declared.add(`${image.path}\0${below.path}\0${below.format}`);
+  }
+  return (image, backing, format) => declared.has(`${image}\0${backing}\0${format}`);
 }
 
 async function inspectFile(request: Request, inspection: Inspection): Promise<InspectedFile> {
@@ -193,7 +205,11 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   }
   const layers =
     probes.chain(request.path, format) ??
-    (await readChain(request.path, format, runner, diagnostics, request.at, { known: probes.layer, fileOf }));
+    (await readChain(request.path, format, runner, diagnostics, request.at, {
+      known: probes.layer,
+      fileOf,
+      qedBackingDeclared: inspection.qedBackingDeclared,
+    }));
   if (!layers) return { path: request.path, fingerprint, format, chain: null };
   if (!probes.unlocked(request.path)) {
     const inUse = await heldForWriting(request, format, runner);
@@ -288,7 +304,14 @@ export async function inspectLayout(
   }
   const opened = [...unique.values()].filter((r) => r.role !== 'foreign-output' && r.role !== 'retired');
   const probes = await probeChains(opened, fileOf, runner);
-  const inspection: Inspection = { runner, fileOf, probes, chainLayerOf, diagnostics };
+  const inspection: Inspection = {
+    runner,
+    fileOf,
+    probes,
+    chainLayerOf,
+    diagnostics,
+    qedBackingDeclared: qedBackingsOf(manifest),
+  };
   // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
   const inspected = await Promise.all(
     [...unique.values()].map((request) =>

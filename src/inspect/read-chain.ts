@@ -97,6 +97,11 @@ export interface ChainReadAids {
   known?: (path: string, format: string) => ImageInfo | undefined;
   /** The file facts of a path, memoized by the caller; read afresh when absent. */
   fileOf?: (path: string) => ImageFile;
+  /**
+   * Whether the manifest declares the qed image at `image` on `backing` in `format`: the image
+   * cannot record that format (see below), and the manifest vouches for it.
+   */
+  qedBackingDeclared?: (image: string, backing: string, format: string) => boolean;
 }
 
 /** Device and inode of `path`, or its normalised path when it cannot be stat-ed. */
@@ -117,7 +122,7 @@ export async function readChain(
   runner: CommandRunner,
   diagnostics: Diagnostic[],
   at?: () => SourceLocation,
-  { known, fileOf: readFacts = readImageFile }: ChainReadAids = {},
+  { known, fileOf: readFacts = readImageFile, qedBackingDeclared }: ChainReadAids = {},
 ): Promise<ImageInfo[] | null> {
   // Each file's facts are read once here, for the loop check and the damage check.
   const fileOf = memoize(readFacts);
@@ -189,18 +194,26 @@ export async function readChain(
     if (layer.backingFormat) {
       currentFormat = layer.backingFormat;
     } else {
-      // No recorded backing format: qemu itself would probe it. Do so once, and say so.
+      // No recorded backing format: qemu itself would probe it. Do so once, and say so. A qed
+      // image records a backing format only for raw (a flag): on any other, qemu always probes,
+      // and no rebase can store it. That is said too, unless the manifest declares that very
+      // backing and format for it.
       currentFormat = (await probeFormat(next, runner)).format ?? 'raw';
-      diagnostics.push(
-        warning(
-          'backing-format-missing',
-          `${current} does not record the format of its backing ${name}; it was detected as ${currentFormat}`,
-          {
-            ...located(),
-            hint: 'declare the image with a backing in the manifest: chainform then stores the format',
-          },
-        ),
-      );
+      const qedCannotRecord = layer.format === 'qed' && currentFormat !== 'raw';
+      if (!(qedCannotRecord && qedBackingDeclared?.(resolve(current), resolve(next), currentFormat))) {
+        diagnostics.push(
+          warning(
+            'backing-format-missing',
+            `${current} does not record the format of its backing ${name}; it was detected as ${currentFormat}`,
+            {
+              ...located(),
+              hint: qedCannotRecord
+                ? `qed records no backing format but raw, so qemu detects it at every open: make sure ${name} really is ${currentFormat}, and declare the image on it in the manifest to say so`
+                : 'declare the image with a backing in the manifest: chainform then stores the format',
+            },
+          ),
+        );
+      }
     }
     current = next;
   }

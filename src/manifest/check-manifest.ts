@@ -5,6 +5,7 @@ import { RUNTIME_DIR } from '../planner/plan-types.js';
 import {
   canonicalCompat,
   clusterSizeRange,
+  compat11Features,
   formatsWithBacking,
   optionsByFormat,
   preallocationByFormat,
@@ -42,13 +43,20 @@ function checkBackingIds(manifest: ResolvedManifest): Diagnostic[] {
 function checkBackingCycles(manifest: ResolvedManifest): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const reported = new Set<string>();
+  // A backing named by path may be the file of another image of the manifest: that image's link.
+  const atPath = new Map(manifest.images.map((image) => [image.path, image] as const));
   for (const start of manifest.images) {
     const trail: ResolvedImage[] = [];
     let current: ResolvedImage | undefined = start;
     while (current && !trail.includes(current)) {
       trail.push(current);
       const backing: ResolvedImage['backing'] = current.backing;
-      current = backing?.kind === 'image' ? manifest.byId.get(backing.id) : undefined;
+      current =
+        backing?.kind === 'image'
+          ? manifest.byId.get(backing.id)
+          : backing?.kind === 'file'
+            ? atPath.get(backing.path)
+            : undefined;
     }
     if (!current) continue;
     const cycle = trail.slice(trail.indexOf(current));
@@ -321,16 +329,7 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
   const problems: Diagnostic[] = [];
   const refuse = (name: string, message: string, hint: string) =>
     problems.push(error('invalid-option', `${message} ("${image.id}")`, { location: image.at.option(name), hint }));
-  const {
-    cluster_size,
-    compat,
-    lazy_refcounts,
-    extended_l2,
-    refcount_bits,
-    compression_type,
-    preallocation,
-    subformat,
-  } = image.options;
+  const { cluster_size, compat, extended_l2, preallocation, subformat } = image.options;
   const range = clusterSizeRange[image.format];
   if (cluster_size !== undefined && range) {
     const [min, max] = range;
@@ -370,14 +369,7 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
     );
   }
   if (compat !== undefined && canonicalCompat(compat) === '0.10') {
-    const needsV3: [string, boolean][] = [
-      ['lazy_refcounts', lazy_refcounts === true],
-      ['extended_l2', extended_l2 === true],
-      ['refcount_bits', refcount_bits !== undefined && refcount_bits !== 16],
-      ['compression_type', compression_type === 'zstd'],
-    ];
-    for (const [name, used] of needsV3) {
-      if (!used) continue;
+    for (const { name } of compat11Features(image.options)) {
       problems.push(
         error('option-needs-compat', `${name} needs compat 1.1, but "${image.id}" asks for compat ${compat}`, {
           location: image.at.option(name),

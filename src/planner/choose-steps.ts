@@ -4,9 +4,10 @@ import { dirname } from 'node:path';
 import { error } from '../diagnostics/diagnostic.js';
 import type { ChainLayer } from '../inspect/inspect-layout.js';
 import type { SnapshotDelta } from '../inspect/snapshot-deltas.js';
+import type { Options } from '../manifest/manifest.generated.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
 import { sameBackingName } from '../qemu/filenames.js';
-import { canonicalCompat } from '../qemu/formats.js';
+import { canonicalCompat, compat11Features } from '../qemu/formats.js';
 import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { contentKey } from './content-identity.js';
@@ -69,8 +70,24 @@ export function chooseSteps(
   backing: { target: BackingTarget; key: string | undefined; sizeWhenRead: number } | null,
   ctx: PlanContext,
 ): Step[] | 'failed' {
-  const steps = chooseRecipe(image, target, plan, backing, ctx);
   const top = plan.chain[0] as ChainLayer;
+  // Staying compat 0.10 (the manifest names no compat), the image cannot take features of 1.1:
+  // neither an amend nor a rewrite (which keeps compat 0.10 too) can give it them.
+  const needsV3 = staysCompat010(image, plan) ? compat11Features(image.options).map((f) => f.text) : [];
+  if (needsV3.length > 0) {
+    ctx.diagnostics.push(
+      error(
+        'needs-compat-1.1',
+        `"${image.id}" is a compat 0.10 image, and ${needsV3.join(' and ')} ${needsV3.length > 1 ? 'need' : 'needs'} compat 1.1`,
+        {
+          location: image.at.path,
+          hint: 'add compat: "1.1" to its options (QEMU older than 1.1 can then no longer open it), or drop them',
+        },
+      ),
+    );
+    return 'failed';
+  }
+  const steps = chooseRecipe(image, target, plan, backing, ctx);
   const resizes = image.size !== undefined && image.size !== plan.content.virtualSize;
   if (plan.kind === 'in-place' && top.snapshots.length > 0 && !keepsSnapshots(image, steps, resizes, ctx))
     return 'failed';
@@ -87,21 +104,6 @@ export function chooseSteps(
             `"${image.id}" cannot be downgraded to compat 0.10 in place: ${blockers.join('; ')}`,
             {
               location: image.at.option('compat'),
-            },
-          ),
-        );
-        return 'failed';
-      }
-      // Staying compat 0.10 (the manifest names no compat), the image cannot take features of 1.1.
-      const needsV3 = top.qcow2.compat === '0.10' && image.options.compat === undefined ? v3Features(image) : [];
-      if (needsV3.length > 0) {
-        ctx.diagnostics.push(
-          error(
-            'needs-compat-1.1',
-            `"${image.id}" is a compat 0.10 image, and ${needsV3.join(' and ')} ${needsV3.length > 1 ? 'need' : 'needs'} compat 1.1`,
-            {
-              location: image.at.path,
-              hint: 'add compat: "1.1" to its options (QEMU older than 1.1 can then no longer open it), or drop them',
             },
           ),
         );
@@ -140,8 +142,22 @@ export function chooseSteps(
     }
     const shrink = size < current;
     const last = steps.at(-1);
-    if (!shrink && growFailsWithoutZeroClusters(image, plan, backing, last?.temporaryPath !== undefined, ctx)) {
-      return 'failed';
+    const cannotZero = shrink
+      ? undefined
+      : whyGrowCannotZero(image, target, plan, backing, last?.temporaryPath !== undefined);
+    if (cannotZero && backing) {
+      // Made anew at its final size instead (any recipe and amend chosen above fold into it; an
+      // image with internal snapshots never gets here, see keepsSnapshots): the diff's safe
+      // rebase writes zeros where the backing has data past the content.
+      return [
+        diffStep(
+          target,
+          plan.content,
+          backing.target,
+          `grows from ${current} to ${size} bytes over a backing of ${backing.sizeWhenRead} bytes, and ${cannotZero}: a new overlay of the final size on ${plan.kind === 'in-place' ? 'the image' : 'the content'}, then a safe rebase onto ${backing.target.name} keeps the clusters that differ and writes zeros where the backing has data past the content${steps.length > 0 ? `. This also does what these steps would have done: ${steps.map((step) => step.reason).join('; ')}` : ''}`,
+          size,
+        ),
+      ];
     }
     const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
     if (last?.temporaryPath) {
@@ -160,56 +176,84 @@ export function chooseSteps(
 }
 
 /**
- * Growing an image whose backing is larger than the image is now makes qemu zero the grown area,
- * or the backing's data there would show through. A compat 0.10 qcow2 image has no zero
- * clusters and qed cannot zero on resize: `qemu-img resize` fails ("Failed to zero out new
- * clusters", "Block driver does not support requested flags"). Refused at plan time instead of
- * failing mid-apply. The backing is taken at the larger of its sizes before and after the plan
- * (`sizeWhenRead`): a backing the manifest also grows may grow before this image's resize runs,
- * or beside it.
+ * A compat 0.10 qcow2 image kept at its path whose manifest names no compat stays compat 0.10:
+ * an amend leaves the level as it is, and a step that rewrites the file creates it with compat
+ * 0.10 too (qemu-img's default, 1.1, would shut out the QEMU older than 1.1 it may be kept for).
  */
-function growFailsWithoutZeroClusters(
+export function staysCompat010(image: ResolvedImage, plan: ContentPlan): boolean {
+  return (
+    plan.kind === 'in-place' &&
+    image.format === 'qcow2' &&
+    image.options.compat === undefined &&
+    plan.chain[0]?.qcow2.compat === '0.10'
+  );
+}
+
+/**
+ * The settings an image kept in place has and the manifest does not name, for a step that
+ * rewrites it into a new file: the new file keeps them (qemu-img's defaults, a 64 KiB cluster,
+ * compat 1.1, would change what the manifest left as it is). Only values other than qemu-img's
+ * defaults, and only those the new file can take beside the declared options: features of
+ * compat 1.1 are not kept when the manifest asks for 0.10, a cluster under 16 KiB not beside a
+ * declared extended_l2, extended_l2 not beside a declared cluster under 16 KiB. An image made
+ * from its source (built, or rebuilt when stale) gets qemu-img's defaults.
+ */
+export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
+  const top = plan.chain[0];
+  if (plan.kind !== 'in-place' || !top || top.format !== image.format) return {};
+  const declared = image.options;
+  const kept: Options = {};
+  if (declared.cluster_size === undefined && top.clusterSize !== undefined && top.clusterSize !== 65536) {
+    if (!(declared.extended_l2 === true && top.clusterSize < 16384)) kept.cluster_size = top.clusterSize;
+  }
+  if (image.format !== 'qcow2') return kept;
+  const q = top.qcow2;
+  if (staysCompat010(image, plan)) kept.compat = '0.10';
+  const v2 = canonicalCompat(declared.compat ?? q.compat ?? '1.1') === '0.10';
+  if (v2) return kept;
+  if (declared.lazy_refcounts === undefined && q.lazyRefcounts) kept.lazy_refcounts = true;
+  if (declared.refcount_bits === undefined && q.refcountBits !== undefined && q.refcountBits !== 16) {
+    kept.refcount_bits = q.refcountBits as Options['refcount_bits'];
+  }
+  if (declared.extended_l2 === undefined && q.extendedL2 && (declared.cluster_size ?? 65536) >= 16384) {
+    kept.extended_l2 = true;
+  }
+  if (declared.compression_type === undefined && q.compressionType === 'zstd') kept.compression_type = 'zstd';
+  return kept;
+}
+
+/**
+ * Why qemu cannot grow this image over its backing with a resize, or undefined when it can.
+ * Growing an image whose backing is larger than the image is now makes qemu zero the grown
+ * area, or the backing's data there would show through. A compat 0.10 qcow2 image has no zero
+ * clusters and qed cannot zero on resize: `qemu-img resize` fails ("Failed to zero out new
+ * clusters", "Block driver does not support requested flags"). The backing is taken at the
+ * larger of its sizes before and after the plan (`sizeWhenRead`): a backing the manifest also
+ * grows may grow before this image's resize runs, or beside it.
+ */
+function whyGrowCannotZero(
   image: ResolvedImage,
+  target: Target,
   plan: ContentPlan,
   backing: { sizeWhenRead: number } | null,
   newFile: boolean,
-  ctx: PlanContext,
-): boolean {
-  const current = plan.content.virtualSize;
-  if (!backing || backing.sizeWhenRead <= current) return false;
-  let why: string;
-  if (image.format === 'qed') {
-    why = 'qed cannot zero it on a resize';
-  } else {
-    // A new file gets qemu-img's default, compat 1.1, unless the manifest says otherwise.
-    const declared = image.options.compat;
-    const compat = declared !== undefined ? canonicalCompat(declared) : newFile ? '1.1' : plan.chain[0]?.qcow2.compat;
-    if (image.format !== 'qcow2' || compat !== '0.10') return false;
-    why = 'compat 0.10 has no zero clusters';
-  }
-  ctx.diagnostics.push(
-    error(
-      'grow-needs-zero-clusters',
-      `"${image.id}" cannot grow from ${current} to ${image.size} bytes on a backing of ${backing.sizeWhenRead} bytes: qemu must zero the grown area so the backing's data there stays hidden, and ${why}`,
-      {
-        location: image.at.size,
-        hint:
-          image.format === 'qed'
-            ? 'use qcow2 for this image, or back it with an image no larger than it is now'
-            : 'use compat "1.1" for this image, or back it with an image no larger than it is now',
-      },
-    ),
-  );
-  return true;
+): string | undefined {
+  if (!backing || backing.sizeWhenRead <= plan.content.virtualSize) return undefined;
+  if (image.format === 'qed') return 'qed cannot zero it on a resize';
+  // A new file gets qemu-img's default, compat 1.1, unless the target's options say otherwise
+  // (declared, or kept: staysCompat010).
+  const declared = target.options.compat;
+  const compat = declared !== undefined ? canonicalCompat(declared) : newFile ? '1.1' : plan.chain[0]?.qcow2.compat;
+  return image.format === 'qcow2' && compat === '0.10' ? 'compat 0.10 has no zero clusters' : undefined;
 }
 
-/** The options of `image` that a compat 0.10 qcow2 image cannot have (qemu-img amend refuses them). */
-function v3Features(image: ResolvedImage): string[] {
-  const features: string[] = [];
-  if (image.options.lazy_refcounts === true) features.push('lazy_refcounts: true');
-  const bits = image.options.refcount_bits;
-  if (bits !== undefined && bits !== 16) features.push(`refcount_bits: ${bits}`);
-  return features;
+/**
+ * The format qemu opens a qed image's backing with when the header names none: qed records a
+ * backing format only for raw (a flag), and qemu probes any other; the link then cannot be made
+ * more exact, so it is taken as naming the probed format.
+ */
+function qedProbedFormat(top: ChainLayer, backing: ChainLayer | undefined): string | undefined {
+  return top.format === 'qed' && backing && backing.format !== 'raw' ? backing.format : undefined;
 }
 
 /** Bytes as MiB with one decimal, as the step reasons give sizes. */
@@ -356,7 +400,7 @@ export function chooseRecipe(
     }
     if (
       sameBackingName(top.backingName, backing.target.name, dirname(image.path)) &&
-      top.backingFormat === backing.target.format
+      (top.backingFormat ?? qedProbedFormat(top, currentBacking)) === backing.target.format
     ) {
       return [];
     }

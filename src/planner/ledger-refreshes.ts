@@ -22,20 +22,42 @@ import type { Step } from './plan-types.js';
 type RecordedChain = 'backingChain' | 'sourceChain';
 
 /**
- * The files of `chain` once the plan has run: its layers down to the first file the manifest
- * keeps or builds as an image, then that image's final chain.
+ * The files of chains once every step of the plan has run, top first. An image's FinalImage
+ * chain holds what a step reading through it opens, which for a backing named by path is that
+ * file's chain as inspected (readers of a file run before the steps that reshape it); these
+ * follow such a file to the image the manifest makes of it, as the next plan will see it.
  */
-function chainAfterPlan(
-  chain: readonly ChainLayer[],
-  imageAt: ReadonlyMap<string, string>,
-  final: PlanContext['final'],
-): string[] {
-  for (const [i, layer] of chain.entries()) {
-    const id = imageAt.get(layer.path);
-    const planned = id === undefined ? undefined : final.get(id);
-    if (planned) return [...chainFiles(chain.slice(0, i)), ...planned.chain];
-  }
-  return chainFiles(chain);
+function settledChains(manifest: ResolvedManifest, ctx: PlanContext) {
+  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+  const memo = new Map<string, string[]>();
+  /** An image's files: its own, then its backing's (a chain deeper than the manifest is a loop). */
+  const ofImage = (id: string, depth: number): string[] => {
+    const final = ctx.final.get(id);
+    const image = manifest.byId.get(id);
+    if (!final || !image || depth > manifest.images.length) return final?.chain ?? [];
+    let files = memo.get(id);
+    if (!files) {
+      const backing = image.backing;
+      const below =
+        backing === null
+          ? []
+          : backing.kind === 'image'
+            ? ofImage(backing.id, depth + 1)
+            : ofChain(ctx.layout.files.get(backing.path)?.chain ?? [], depth + 1);
+      files = [final.path, ...(final.dataFile ? [final.dataFile] : []), ...below];
+      memo.set(id, files);
+    }
+    return files;
+  };
+  /** An inspected chain: its layers down to the first file the manifest keeps or builds as an image, then that image's. */
+  const ofChain = (chain: readonly ChainLayer[], depth: number): string[] => {
+    for (const [i, layer] of chain.entries()) {
+      const id = imageAt.get(layer.path);
+      if (id !== undefined && ctx.final.has(id)) return [...chainFiles(chain.slice(0, i)), ...ofImage(id, depth)];
+    }
+    return chainFiles(chain);
+  };
+  return { ofImage: (id: string) => ofImage(id, 0), ofChain: (chain: readonly ChainLayer[]) => ofChain(chain, 0) };
 }
 
 /**
@@ -60,7 +82,7 @@ export function addRefreshes(
     stepped.add(step.image);
     if (step.ledger) recorderOf.set(step.image, step);
   }
-  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+  const settled = settledChains(manifest, ctx);
   const resized = new Set(
     manifest.images
       .filter((image) => {
@@ -80,20 +102,16 @@ export function addRefreshes(
     if (!recorder && (!plan.ledger || stepped.has(image.id))) continue;
     const source = image.source ? (ctx.layout.files.get(image.source.path)?.chain ?? []) : [];
     const final = ctx.final.get(image.id);
-    const finalChain = final?.chain ?? [];
     const chains: Record<RecordedChain, { recorded: string[]; after: string[] }> = {
       sourceChain: {
         recorded: recorder?.ledger?.sourceChain ?? chainFiles(source),
-        after: chainAfterPlan(source, imageAt, ctx.final),
+        after: settled.ofChain(source),
       },
       backingChain: {
         recorded: recorder?.ledger?.backingChain ?? backingFiles(plan.chain),
-        // A backing named by path may be an image the manifest reshapes (a flatten or repoint
-        // changes its files): its chain as the plan leaves it, as for a source.
-        after:
-          image.backing?.kind === 'file'
-            ? chainAfterPlan(ctx.layout.files.get(image.backing.path)?.chain ?? [], imageAt, ctx.final)
-            : finalChain.slice(final?.dataFile ? 2 : 1),
+        // A backing named by path, here or further down (an image on an image that names one),
+        // may be an image the manifest reshapes (a flatten or repoint changes its files).
+        after: settled.ofImage(image.id).slice(final?.dataFile ? 2 : 1),
       },
     };
     for (const chain of ['backingChain', 'sourceChain'] as const) {

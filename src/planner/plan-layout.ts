@@ -6,7 +6,7 @@ import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
-import { chooseSteps } from './choose-steps.js';
+import { chooseSteps, keptSettings } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
 import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
@@ -144,8 +144,13 @@ function planImage(
     id: image.id,
     path: image.path,
     format: image.format,
-    // A new file's data file is created under a temporary name too (see withDataFile).
-    options: dataFile === undefined ? image.options : { ...image.options, data_file: temporaryPathFor(dataFile) },
+    // A rewrite in place keeps the settings the manifest does not name (keptSettings); a new
+    // file's data file is created under a temporary name too (see withDataFile).
+    options: {
+      ...keptSettings(image, content),
+      ...image.options,
+      ...(dataFile === undefined ? {} : { data_file: temporaryPathFor(dataFile) }),
+    },
     ledger: image.source
       ? {
           imageId: image.id,

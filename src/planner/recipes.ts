@@ -212,6 +212,7 @@ function emptyOverlayOn(
   overlay: { backing: string; format: string },
   target: Target,
   temporaryPath: string,
+  size?: number,
 ): PlannedCommand {
   return {
     argv: createOverlayCommand({
@@ -220,13 +221,28 @@ function emptyOverlayOn(
       options: target.options,
       backing: overlay.backing,
       backingFormat: overlay.format,
+      size,
     }),
-    purpose: 'start an empty overlay that presents the wanted content',
+    purpose:
+      size === undefined
+        ? 'start an empty overlay that presents the wanted content'
+        : 'start an empty overlay that presents the wanted content, already at its declared size (zeros past the content)',
   };
 }
 
-/** The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. */
-export function diffStep(target: Target, content: ContentFile, backing: BackingTarget, reason: string): Step {
+/**
+ * The diff recipe: an empty overlay on the content, then a safe rebase onto the backing. With
+ * `size`, the overlay is created that large: the rebase then also writes zeros where the
+ * backing has data past the content's end, which is how an image without zero clusters grows
+ * over a larger backing (see chooseSteps).
+ */
+export function diffStep(
+  target: Target,
+  content: ContentFile,
+  backing: BackingTarget,
+  reason: string,
+  size?: number,
+): Step {
   const temporaryPath = temporaryPathFor(target.path);
   const overlay = contentForOverlay(content);
   return {
@@ -234,7 +250,7 @@ export function diffStep(target: Target, content: ContentFile, backing: BackingT
     temporaryPath,
     ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     commands: [
-      emptyOverlayOn(overlay, target, temporaryPath),
+      emptyOverlayOn(overlay, target, temporaryPath, size),
       {
         argv: safeRebaseCommand({
           image: temporaryPath,
@@ -245,9 +261,24 @@ export function diffStep(target: Target, content: ContentFile, backing: BackingT
         purpose: 'keep only the clusters that differ from the declared backing, then link it',
       },
     ],
-    expectedWriteBytes: Math.min(content.virtualSize, content.chainBytes),
+    expectedWriteBytes: diffWriteBound(target, content, backing, size),
     writeBytesIsUpperBound: true,
   };
+}
+
+/**
+ * The most a diff writes: the clusters where the content differs from the backing, which lie in
+ * the content's data or in the backing's. Where the backing has data and the content reads as
+ * zeros (holes, zero clusters, past its end), the rebase writes zeros: a zero cluster costs no
+ * data, except in a compat 0.10 qcow2 file, which has none and stores the zeros as data.
+ */
+function diffWriteBound(target: Target, content: ContentFile, backing: BackingTarget, size?: number): number {
+  const finalSize = size ?? content.virtualSize;
+  const compat = target.options.compat;
+  if (target.format === 'qcow2' && (compat === '0.10' || compat === 'v2')) {
+    return Math.min(finalSize, content.chainBytes + backing.chainBytes);
+  }
+  return Math.min(content.virtualSize, content.chainBytes);
 }
 
 /** qcow2's default cluster size, which `qemu-img create` uses when none is given. */

@@ -163,6 +163,8 @@ export function createOverlayCommand(args: {
   options: Options;
   backing: string;
   backingFormat: string;
+  /** Virtual size in bytes; the backing's when not given. */
+  size?: number | undefined;
 }): Argv {
   return [
     'qemu-img',
@@ -176,6 +178,7 @@ export function createOverlayCommand(args: {
     '-F',
     args.backingFormat,
     fileArg(args.target),
+    ...(args.size === undefined ? [] : [String(args.size)]),
   ];
 }
 

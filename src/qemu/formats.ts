@@ -30,6 +30,21 @@ export function canonicalCompat(compat: string): '0.10' | '1.1' {
   return compat === '0.10' || compat === 'v2' ? '0.10' : '1.1';
 }
 
+/**
+ * The options a qcow2 image asks for that only compat 1.1 (v3) can have, each as `name: value`:
+ * qemu-img create and amend refuse them on a compat 0.10 image.
+ */
+export function compat11Features(options: Options): { name: keyof Options; text: string }[] {
+  const used: [keyof Options, boolean][] = [
+    ['lazy_refcounts', options.lazy_refcounts === true],
+    ['extended_l2', options.extended_l2 === true],
+    ['refcount_bits', options.refcount_bits !== undefined && options.refcount_bits !== 16],
+    ['compression_type', options.compression_type === 'zstd'],
+    ['data_file', options.data_file !== undefined],
+  ];
+  return used.filter(([, on]) => on).map(([name]) => ({ name, text: `${name}: ${String(options[name])}` }));
+}
+
 /** Preallocation modes each format accepts (qemu-img 7.2). */
 export const preallocationByFormat: Readonly<Partial<Record<OutputFormat, readonly string[]>>> = {
   qcow2: ['off', 'metadata', 'falloc', 'full'],

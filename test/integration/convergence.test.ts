@@ -32,7 +32,6 @@ const CASES = Number(process.env.CHAINFORM_CONVERGENCE_CASES ?? 24);
  */
 const EXPECTED_REFUSALS = new Set([
   'backing-larger',
-  'grow-needs-zero-clusters',
   'needs-compat-1.1',
   'shrink-refused',
   // A second round may ask compat 0.10 of an output that keeps its data file (an image keeps

@@ -167,6 +167,19 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, full);
   });
 
+  it('records a chain through an image on such a backing as the plan leaves it (found by the convergence test)', async () => {
+    const { dir } = ws;
+    const full = join(dir, 'full.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'vm.qcow2'), full);
+    await qemuIo('qcow2', full, 'write -P 0x5a 5M 64k');
+    // c1 sits on vm.qcow2 named by path, and c2 on c1: both are built before vm is repointed to
+    // base2.qcow2, so c2's entry must name base2 below vm too, or the next plan rebuilds c2.
+    const images =
+      '  vm: { path: vm.qcow2, backing: { path: base2.qcow2, format: qcow2 } }\n  c1: { path: out/c1.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: { path: vm.qcow2, format: qcow2 } }\n  c2: { path: out/c2.qcow2, from: { path: vm.qcow2, format: qcow2 }, backing: c1 }\n';
+    await settlesInOneApply(dir, images, full);
+    expect(await compareImages(join(dir, 'out/c2.qcow2'), 'qcow2', join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+  });
+
   it("refuses a copy's declared size below its grown source's, saying the source grows", async () => {
     const { dir } = ws;
     await writeFile(

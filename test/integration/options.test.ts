@@ -2,9 +2,18 @@
 // refuse a shrink unless asked. The reshaped overlay is the manifest's own in-place image; its
 // base is an input and must not change.
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chainform, checkImage, checksums, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import {
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  imageInfo,
+  qemuImg,
+  qemuIo,
+  topLayerDataBytes,
+} from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const ws = useWorkspace(async (dir) => {
@@ -24,6 +33,14 @@ async function makeOverlay(dir: string, createOptions: string): Promise<string> 
   return reference;
 }
 
+/** What `image` presents, as raw, grown with zeros to `size` (what it must present once grown). */
+async function paddedContent(dir: string, image: string, imageFormat: string, size: string): Promise<string> {
+  const reference = join(dir, `${basename(image)}.grown.raw`);
+  await qemuImg('convert', '-f', imageFormat, '-O', 'raw', image, reference);
+  await qemuImg('resize', '-q', '-f', 'raw', reference, size);
+  return reference;
+}
+
 function manifest(vm: string): string {
   return `version: 1\nimages:\n  base: { path: base.qcow2 }\n  vm:\n    path: vm.qcow2\n    backing: base\n${vm}`;
 }
@@ -33,8 +50,9 @@ async function planKinds(dir: string): Promise<string[]> {
   return JSON.parse(r.stdout).steps.map((s: { kind: string }) => s.kind);
 }
 
-async function format(dir: string): Promise<Record<string, unknown>> {
-  const info = await imageInfo(join(dir, 'vm.qcow2'), 'qcow2');
+/** What qemu-img info says of a qcow2 image (vm.qcow2 when given its folder). */
+async function format(dirOrImage: string): Promise<Record<string, unknown>> {
+  const info = await imageInfo(dirOrImage.endsWith('.qcow2') ? dirOrImage : join(dirOrImage, 'vm.qcow2'), 'qcow2');
   return {
     ...(info['format-specific'] as { data: Record<string, unknown> }).data,
     size: info['virtual-size'],
@@ -108,72 +126,138 @@ describe('options and size', () => {
     expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
   });
 
-  it('refuses to grow a compat 0.10 image over a larger backing (qemu cannot hide the backing there), and grows it as 1.1', async () => {
+  it('grows a compat 0.10 image over a larger backing as a new file of its final size (qemu cannot zero on a resize)', async () => {
     const { dir } = ws;
     // A backing of the test's own, with data past the overlay's end: growing must not expose it.
     const big = join(dir, 'big.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', big, '16M');
-    await qemuIo('qcow2', big, 'write -P 0x66 10M 1M');
+    await qemuIo('qcow2', big, 'write -P 0x66 0 16M');
     const small = join(dir, 'small.qcow2');
-    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'big.qcow2', '-F', 'qcow2', small, '8M');
-    const layout = (options: string) =>
-      `version: 1\nimages:\n  s: { path: small.qcow2, backing: { path: big.qcow2, format: qcow2 }, size: 16M${options} }\n`;
-    await writeFile(join(dir, 'manifest.yaml'), layout(''));
-    const before = await checksums([small, big]);
-    const refused = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
-    expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toContain(
-      'manifest.yaml:3:78: error: "s" cannot grow from 8388608 to 16777216 bytes on a backing of 16777216 bytes',
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      'compat=0.10,cluster_size=4096',
+      '-b',
+      'big.qcow2',
+      '-F',
+      'qcow2',
+      small,
+      '8M',
     );
-    expect(refused.stderr).toContain('[grow-needs-zero-clusters]');
-    expect(await checksums([small, big])).toEqual(before);
-
-    await writeFile(join(dir, 'manifest.yaml'), layout(', options: { compat: "1.1" }'));
+    await qemuIo('qcow2', small, 'write -P 0x05 1M 1M');
+    const reference = await paddedContent(dir, small, 'qcow2', '16M');
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  s: { path: small.qcow2, backing: { path: big.qcow2, format: qcow2 }, size: 16M }\n',
+    );
+    const bigBefore = await checksums([big]);
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['diff']);
+    expect(plan.steps[0].commands[0].argv.at(-1)).toBe(String(16 * 1024 * 1024));
     const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
     expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
-    expect((await imageInfo(small, 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
-    // The grown area reads as zeros, not as the backing's 0x66 at 10 MiB.
-    await qemuIo('qcow2', small, 'read -P 0 8M 8M');
+    // The manifest names neither compat nor cluster size: the new file keeps both.
+    expect(await format(small)).toMatchObject({ compat: '0.10', cluster: 4096, size: 16 * 1024 * 1024 });
+    // The grown area reads as zeros, not as the backing's 0x66.
+    expect(await compareImages(small, 'qcow2', reference, 'raw')).toBe(0);
+    // Compat 0.10 stores every zero over the backing's data as data: the plan's bound covers it.
+    expect(plan.steps[0].expectedWriteBytes).toBeGreaterThanOrEqual(await topLayerDataBytes(small, 'qcow2'));
     expect(await checkImage(small, 'qcow2')).toBe(0);
+    expect(await checksums([big])).toEqual(bigBefore);
+    expect(await planKinds(dir)).toEqual([]);
   });
 
-  it('refuses a grow over a larger backing for a new compat v2 copy and a qed image too', async () => {
+  it('grows a new compat v2 copy and a qed image over a larger backing too, and the next plan is empty', async () => {
     const { dir } = ws;
     const big = join(dir, 'big.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', big, '16M');
-    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'src.qcow2'), '8M');
-    await qemuImg('create', '-q', '-f', 'qed', '-b', 'big.qcow2', '-F', 'qcow2', join(dir, 's.qed'), '8M');
-    const cases = {
-      'compat 0.10 has no zero clusters':
-        '  c: { path: out/c.qcow2, from: { path: src.qcow2, format: qcow2 }, backing: { path: big.qcow2, format: qcow2 }, options: { compat: v2 }, size: 16M }\n',
-      'qed cannot zero it on a resize':
-        '  s: { path: s.qed, format: qed, backing: { path: big.qcow2, format: qcow2 }, size: 16M }\n',
+    await qemuIo('qcow2', big, 'write -P 0x66 0 16M');
+    const src = join(dir, 'src.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', src, '8M');
+    await qemuIo('qcow2', src, 'write -P 0x07 2M 1M');
+    const sq = join(dir, 's.qed');
+    await qemuImg('create', '-q', '-f', 'qed', '-o', 'cluster_size=16384', '-b', 'big.qcow2', '-F', 'qcow2', sq, '8M');
+    await qemuIo('qed', sq, 'write -P 0x08 3M 1M');
+    const references = {
+      c: await paddedContent(dir, src, 'qcow2', '16M'),
+      s: await paddedContent(dir, sq, 'qed', '16M'),
     };
-    for (const [why, image] of Object.entries(cases)) {
-      await writeFile(join(dir, 'manifest.yaml'), `version: 1\nimages:\n${image}`);
-      const refused = await chainform(dir, 'plan', 'manifest.yaml');
-      expect(refused.exitCode, refused.stderr).toBe(1);
-      expect(refused.stderr).toContain(`and ${why} [grow-needs-zero-clusters]`);
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      `version: 1
+images:
+  c: { path: out/c.qcow2, from: { path: src.qcow2, format: qcow2 }, backing: { path: big.qcow2, format: qcow2 }, options: { compat: v2 }, size: 16M }
+  s: { path: s.qed, format: qed, backing: { path: big.qcow2, format: qcow2 }, size: 16M }
+`,
+    );
+    const before = await checksums([big, src]);
+    expect(await planKinds(dir)).toEqual(['diff', 'diff']);
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await format(join(dir, 'out/c.qcow2'))).toMatchObject({ compat: '0.10', size: 16 * 1024 * 1024 });
+    expect(await compareImages(join(dir, 'out/c.qcow2'), 'qcow2', references.c, 'raw')).toBe(0);
+    expect(await imageInfo(sq, 'qed')).toMatchObject({ 'virtual-size': 16 * 1024 * 1024, 'cluster-size': 16384 });
+    expect(await compareImages(sq, 'qed', references.s, 'raw')).toBe(0);
+    for (const [file, fmt] of [
+      [join(dir, 'out/c.qcow2'), 'qcow2'],
+      [sq, 'qed'],
+    ] as const) {
+      expect(await checkImage(file, fmt)).toBe(0);
     }
+    expect(await checksums([big, src])).toEqual(before);
+    // qed records no backing format but raw's: its link to a qcow2 backing is as exact as it
+    // gets, and the manifest vouches for the format. A qed file it does not declare on its
+    // backing (a source here) is still warned about: qemu guesses that backing's format.
+    const again = await chainform(dir, 'plan', 'manifest.yaml', '--json');
+    expect(JSON.parse(again.stdout).steps).toEqual([]);
+    expect(again.stderr).not.toContain('backing-format-missing');
+    await qemuImg('create', '-q', '-f', 'qed', '-b', 'big.qcow2', '-F', 'qcow2', join(dir, 'u.qed'));
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  u: { path: out/u.qcow2, from: { path: u.qed, format: qed } }\n',
+    );
+    const warned = await chainform(dir, 'plan', 'manifest.yaml');
+    expect(warned.exitCode, warned.stderr).toBe(0);
+    expect(warned.stderr).toContain(`${join(dir, 'u.qed')} does not record the format of its backing big.qcow2`);
+    expect(warned.stderr).toContain('hint: qed records no backing format but raw');
   });
 
-  it('takes a backing the manifest also grows at its grown size when a compat 0.10 image grows on it', async () => {
+  it('keeps the settings the manifest does not name when it rewrites an image in place', async () => {
     const { dir } = ws;
-    // Whichever of the two resizes runs first (or both at once), b may be 16M when v grows:
-    // refused, as a 16M backing is (a review saw apply fail midway when b grew first).
-    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b.qcow2'), '8M');
+    const reference = await makeOverlay(dir, 'cluster_size=4096,lazy_refcounts=on,refcount_bits=32');
+    // No backing: vm is flattened into a new file, which keeps its cluster size and refcounts.
+    await writeFile(join(dir, 'manifest.yaml'), 'version: 1\nimages:\n  vm: { path: vm.qcow2 }\n');
+    expect(await planKinds(dir)).toEqual(['convert']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(dir)).toMatchObject({ cluster: 4096, 'lazy-refcounts': true, 'refcount-bits': 32 });
+    expect((await imageInfo(join(dir, 'vm.qcow2'), 'qcow2'))['backing-filename']).toBeUndefined();
+    expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
+  });
+
+  it('grows a compat 0.10 image on a backing the manifest also grows, whichever grows first', async () => {
+    const { dir } = ws;
+    const b = join(dir, 'b.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', b, '8M');
+    await qemuIo('qcow2', b, 'write -P 0x09 0 8M');
     await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'old.qcow2'), '8M');
     const v = join(dir, 'v.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'old.qcow2', '-F', 'qcow2', v);
+    await qemuIo('qcow2', v, 'write -P 0x0a 4M 1M');
+    const reference = await paddedContent(dir, v, 'qcow2', '16M');
     await writeFile(
       join(dir, 'manifest.yaml'),
       'version: 1\nimages:\n  b: { path: b.qcow2, size: 16M }\n  v: { path: v.qcow2, backing: { path: b.qcow2, format: qcow2 }, size: 16M }\n',
     );
-    const before = await checksums([v, join(dir, 'b.qcow2')]);
-    const refused = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
-    expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toContain('"v" cannot grow from 8388608 to 16777216 bytes on a backing of 16777216 bytes');
-    expect(await checksums([v, join(dir, 'b.qcow2')])).toEqual(before);
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await format(v)).toMatchObject({ compat: '0.10', size: 16 * 1024 * 1024 });
+    expect(await compareImages(v, 'qcow2', reference, 'raw')).toBe(0);
+    expect(await checkImage(v, 'qcow2')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
   });
 
   it('refuses lazy refcounts on a compat 0.10 image whose manifest keeps its compat, naming the fix', async () => {
@@ -190,6 +274,35 @@ describe('options and size', () => {
     expect(await planKinds(dir)).toEqual(['amend']);
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     expect(await format(dir)).toMatchObject({ compat: '1.1', 'lazy-refcounts': true });
+  });
+
+  it('keeps a compat 0.10 image compat 0.10 when it rewrites it, as an amend does, and refuses 1.1 features on it', async () => {
+    const { dir } = ws;
+    const reference = await makeOverlay(dir, 'compat=0.10,cluster_size=512');
+    // Only the cluster size is asked for: the new file keeps the image's compat level.
+    await writeFile(join(dir, 'manifest.yaml'), manifest('    options: { cluster_size: 65536 }\n'));
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['convert-keep-backing']);
+    const argv: string[] = plan.steps[0].commands[0].argv;
+    expect(argv[argv.indexOf('-o') + 1]?.split(',').sort()).toEqual(['cluster_size=65536', 'compat=0.10']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(dir)).toMatchObject({ compat: '0.10', cluster: 65536 });
+    // Zeros over base data stay zeros: compat 0.10 stores them as data.
+    expect(await compareImages(join(dir, 'vm.qcow2'), 'qcow2', reference, 'raw')).toBe(0);
+    expect(await checkImage(join(dir, 'vm.qcow2'), 'qcow2')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
+    // A feature only compat 1.1 has, asked of the image without a compat: refused, nothing written.
+    const before = await checksums([join(dir, 'vm.qcow2')]);
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      manifest('    options: { cluster_size: 16384, extended_l2: true, data_file: vm.data }\n'),
+    );
+    const refused = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      `error: "vm" is a compat 0.10 image, and extended_l2: true and data_file: ${join(dir, 'vm.data')} need compat 1.1 [needs-compat-1.1]`,
+    );
+    expect(await checksums([join(dir, 'vm.qcow2')])).toEqual(before);
   });
 
   it('measures a backing named by path at the size the plan gives it, as the next plan would', async () => {

@@ -48,6 +48,13 @@ images:
     expect(d.map((x) => x.message)).toEqual(['backing cycle: a -> a']);
   });
 
+  it('follows a backing named by path to the image of the manifest at that path (a review saw apply write such a loop)', () => {
+    const text =
+      'version: 1\nimages:\n  a: { path: a.qcow2, backing: { path: b.qcow2, format: qcow2 } }\n  b: { path: b.qcow2, backing: a }\n';
+    const d = semanticDiagnostics(text, ['/work/m/b.qcow2']).filter((x) => x.code === 'backing-cycle');
+    expect(d.map((x) => x.message)).toEqual(['backing cycle: a -> b -> a']);
+  });
+
   it('reports two images with the same path at the second one', () => {
     const text = 'version: 1\nimages:\n  a: { path: x.qcow2 }\n  b: { path: ./x.qcow2 }\n';
     const d = semanticDiagnostics(text);
@@ -197,6 +204,12 @@ images:
     const text =
       'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "0.10", lazy_refcounts: true }\n';
     expect(semanticDiagnostics(text).map(brief)).toEqual(['option-needs-compat@5:32']);
+  });
+
+  it('refuses an external data file with compat 0.10 (qemu-img convert failed midway on it)', () => {
+    const text = 'version: 1\nimages:\n  a:\n    path: a.qcow2\n    options: { compat: "v2", data_file: a.data }\n';
+    expect(semanticDiagnostics(text).map(brief)).toEqual(['option-needs-compat@5:30']);
+    expect(semanticDiagnostics(text)[0]?.message).toBe('data_file needs compat 1.1, but "a" asks for compat v2');
   });
 
   it('refuses a backing on a format that cannot have one', () => {
