@@ -97,6 +97,8 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     lines.push(style.paint('red', 'Files to retire (deleted once the new layout is verified):'));
     for (const path of plan.retire) lines.push(style.paint('red', `  - ${show(path)}`));
   }
+  // Totals are bounds only when every step's figure is one (a diff's or rebase's is an estimate).
+  const upTo = plan.steps.every((step) => step.writeBytesIsUpperBound) ? 'up to ' : 'about ';
   if (plan.steps.length === 0 && plan.retire.length === 0) {
     lines.push(
       style.paint(
@@ -106,7 +108,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     );
   } else {
     lines.push(
-      `Plan: ${imageCounts(plan)}; ${plural(plan.steps.length, 'step')} writing up to ${formatBytes(total)}${plan.retire.length ? `; ${plural(plan.retire.length, 'file')} to retire` : ''}.`,
+      `Plan: ${imageCounts(plan)}; ${plural(plan.steps.length, 'step')} writing ${upTo}${formatBytes(total)}${plan.retire.length ? `; ${plural(plan.retire.length, 'file')} to retire` : ''}.`,
     );
   }
   if (plan.steps.some((s) => s.helpers?.length)) {
@@ -115,7 +117,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
   for (const space of plan.space) {
     const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'does NOT fit (apply refuses)');
     lines.push(
-      `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes up to ${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,
+      `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes ${upTo}${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,
     );
   }
   return lines.join('\n');

@@ -195,7 +195,8 @@ export function staysCompat010(image: ResolvedImage, plan: ContentPlan): boolean
  * compat 1.1, would change what the manifest left as it is). Only values other than qemu-img's
  * defaults, and only those the new file can take beside the declared options: features of
  * compat 1.1 are not kept when the manifest asks for 0.10, a cluster under 16 KiB not beside a
- * declared extended_l2, extended_l2 not beside a declared cluster under 16 KiB. An image made
+ * declared extended_l2, extended_l2 not beside a declared cluster under 16 KiB, a qed cluster
+ * not when the image is too large for it with qed's default table size. An image made
  * from its source (built, or rebuilt when stale) gets qemu-img's defaults.
  */
 export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
@@ -203,8 +204,12 @@ export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
   if (plan.kind !== 'in-place' || !top || top.format !== image.format) return {};
   const declared = image.options;
   const kept: Options = {};
-  if (declared.cluster_size === undefined && top.clusterSize !== undefined && top.clusterSize !== 65536) {
-    if (!(declared.extended_l2 === true && top.clusterSize < 16384)) kept.cluster_size = top.clusterSize;
+  const cluster = top.clusterSize;
+  if (declared.cluster_size === undefined && cluster !== undefined && cluster !== 65536) {
+    const size = image.size ?? plan.content.virtualSize;
+    // qed's tables (manifests cannot name their size) cover cluster^3 / 4 bytes at their default size.
+    const fits = image.format !== 'qed' || size < cluster ** 3 / 4;
+    if (fits && !(declared.extended_l2 === true && cluster < 16384)) kept.cluster_size = cluster;
   }
   if (image.format !== 'qcow2') return kept;
   const q = top.qcow2;

@@ -16,7 +16,7 @@
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';
-import type { ContentPlan, PlanContext } from './plan-context.js';
+import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
 import type { Step } from './plan-types.js';
 
 type RecordedChain = 'backingChain' | 'sourceChain';
@@ -27,8 +27,8 @@ type RecordedChain = 'backingChain' | 'sourceChain';
  * file's chain as inspected (readers of a file run before the steps that reshape it); these
  * follow such a file to the image the manifest makes of it, as the next plan will see it.
  */
-function settledChains(manifest: ResolvedManifest, ctx: PlanContext) {
-  const imageAt = new Map(manifest.images.map((image) => [image.path, image.id] as const));
+function settledChains(manifest: ResolvedManifest, ctx: PlanContext, keyOf: (path: string) => string) {
+  const imageAt = new Map(manifest.images.map((image) => [keyOf(image.path), image.id] as const));
   const memo = new Map<string, string[]>();
   /** An image's files: its own, then its backing's (a chain deeper than the manifest is a loop). */
   const ofImage = (id: string, depth: number): string[] => {
@@ -52,7 +52,7 @@ function settledChains(manifest: ResolvedManifest, ctx: PlanContext) {
   /** An inspected chain: its layers down to the first file the manifest keeps or builds as an image, then that image's. */
   const ofChain = (chain: readonly ChainLayer[], depth: number): string[] => {
     for (const [i, layer] of chain.entries()) {
-      const id = imageAt.get(layer.path);
+      const id = imageAt.get(keyOf(layer.path));
       if (id !== undefined && ctx.final.has(id)) return [...chainFiles(chain.slice(0, i)), ...ofImage(id, depth)];
     }
     return chainFiles(chain);
@@ -70,11 +70,13 @@ export function addRefreshes(
   contents: ReadonlyMap<string, ContentPlan | 'failed'>,
   steps: readonly Step[],
   ctx: PlanContext,
+  /** A key per file, two names of one file alike (fileKeys). */
+  keyOf: (path: string) => string = fileKeys(ctx.layout),
 ): void {
   if (steps.length === 0) return;
   const writersOf = new Map<string, Step[]>();
   for (const step of steps) {
-    for (const path of step.writes) writersOf.set(path, [...(writersOf.get(path) ?? []), step]);
+    for (const path of step.writes) writersOf.set(keyOf(path), [...(writersOf.get(keyOf(path)) ?? []), step]);
   }
   const recorderOf = new Map<string, Step>();
   const stepped = new Set<string>();
@@ -82,7 +84,7 @@ export function addRefreshes(
     stepped.add(step.image);
     if (step.ledger) recorderOf.set(step.image, step);
   }
-  const settled = settledChains(manifest, ctx);
+  const settled = settledChains(manifest, ctx, keyOf);
   const resized = new Set(
     manifest.images
       .filter((image) => {
@@ -119,10 +121,16 @@ export function addRefreshes(
       const rewriters = new Set<Step>();
       let rewrittenBefore = false;
       for (const path of new Set([...recorded, ...after])) {
-        for (const writer of writersOf.get(path) ?? []) {
+        for (const writer of writersOf.get(keyOf(path)) ?? []) {
           if (writer.image === image.id) continue;
           if (recorder && ancestorsOf(recorder).has(writer.id)) rewrittenBefore = true;
-          if (chain === 'sourceChain' && resized.has(writer.image) && writer.path === image.source?.path) continue;
+          if (
+            chain === 'sourceChain' &&
+            resized.has(writer.image) &&
+            image.source &&
+            keyOf(writer.path) === keyOf(image.source.path)
+          )
+            continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
           rewriters.add(writer);
         }

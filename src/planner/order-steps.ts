@@ -24,15 +24,19 @@ export function ancestry(steps: readonly Step[]): (step: Step) => Set<string> {
 
 /**
  * A step that rewrites a file must wait for every step that reads that file's current content,
- * unless the reader already waits for the writer (it reads the result).
+ * unless the reader already waits for the writer (it reads the result). Files are compared by
+ * `keyOf` (fileKeys: two names of one file are one file).
  */
-export function addReaderEdges(steps: Step[]): void {
+export function addReaderEdges(steps: Step[], keyOf: (path: string) => string = (path) => path): void {
   const byId = new Map(steps.map((s) => [s.id, s]));
   const memo = new Map<string, Set<string>>();
+  const writes = new Map(steps.map((s) => [s.id, new Set(s.writes.map(keyOf))]));
+  const reads = new Map(steps.map((s) => [s.id, s.reads.map(keyOf)]));
   for (const writer of steps) {
+    const written = writes.get(writer.id) ?? new Set<string>();
     for (const reader of steps) {
       if (reader === writer) continue;
-      if (!reader.reads.some((file) => writer.writes.includes(file))) continue;
+      if (!(reads.get(reader.id) ?? []).some((file) => written.has(file))) continue;
       if (ancestorsOf(reader, byId, memo).has(writer.id)) continue;
       if (!writer.dependsOn.includes(reader.id)) {
         writer.dependsOn.push(reader.id);

@@ -36,6 +36,21 @@ export interface PlanContext {
   diagnostics: Diagnostic[];
 }
 
+/**
+ * A key per file: its device and inode where inspection saw it, else its path. Two names of one
+ * file (a symlink, a hard link) get the same key, as the ledger's fingerprints see them.
+ */
+export function fileKeys(layout: InspectedLayout): (path: string) => string {
+  const identities = new Map<string, string>();
+  for (const file of layout.files.values()) {
+    if (file.fingerprint) identities.set(file.path, fileIdentity(file.fingerprint));
+    for (const layer of file.chain ?? []) {
+      if (layer.fingerprint) identities.set(layer.path, fileIdentity(layer.fingerprint));
+    }
+  }
+  return (path) => identities.get(path) ?? path;
+}
+
 export function keyOfLayer(layer: ChainLayer | undefined): string | undefined {
   return layer?.fingerprint ? contentKey(fileIdentity(layer.fingerprint), layer.format) : undefined;
 }

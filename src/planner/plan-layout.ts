@@ -11,7 +11,7 @@ import { ContentIdentity, contentKey } from './content-identity.js';
 import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
-import type { ContentPlan, PlanContext } from './plan-context.js';
+import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
 import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
 import { type BackingTarget, type Target, temporaryPathFor, withDataFile } from './recipes.js';
 import { guardRecordedSources } from './source-guards.js';
@@ -256,6 +256,51 @@ function waitForGrownSources(manifest: ResolvedManifest, steps: Step[], copiesOf
   }
 }
 
+/**
+ * A backing loop the manifest's text does not show (check-manifest catches those): a backing
+ * named by a path that is another image's file under another name (a symlink, a hard link).
+ * Applied, each image would end up backed by the other. Found by file identity.
+ */
+function hiddenBackingCycle(manifest: ResolvedManifest, layout: InspectedLayout): Diagnostic | undefined {
+  const identityOf = (path: string) => {
+    const fingerprint = layout.files.get(path)?.fingerprint;
+    return fingerprint ? fileIdentity(fingerprint) : undefined;
+  };
+  const imageWithIdentity = new Map<string, ResolvedImage>();
+  for (const image of manifest.images) {
+    const identity = identityOf(image.path);
+    if (identity !== undefined) imageWithIdentity.set(identity, image);
+  }
+  const below = (image: ResolvedImage): ResolvedImage | undefined => {
+    const backing = image.backing;
+    if (backing?.kind === 'image') return manifest.byId.get(backing.id);
+    const identity = backing ? identityOf(backing.path) : undefined;
+    return identity === undefined ? undefined : imageWithIdentity.get(identity);
+  };
+  for (const start of manifest.images) {
+    const trail: ResolvedImage[] = [];
+    let current: ResolvedImage | undefined = start;
+    while (current && !trail.includes(current)) {
+      trail.push(current);
+      current = below(current);
+    }
+    if (!current) continue;
+    const cycle = trail.slice(trail.indexOf(current));
+    return error('backing-cycle', `backing cycle: ${[...cycle, current].map((i) => i.id).join(' -> ')}`, {
+      location: current.at.backing,
+      related: cycle.map((image) => ({
+        message:
+          image.backing?.kind === 'file'
+            ? `${image.id} is backed by ${image.backing.path}, the file of ${below(image)?.id}`
+            : `${image.id} is backed by ${below(image)?.id}`,
+        location: image.at.backing,
+      })),
+      hint: 'a backing chain must end in a standalone image; a backing named by path here is the file of another image of the manifest (a link to it): remove one of these links',
+    });
+  }
+  return undefined;
+}
+
 /** Plans how to reach the manifest's layout from what is on disk. */
 export function planLayout(
   manifest: ResolvedManifest,
@@ -268,6 +313,8 @@ export function planLayout(
     final: new Map(),
     diagnostics: [],
   };
+  const cycle = hiddenBackingCycle(manifest, layout);
+  if (cycle) return { ok: false, diagnostics: [cycle] };
   const images: ImagePlan[] = [];
   const steps: Step[] = [];
   let failed = false;
@@ -293,8 +340,10 @@ export function planLayout(
     return { ok: false, diagnostics: ctx.diagnostics };
   }
   waitForGrownSources(manifest, steps, copiesOfGrown);
-  addReaderEdges(steps);
-  addRefreshes(manifest, contents, steps, ctx);
+  // Two names of one file (a symlink, a hard link) are one file to the ordering and the ledger.
+  const keyOf = steps.length > 0 ? fileKeys(layout) : (path: string) => path;
+  addReaderEdges(steps, keyOf);
+  addRefreshes(manifest, contents, steps, ctx, keyOf);
   guardRecordedSources(manifest, steps, layout);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);

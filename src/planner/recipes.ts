@@ -261,18 +261,21 @@ export function diffStep(
         purpose: 'keep only the clusters that differ from the declared backing, then link it',
       },
     ],
-    expectedWriteBytes: diffWriteBound(target, content, backing, size),
-    writeBytesIsUpperBound: true,
+    expectedWriteBytes: diffWriteEstimate(target, content, backing, size),
+    writeBytesIsUpperBound: false,
   };
 }
 
 /**
- * The most a diff writes: the clusters where the content differs from the backing, which lie in
- * the content's data or in the backing's. Where the backing has data and the content reads as
- * zeros (holes, zero clusters, past its end), the rebase writes zeros: a zero cluster costs no
- * data, except in a compat 0.10 qcow2 file, which has none and stores the zeros as data.
+ * What a diff is expected to write: the clusters where the content differs from the backing,
+ * which lie in the content's data or in the backing's. Where the backing has data and the
+ * content reads as zeros (holes, zero clusters, past its end), the rebase writes zeros: zero
+ * clusters cost no data, except in a compat 0.10 qcow2 file, which has none and stores them as
+ * data. An estimate, not a bound: qemu-img rebase writes each run of differing sectors (up to
+ * 2 MiB) in one write, zeros and data together, and a difference allocates a whole cluster of
+ * the new file; so a diff of sparse content onto a full backing can write its whole size.
  */
-function diffWriteBound(target: Target, content: ContentFile, backing: BackingTarget, size?: number): number {
+function diffWriteEstimate(target: Target, content: ContentFile, backing: BackingTarget, size?: number): number {
   const finalSize = size ?? content.virtualSize;
   const compat = target.options.compat;
   if (target.format === 'qcow2' && (compat === '0.10' || compat === 'v2')) {
@@ -376,8 +379,9 @@ export function rebaseInPlaceStep(
         purpose: 'copy in the clusters where old and new backing differ, then relink',
       },
     ],
+    // An estimate, as a diff's is (see diffWriteEstimate).
     expectedWriteBytes: Math.min(content.virtualSize, oldBackingBytes),
-    writeBytesIsUpperBound: true,
+    writeBytesIsUpperBound: false,
   };
 }
 
@@ -442,7 +446,7 @@ export function verifiedConvertKeepingBackingStep(
     commands: [compareFirst(current, backing), ...cheap.commands],
     otherwise: safe.commands,
     expectedWriteBytes: Math.max(cheap.expectedWriteBytes, safe.expectedWriteBytes),
-    writeBytesIsUpperBound: true,
+    writeBytesIsUpperBound: cheap.writeBytesIsUpperBound && safe.writeBytesIsUpperBound,
   };
 }
 
@@ -464,7 +468,7 @@ export function verifiedRepointStep(
     commands: [compareFirst(current, backing), ...cheap.commands],
     otherwise: safe.commands,
     expectedWriteBytes: safe.expectedWriteBytes,
-    writeBytesIsUpperBound: true,
+    writeBytesIsUpperBound: safe.writeBytesIsUpperBound,
   };
 }
 

@@ -43,7 +43,7 @@ it('refuses early when the writes do not fit, fails cleanly on ENOSPC, and compl
   const planned = await chainform(dir, 'plan', 'm.yaml');
   expect(planned.exitCode).toBe(0);
   expect(planned.stdout).toMatch(/~48\.\d MiB/);
-  expect(planned.stdout).toMatch(/Free space in .*small: 32\.0 MiB; this plan writes up to 48\.\d MiB: does NOT fit/);
+  expect(planned.stdout).toMatch(/Free space in .*small: 32\.0 MiB; this plan writes about 48\.\d MiB: does NOT fit/);
 
   const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
   expect(refused.exitCode).toBe(1);

@@ -1,9 +1,9 @@
 // Issue 4 (in part): a backing name qemu would open as a protocol or as JSON options is refused
 // before anything follows it; a file whose name merely contains a colon still works.
-import { writeFile } from 'node:fs/promises';
+import { symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checksums, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const HOSTILE = {
@@ -47,5 +47,25 @@ describe('hostile backing names', () => {
     expect(imported.exitCode, imported.stderr).toBe(0);
     const plan = await chainform(dir, 'plan', 'colon.yaml', '--detailed-exitcode');
     expect(plan.exitCode, plan.stdout + plan.stderr).toBe(0);
+  });
+});
+
+describe('backing loops hidden behind another name', () => {
+  it('refuses a backing named by a symlink to another image that is backed by the first, writing nothing', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'a.qcow2'), '16M');
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b.qcow2'), '16M');
+    await symlink('b.qcow2', join(dir, 'blink.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  a: { path: a.qcow2, backing: { path: blink.qcow2, format: qcow2 } }\n  b: { path: b.qcow2, backing: a }\n',
+    );
+    const before = await checksums([join(dir, 'a.qcow2'), join(dir, 'b.qcow2')]);
+    // Applied, a would sit on b and b on a (a review saw apply write that loop).
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode).toBe(1);
+    expect(applied.stderr).toContain('m.yaml:3:32: error: backing cycle: a -> b -> a [backing-cycle]');
+    expect(applied.stderr).toContain(`a is backed by ${join(dir, 'blink.qcow2')}, the file of b`);
+    expect(await checksums([join(dir, 'a.qcow2'), join(dir, 'b.qcow2')])).toEqual(before);
   });
 });

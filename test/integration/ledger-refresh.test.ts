@@ -1,7 +1,7 @@
 // After an apply, the next plan has nothing to do, also when the plan rewrote in place a file
 // that outputs were built from: a repoint of their source to an identical base keeps their
 // content, so their ledger entries follow the new chain instead of making them stale.
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { apply, plan } from '../../src/api.js';
@@ -164,6 +164,19 @@ describe('ledger entries follow files rewritten in place', () => {
     // new chain (one file), or the next plan rebuilds it.
     const images =
       '  vm: { path: vm.qcow2 }\n  c1: { path: out/c1.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: { path: vm.qcow2, format: qcow2 } }\n';
+    await settlesInOneApply(dir, images, full);
+  });
+
+  it('refreshes a copy whose backing names the flattened image through a symlink', async () => {
+    const { dir } = ws;
+    const full = join(dir, 'full.qcow2');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'vm.qcow2'), full);
+    await qemuIo('qcow2', full, 'write -P 0x5a 5M 64k');
+    await symlink('vm.qcow2', join(dir, 'vmlink.qcow2'));
+    // The flatten writes vm.qcow2; c1's chain names vmlink.qcow2, the same file (a review saw the
+    // next plan rebuild c1 when writers were matched by path).
+    const images =
+      '  vm: { path: vm.qcow2 }\n  c1: { path: out/c1.qcow2, from: { path: full.qcow2, format: qcow2 }, backing: { path: vmlink.qcow2, format: qcow2 } }\n';
     await settlesInOneApply(dir, images, full);
   });
 

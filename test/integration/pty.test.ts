@@ -26,7 +26,7 @@ describe('apply on a terminal', () => {
 
   it('shows live percentages per step and ends with the summary', async () => {
     const screen = await inTerminal(ws.dir, `stty cols 100 rows 30; node ${CLI} apply m.yaml --yes`);
-    expect(screen).toMatch(/vm:diff: \d+% of up to [\d.]+ MiB/);
+    expect(screen).toMatch(/vm:diff: \d+% of ~[\d.]+ MiB/);
     expect(screen).toMatch(/vm:diff: done in \d+\.\ds/);
     expect(screen).toMatch(/Apply complete: 2 steps done in \d+\.\ds\.\s*$/m);
   });

@@ -57,7 +57,7 @@ describe('retire and verify', () => {
     const planned = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
     expect(planned.exitCode).toBe(2);
     expect(planned.stdout).toContain('Files to retire (deleted once the new layout is verified):\n  - vm1-full.raw');
-    expect(planned.stdout).toContain('2 steps writing up to');
+    expect(planned.stdout).toContain('2 steps writing about');
     expect(planned.stdout).toContain('1 file to retire');
 
     const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
