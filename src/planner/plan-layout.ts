@@ -277,6 +277,13 @@ function hiddenBackingCycle(manifest: ResolvedManifest, layout: InspectedLayout)
     const identity = backing ? identityOf(backing.path) : undefined;
     return identity === undefined ? undefined : imageWithIdentity.get(identity);
   };
+  // Loops of ids and paths as written were refused before planning: only another name can hide one.
+  const hidden = manifest.images.some((image) => {
+    const backing = image.backing;
+    const other = backing?.kind === 'file' ? below(image) : undefined;
+    return other !== undefined && backing?.kind === 'file' && other.path !== backing.path;
+  });
+  if (!hidden) return undefined;
   for (const start of manifest.images) {
     const trail: ResolvedImage[] = [];
     let current: ResolvedImage | undefined = start;
