@@ -258,18 +258,20 @@ function backsOnto(manifest: ResolvedManifest, image: ResolvedImage, below: Reso
 export function followGrownSources(
   manifest: ResolvedManifest,
   contents: Map<string, ContentPlan | 'failed'>,
+  /** A key per file, two names of one file alike (fileKeys). */
+  keyOf: (path: string) => string,
 ): Map<string, string> {
   const grown = new Map<string, ResolvedImage>();
   for (const image of manifest.images) {
     const plan = contents.get(image.id);
     if (plan === undefined || plan === 'failed' || plan.kind !== 'in-place') continue;
-    if (image.size !== undefined && image.size > plan.content.virtualSize) grown.set(image.path, image);
+    if (image.size !== undefined && image.size > plan.content.virtualSize) grown.set(keyOf(image.path), image);
   }
   const waits = new Map<string, string>();
   if (grown.size === 0) return waits;
   for (const copy of manifest.images) {
     const source = copy.source;
-    const image = source && source.snapshot === undefined ? grown.get(source.path) : undefined;
+    const image = source && source.snapshot === undefined ? grown.get(keyOf(source.path)) : undefined;
     const plan = contents.get(copy.id);
     if (!image || image === copy || image.size === undefined || plan === undefined || plan === 'failed') continue;
     if (backsOnto(manifest, image, copy)) continue;

@@ -240,7 +240,12 @@ export function withMeasuredWrites(plan: Plan, measured: ReadonlyMap<string, num
  * no writer left to order after it (and addRefreshes has the copy record the source's chain as
  * the plan leaves it).
  */
-function waitForGrownSources(manifest: ResolvedManifest, steps: Step[], copiesOf: ReadonlyMap<string, string>): void {
+function waitForGrownSources(
+  manifest: ResolvedManifest,
+  steps: Step[],
+  copiesOf: ReadonlyMap<string, string>,
+  keyOf: (path: string) => string,
+): void {
   if (copiesOf.size === 0) return;
   const byImage = new Map<string, Step[]>();
   for (const step of steps) byImage.set(step.image, [...(byImage.get(step.image) ?? []), step]);
@@ -249,7 +254,7 @@ function waitForGrownSources(manifest: ResolvedManifest, steps: Step[], copiesOf
     if (path === undefined) continue;
     const writers = (byImage.get(imageId) ?? []).filter((step) => step.writes.includes(path)).map((step) => step.id);
     for (const step of byImage.get(copyId) ?? []) {
-      if (!step.reads.includes(path)) continue;
+      if (!step.reads.some((file) => keyOf(file) === keyOf(path))) continue;
       for (const writer of writers) if (!step.dependsOn.includes(writer)) step.dependsOn.push(writer);
       step.reason = `${step.reason}; made once "${imageId}" has grown, so that it presents the grown image`;
     }
@@ -326,7 +331,14 @@ export function planLayout(
   const steps: Step[] = [];
   let failed = false;
   const contents = new Map(manifest.images.map((image) => [image.id, planContent(image, ctx)] as const));
-  const copiesOfGrown = followGrownSources(manifest, contents);
+  // Two names of one file (a symlink, a hard link) are one file to the ordering and the ledger;
+  // the keys are made only when needed (a plan of 10,000 images in sync needs none).
+  let keys: ((path: string) => string) | undefined;
+  const keyOf = (path: string) => {
+    keys ??= fileKeys(layout);
+    return keys(path);
+  };
+  const copiesOfGrown = followGrownSources(manifest, contents, keyOf);
   settleStaleContent(manifest, contents, ctx);
   for (const plan of contents.values()) {
     if (plan !== 'failed' && plan.ledger) ctx.identity.union(plan.ledger.outputKey, plan.key);
@@ -346,12 +358,10 @@ export function planLayout(
     }
     return { ok: false, diagnostics: ctx.diagnostics };
   }
-  waitForGrownSources(manifest, steps, copiesOfGrown);
-  // Two names of one file (a symlink, a hard link) are one file to the ordering and the ledger.
-  const keyOf = steps.length > 0 ? fileKeys(layout) : (path: string) => path;
+  waitForGrownSources(manifest, steps, copiesOfGrown, keyOf);
   addReaderEdges(steps, keyOf);
   addRefreshes(manifest, contents, steps, ctx, keyOf);
-  guardRecordedSources(manifest, steps, layout);
+  guardRecordedSources(manifest, steps, layout, keyOf);
   const rank = new Map(manifest.images.map((image) => [image.id, image.index]));
   const ordered = topologicalOrder(steps, (step) => rank.get(step.image) ?? 0);
   if (!ordered) {

@@ -31,13 +31,21 @@ function inspectedPrints(layout: InspectedLayout): Map<string, Fingerprint> {
  * Adds the source chain and the backing chain, as inspected, to the `plannedFrom` of every step
  * that records an output.
  */
-export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], layout: InspectedLayout): void {
-  const written = new Set(steps.flatMap((step) => step.writes));
+export function guardRecordedSources(
+  manifest: ResolvedManifest,
+  steps: Step[],
+  layout: InspectedLayout,
+  /** A key per file, two names of one file alike (fileKeys): a write through one name counts for all. */
+  keyOf: (path: string) => string = (path) => path,
+): void {
+  const written = new Set(steps.flatMap((step) => step.writes.map(keyOf)));
   // A step that changes an image in place may write its external data file too (a resize grows
   // it, a safe rebase writes clusters into it), though only the image is in its `writes`.
-  for (const path of [...written]) {
-    const dataFile = layout.files.get(path)?.chain?.[0]?.dataFilePath;
-    if (dataFile !== undefined) written.add(dataFile);
+  for (const step of steps) {
+    for (const path of step.writes) {
+      const dataFile = layout.files.get(path)?.chain?.[0]?.dataFilePath;
+      if (dataFile !== undefined) written.add(keyOf(dataFile));
+    }
   }
   let prints: Map<string, Fingerprint> | undefined;
   for (const step of steps) {
@@ -50,7 +58,7 @@ export function guardRecordedSources(manifest: ResolvedManifest, steps: Step[], 
     const planned = [...(step.plannedFrom ?? [])];
     for (const path of guarded) {
       const fingerprint = prints.get(path);
-      if (!fingerprint || written.has(path) || planned.some((p) => p.path === path)) continue;
+      if (!fingerprint || written.has(keyOf(path)) || planned.some((p) => p.path === path)) continue;
       planned.push({ path, fingerprint });
     }
     if (planned.length > 0) step.plannedFrom = planned;

@@ -100,6 +100,19 @@ describe('ledger entries follow files rewritten in place', () => {
     expect(again.exitCode, again.stdout).toBe(0);
   });
 
+  it('copies a source the plan grows after it grew also when the copy names it through a symlink', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    await symlink('vm.qcow2', join(dir, 'vmlink.qcow2'));
+    // Matched by path, the copy was made first (it then failed its guard once vm had grown).
+    await settlesInOneApply(
+      dir,
+      '  vm: { path: vm.qcow2, backing: { path: base.qcow2, format: qcow2 }, size: 16M }\n  c1: { path: out/c1.qcow2, from: { path: vmlink.qcow2, format: qcow2 } }\n',
+      vm,
+    );
+    expect((await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2'))['virtual-size']).toBe(16 * 1024 * 1024);
+  });
+
   it('rebuilds an up-to-date copy after its source grows in the same plan, never calling the old copy a copy of the grown one', async () => {
     const { dir } = ws;
     const vm = join(dir, 'vm.qcow2');
