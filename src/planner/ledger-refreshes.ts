@@ -132,6 +132,12 @@ export function addRefreshes(
           )
             continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
+          // Only a rewrite of an image kept in place presents what it did. An image built anew
+          // from its source presents other content: an output read through it is stale, which
+          // settleStaleContent finds by path; reached here under another name (a symlink), it
+          // must stay stale too, or the next plan would call a wrong output up to date.
+          const writerPlan = contents.get(writer.image);
+          if (writerPlan === undefined || writerPlan === 'failed' || writerPlan.kind !== 'in-place') continue;
           rewriters.add(writer);
         }
       }

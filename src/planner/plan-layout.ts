@@ -262,11 +262,12 @@ function waitForGrownSources(
 }
 
 /**
- * A backing loop the manifest's text does not show (check-manifest catches those): a backing
- * named by a path that is another image's file under another name (a symlink, a hard link).
- * Applied, each image would end up backed by the other. Found by file identity.
+ * What the manifest's text does not show (check-manifest catches the rest), found by file
+ * identity: two images whose paths are two names of one file (a symlink, a hard link), and a
+ * backing loop through a backing named by another name of an image's file (applied, each image
+ * would end up backed by the other).
  */
-function hiddenBackingCycle(manifest: ResolvedManifest, layout: InspectedLayout): Diagnostic | undefined {
+function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLayout): Diagnostic | undefined {
   const identityOf = (path: string) => {
     const fingerprint = layout.files.get(path)?.fingerprint;
     return fingerprint ? fileIdentity(fingerprint) : undefined;
@@ -274,7 +275,21 @@ function hiddenBackingCycle(manifest: ResolvedManifest, layout: InspectedLayout)
   const imageWithIdentity = new Map<string, ResolvedImage>();
   for (const image of manifest.images) {
     const identity = identityOf(image.path);
-    if (identity !== undefined) imageWithIdentity.set(identity, image);
+    if (identity === undefined) continue;
+    // Two images on one file under two names: the same refusal as one path given twice.
+    const first = imageWithIdentity.get(identity);
+    if (first) {
+      return error(
+        'duplicate-path',
+        `images "${first.id}" and "${image.id}" are one file: ${image.path} is another name of ${first.path} (a symlink or a hard link)`,
+        {
+          location: image.at.path,
+          related: [{ message: `"${first.id}" uses it here`, location: first.at.path }],
+          hint: 'every image needs a file of its own',
+        },
+      );
+    }
+    imageWithIdentity.set(identity, image);
   }
   const below = (image: ResolvedImage): ResolvedImage | undefined => {
     const backing = image.backing;
@@ -325,8 +340,8 @@ export function planLayout(
     final: new Map(),
     diagnostics: [],
   };
-  const cycle = hiddenBackingCycle(manifest, layout);
-  if (cycle) return { ok: false, diagnostics: [cycle] };
+  const aliased = sameFileUnderOtherNames(manifest, layout);
+  if (aliased) return { ok: false, diagnostics: [aliased] };
   const images: ImagePlan[] = [];
   const steps: Step[] = [];
   let failed = false;

@@ -69,3 +69,23 @@ describe('backing loops hidden behind another name', () => {
     expect(await checksums([join(dir, 'a.qcow2'), join(dir, 'b.qcow2')])).toEqual(before);
   });
 });
+
+describe('two names of one image file', () => {
+  it('refuses two images whose paths are one file, before anything is written', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'x.qcow2'), '8M');
+    await symlink('x.qcow2', join(dir, 'y.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  x: { path: x.qcow2, size: 16M }\n  y: { path: y.qcow2, size: 32M }\n',
+    );
+    const before = await checksums([join(dir, 'x.qcow2')]);
+    // Before, y grew it to 32M and x then failed as a shrink.
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode).toBe(1);
+    expect(applied.stderr).toContain(
+      `m.yaml:4:14: error: images "x" and "y" are one file: ${join(dir, 'y.qcow2')} is another name of ${join(dir, 'x.qcow2')}`,
+    );
+    expect(await checksums([join(dir, 'x.qcow2')])).toEqual(before);
+  });
+});

@@ -193,6 +193,31 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, full);
   });
 
+  it('never calls a copy read through a symlink up to date once the image behind it was rebuilt with other content', async () => {
+    const { dir } = ws;
+    const src = join(dir, 'src.raw');
+    await qemuImg('create', '-q', '-f', 'raw', src, '8M');
+    await qemuIo('raw', src, 'write -P 0x11 0 1M');
+    const out = '  out: { path: out.qcow2, from: { path: src.raw, format: raw } }\n';
+    await writeFile(join(dir, 'm.yaml'), `version: 1\nimages:\n${out}`);
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    await symlink('out.qcow2', join(dir, 'link.qcow2'));
+    await qemuIo('raw', src, 'write -P 0x22 0 1M');
+    // out is rebuilt from the changed source; copy reads it through link.qcow2 first (readers
+    // run before writers). A review saw out's rebuild refresh copy's entry: status then called
+    // the old copy in sync.
+    await writeFile(
+      join(dir, 'm.yaml'),
+      `version: 1\nimages:\n${out}  copy: { path: copy.qcow2, from: { path: link.qcow2, format: qcow2 } }\n`,
+    );
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    const stale = await chainform(dir, 'status', 'm.yaml');
+    expect(stale.stdout).toContain('copy  copy.qcow2: to be rebuilt');
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    expect(await compareImages(join(dir, 'copy.qcow2'), 'qcow2', join(dir, 'out.qcow2'), 'qcow2')).toBe(0);
+    expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+  });
+
   it('records a chain through an image on such a backing as the plan leaves it (found by the convergence test)', async () => {
     const { dir } = ws;
     const full = join(dir, 'full.qcow2');
