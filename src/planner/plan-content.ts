@@ -166,6 +166,8 @@ export function settleStaleContent(
   manifest: ResolvedManifest,
   contents: Map<string, ContentPlan | 'failed'>,
   ctx: PlanContext,
+  /** A key per file, two names of one file alike (fileKeys): a chain may name a rebuilt image through a symlink. */
+  keyOf: (path: string) => string,
 ): void {
   // Rebuilt from a source, or shrunk in place: either way its content changes.
   const builtPaths = () =>
@@ -176,18 +178,19 @@ export function settleStaleContent(
           if (plan === undefined || plan === 'failed') return false;
           return plan.kind === 'build' || (i.size !== undefined && i.size < plan.content.virtualSize);
         })
-        .map((i) => [i.path, i] as const),
+        .map((i) => [keyOf(i.path), i] as const),
     );
   // Computed once (not per reader: 10,000 images would make that quadratic); a reader refused
   // here is no longer built, so it leaves the map.
   const builtNow = builtPaths();
+  if (builtNow.size === 0) return;
   for (const reader of manifest.images) {
     const chain = reader.source ? ctx.layout.files.get(reader.source.path)?.chain : undefined;
-    const through = chain ? layerPaths(chain).find((path) => builtNow.has(path)) : undefined;
-    const writer = through ? builtNow.get(through) : undefined;
+    const through = chain ? layerPaths(chain).find((path) => builtNow.has(keyOf(path))) : undefined;
+    const writer = through ? builtNow.get(keyOf(through)) : undefined;
     if (!through || !writer) continue;
     contents.set(reader.id, 'failed');
-    builtNow.delete(reader.path);
+    builtNow.delete(keyOf(reader.path));
     ctx.diagnostics.push(
       error(
         'overwrites-input',
@@ -203,12 +206,13 @@ export function settleStaleContent(
   for (let changed = true; changed; ) {
     changed = false;
     const built = builtPaths();
+    if (built.size === 0) break;
     for (const image of manifest.images) {
       const plan = contents.get(image.id);
       if (!plan || plan === 'failed' || plan.kind === 'build') continue;
       const through = layerPaths(plan.chain)
         .slice(1)
-        .find((path) => built.has(path));
+        .find((path) => built.has(keyOf(path)));
       if (!through) continue;
       changed = true;
       if (plan.ledger) {

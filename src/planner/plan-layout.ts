@@ -263,9 +263,10 @@ function waitForGrownSources(
 
 /**
  * What the manifest's text does not show (check-manifest catches the rest), found by file
- * identity: two images whose paths are two names of one file (a symlink, a hard link), and a
- * backing loop through a backing named by another name of an image's file (applied, each image
- * would end up backed by the other).
+ * identity: two images whose paths are two names of one file (a symlink, a hard link), a copy
+ * that would replace a file another image reads under another name, and a backing loop through a
+ * backing named by another name of an image's file (applied, each image would end up backed by
+ * the other).
  */
 function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLayout): Diagnostic | undefined {
   const identityOf = (path: string) => {
@@ -297,6 +298,30 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
     const identity = backing ? identityOf(backing.path) : undefined;
     return identity === undefined ? undefined : imageWithIdentity.get(identity);
   };
+  // A copy replaces its file: nothing may read that file under another name, as checkOverwrites
+  // (check-manifest.ts) refuses for the same name.
+  for (const reader of manifest.images) {
+    const reads = [
+      ...(reader.source ? [{ path: reader.source.path, as: 'reads as its source', at: reader.at.fromPath }] : []),
+      ...(reader.backing?.kind === 'file'
+        ? [{ path: reader.backing.path, as: 'uses as its backing', at: reader.at.backing }]
+        : []),
+    ];
+    for (const read of reads) {
+      const identity = identityOf(read.path);
+      const image = identity === undefined ? undefined : imageWithIdentity.get(identity);
+      if (!image?.source || image === reader || image.path === read.path) continue;
+      return error(
+        'overwrites-input',
+        `"${image.id}" would replace ${image.path}, which "${reader.id}" ${read.as} under another name, ${read.path}`,
+        {
+          location: image.at.path,
+          related: [{ message: `"${reader.id}" names it here`, location: read.at }],
+          hint: 'write the new image to another path',
+        },
+      );
+    }
+  }
   // Loops of ids and paths as written were refused before planning: only another name can hide one.
   const hidden = manifest.images.some((image) => {
     const backing = image.backing;
@@ -354,7 +379,7 @@ export function planLayout(
     return keys(path);
   };
   const copiesOfGrown = followGrownSources(manifest, contents, keyOf);
-  settleStaleContent(manifest, contents, ctx);
+  settleStaleContent(manifest, contents, ctx, keyOf);
   for (const plan of contents.values()) {
     if (plan !== 'failed' && plan.ledger) ctx.identity.union(plan.ledger.outputKey, plan.key);
   }
