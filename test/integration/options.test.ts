@@ -238,6 +238,36 @@ images:
     expect(await planKinds(dir)).toEqual([]);
   });
 
+  it('keeps a qed cluster size on a rewrite only while the image fits the default qed tables', async () => {
+    const { dir } = ws;
+    // 4 KiB clusters with qed's default table size cover less than 16 GiB; this image is 32 GiB
+    // (made with larger tables, which a manifest cannot name). Kept, the convert failed midway.
+    await qemuImg('create', '-q', '-f', 'qed', join(dir, 'b.qed'), '32G');
+    const top = join(dir, 'top.qed');
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qed',
+      '-o',
+      'cluster_size=4096,table_size=16',
+      '-b',
+      'b.qed',
+      '-F',
+      'qed',
+      top,
+    );
+    await qemuIo('qed', top, 'write -P 0x0b 1M 64k');
+    await writeFile(join(dir, 'manifest.yaml'), 'version: 1\nimages:\n  top: { path: top.qed, format: qed }\n');
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['convert']);
+    expect(plan.steps[0].commands[0].argv.join(' ')).not.toContain('cluster_size');
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await imageInfo(top, 'qed')).toMatchObject({ 'virtual-size': 32 * 1024 ** 3 });
+    await qemuIo('qed', top, 'read -P 0x0b 1M 64k');
+  });
+
   it('grows a compat 0.10 image on a backing the manifest also grows, whichever grows first', async () => {
     const { dir } = ws;
     const b = join(dir, 'b.qcow2');
