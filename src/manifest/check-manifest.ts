@@ -6,9 +6,11 @@ import {
   canonicalCompat,
   clusterSizeRange,
   compat11Features,
+  EXTENDED_L2_MIN_CLUSTER_SIZE,
   formatsWithBacking,
   optionsByFormat,
   preallocationByFormat,
+  QCOW2_DEFAULT_CLUSTER_SIZE,
   subformatsByFormat,
 } from '../qemu/formats.js';
 import type { Options } from './manifest.generated.js';
@@ -40,26 +42,37 @@ function checkBackingIds(manifest: ResolvedManifest): Diagnostic[] {
 }
 
 /** Each image has at most one backing, so cycles are found by walking from every image. */
+/**
+ * The backing cycle reached from `start` following `below` (the image an image is backed by), in
+ * link order from the image where the walk comes back; undefined when the chain ends.
+ */
+export function backingCycleFrom(
+  start: ResolvedImage,
+  below: (image: ResolvedImage) => ResolvedImage | undefined,
+): ResolvedImage[] | undefined {
+  const trail: ResolvedImage[] = [];
+  let current: ResolvedImage | undefined = start;
+  while (current && !trail.includes(current)) {
+    trail.push(current);
+    current = below(current);
+  }
+  return current ? trail.slice(trail.indexOf(current)) : undefined;
+}
+
 function checkBackingCycles(manifest: ResolvedManifest): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const reported = new Set<string>();
   // A backing named by path may be the file of another image of the manifest: that image's link.
   const atPath = new Map(manifest.images.map((image) => [image.path, image] as const));
+  const below = ({ backing }: ResolvedImage) =>
+    backing?.kind === 'image'
+      ? manifest.byId.get(backing.id)
+      : backing?.kind === 'file'
+        ? atPath.get(backing.path)
+        : undefined;
   for (const start of manifest.images) {
-    const trail: ResolvedImage[] = [];
-    let current: ResolvedImage | undefined = start;
-    while (current && !trail.includes(current)) {
-      trail.push(current);
-      const backing: ResolvedImage['backing'] = current.backing;
-      current =
-        backing?.kind === 'image'
-          ? manifest.byId.get(backing.id)
-          : backing?.kind === 'file'
-            ? atPath.get(backing.path)
-            : undefined;
-    }
-    if (!current) continue;
-    const cycle = trail.slice(trail.indexOf(current));
+    const cycle = backingCycleFrom(start, below);
+    if (!cycle) continue;
     const key = cycle
       .map((i) => i.id)
       .sort()
@@ -378,7 +391,7 @@ function checkOptionValues(image: ResolvedImage): Diagnostic[] {
       );
     }
   }
-  if (extended_l2 && (cluster_size ?? 65536) < 16384) {
+  if (extended_l2 && (cluster_size ?? QCOW2_DEFAULT_CLUSTER_SIZE) < EXTENDED_L2_MIN_CLUSTER_SIZE) {
     refuse(
       'extended_l2',
       'extended_l2 needs a cluster_size of at least 16384',

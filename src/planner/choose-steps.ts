@@ -7,7 +7,12 @@ import type { SnapshotDelta } from '../inspect/snapshot-deltas.js';
 import type { Options } from '../manifest/manifest.generated.js';
 import type { ResolvedImage } from '../manifest/resolve-manifest.js';
 import { sameBackingName } from '../qemu/filenames.js';
-import { canonicalCompat, compat11Features } from '../qemu/formats.js';
+import {
+  canonicalCompat,
+  compat11Features,
+  EXTENDED_L2_MIN_CLUSTER_SIZE,
+  QCOW2_DEFAULT_CLUSTER_SIZE,
+} from '../qemu/formats.js';
 import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { contentKey } from './content-identity.js';
@@ -205,11 +210,11 @@ export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
   const declared = image.options;
   const kept: Options = {};
   const cluster = top.clusterSize;
-  if (declared.cluster_size === undefined && cluster !== undefined && cluster !== 65536) {
+  if (declared.cluster_size === undefined && cluster !== undefined && cluster !== QCOW2_DEFAULT_CLUSTER_SIZE) {
     const size = image.size ?? plan.content.virtualSize;
     // qed's tables (manifests cannot name their size) cover cluster^3 / 4 bytes at their default size.
     const fits = image.format !== 'qed' || size < cluster ** 3 / 4;
-    if (fits && !(declared.extended_l2 === true && cluster < 16384)) kept.cluster_size = cluster;
+    if (fits && !(declared.extended_l2 === true && cluster < EXTENDED_L2_MIN_CLUSTER_SIZE)) kept.cluster_size = cluster;
   }
   if (image.format !== 'qcow2') return kept;
   const q = top.qcow2;
@@ -220,7 +225,11 @@ export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
   if (declared.refcount_bits === undefined && q.refcountBits !== undefined && q.refcountBits !== 16) {
     kept.refcount_bits = q.refcountBits as Options['refcount_bits'];
   }
-  if (declared.extended_l2 === undefined && q.extendedL2 && (declared.cluster_size ?? 65536) >= 16384) {
+  if (
+    declared.extended_l2 === undefined &&
+    q.extendedL2 &&
+    (declared.cluster_size ?? QCOW2_DEFAULT_CLUSTER_SIZE) >= EXTENDED_L2_MIN_CLUSTER_SIZE
+  ) {
     kept.extended_l2 = true;
   }
   if (declared.compression_type === undefined && q.compressionType === 'zstd') kept.compression_type = 'zstd';

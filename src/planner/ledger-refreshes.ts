@@ -16,7 +16,7 @@
 import { backingFiles, type ChainLayer, chainFiles } from '../inspect/inspect-layout.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { ancestry } from './order-steps.js';
-import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
+import type { ContentPlan, PlanContext } from './plan-context.js';
 import type { Step } from './plan-types.js';
 
 type RecordedChain = 'backingChain' | 'sourceChain';
@@ -71,12 +71,12 @@ export function addRefreshes(
   steps: readonly Step[],
   ctx: PlanContext,
   /** A key per file, two names of one file alike (fileKeys). */
-  keyOf: (path: string) => string = fileKeys(ctx.layout),
+  keyOf: (path: string) => string,
 ): void {
   if (steps.length === 0) return;
   const writersOf = new Map<string, Step[]>();
   for (const step of steps) {
-    for (const path of step.writes) writersOf.set(keyOf(path), [...(writersOf.get(keyOf(path)) ?? []), step]);
+    for (const key of step.writes.map(keyOf)) writersOf.set(key, [...(writersOf.get(key) ?? []), step]);
   }
   const recorderOf = new Map<string, Step>();
   const stepped = new Set<string>();
@@ -133,9 +133,8 @@ export function addRefreshes(
             continue;
           if (recorder && !ancestorsOf(writer).has(recorder.id)) continue;
           // Only a rewrite of an image kept in place presents what it did. An image built anew
-          // from its source presents other content: an output read through it is stale, which
-          // settleStaleContent finds by path; reached here under another name (a symlink), it
-          // must stay stale too, or the next plan would call a wrong output up to date.
+          // from its source presents other content: an output read through it is stale
+          // (settleStaleContent), and a refresh would have the next plan call it up to date.
           const writerPlan = contents.get(writer.image);
           if (writerPlan === undefined || writerPlan === 'failed' || writerPlan.kind !== 'in-place') continue;
           rewriters.add(writer);

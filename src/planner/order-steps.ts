@@ -27,7 +27,7 @@ export function ancestry(steps: readonly Step[]): (step: Step) => Set<string> {
  * unless the reader already waits for the writer (it reads the result). Files are compared by
  * `keyOf` (fileKeys: two names of one file are one file).
  */
-export function addReaderEdges(steps: Step[], keyOf: (path: string) => string = (path) => path): void {
+export function addReaderEdges(steps: Step[], keyOf: (path: string) => string): void {
   const byId = new Map(steps.map((s) => [s.id, s]));
   const memo = new Map<string, Set<string>>();
   const writes = new Map(steps.map((s) => [s.id, new Set(s.writes.map(keyOf))]));

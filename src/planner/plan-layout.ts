@@ -3,6 +3,7 @@
 import { dirname } from 'node:path';
 import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
 import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
+import { backingCycleFrom } from '../manifest/check-manifest.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity } from '../state/fingerprint.js';
@@ -330,16 +331,11 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
   });
   if (!hidden) return undefined;
   for (const start of manifest.images) {
-    const trail: ResolvedImage[] = [];
-    let current: ResolvedImage | undefined = start;
-    while (current && !trail.includes(current)) {
-      trail.push(current);
-      current = below(current);
-    }
-    if (!current) continue;
-    const cycle = trail.slice(trail.indexOf(current));
-    return error('backing-cycle', `backing cycle: ${[...cycle, current].map((i) => i.id).join(' -> ')}`, {
-      location: current.at.backing,
+    const cycle = backingCycleFrom(start, below);
+    const first = cycle?.[0];
+    if (!cycle || !first) continue;
+    return error('backing-cycle', `backing cycle: ${[...cycle, first].map((i) => i.id).join(' -> ')}`, {
+      location: first.at.backing,
       related: cycle.map((image) => ({
         message:
           image.backing?.kind === 'file'

@@ -17,6 +17,7 @@ import {
   safeRebaseCommand,
   snapshotExportCommand,
 } from '../qemu/commands.js';
+import { hasZeroClusters, QCOW2_DEFAULT_CLUSTER_SIZE } from '../qemu/formats.js';
 import {
   type LedgerIntent,
   type PlannedCommand,
@@ -276,16 +277,11 @@ export function diffStep(
  * the new file; so a diff of sparse content onto a full backing can write its whole size.
  */
 function diffWriteEstimate(target: Target, content: ContentFile, backing: BackingTarget, size?: number): number {
-  const finalSize = size ?? content.virtualSize;
-  const compat = target.options.compat;
-  if (target.format === 'qcow2' && (compat === '0.10' || compat === 'v2')) {
-    return Math.min(finalSize, content.chainBytes + backing.chainBytes);
+  if (target.format === 'qcow2' && !hasZeroClusters(target.options)) {
+    return Math.min(size ?? content.virtualSize, content.chainBytes + backing.chainBytes);
   }
   return Math.min(content.virtualSize, content.chainBytes);
 }
-
-/** qcow2's default cluster size, which `qemu-img create` uses when none is given. */
-const DEFAULT_CLUSTER_SIZE = 65536;
 
 /**
  * What a delta link is expected to store. Copy-on-read writes each range into the overlay's own
@@ -295,7 +291,7 @@ const DEFAULT_CLUSTER_SIZE = 65536;
  * but only compat 1.1 has them: a compat 0.10 overlay stores the zeros as data.
  */
 export function deltaWriteBytes(delta: SnapshotDelta, options: Options): number {
-  const outputCluster = options.cluster_size ?? DEFAULT_CLUSTER_SIZE;
+  const outputCluster = options.cluster_size ?? QCOW2_DEFAULT_CLUSTER_SIZE;
   if (outputCluster > delta.clusterSize) {
     let bytes = 0;
     let coveredTo = 0;
@@ -307,8 +303,7 @@ export function deltaWriteBytes(delta: SnapshotDelta, options: Options): number 
     }
     return bytes;
   }
-  const zeroClusters = options.compat !== '0.10' && options.compat !== 'v2';
-  return zeroClusters ? delta.bytes - delta.zeroBytes : delta.bytes;
+  return hasZeroClusters(options) ? delta.bytes - delta.zeroBytes : delta.bytes;
 }
 
 /**

@@ -36,7 +36,7 @@ export function guardRecordedSources(
   steps: Step[],
   layout: InspectedLayout,
   /** A key per file, two names of one file alike (fileKeys): a write through one name counts for all. */
-  keyOf: (path: string) => string = (path) => path,
+  keyOf: (path: string) => string,
 ): void {
   const written = new Set(steps.flatMap((step) => step.writes.map(keyOf)));
   // A step that changes an image in place may write its external data file too (a resize grows

@@ -3,8 +3,8 @@
 // exactly but costs a process; this bound lets `apply` skip it when even the worst case fits.
 // It is deliberately loose: every part is rounded up, and the margin covers the rest.
 import type { Options } from '../manifest/manifest.generated.js';
+import { QCOW2_DEFAULT_CLUSTER_SIZE } from '../qemu/formats.js';
 
-const DEFAULT_CLUSTER_SIZE = 64 * 1024;
 const DEFAULT_REFCOUNT_BITS = 16;
 /** For the header and anything else small (the header alone is one cluster of at most 2 MiB). */
 const MARGIN_BYTES = 8 * 1024 * 1024;
@@ -18,7 +18,7 @@ const MARGIN_BYTES = 8 * 1024 * 1024;
  * refcount block; each table rounded up to whole clusters.
  */
 export function qcow2WorstCaseBytes(virtualSize: number, options: Options): number {
-  const clusterSize = options.cluster_size ?? DEFAULT_CLUSTER_SIZE;
+  const clusterSize = options.cluster_size ?? QCOW2_DEFAULT_CLUSTER_SIZE;
   const wholeClusters = (bytes: number) => Math.ceil(bytes / clusterSize) * clusterSize;
   const clusters = Math.ceil(virtualSize / clusterSize);
   const l2Bytes = wholeClusters(clusters * (options.extended_l2 ? 16 : 8));

@@ -30,6 +30,17 @@ export function canonicalCompat(compat: string): '0.10' | '1.1' {
   return compat === '0.10' || compat === 'v2' ? '0.10' : '1.1';
 }
 
+/** qcow2's default cluster size, which `qemu-img create` uses when none is given. */
+export const QCOW2_DEFAULT_CLUSTER_SIZE = 65536;
+
+/** The smallest qcow2 cluster extended L2 entries allow (qemu-img refuses smaller ones). */
+export const EXTENDED_L2_MIN_CLUSTER_SIZE = 16384;
+
+/** Whether a qcow2 image made with `options` has zero clusters: compat 1.1 has, 0.10 has not. */
+export function hasZeroClusters(options: Options): boolean {
+  return options.compat === undefined || canonicalCompat(options.compat) === '1.1';
+}
+
 /**
  * The options a qcow2 image asks for that only compat 1.1 (v3) can have, each as `name: value`:
  * qemu-img create and amend refuse them on a compat 0.10 image.
