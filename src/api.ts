@@ -208,6 +208,7 @@ export async function plan(file: string, options: PlanOptions = {}): Promise<Pla
   }
   const planned = planLayout(loaded.manifest, inspected.layout);
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
+  warnings.push(...planned.plan.warnings);
   const skipMeasures = options.measure === 'when-space-is-tight' && fitsAtWorst(planned.plan, inspected.layout);
   const measures = skipMeasures ? new Map<string, number>() : await measureSteps(planned.plan.steps, runner);
   const measured = withMeasuredWrites(planned.plan, measures, inspected.layout);

@@ -36,7 +36,7 @@ function stepLines(step: Step): string[] {
   const temporaries = temporariesOf(step);
   // A step computed from a file's metadata (a delta's ranges) holds only while that file is unchanged.
   for (const planned of step.plannedFrom ?? []) out.push(unchangedLine(planned.path, planned.fingerprint));
-  for (const t of temporaries) out.push(`mkdir -p -- ${quoteArg(dirname(t.path))}`);
+  for (const t of temporaries) out.push(`mkdir -p -- ${quoteArg(dirname(t.temporaryPath))}`);
   for (const t of temporaries) out.push(`rm -f -- ${quoteArg(t.temporaryPath)}`);
   // Killed or failing, the step's temporary files go too (the EXIT trap; signals exit first).
   if (temporaries.length) {
@@ -72,7 +72,7 @@ function stepLines(step: Step): string[] {
   if (step.helpers?.length) out.push('stop_helpers');
   // qemu-img writes with cache=unsafe: flush before a new name makes the file look finished.
   out.push('sync');
-  for (const t of temporaries) out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.path)}`);
+  for (const t of temporaries) out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.onto)}`);
   if (temporaries.length) out.push('sync', 'trap cleanup EXIT');
   return out;
 }

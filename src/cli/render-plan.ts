@@ -87,7 +87,10 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
         lines.push(style.paint('dim', `      then: flush, rename ${show(extra.temporaryPath)} -> ${show(extra.path)}`));
       }
       if (step.temporaryPath) {
-        lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${show(step.path)}`));
+        const onto = step.renameOnto
+          ? `${show(step.renameOnto)} (the file ${show(step.path)} links to)`
+          : show(step.path);
+        lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${onto}`));
       }
     }
   }

@@ -97,6 +97,8 @@ export class DiskEffects implements StepEffects {
   async commitTemporary(temporaryPath: string, path: string): Promise<void> {
     await rename(temporaryPath, path);
     await fsyncPath(dirname(path));
+    // Renamed onto a symlink's target in another folder: that folder lost the name.
+    if (dirname(temporaryPath) !== dirname(path)) await fsyncPath(dirname(temporaryPath));
   }
 
   async discardTemporary(temporaryPath: string): Promise<void> {

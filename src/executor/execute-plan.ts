@@ -140,7 +140,7 @@ async function completeStep(step: Step, effects: StepEffects): Promise<void> {
   for (const path of writtenFiles(step)) await effects.flush(path);
   const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
   if (step.ledger) await effects.record(step.path, step.ledger, located);
-  for (const { temporaryPath, path } of renames) await effects.commitTemporary(temporaryPath, path);
+  for (const { temporaryPath, onto } of renames) await effects.commitTemporary(temporaryPath, onto);
   if (step.ledger && renames.length > 0) await effects.markFinished(step.path);
   for (const refresh of step.refreshLedger ?? [])
     await effects.refreshChain(refresh.output, refresh.chain, refresh.files);

@@ -6,7 +6,7 @@
 // to thousands of files; a synchronous call costs microseconds, an asynchronous one a thread-pool
 // round trip and a promise (planning 10,000 images spent most of its time there). Nothing else
 // needs the event loop while a header is read, and a FIFO is never opened (see `kind`).
-import { type BigIntStats, closeSync, openSync, readSync, statSync } from 'node:fs';
+import { type BigIntStats, closeSync, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 
@@ -36,6 +36,13 @@ export interface ImageFile {
   pastEnd?: string;
   /** Why the header could not be read, when it could not (the file is still what it is). */
   unreadable?: string;
+  /**
+   * When the path is a symlink: the file it names (every link resolved). A rewrite replaces that
+   * file, so that the link, and every program that opens the file by its own name, see the result.
+   */
+  linkTarget?: string;
+  /** How many names (hard links) the file has, when it has more than one. */
+  links?: number;
 }
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -64,11 +71,28 @@ const EXTENSION_END = 0;
 const EXTENSION_BACKING_FORMAT = 0xe279_2aca;
 const EXTENSION_DATA_FILE = 0x4441_5441;
 
-/** The fingerprint and kind of `path`, or null when it does not exist. */
-function statOf(path: string): { fingerprint: Fingerprint; kind: FileKind; size: bigint } | null {
+/** What a stat says about a path: its fingerprint and kind, and the facts a rewrite needs. */
+interface Stat {
+  fingerprint: Fingerprint;
+  kind: FileKind;
+  size: bigint;
+  linkTarget?: string;
+  links?: number;
+}
+
+/**
+ * The stat of `path`, following symlinks, or null when nothing exists there (a dangling symlink
+ * included). A path that is not a symlink, nearly every one, costs a single lstat.
+ */
+function statOf(path: string): Stat | null {
   let s: BigIntStats;
+  let linkTarget: string | undefined;
   try {
-    s = statSync(path, { bigint: true });
+    s = lstatSync(path, { bigint: true });
+    if (s.isSymbolicLink()) {
+      s = statSync(path, { bigint: true });
+      linkTarget = realpathSync(path);
+    }
   } catch (e) {
     if (isAbsentPath(e)) return null;
     throw e;
@@ -85,7 +109,13 @@ function statOf(path: string): { fingerprint: Fingerprint; kind: FileKind; size:
           : s.isBlockDevice()
             ? 'block device'
             : 'character device';
-  return { fingerprint, kind, size: s.size };
+  return {
+    fingerprint,
+    kind,
+    size: s.size,
+    ...(linkTarget === undefined ? {} : { linkTarget }),
+    ...(kind === 'file' && s.nlink > 1n ? { links: Number(s.nlink) } : {}),
+  };
 }
 
 /** A NUL-padded string field of the header, or undefined when it lies outside what was read. */
@@ -137,13 +167,13 @@ export function parseQcow2Header(data: Buffer): Qcow2Header | string {
 export function readImageFile(path: string): ImageFile {
   const found = statOf(path);
   if (!found) return { fingerprint: null };
-  const { fingerprint, kind, size } = found;
-  if (kind !== 'file') return { fingerprint, kind };
+  const { size, ...facts } = found;
+  if (facts.kind !== 'file') return facts;
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (e) {
-    return { fingerprint, kind, unreadable: (e as Error).message };
+    return { ...facts, unreadable: (e as Error).message };
   }
   try {
     let bytesRead = readSync(fd, head, 0, FIRST_BYTES, 0);
@@ -156,13 +186,13 @@ export function readImageFile(path: string): ImageFile {
       (s) =>
         data.length >= s.offset + s.bytes.length && s.bytes.compare(data, s.offset, s.offset + s.bytes.length) === 0,
     )?.format;
-    if (claimedFormat !== 'qcow2') return { fingerprint, kind, ...(claimedFormat ? { claimedFormat } : {}) };
+    if (claimedFormat !== 'qcow2') return { ...facts, ...(claimedFormat ? { claimedFormat } : {}) };
     const qcow2 = parseQcow2Header(data);
-    if (typeof qcow2 === 'string') return { fingerprint, kind, claimedFormat, unreadable: qcow2 };
+    if (typeof qcow2 === 'string') return { ...facts, claimedFormat, unreadable: qcow2 };
     const pastEnd = qcow2MetadataPastEnd(fd, Number(size), data);
-    return { fingerprint, kind, claimedFormat, qcow2, ...(pastEnd ? { pastEnd } : {}) };
+    return { ...facts, claimedFormat, qcow2, ...(pastEnd ? { pastEnd } : {}) };
   } catch (e) {
-    return { fingerprint, kind, unreadable: (e as Error).message };
+    return { ...facts, unreadable: (e as Error).message };
   } finally {
     closeSync(fd);
   }

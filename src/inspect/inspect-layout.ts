@@ -83,6 +83,13 @@ export interface InspectedFile {
   format: string;
   /** Its backing chain, top first; null when missing or unreadable. */
   chain: ChainLayer[] | null;
+  /**
+   * When its path is a symlink: the file it names, which a rewrite replaces (ImageFile), and
+   * whether that file is on the filesystem of the link's folder (where the rewrite can write).
+   */
+  symlink?: { target: string; sameFilesystem: boolean };
+  /** How many names (hard links) the file has, when more than one. */
+  links?: number;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -178,14 +185,29 @@ function qedBackingsOf(manifest: ResolvedManifest): (image: string, backing: str
 async function inspectFile(request: Request, inspection: Inspection): Promise<InspectedFile> {
   const { runner, fileOf, probes, diagnostics } = inspection;
   const file = fileOf(request.path);
-  const { fingerprint } = file;
+  const { fingerprint, linkTarget, links } = file;
   const format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
+  const found: InspectedFile = {
+    path: request.path,
+    fingerprint,
+    format,
+    chain: null,
+    ...(linkTarget === undefined
+      ? {}
+      : {
+          symlink: {
+            target: linkTarget,
+            sameFilesystem: fileOf(dirname(request.path)).fingerprint?.dev === fingerprint.dev,
+          },
+        }),
+    ...(links === undefined ? {} : { links }),
+  };
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
-  if (request.role === 'foreign-output') return { path: request.path, fingerprint, format, chain: null };
+  if (request.role === 'foreign-output') return found;
   const kind = file.kind;
   // A file to retire is never opened either; only image files are retired.
-  if (request.role === 'retired' && kind === 'file') return { path: request.path, fingerprint, format, chain: null };
+  if (request.role === 'retired' && kind === 'file') return found;
   if (kind !== 'file') {
     diagnostics.push(
       error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
@@ -196,12 +218,12 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
             : 'name the image file itself',
       }),
     );
-    return { path: request.path, fingerprint, format, chain: null };
+    return found;
   }
   const problem = contradictedFormat(request, format, file.claimedFormat);
   if (problem) {
     diagnostics.push(problem);
-    if (problem.severity === 'error') return { path: request.path, fingerprint, format, chain: null };
+    if (problem.severity === 'error') return found;
   }
   const layers =
     probes.chain(request.path, format) ??
@@ -210,14 +232,14 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       fileOf,
       qedBackingDeclared: inspection.qedBackingDeclared,
     }));
-  if (!layers) return { path: request.path, fingerprint, format, chain: null };
+  if (!layers) return found;
   if (!probes.unlocked(request.path)) {
     const inUse = await heldForWriting(request, format, runner);
     if (inUse) diagnostics.push(inUse);
   }
   const chain = layers.map(inspection.chainLayerOf);
 
-  return { path: request.path, fingerprint, format, chain };
+  return { ...found, chain };
 }
 
 /**
@@ -329,8 +351,13 @@ export async function inspectLayout(
 
   const freeSpace = new Map<string, FilesystemSpace>();
   const seenDevices = new Map<string, FilesystemSpace>();
-  for (const image of manifest.images) {
-    const dir = dirname(image.path);
+  // A rewrite of an image whose path is a symlink writes beside the file it names.
+  const written = manifest.images.flatMap((image) => {
+    const target = files.get(image.path)?.symlink?.target;
+    return target === undefined ? [image.path] : [image.path, target];
+  });
+  for (const path of written) {
+    const dir = dirname(path);
     if (freeSpace.has(dir)) continue;
     // The folder may not exist yet (apply creates it): measure the nearest one that does.
     let existing = dir;

@@ -1,7 +1,7 @@
 // Stage 4: the planner. A pure function of (resolved manifest, inspected layout incl. ledger):
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
-import { dirname } from 'node:path';
-import { type Diagnostic, error } from '../diagnostics/diagnostic.js';
+import { dirname, isAbsolute } from 'node:path';
+import { type Diagnostic, error, hasErrors, warning } from '../diagnostics/diagnostic.js';
 import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
 import { backingCycleFrom } from '../manifest/check-manifest.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -141,10 +141,12 @@ function planImage(
   }
   const dataFile = image.options.data_file;
   if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
+  const symlink = ctx.layout.files.get(image.path)?.symlink;
   const target: Target = {
     id: image.id,
     path: image.path,
     format: image.format,
+    ...(symlink === undefined ? {} : { symlink }),
     // A rewrite in place keeps the settings the manifest does not name (keptSettings); a new
     // file's data file is created under a temporary name too (see withDataFile).
     options: {
@@ -174,6 +176,8 @@ function planImage(
   // An image kept in place keeps the data file it has, unless the manifest names another or a
   // step writes the image anew (a new file gets a data file only when one is declared).
   const rewritten = steps.some((step) => step.temporaryPath !== undefined);
+  if (rewritten && backing && relativeBackingAcrossFilesystems(image, backing.target.name, ctx)) return 'failed';
+  if (rewritten) warnOtherNamesKeepOldFile(image, ctx);
   const finalDataFile =
     dataFile ?? (image.source || rewritten ? undefined : ctx.layout.files.get(image.path)?.chain?.[0]?.dataFilePath);
   ctx.final.set(image.id, {
@@ -192,10 +196,52 @@ function planImage(
   return { plan: { id: image.id, path: image.path, action, steps: steps.map((s) => s.id) }, steps };
 }
 
+/**
+ * A rewrite of an image whose path is a symlink to a file on another filesystem is written
+ * beside that file (newFileFor in recipes.ts), where a relative backing name resolves from
+ * another folder than the link's: qemu-img would open another file, or none, midway through.
+ */
+function relativeBackingAcrossFilesystems(image: ResolvedImage, backingName: string, ctx: PlanContext): boolean {
+  const link = ctx.layout.files.get(image.path)?.symlink;
+  if (!link || link.sameFilesystem || isAbsolute(backingName)) return false;
+  ctx.diagnostics.push(
+    error(
+      'symlink-across-filesystems',
+      `${image.path} is a symlink to ${link.target}, on another filesystem: a rewrite is written beside that file, where the relative backing name "${backingName}" does not name what it names beside the link`,
+      {
+        location: image.at.path,
+        hint: `spell the backing's path absolutely in the manifest (the image then stores an absolute backing name), or name ${link.target} itself as the image's path`,
+      },
+    ),
+  );
+  return true;
+}
+
+/**
+ * A rewrite gives the image's path a new file: other hard links to the old file keep the old
+ * file (a symlink is followed instead, see Step.renameOnto). Nothing is lost, but a VM that
+ * opens the disk by another name would not see the change.
+ */
+function warnOtherNamesKeepOldFile(image: ResolvedImage, ctx: PlanContext): void {
+  const links = ctx.layout.files.get(image.path)?.links;
+  if (links === undefined) return;
+  const others = links - 1;
+  ctx.diagnostics.push(
+    warning(
+      'hard-linked',
+      `${image.path} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file at this path only, and the other names keep the old file`,
+      {
+        location: image.at.path,
+        hint: `to see them: find / -xdev -samefile ${image.path}; remove them first if they should not keep the old disk`,
+      },
+    ),
+  );
+}
+
 function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceCheck[] {
   const byDir = new Map<string, SpaceCheck>();
   for (const step of steps) {
-    const space = layout.freeSpace.get(dirname(step.path));
+    const space = layout.freeSpace.get(dirname(step.temporaryPath ?? step.path));
     if (!space) continue;
     const check = byDir.get(space.dir) ?? {
       dir: space.dir,
@@ -388,8 +434,8 @@ export function planLayout(
     images.push(planned.plan);
     steps.push(...planned.steps);
   }
-  if (failed || ctx.diagnostics.length > 0) {
-    if (ctx.diagnostics.length === 0) {
+  if (failed || hasErrors(ctx.diagnostics)) {
+    if (!hasErrors(ctx.diagnostics)) {
       ctx.diagnostics.push(error('plan-failed', 'planning failed; see the errors above'));
     }
     return { ok: false, diagnostics: ctx.diagnostics };
@@ -421,7 +467,7 @@ export function planLayout(
       steps: ordered,
       space: spaceChecks(ordered, layout),
       retire: manifest.retire.map((r) => r.path).filter((path) => layout.files.get(path)?.fingerprint),
-      warnings: [],
+      warnings: ctx.diagnostics,
     },
   };
 }

@@ -98,6 +98,11 @@ export interface Step {
   writes: string[];
   /** When set, commands write this file, which is renamed onto `path` only after they all succeed. */
   temporaryPath?: string;
+  /**
+   * The file `temporaryPath` is renamed onto when it is not `path`: the file a symlink at `path`
+   * names, so that the link keeps naming the image (see newFileFor in recipes.ts).
+   */
+  renameOnto?: string;
   /** More files written under temporary names (an external data file), renamed before `path`. */
   extraTemporaries?: { temporaryPath: string; path: string }[];
   /** Started before the commands, always stopped after (also on failure and Ctrl-C). */
@@ -172,12 +177,15 @@ export function stepsBefore(step: Step): string[] {
 }
 
 /**
- * The files a step writes under temporary names, with their final names: an external data file
- * first, then the image itself. Each is renamed onto its final name only when the step is done.
+ * The files a step writes under temporary names, with their final names (`path`) and the files
+ * they are renamed onto (`onto`: `path`, or the file a symlink there names): an external data
+ * file first, then the image itself. Each is renamed only when the step is done.
  */
-export function temporariesOf(step: Step): { temporaryPath: string; path: string }[] {
+export function temporariesOf(step: Step): { temporaryPath: string; path: string; onto: string }[] {
   return [
-    ...(step.extraTemporaries ?? []),
-    ...(step.temporaryPath ? [{ temporaryPath: step.temporaryPath, path: step.path }] : []),
+    ...(step.extraTemporaries ?? []).map((extra) => ({ ...extra, onto: extra.path })),
+    ...(step.temporaryPath
+      ? [{ temporaryPath: step.temporaryPath, path: step.path, onto: step.renameOnto ?? step.path }]
+      : []),
   ];
 }

@@ -69,11 +69,29 @@ export interface Target {
   format: string;
   options: Options;
   ledger: Omit<LedgerIntent, 'backingChain'> | undefined;
+  /**
+   * When `path` is a symlink: the file it names, which a rewrite replaces (see Step.renameOnto),
+   * and whether it is on the filesystem of the link's folder.
+   */
+  symlink?: { target: string; sameFilesystem: boolean };
 }
 
 /** The temporary name a new image is written under, in its target's folder. */
 export function temporaryPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.chainform-tmp`);
+}
+
+/**
+ * Where a step writes its target anew: under a temporary name beside its path, then renamed onto
+ * the file it replaces, which for a symlink is the file the link names. Beside the path, qemu
+ * resolves a relative backing name as it will through the link; only a file on another
+ * filesystem gets its temporary beside it instead (a rename cannot cross filesystems).
+ */
+function newFileFor(target: Target): Pick<Step, 'temporaryPath' | 'renameOnto'> & { temporaryPath: string } {
+  const link = target.symlink;
+  if (link === undefined) return { temporaryPath: temporaryPathFor(target.path) };
+  const beside = link.sameFilesystem ? target.path : link.target;
+  return { temporaryPath: temporaryPathFor(beside), renameOnto: link.target };
 }
 
 function baseStep(
@@ -124,10 +142,11 @@ function measureOutput(
 
 /** A full copy into a new standalone image. */
 export function convertStep(target: Target, content: ContentFile, reason: string): Step {
-  const temporaryPath = temporaryPathFor(target.path);
+  const newFile = newFileFor(target);
+  const { temporaryPath } = newFile;
   return {
     ...baseStep('convert', target, reason, content.chain, null),
-    temporaryPath,
+    ...newFile,
     commands: [
       {
         argv: convertCommand({
@@ -157,10 +176,11 @@ export function convertKeepingBackingStep(
   backing: BackingTarget,
   reason: string,
 ): Step {
-  const temporaryPath = temporaryPathFor(target.path);
+  const newFile = newFileFor(target);
+  const { temporaryPath } = newFile;
   return {
     ...baseStep('convert-keep-backing', target, reason, content.chain, backing),
-    temporaryPath,
+    ...newFile,
     commands: [
       {
         argv: convertKeepingBackingCommand({
@@ -244,11 +264,12 @@ export function diffStep(
   reason: string,
   size?: number,
 ): Step {
-  const temporaryPath = temporaryPathFor(target.path);
+  const newFile = newFileFor(target);
+  const { temporaryPath } = newFile;
   const overlay = contentForOverlay(content);
   return {
     ...baseStep('diff', target, reason, content.chain, backing),
-    temporaryPath,
+    ...newFile,
     ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     commands: [
       emptyOverlayOn(overlay, target, temporaryPath, size),
@@ -319,7 +340,8 @@ export function deltaStep(
   delta: SnapshotDelta,
   reason: string,
 ): Step {
-  const temporaryPath = temporaryPathFor(target.path);
+  const newFile = newFileFor(target);
+  const { temporaryPath } = newFile;
   const overlay = contentForOverlay(content);
   const copies = copyOnReadCommands({ image: temporaryPath, format: target.format, ranges: delta.ranges });
   const { dependsOn, ...base } = baseStep('delta', target, reason, content.chain, backing);
@@ -328,7 +350,7 @@ export function deltaStep(
     // The copies read only the source: the link below is needed from the `rebase -u` on.
     dependsOn: [],
     ...(dependsOn.length ? { finishAfter: { steps: dependsOn, beforeCommand: 1 + copies.length } } : {}),
-    temporaryPath,
+    ...newFile,
     ...(overlay.helpers.length ? { helpers: overlay.helpers } : {}),
     plannedFrom: [{ path: delta.path, fingerprint: delta.fingerprint }],
     commands: [

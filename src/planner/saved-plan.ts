@@ -54,6 +54,7 @@ function stepSignature(step: Plan['steps'][number]): string {
     step.dependsOn,
     step.finishAfter ?? null,
     step.temporaryPath ?? null,
+    step.renameOnto ?? null,
     step.extraTemporaries ?? [],
     (step.helpers ?? []).map((h) => h.argv),
     step.commands.map((c) => [c.argv, c.check === true]),

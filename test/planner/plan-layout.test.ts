@@ -515,3 +515,76 @@ images:
     ]);
   });
 });
+
+describe('planner: an image whose path is another name of its file', () => {
+  const rewrite = 'version: 1\nimages:\n  top: { path: vm/top.qcow2, backing: null }\n';
+  /** vm/top.qcow2 on a backing, so that `backing: null` rewrites it (a flatten into a new file). */
+  const linked = (extra: Partial<ReturnType<typeof file>>) => {
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, { backingName: '../in/old.qcow2' }),
+      layer('/work/m/in/old.qcow2', 2),
+    ]);
+    return { ...top, ...extra };
+  };
+
+  it('writes beside a symlink and renames onto the file it names, on one filesystem', () => {
+    const symlink = { target: '/work/store/top.qcow2', sameFilesystem: true };
+    const plan = planOf(rewrite, layoutOf([linked({ symlink })]));
+    const step = plan.steps[0]!;
+    // Beside the link, qemu resolves a relative backing name as it will through the link.
+    expect(step.temporaryPath).toBe('/work/m/vm/.top.qcow2.chainform-tmp');
+    expect(step.renameOnto).toBe('/work/store/top.qcow2');
+    expect(plan.warnings).toEqual([]);
+  });
+
+  it('writes beside the file a symlink names when it is on another filesystem (a rename cannot cross)', () => {
+    const symlink = { target: '/mnt/disks/top.qcow2', sameFilesystem: false };
+    const layout = layoutOf([linked({ symlink })]);
+    const elsewhere = { dir: '/mnt/disks', freeBytes: 5 * MiB };
+    const plan = planOf(rewrite, { ...layout, freeSpace: new Map([...layout.freeSpace, ['/mnt/disks', elsewhere]]) });
+    const step = plan.steps[0]!;
+    expect(step.temporaryPath).toBe('/mnt/disks/.top.qcow2.chainform-tmp');
+    expect(step.renameOnto).toBe('/mnt/disks/top.qcow2');
+    // The space is checked where the bytes land.
+    expect(plan.space.map((s) => s.dir)).toEqual(['/mnt/disks']);
+  });
+
+  it('warns that other hard links keep the old file when the image is rewritten, not when amended', () => {
+    const plan = planOf(rewrite, layoutOf([linked({ links: 3 })]));
+    expect(plan.steps[0]!.renameOnto).toBeUndefined();
+    expect(plan.warnings.map((w) => [w.code, w.severity, w.message])).toEqual([
+      [
+        'hard-linked',
+        'warning',
+        '/work/m/vm/top.qcow2 has 2 other names (hard links): the rewrite puts a new file at this path only, and the other names keep the old file',
+      ],
+    ]);
+    const amend =
+      'version: 1\nimages:\n  top: { path: vm/top.qcow2, backing: { path: in/old.qcow2, format: qcow2 }, options: { lazy_refcounts: true } }\n';
+    const old = file('qcow2', [layer('/work/m/in/old.qcow2', 2)]);
+    const amended = planOf(amend, layoutOf([linked({ links: 3 }), old]));
+    expect(kinds(amended)).toEqual(['top:amend']);
+    expect(amended.warnings).toEqual([]);
+  });
+});
+
+describe('planner: a symlink to a file on another filesystem, with a relative backing name', () => {
+  it('refuses the rewrite: beside that file, the name would resolve from another folder', () => {
+    const text =
+      'version: 1\nimages:\n  top: { path: vm/top.qcow2, backing: { path: in/base.qcow2, format: qcow2 }, options: { cluster_size: 131072 } }\n';
+    const base = file('qcow2', [layer('/work/m/in/base.qcow2', 2)]);
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, { backingName: '../in/base.qcow2' }),
+      layer('/work/m/in/base.qcow2', 2),
+    ]);
+    const elsewhere = { ...top, symlink: { target: '/mnt/disks/top.qcow2', sameFilesystem: false } };
+    const refused = planLayout(resolved(text), layoutOf([elsewhere, base]));
+    expect(refused.ok).toBe(false);
+    expect(refused.ok ? [] : refused.diagnostics.map((d) => d.code)).toEqual(['symlink-across-filesystems']);
+    // An absolute backing name, or a link on the same filesystem, is planned.
+    const absolute = text.replace('in/base.qcow2', '/work/m/in/base.qcow2');
+    expect(planLayout(resolved(absolute), layoutOf([elsewhere, base])).ok).toBe(true);
+    const near = { ...top, symlink: { target: '/work/store/top.qcow2', sameFilesystem: true } };
+    expect(planLayout(resolved(text), layoutOf([near, base])).ok).toBe(true);
+  });
+});
