@@ -36,7 +36,10 @@ export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest:
   lines.push('');
   lines.push(
     drift.inSync
-      ? style.paint('green', `In sync: ${plural(drift.images.length, 'image')} match ${manifest}.`)
+      ? style.paint(
+          'green',
+          `In sync: ${plural(drift.images.length, 'image')} ${drift.images.length === 1 ? 'matches' : 'match'} ${manifest}.`,
+        )
       : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} differ${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. ${next}`,
   );
   return lines.join('\n');

@@ -16,7 +16,7 @@ import {
 import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { AMENDABLE, describeChange, downgradeBlockers, optionChanges } from './compare-options.js';
 import { contentKey } from './content-identity.js';
-import { type ContentPlan, keyOfLayer, type PlanContext } from './plan-context.js';
+import { type ContentPlan, keyOfLayer, namesDataFileOf, type PlanContext } from './plan-context.js';
 import type { Step } from './plan-types.js';
 import {
   amendStep,
@@ -98,7 +98,9 @@ export function chooseSteps(
     return 'failed';
   // A step that writes a new file creates it with the wanted options; in place, amend them.
   if (plan.kind === 'in-place' && steps.every((s) => !s.temporaryPath)) {
-    const amendable = optionChanges(image.options, top).filter((c) => AMENDABLE.has(c.name));
+    const amendable = optionChanges(image.options, top, namesDataFileOf(top, ctx.layout)).filter((c) =>
+      AMENDABLE.has(c.name),
+    );
     if (amendable.length > 0 && plan.content.format === image.format) {
       const wantsV2 = amendable.some((c) => c.name === 'compat' && c.want === '0.10');
       const blockers = wantsV2 ? downgradeBlockers(image.options, top) : [];
@@ -382,7 +384,7 @@ export function chooseRecipe(
 
   // In place: the file at `path` already presents the wanted content. Option changes that
   // `qemu-img amend` can make are made in place; any other change rewrites the file.
-  const optionDiffs = optionChanges(image.options, top);
+  const optionDiffs = optionChanges(image.options, top, namesDataFileOf(top, ctx.layout));
   const amendOnly = content.format === image.format && optionDiffs.every((c) => AMENDABLE.has(c.name));
   const changes = [
     ...(content.format !== image.format ? [`format ${content.format} -> ${image.format}`] : []),

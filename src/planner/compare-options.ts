@@ -39,11 +39,20 @@ function comparable(name: keyof Options, value: unknown): unknown {
   return name === 'compat' && typeof value === 'string' ? canonicalCompat(value) : value;
 }
 
-/** How the image differs from the options the manifest asks for (only those it names). */
-export function optionChanges(wanted: Options, image: ComparedImage): OptionChange[] {
+/**
+ * How the image differs from the options the manifest asks for (only those it names).
+ * `isItsDataFile` says whether a path names the image's data file, also under another name (a
+ * symlink, a hard link); by default only its own path does.
+ */
+export function optionChanges(
+  wanted: Options,
+  image: ComparedImage,
+  isItsDataFile: (path: string) => boolean = (path) => path === HAVE.data_file(image),
+): OptionChange[] {
   const changes: OptionChange[] = [];
   for (const [name, have] of COMPARED) {
     if (wanted[name] === undefined) continue;
+    if (name === 'data_file' && isItsDataFile(wanted[name] as string)) continue;
     const want = comparable(name, wanted[name]);
     const current = comparable(name, have(image));
     if (current !== want) changes.push({ name, have: current, want });

@@ -6,7 +6,7 @@ import type { ResolvedBacking, ResolvedImage, ResolvedManifest } from '../manife
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { contentKey } from './content-identity.js';
 import { findSnapshot, snapshotPastImageEnd } from './find-snapshot.js';
-import { type ContentPlan, contentOf, layerPaths, type PlanContext } from './plan-context.js';
+import { type ContentPlan, contentOf, layerPaths, namesDataFileOf, type PlanContext } from './plan-context.js';
 
 /** True when a chain's files are exactly those the ledger recorded, unchanged. */
 export function chainMatches(recorded: readonly Fingerprint[], chain: readonly ChainLayer[]): boolean {
@@ -126,8 +126,8 @@ function afterRetiredSource(image: ResolvedImage, existing: InspectedFile | unde
 export function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext): boolean {
   const existing = ctx.layout.files.get(dataFile);
   if (!existing?.fingerprint) return true;
-  const output = ctx.layout.files.get(image.path);
-  if (output?.chain?.[0]?.dataFilePath === dataFile) return true;
+  const top = ctx.layout.files.get(image.path)?.chain?.[0];
+  if (top && namesDataFileOf(top, ctx.layout)(dataFile)) return true;
   // Renamed into place by a run killed before it renamed the image: the ledger knows the file.
   if (sameFingerprint(ctx.layout.ledger.outputs[image.path]?.dataFile, existing.fingerprint)) return true;
   ctx.diagnostics.push(

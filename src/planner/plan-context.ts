@@ -51,6 +51,19 @@ export function fileKeys(layout: InspectedLayout): (path: string) => string {
   return (path) => identities.get(path) ?? path;
 }
 
+/**
+ * Whether a path names the data file of `layer`: its own path, or another name of that file (a
+ * symlink, a hard link) as inspection saw them.
+ */
+export function namesDataFileOf(layer: ChainLayer, layout: InspectedLayout): (path: string) => boolean {
+  return (path) => {
+    if (path === layer.dataFilePath) return true;
+    const named = layout.files.get(path)?.fingerprint;
+    const own = layer.dataFileFingerprint;
+    return !!named && !!own && fileIdentity(named) === fileIdentity(own);
+  };
+}
+
 export function keyOfLayer(layer: ChainLayer | undefined): string | undefined {
   return layer?.fingerprint ? contentKey(fileIdentity(layer.fingerprint), layer.format) : undefined;
 }

@@ -94,3 +94,30 @@ describe('an image file with other hard links', () => {
     // solo-backup.qcow2 is an input of the workspace: its checksum is checked after the test.
   });
 });
+
+describe('a data file named through another name', () => {
+  it('is the image data file: nothing to do, and no other file is called its data file', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'data'));
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'src.raw'), '8M');
+    await qemuIo('raw', join(dir, 'src.raw'), 'write -P 0x44 0 2M');
+    const manifest = (dataFile: string) =>
+      `version: 1\nimages:\n  img: { path: img.qcow2, from: { path: src.raw, format: raw }, options: { data_file: ${dataFile} } }\n`;
+    await writeFile(join(dir, 'm.yaml'), manifest(join(dir, 'data', 'img.data')));
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    await symlink('data/img.data', join(dir, 'link.data'));
+    await link(join(dir, 'data', 'img.data'), join(dir, 'hard.data'));
+    for (const name of ['link.data', 'hard.data']) {
+      await writeFile(join(dir, 'm.yaml'), manifest(join(dir, name)));
+      // Before, this planned a rewrite of the image and its data, onto a new file at the other name.
+      const plan = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+      expect(plan.exitCode, `${name}: ${plan.stdout}${plan.stderr}`).toBe(0);
+    }
+    // A really different file is still another data file: the image is rewritten onto it.
+    await writeFile(join(dir, 'm.yaml'), manifest(join(dir, 'other.data')));
+    const other = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+    expect(other.exitCode, other.stderr).toBe(2);
+    expect(other.stdout).toContain(`data_file ${join(dir, 'data', 'img.data')} -> ${join(dir, 'other.data')}`);
+  });
+});
