@@ -76,7 +76,7 @@ function resolveBacking(
   const chain = file.chain;
   // A file the manifest also resizes as an image is that large once the plan has run, whichever
   // way the manifest names it: the next plan would measure it so.
-  const resized = declaredSizes(ctx.manifest).get(backing.path);
+  const resized = declaredSizes(ctx.manifest, ctx.layout).get(fileIdentity(file.fingerprint));
   const sizeNow = chain[0]?.virtualSize ?? 0;
   return {
     target: {
@@ -93,18 +93,25 @@ function resolveBacking(
   };
 }
 
-/** The declared `size` of each manifest image that has one, by path (computed once per manifest). */
-function declaredSizes(manifest: ResolvedManifest): ReadonlyMap<string, number> {
-  let sizes = declaredSizesOf.get(manifest);
+/**
+ * The declared `size` of each existing manifest image that has one, by file identity, so that a
+ * backing named through another name of its file (a symlink, a hard link) is measured at it too
+ * (computed once per plan).
+ */
+function declaredSizes(manifest: ResolvedManifest, layout: InspectedLayout): ReadonlyMap<string, number> {
+  let sizes = declaredSizesOf.get(layout);
   if (!sizes) {
     sizes = new Map(
-      manifest.images.flatMap((image) => (image.size === undefined ? [] : [[image.path, image.size] as const])),
+      manifest.images.flatMap((image) => {
+        const fingerprint = layout.files.get(image.path)?.fingerprint;
+        return image.size === undefined || !fingerprint ? [] : [[fileIdentity(fingerprint), image.size] as const];
+      }),
     );
-    declaredSizesOf.set(manifest, sizes);
+    declaredSizesOf.set(layout, sizes);
   }
   return sizes;
 }
-const declaredSizesOf = new WeakMap<ResolvedManifest, ReadonlyMap<string, number>>();
+const declaredSizesOf = new WeakMap<InspectedLayout, ReadonlyMap<string, number>>();
 
 /**
  * A step that records its image's source chain in the ledger depends on that chain as it is,

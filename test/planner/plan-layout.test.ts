@@ -221,6 +221,22 @@ images:
     expect(result.ok).toBe(false);
     expect(!result.ok && result.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual(['backing-larger@6']);
   });
+
+  it('measures a backing named through another name of an image the manifest grows at its new size', () => {
+    const text = `version: 1
+images:
+  a: { path: in/a.qcow2, size: 128M }
+  top:
+    path: out/top.qcow2
+    from: { path: in/top.raw, format: raw }
+    backing: { path: in/alink.qcow2, format: qcow2 }
+`;
+    // in/alink.qcow2 is a symlink to in/a.qcow2: one file (inode 3), 64 MiB today.
+    const a = file('qcow2', [layer('/work/m/in/a.qcow2', 3)]);
+    const alink = file('qcow2', [layer('/work/m/in/alink.qcow2', 3)]);
+    const result = planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, alink]));
+    expect(!result.ok && result.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual(['backing-larger@7']);
+  });
 });
 
 describe('planner: reshaping in place', () => {
