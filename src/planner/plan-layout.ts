@@ -318,7 +318,8 @@ function waitForGrownSources(
 /**
  * What the manifest's text does not show (check-manifest catches the rest), found by file
  * identity: two images whose paths are two names of one file (a symlink, a hard link), a copy
- * that would replace a file another image reads under another name, and a backing loop through a
+ * that would replace a file another image reads under another name, a retired file that is
+ * another name of a file the layout keeps, and a backing loop through a
  * backing named by another name of an image's file (applied, each image would end up backed by
  * the other).
  */
@@ -375,6 +376,33 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
         },
       );
     }
+  }
+  // A retired file must not be a file the layout keeps (checkRetire), under another name either:
+  // apply would keep it after all the steps and report the retire failed.
+  const kept = new Map<string, string>();
+  for (const image of manifest.images) {
+    const files = [
+      { path: image.path, role: `the file of image "${image.id}"` },
+      ...(image.backing?.kind === 'file'
+        ? [{ path: image.backing.path, role: `the backing of image "${image.id}"` }]
+        : []),
+      ...(image.options.data_file !== undefined
+        ? [{ path: image.options.data_file, role: `the data file of image "${image.id}"` }]
+        : []),
+    ];
+    for (const { path, role } of files) {
+      const identity = identityOf(path);
+      if (identity !== undefined && !kept.has(identity)) kept.set(identity, `${path}, ${role}`);
+    }
+  }
+  for (const retired of manifest.retire) {
+    const identity = identityOf(retired.path);
+    const role = identity === undefined ? undefined : kept.get(identity);
+    if (role === undefined) continue;
+    return error('retire-in-use', `${retired.path} is listed under retire but is another name of ${role}`, {
+      location: retired.at,
+      hint: 'retire only files the new layout no longer needs; remove it from the retire list',
+    });
   }
   // Loops of ids and paths as written were refused before planning: only another name can hide one.
   const hidden = manifest.images.some((image) => {

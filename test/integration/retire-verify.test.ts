@@ -1,11 +1,11 @@
 // `retire:` and `apply --verify`: full copies turned into overlays are deleted only after every
 // step succeeded and every output was compared with its source and checked; a file still read
 // by the new layout is kept; a silently changed output stops the run before anything is deleted.
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { chainform, compareImages, MiB, qcow2Chain, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checksums, compareImages, MiB, qcow2Chain, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const exists = (path: string) =>
@@ -84,6 +84,29 @@ describe('retire and verify', () => {
     expect(result.stderr).toContain(
       `m.yaml:5:10: error: ${join(dir, 'base.qcow2')} is listed under retire but is the path of image "base" [retire-in-use]`,
     );
+  });
+
+  it('refuses at plan to retire another name of a file the new layout keeps, before any step', async () => {
+    const { dir } = ws;
+    // vm.qcow2 is an image of the manifest; vm-old.qcow2 and vm-link.qcow2 are other names of it.
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'vm.qcow2'), '8M');
+    await link(join(dir, 'vm.qcow2'), join(dir, 'vm-old.qcow2'));
+    await symlink('vm.qcow2', join(dir, 'vm-link.qcow2'));
+    const before = await checksums([join(dir, 'vm.qcow2')]);
+    for (const retired of ['vm-old.qcow2', 'vm-link.qcow2']) {
+      await writeFile(
+        join(dir, 'm.yaml'),
+        `version: 1\nimages:\n  vm: { path: vm.qcow2, options: { lazy_refcounts: true } }\nretire: [${retired}]\n`,
+      );
+      // Before, apply amended vm.qcow2, then kept the file and reported the retire failed.
+      const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain(
+        `m.yaml:4:10: error: ${join(dir, retired)} is listed under retire but is another name of ${join(dir, 'vm.qcow2')}, the file of image "vm" [retire-in-use]`,
+      );
+      expect(await exists(join(dir, retired))).toBe(true);
+    }
+    expect(await checksums([join(dir, 'vm.qcow2')])).toEqual(before);
   });
 
   it('keeps a retired file that an image still reads through its backing chain', async () => {
