@@ -356,10 +356,11 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
   // A copy replaces its file: nothing may read that file under another name, as checkOverwrites
   // (check-manifest.ts) refuses for the same name.
   for (const reader of manifest.images) {
+    // Locations are looked up only for the error: finding one costs milliseconds.
     const reads = [
-      ...(reader.source ? [{ path: reader.source.path, as: 'reads as its source', at: reader.at.fromPath }] : []),
+      ...(reader.source ? [{ path: reader.source.path, as: 'reads as its source', at: () => reader.at.fromPath }] : []),
       ...(reader.backing?.kind === 'file'
-        ? [{ path: reader.backing.path, as: 'uses as its backing', at: reader.at.backing }]
+        ? [{ path: reader.backing.path, as: 'uses as its backing', at: () => reader.at.backing }]
         : []),
     ];
     for (const read of reads) {
@@ -371,7 +372,7 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
         `"${image.id}" would replace ${image.path}, which "${reader.id}" ${read.as} under another name, ${read.path}`,
         {
           location: image.at.path,
-          related: [{ message: `"${reader.id}" names it here`, location: read.at }],
+          related: [{ message: `"${reader.id}" names it here`, location: read.at() }],
           hint: 'write the new image to another path',
         },
       );
