@@ -374,7 +374,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     | undefined
   > {
     const checked = await checkSavedPlan(saved);
-    if (checked.ok) return { ...checked, warnings: [] };
+    // The warnings the plan was made with (a saved plan is not planned again).
+    if (checked.ok) return { ...checked, warnings: checked.plan.warnings };
     if ('diagnostics' in checked) return checked;
     io.stderr.write(`error: the saved plan ${file} is stale; nothing was changed:\n`);
     for (const reason of checked.stale) io.stderr.write(`  - ${reason}\n`);

@@ -1,6 +1,6 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
@@ -22,7 +22,10 @@ export interface StepEffects {
   run(argv: Argv, options?: RunOptions): Promise<CommandResult>;
   /** Makes the folder and removes a stale temporary file left by an earlier, interrupted run. */
   prepareTemporary(temporaryPath: string): Promise<void>;
-  /** Renames a flushed temporary file onto `path` and flushes the folder. */
+  /**
+   * Renames a flushed temporary file onto `path` and flushes the folder; a file it replaces
+   * passes on its permissions and, where this user may set them, its owner and group.
+   */
   commitTemporary(temporaryPath: string, path: string): Promise<void>;
   /** Removes a temporary file after a failure; never fails. */
   discardTemporary(temporaryPath: string): Promise<void>;
@@ -64,6 +67,20 @@ async function fingerprints(paths: readonly string[]): Promise<Fingerprint[]> {
   return prints.filter((p): p is Fingerprint => p !== null);
 }
 
+/**
+ * Gives `file` the permission bits, owner and group of the file at `replaced`, if there is one:
+ * a VM that runs as another user (libvirt's qemu user) must still open its disk after a rewrite.
+ * Changing the owner needs root; a user who may not keeps their own, as a copy by hand would.
+ */
+async function keepAccessOf(replaced: string, file: string): Promise<void> {
+  const old = await stat(replaced).catch(() => undefined);
+  if (!old?.isFile()) return;
+  await chmod(file, old.mode & 0o777);
+  await chown(file, old.uid, old.gid).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPERM') throw e;
+  });
+}
+
 /** The real effects. */
 export class DiskEffects implements StepEffects {
   constructor(
@@ -95,6 +112,7 @@ export class DiskEffects implements StepEffects {
   }
 
   async commitTemporary(temporaryPath: string, path: string): Promise<void> {
+    await keepAccessOf(path, temporaryPath);
     await rename(temporaryPath, path);
     await fsyncPath(dirname(path));
     // Renamed onto a symlink's target in another folder: that folder lost the name.

@@ -2,6 +2,7 @@
 // format passed explicitly; only a backing whose image records no format is detected, once, and
 // reported. Chains are described one qemu-img process per chain where the headers allow it
 // (probe-chains.ts), layer by layer otherwise (read-chain.ts).
+import { realpathSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -15,6 +16,7 @@ import type { Ledger } from '../state/ledger.js';
 import { memoize } from '../util/memo.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
+import { mountPointOf } from './mount-points.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
 import { recordedSnapshotSizes } from './qcow2-delta.js';
 import { readChain } from './read-chain.js';
@@ -198,7 +200,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       : {
           symlink: {
             target: linkTarget,
-            sameFilesystem: fileOf(dirname(request.path)).fingerprint?.dev === fingerprint.dev,
+            sameFilesystem: renameReaches(request.path, linkTarget, fileOf),
           },
         }),
     ...(links === undefined ? {} : { links }),
@@ -240,6 +242,17 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   const chain = layers.map(inspection.chainLayerOf);
 
   return { ...found, chain };
+}
+
+/**
+ * Whether a file made beside the symlink `path` can be renamed onto `target`, the file it names:
+ * one device, and one mount (rename(2) does not cross a bind mount either). Where /proc cannot
+ * name the mounts, the device decides.
+ */
+function renameReaches(path: string, target: string, fileOf: (path: string) => ImageFile): boolean {
+  const linkDir = dirname(path);
+  if (fileOf(linkDir).fingerprint?.dev !== fileOf(target).fingerprint?.dev) return false;
+  return mountPointOf(realpathSync(linkDir)) === mountPointOf(dirname(target));
 }
 
 /**

@@ -2,11 +2,11 @@
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname, isAbsolute } from 'node:path';
 import { type Diagnostic, error, hasErrors, warning } from '../diagnostics/diagnostic.js';
-import { chainFiles, type InspectedLayout } from '../inspect/inspect-layout.js';
+import { chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';
 import { backingCycleFrom } from '../manifest/check-manifest.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
-import { fileIdentity } from '../state/fingerprint.js';
+import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
 import { chooseSteps, keptSettings } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
 import { addRefreshes } from './ledger-refreshes.js';
@@ -148,7 +148,7 @@ function planImage(
   }
   const dataFile = image.options.data_file;
   if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
-  const symlink = ctx.layout.files.get(image.path)?.symlink;
+  const symlink = followedSymlink(image, ctx);
   const target: Target = {
     id: image.id,
     path: image.path,
@@ -183,8 +183,9 @@ function planImage(
   // An image kept in place keeps the data file it has, unless the manifest names another or a
   // step writes the image anew (a new file gets a data file only when one is declared).
   const rewritten = steps.some((step) => step.temporaryPath !== undefined);
-  if (rewritten && backing && relativeBackingAcrossFilesystems(image, backing.target.name, ctx)) return 'failed';
-  if (rewritten) warnOtherNamesKeepOldFile(image, ctx);
+  if (rewritten && backing && relativeBackingAcrossFilesystems(image, target, backing.target.name, ctx))
+    return 'failed';
+  if (rewritten) warnOtherNamesKeepOldFile(image, target, ctx);
   const finalDataFile =
     dataFile ?? (image.source || rewritten ? undefined : ctx.layout.files.get(image.path)?.chain?.[0]?.dataFilePath);
   ctx.final.set(image.id, {
@@ -204,12 +205,31 @@ function planImage(
 }
 
 /**
+ * The symlink at an image's path that a rewrite follows (renames onto the file it names): for an
+ * image kept in place always, the manifest names that file; for an output only when the ledger
+ * says chainform built the very file it names. An interrupted run can leave an output the ledger
+ * no longer vouches for: then the link itself is replaced, never a file nobody said chainform
+ * may write.
+ */
+function followedSymlink(image: ResolvedImage, ctx: PlanContext): InspectedFile['symlink'] {
+  const file = ctx.layout.files.get(image.path);
+  if (!file?.symlink || !image.source) return file?.symlink;
+  const entry = ctx.layout.ledger.outputs[image.path];
+  return entry && !entry.inProgress && sameFingerprint(entry.output, file.fingerprint) ? file.symlink : undefined;
+}
+
+/**
  * A rewrite of an image whose path is a symlink to a file on another filesystem is written
  * beside that file (newFileFor in recipes.ts), where a relative backing name resolves from
  * another folder than the link's: qemu-img would open another file, or none, midway through.
  */
-function relativeBackingAcrossFilesystems(image: ResolvedImage, backingName: string, ctx: PlanContext): boolean {
-  const link = ctx.layout.files.get(image.path)?.symlink;
+function relativeBackingAcrossFilesystems(
+  image: ResolvedImage,
+  target: Target,
+  backingName: string,
+  ctx: PlanContext,
+): boolean {
+  const link = target.symlink;
   if (!link || link.sameFilesystem || isAbsolute(backingName)) return false;
   ctx.diagnostics.push(
     error(
@@ -217,7 +237,7 @@ function relativeBackingAcrossFilesystems(image: ResolvedImage, backingName: str
       `${image.path} is a symlink to ${link.target}, on another filesystem: a rewrite is written beside that file, where the relative backing name "${backingName}" does not name what it names beside the link`,
       {
         location: image.at.path,
-        hint: `spell the backing's path absolutely in the manifest (the image then stores an absolute backing name), or name ${link.target} itself as the image's path`,
+        hint: "spell the backing's path absolutely in the manifest: the image then stores an absolute backing name, which resolves alike from both folders",
       },
     ),
   );
@@ -229,17 +249,21 @@ function relativeBackingAcrossFilesystems(image: ResolvedImage, backingName: str
  * file (a symlink is followed instead, see Step.renameOnto). Nothing is lost, but a VM that
  * opens the disk by another name would not see the change.
  */
-function warnOtherNamesKeepOldFile(image: ResolvedImage, ctx: PlanContext): void {
-  const links = ctx.layout.files.get(image.path)?.links;
-  if (links === undefined) return;
+function warnOtherNamesKeepOldFile(image: ResolvedImage, target: Target, ctx: PlanContext): void {
+  const found = ctx.layout.files.get(image.path);
+  const links = found?.links;
+  // A symlink the rewrite does not follow is replaced itself: the file it names keeps its names.
+  if (links === undefined || (found?.symlink && !target.symlink)) return;
   const others = links - 1;
+  const file = target.symlink ? `${target.symlink.target} (the file ${image.path} links to)` : image.path;
+  const named = target.symlink?.target ?? image.path;
   ctx.diagnostics.push(
     warning(
       'hard-linked',
-      `${image.path} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file at this path only, and the other names keep the old file`,
+      `${file} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file under this name only, and the other names keep the old file`,
       {
         location: image.at.path,
-        hint: `to see them: find / -xdev -samefile ${image.path}; remove them first if they should not keep the old disk`,
+        hint: `to see them: find / -samefile ${named} 2>/dev/null; remove them first if they should not keep the old disk`,
       },
     ),
   );

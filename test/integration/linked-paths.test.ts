@@ -2,10 +2,25 @@
 // symlink replaces the file the link names and keeps the link (before, the rename replaced the
 // link with a regular file, and the file everyone else opens kept the old disk); a rewrite of a
 // file with hard links says that the other names keep the old file.
-import { link, lstat, mkdir, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  link,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { chainform, checkImage, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checkImage, checksums, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const ws = useWorkspace(async (dir) => {
@@ -76,22 +91,130 @@ describe('an image whose path is a symlink', () => {
   });
 });
 
+describe('a symlink to a file behind a bind mount of the same filesystem', () => {
+  it('writes beside that file: a rename does not cross mounts, even on one device', async (context) => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm');
+    const [source, mounted] = [join(dir, 'bind-src'), join(dir, 'bind-dst')];
+    await mkdir(source);
+    await mkdir(mounted);
+    const bound = await execa('mount', ['--bind', source, mounted], { reject: false });
+    // Only root (or a user namespace) may mount: say so rather than pass.
+    if (bound.exitCode !== 0) context.skip(`mount --bind is not permitted here: ${bound.stderr}`);
+    try {
+      await qemuImg('create', '-q', '-f', 'qcow2', join(mounted, 'bound.qcow2'), '8M');
+      await qemuIo('qcow2', join(mounted, 'bound.qcow2'), 'write -P 0x66 0 1M');
+      await symlink(join(mounted, 'bound.qcow2'), join(vm, 'bound.qcow2'));
+      await writeFile(
+        join(vm, 'm.yaml'),
+        'version: 1\nimages:\n  bound: { path: bound.qcow2, options: { cluster_size: 131072 } }\n',
+      );
+      // Before, the temporary lay beside the link and the final rename failed with EXDEV.
+      const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+      expect(applied.exitCode, applied.stderr).toBe(0);
+      expect((await imageInfo(join(mounted, 'bound.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
+      expect((await lstat(join(vm, 'bound.qcow2'))).isSymbolicLink()).toBe(true);
+      await qemuIo('qcow2', join(vm, 'bound.qcow2'), 'read -P 0x66 0 1M');
+    } finally {
+      await execa('umount', [mounted], { reject: false });
+    }
+  });
+});
+
 describe('an image file with other hard links', () => {
-  it('warns that the other names keep the old file, and leaves them so', async () => {
+  it('warns that the other names keep the old file, also from a saved plan, and leaves them so', async () => {
     const { dir } = ws;
     const vm = join(dir, 'vm');
     await writeFile(
       join(vm, 'm.yaml'),
       'version: 1\nimages:\n  solo: { path: solo.qcow2, options: { cluster_size: 131072 } }\n',
     );
-    const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+    const saved = await chainform(vm, 'plan', 'm.yaml', '--out', 'p.json');
+    expect(saved.exitCode, saved.stderr).toBe(0);
+    const applied = await chainform(vm, 'apply', 'p.json', '--yes');
     expect(applied.exitCode, applied.stderr).toBe(0);
+    // Before, a saved plan's apply dropped the warnings it was made with.
     expect(applied.stderr).toContain(
-      `warning: ${join(vm, 'solo.qcow2')} has 1 other name (hard links): the rewrite puts a new file at this path only, and the other names keep the old file [hard-linked]`,
+      `warning: ${join(vm, 'solo.qcow2')} has 1 other name (hard links): the rewrite puts a new file under this name only, and the other names keep the old file [hard-linked]`,
     );
     expect((await imageInfo(join(vm, 'solo.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
     expect(await compareImages(join(vm, 'solo.qcow2'), 'qcow2', join(dir, 'solo-backup.qcow2'), 'qcow2')).toBe(0);
     // solo-backup.qcow2 is an input of the workspace: its checksum is checked after the test.
+  });
+
+  it('names the file a symlink leads to when that file has the other names', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm');
+    await rename(join(vm, 'solo.qcow2'), join(dir, 'store', 'solo.qcow2'));
+    await symlink('../store/solo.qcow2', join(vm, 'solo.qcow2'));
+    await writeFile(
+      join(vm, 'm.yaml'),
+      'version: 1\nimages:\n  solo: { path: solo.qcow2, backing: null, options: { cluster_size: 131072 } }\n',
+    );
+    const plan = await chainform(vm, 'plan', 'm.yaml');
+    const real = join(dir, 'store', 'solo.qcow2');
+    expect(plan.stderr).toContain(
+      `warning: ${real} (the file ${join(vm, 'solo.qcow2')} links to) has 1 other name (hard links): the rewrite puts a new file under this name only`,
+    );
+    expect(plan.stderr).toContain(`hint: to see them: find / -samefile ${real} 2>/dev/null`);
+  });
+});
+
+describe('a rewritten file', () => {
+  /** Rewrites vm/solo.qcow2 with 128 KiB clusters (a convert into a new file) and stats it. */
+  async function rewriteSolo(vm: string) {
+    await writeFile(
+      join(vm, 'm.yaml'),
+      'version: 1\nimages:\n  solo: { path: solo.qcow2, options: { cluster_size: 131072 } }\n',
+    );
+    const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    expect((await imageInfo(join(vm, 'solo.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
+    return stat(join(vm, 'solo.qcow2'));
+  }
+
+  it('keeps the permissions of the file it replaces', async () => {
+    const vm = join(ws.dir, 'vm');
+    await chmod(join(vm, 'solo.qcow2'), 0o640);
+    // Before, the new file had the mode a new file gets (0644 here).
+    expect((await rewriteSolo(vm)).mode & 0o777).toBe(0o640);
+  });
+
+  it.runIf(process.getuid?.() === 0)('keeps the owner and group of the file it replaces (as root)', async () => {
+    const vm = join(ws.dir, 'vm');
+    // The owner a VM's qemu process might run as (here: nobody, nogroup).
+    await chown(join(vm, 'solo.qcow2'), 65534, 65534);
+    const after = await rewriteSolo(vm);
+    expect([after.uid, after.gid]).toEqual([65534, 65534]);
+  });
+});
+
+describe('an output path that is a symlink the ledger does not vouch for', () => {
+  it('replaces the link itself and never writes the file it names', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm');
+    await writeFile(
+      join(vm, 'm.yaml'),
+      'version: 1\nimages:\n  copy: { path: out/copy.qcow2, from: { path: solo.qcow2, format: qcow2 } }\n',
+    );
+    expect((await chainform(vm, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // What a run killed between recording and renaming leaves (the entry marked in progress),
+    // after which someone put a link to a file of theirs at the output path.
+    const ledgerPath = join(vm, '.chainform', 'ledger.json');
+    const ledger = JSON.parse(await readFile(ledgerPath, 'utf8'));
+    ledger.outputs[join(vm, 'out', 'copy.qcow2')].inProgress = true;
+    await writeFile(ledgerPath, JSON.stringify(ledger));
+    const precious = join(dir, 'precious.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', precious, '8M');
+    await qemuIo('qcow2', precious, 'write -P 0x55 0 1M');
+    const before = await checksums([precious]);
+    await rm(join(vm, 'out', 'copy.qcow2'));
+    await symlink(precious, join(vm, 'out', 'copy.qcow2'));
+    const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    expect(await checksums([precious])).toEqual(before);
+    expect((await lstat(join(vm, 'out', 'copy.qcow2'))).isFile()).toBe(true);
+    expect(await compareImages(join(vm, 'out', 'copy.qcow2'), 'qcow2', join(vm, 'solo.qcow2'), 'qcow2')).toBe(0);
   });
 });
 

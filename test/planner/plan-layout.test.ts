@@ -572,7 +572,7 @@ describe('planner: an image whose path is another name of its file', () => {
       [
         'hard-linked',
         'warning',
-        '/work/m/vm/top.qcow2 has 2 other names (hard links): the rewrite puts a new file at this path only, and the other names keep the old file',
+        '/work/m/vm/top.qcow2 has 2 other names (hard links): the rewrite puts a new file under this name only, and the other names keep the old file',
       ],
     ]);
     const amend =

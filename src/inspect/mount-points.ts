@@ -1,0 +1,38 @@
+// Which mount a folder lies on, from /proc/self/mountinfo. Two folders on one device can still be
+// two mounts (a bind mount), and rename(2) never crosses mounts (EXDEV): a device number alone
+// cannot tell whether a file renamed from one folder into the other will get there.
+import { readFileSync } from 'node:fs';
+
+/** Mount points, longest first; null where /proc cannot tell (not Linux, no /proc). */
+let mountPoints: string[] | null | undefined;
+
+/** A mountinfo field with its octal escapes (`\040` for a space) decoded. */
+function unescapeField(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+}
+
+function readMountPoints(): string[] | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return null;
+  }
+  // Field 5 of each line is the mount point (proc(5)).
+  const points = text
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((point): point is string => point?.startsWith('/') === true)
+    .map(unescapeField);
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * The mount point the folder `realDir` (a path with every symlink resolved) lies under: the
+ * longest mount point that contains it. Undefined where /proc cannot tell.
+ */
+export function mountPointOf(realDir: string): string | undefined {
+  if (mountPoints === undefined) mountPoints = readMountPoints();
+  if (mountPoints === null) return undefined;
+  return mountPoints.find((point) => point === '/' || realDir === point || realDir.startsWith(`${point}/`));
+}
