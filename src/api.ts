@@ -371,7 +371,7 @@ export async function apply(
   await reapOrphanedRuntimeFolders();
   const dir = planned.manifest.dir;
   const effects = new DiskEffects(runner, new LedgerWriter(dir, await readLedger(dir)));
-  const journal = await JournalWriter.begin(dir, planned.plan);
+  const journal = JournalWriter.begin(dir, planned.plan);
   const summary = await executePlan(planned.plan, { ...run, effects, journal });
   // Every step cleaned up after itself: nothing is left for the next run's recovery.
   await journal.finish(summary.ok ? 'completed' : summary.interrupted ? 'interrupted' : 'failed');

@@ -1,8 +1,10 @@
 // The journal of an apply: every step's status, the pids of the commands it is running, its
 // temporary files, and fingerprints of what it read (at its start) and wrote (when done). It is
-// rewritten durably before and after every step and command, so after a crash (SIGKILL, power
-// loss) the next apply knows which commands may still run, which temporary files are half
-// written, and which steps were finished.
+// rewritten durably when a step starts or ends and when a command starts, so after a crash
+// (SIGKILL, power loss) the next apply knows which commands may still run, which temporary files
+// are half written, and which steps were finished. Nothing is written before the first step
+// starts (a run killed then left nothing to clean up), nor when a command ends (see
+// commandEnded): each write costs an fsync on the way of the run.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -102,7 +104,7 @@ async function fingerprintsOf(paths: readonly string[]): Promise<Record<string, 
   return Object.fromEntries(entries);
 }
 
-/** What the executor tells the journal; every call resolves once the journal is on disk. */
+/** What the executor tells the journal; every call resolves once what it says is on disk. */
 export interface StepJournal {
   stepStarted(step: Step): Promise<void>;
   commandStarted(step: Step, command: JournalCommand): Promise<void>;
@@ -141,11 +143,9 @@ export class JournalWriter implements StepJournal {
     };
   }
 
-  /** Starts the journal of a run of `plan` (written before the first step). */
-  static async begin(manifestDir: string, plan: Plan, now: () => Date = () => new Date()): Promise<JournalWriter> {
-    const writer = new JournalWriter(manifestDir, plan, now);
-    await writer.save();
-    return writer;
+  /** Starts the journal of a run of `plan`, written first when the first step starts. */
+  static begin(manifestDir: string, plan: Plan, now: () => Date = () => new Date()): JournalWriter {
+    return new JournalWriter(manifestDir, plan, now);
   }
 
   async stepStarted(step: Step): Promise<void> {
@@ -157,9 +157,14 @@ export class JournalWriter implements StepJournal {
     return this.update(step, { commands: [...(entry?.commands ?? []), command] });
   }
 
-  commandEnded(step: Step, pid: number): Promise<void> {
+  /**
+   * Drops the command from the step's entry; the next write records that. Not written by itself:
+   * a pid a killed run's journal still lists names a process that has exited, and recovery stops
+   * only a live process whose command line in /proc is the journal's argv.
+   */
+  async commandEnded(step: Step, pid: number): Promise<void> {
     const entry = this.entry(step);
-    return this.update(step, { commands: (entry?.commands ?? []).filter((c) => c.pid !== pid) });
+    if (entry) entry.commands = entry.commands.filter((c) => c.pid !== pid);
   }
 
   async stepEnded(step: Step, ok: boolean): Promise<void> {
