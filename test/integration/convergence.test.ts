@@ -8,7 +8,7 @@
 // may change. Cases come from a seeded PRNG: a failure prints
 // the case's seed and manifest. CI runs the fixed master seed; CHAINFORM_CONVERGENCE_SEED and
 // CHAINFORM_CONVERGENCE_CASES explore more.
-import { readdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, realpath, rename, symlink, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { expect, it } from 'vitest';
 import {
@@ -24,6 +24,8 @@ import {
 import { mulberry32 } from '../helpers/random.js';
 
 const MASTER_SEED = Number(process.env.CHAINFORM_CONVERGENCE_SEED ?? 0xc0de5eed);
+/** Where vm.qcow2's file lies in a case whose vm.qcow2 is a symlink (makeLayout). */
+const VM_FILE = 'store/vm.qcow2';
 const CASES = Number(process.env.CHAINFORM_CONVERGENCE_CASES ?? 24);
 
 /**
@@ -43,9 +45,10 @@ const EXPECTED_REFUSALS = new Set([
  * The starting layout: base.qcow2 and its identical copy base2.qcow2, alt.qcow2 (other content),
  * vm.qcow2 on base.qcow2 (data of its own and zeros over base data), other.qcow2 (standalone)
  * disk.raw, and snap.qcow2 with internal snapshots s0 and s1. The *.ref.raw files hold what vm
- * and each state of snap.qcow2 present, to check outputs against.
+ * and each state of snap.qcow2 present, to check outputs against. With `vmLinked`, vm.qcow2 is a
+ * symlink to store/vm.qcow2, whose relative backing name resolves only through the link.
  */
-async function makeLayout(dir: string): Promise<void> {
+async function makeLayout(dir: string, vmLinked: boolean): Promise<void> {
   const at = (name: string) => join(dir, name);
   await qemuImg('create', '-q', '-f', 'qcow2', at('base.qcow2'), '8M');
   await qemuIo('qcow2', at('base.qcow2'), 'write -P 0x11 0 2M');
@@ -53,6 +56,11 @@ async function makeLayout(dir: string): Promise<void> {
   await qemuImg('create', '-q', '-f', 'qcow2', at('alt.qcow2'), '8M');
   await qemuIo('qcow2', at('alt.qcow2'), 'write -P 0x44 1M 1M');
   await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('vm.qcow2'));
+  if (vmLinked) {
+    await mkdir(at('store'));
+    await rename(at('vm.qcow2'), at(VM_FILE));
+    await symlink(VM_FILE, at('vm.qcow2'));
+  }
   await qemuIo('qcow2', at('vm.qcow2'), 'write -P 0x22 3M 512k', 'write -z 0 64k');
   await qemuImg('create', '-q', '-f', 'qcow2', at('other.qcow2'), '8M');
   await qemuIo('qcow2', at('other.qcow2'), 'write -P 0x33 5M 1M');
@@ -291,6 +299,12 @@ async function problemsAfterApply(
   }
   const left = (await allFiles(dir)).filter((file) => file.includes('.chainform-tmp'));
   if (left.length > 0) problems.push(`temporary files left: ${left.join(', ')}`);
+  // A rewrite of an image whose path is a symlink replaces the file the link names, never the link.
+  const link = await lstat(join(dir, 'vm.qcow2')).catch(() => undefined);
+  if (link?.isSymbolicLink() === false && (await lstat(join(dir, VM_FILE)).catch(() => undefined)))
+    problems.push('vm.qcow2 was a symlink and is now a file');
+  if (link?.isSymbolicLink() && (await readlink(join(dir, 'vm.qcow2'))) !== VM_FILE)
+    problems.push('the vm.qcow2 symlink was changed');
   return problems;
 }
 
@@ -343,7 +357,9 @@ async function runRound(dir: string, images: readonly Planned[], jobs: string[])
     return { outcome: 'applied', problems };
   }
   problems.push(...(await problemsAfterApply(dir, images, sizeBefore)));
-  const ours = new Set(images.flatMap((image) => [image.path, `out/${image.id}.data`]).map((path) => join(dir, path)));
+  // An image's file is the one its path names, through a symlink too.
+  const named = images.flatMap((image) => [image.path, `out/${image.id}.data`]).map((path) => join(dir, path));
+  const ours = new Set([...named, ...(await Promise.all(named.map((path) => realpath(path).catch(() => path))))]);
   const untouched = files.filter((file) => !ours.has(file) && file !== join(dir, 'm.yaml'));
   const after = await checksums(untouched);
   for (const file of untouched) {
@@ -365,7 +381,8 @@ it(
       if (images.length === 0) continue;
       const { dir, cleanup } = await tempFolder();
       try {
-        await makeLayout(dir);
+        // Every other case has vm.qcow2 behind a symlink (by the seed: the cases stay as they were).
+        await makeLayout(dir, (seed & 1) === 1);
         const jobs = [[], ['--jobs', '1'], ['--jobs', '4']][n % 3] as string[];
         const first = await runRound(dir, images, jobs);
         const manifest = (round: readonly Planned[]) => round.map(yamlOf).join('\n');
