@@ -72,7 +72,11 @@ function stepLines(step: Step): string[] {
   if (step.helpers?.length) out.push('stop_helpers');
   // qemu-img writes with cache=unsafe: flush before a new name makes the file look finished.
   out.push('sync');
-  for (const t of temporaries) out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.onto)}`);
+  const image = temporaries.at(-1)?.onto ?? '';
+  for (const t of temporaries) {
+    out.push(`keep_access ${quoteArg(t.onto)} ${quoteArg(t.temporaryPath)} ${quoteArg(image)}`);
+    out.push(`mv -f -- ${quoteArg(t.temporaryPath)} ${quoteArg(t.onto)}`);
+  }
   if (temporaries.length) out.push('sync', 'trap cleanup EXIT');
   return out;
 }
@@ -97,6 +101,17 @@ const PRELUDE = [
   '    tries=$((tries + 1))',
   '    [ "$tries" -le 150 ] || { echo "chainform script: helper $2 did not start serving" >&2; exit 1; }',
   '    sleep 0.1',
+  '  done',
+  '}',
+  '# A new file takes the owner, group and mode of the regular file it replaces ($1) or, when there',
+  '# is none, of the image it belongs to ($3), as apply does; a chown needs root.',
+  'keep_access() {',
+  '  for from in "$1" "$3"; do',
+  '    if [ -n "$from" ] && [ -f "$from" ] && [ ! -L "$from" ]; then',
+  '      chown --reference="$from" -- "$2" 2>/dev/null || true',
+  '      chmod --reference="$from" -- "$2"',
+  '      return',
+  '    fi',
   '  done',
   '}',
   '# The plan holds only while every file it was made from is as it was (device, inode, size, mtime).',

@@ -13,13 +13,6 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** An argv as a POSIX shell line, quoted only where needed (for display and review). */
-export function shellQuote(argv: readonly string[]): string {
-  return argv
-    .map((arg) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`))
-    .join(' ');
-}
-
 /** "1 step", "3 steps". */
 export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;

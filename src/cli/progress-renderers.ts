@@ -2,7 +2,8 @@
 import { Listr, type ListrDefaultRenderer, type ListrSimpleRenderer, type ListrTaskWrapper } from 'listr2';
 import type { ExecutionEvent } from '../executor/events.js';
 import type { Plan } from '../planner/plan-types.js';
-import { describeProgress, formatBytes, shellQuote } from './format.js';
+import { shellQuote } from '../util/shell-quote.js';
+import { describeProgress, formatBytes } from './format.js';
 
 /** Receives events during a run; `finish` resolves once everything is printed. */
 export interface ProgressRenderer {

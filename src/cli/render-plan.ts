@@ -1,7 +1,8 @@
 // The human-readable dry run: per image, each step's reason and exact commands, then a summary.
 import { relative } from 'node:path';
-import type { Plan, Step } from '../planner/plan-types.js';
-import { formatBytes, plural, shellQuote } from './format.js';
+import { type Plan, type Step, temporariesOf } from '../planner/plan-types.js';
+import { shellQuote } from '../util/shell-quote.js';
+import { formatBytes, plural } from './format.js';
 import type { Styler } from './style.js';
 
 const ACTION_MARK = { create: '+', replace: '-/+', reshape: '~', unchanged: '=' } as const;
@@ -83,14 +84,9 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
           lines.push(style.paint('cyan', `      $ ${shellQuote(command.argv)}`));
         }
       }
-      for (const extra of step.extraTemporaries ?? []) {
-        lines.push(style.paint('dim', `      then: flush, rename ${show(extra.temporaryPath)} -> ${show(extra.path)}`));
-      }
-      if (step.temporaryPath) {
-        const onto = step.renameOnto
-          ? `${show(step.renameOnto)} (the file ${show(step.path)} links to)`
-          : show(step.path);
-        lines.push(style.paint('dim', `      then: flush, rename ${show(step.temporaryPath)} -> ${onto}`));
+      for (const { temporaryPath, path, onto } of temporariesOf(step)) {
+        const target = onto === path ? show(path) : `${show(onto)} (the file ${show(path)} links to)`;
+        lines.push(style.paint('dim', `      then: flush, rename ${show(temporaryPath)} -> ${target}`));
       }
     }
   }

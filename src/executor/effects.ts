@@ -1,6 +1,6 @@
 // The side effects of running a step, behind one interface: the real implementation touches
 // disks and processes; the dry-run one records what it would do. The scheduler never knows which.
-import { chmod, chown, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type LedgerIntent, RUNTIME_DIR } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
@@ -23,10 +23,11 @@ export interface StepEffects {
   /** Makes the folder and removes a stale temporary file left by an earlier, interrupted run. */
   prepareTemporary(temporaryPath: string): Promise<void>;
   /**
-   * Renames a flushed temporary file onto `path` and flushes the folder; a file it replaces
-   * passes on its permissions and, where this user may set them, its owner and group.
+   * Renames a flushed temporary file onto `path` and flushes the folder. The file it replaces, or
+   * where there is none the file at `accessFrom` (the image a new data file belongs to), passes
+   * on its permissions and, where this user may set them, its owner and group.
    */
-  commitTemporary(temporaryPath: string, path: string): Promise<void>;
+  commitTemporary(temporaryPath: string, path: string, accessFrom?: string): Promise<void>;
   /** Removes a temporary file after a failure; never fails. */
   discardTemporary(temporaryPath: string): Promise<void>;
   /** Flushes a file's data to disk (qemu-img writes with cache=unsafe by default). */
@@ -68,17 +69,20 @@ async function fingerprints(paths: readonly string[]): Promise<Fingerprint[]> {
 }
 
 /**
- * Gives `file` the permission bits, owner and group of the file at `replaced`, if there is one:
- * a VM that runs as another user (libvirt's qemu user) must still open its disk after a rewrite.
- * Changing the owner needs root; a user who may not keeps their own, as a copy by hand would.
+ * Gives `file` the owner, group and mode of the regular file at `from`, if there is one (a
+ * symlink there is not followed: it is what gets replaced); false when there is none. A VM that
+ * runs as another user (libvirt's qemu user) must still open its disk after a rewrite. Changing
+ * the owner needs root; a user who may not keeps their own, as a copy by hand would. The mode
+ * comes last: a chown clears set-user-ID and set-group-ID bits.
  */
-async function keepAccessOf(replaced: string, file: string): Promise<void> {
-  const old = await stat(replaced).catch(() => undefined);
-  if (!old?.isFile()) return;
-  await chmod(file, old.mode & 0o777);
+async function keepAccessOf(from: string, file: string): Promise<boolean> {
+  const old = await lstat(from).catch(() => undefined);
+  if (!old?.isFile()) return false;
   await chown(file, old.uid, old.gid).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'EPERM') throw e;
   });
+  await chmod(file, old.mode & 0o7777);
+  return true;
 }
 
 /** The real effects. */
@@ -111,8 +115,9 @@ export class DiskEffects implements StepEffects {
     await rm(temporaryPath, { force: true });
   }
 
-  async commitTemporary(temporaryPath: string, path: string): Promise<void> {
-    await keepAccessOf(path, temporaryPath);
+  async commitTemporary(temporaryPath: string, path: string, accessFrom?: string): Promise<void> {
+    if (!(await keepAccessOf(path, temporaryPath)) && accessFrom !== undefined)
+      await keepAccessOf(accessFrom, temporaryPath);
     await rename(temporaryPath, path);
     await fsyncPath(dirname(path));
     // Renamed onto a symlink's target in another folder: that folder lost the name.

@@ -140,7 +140,9 @@ async function completeStep(step: Step, effects: StepEffects): Promise<void> {
   for (const path of writtenFiles(step)) await effects.flush(path);
   const located = Object.fromEntries(renames.map((r) => [r.path, r.temporaryPath]));
   if (step.ledger) await effects.record(step.path, step.ledger, located);
-  for (const { temporaryPath, onto } of renames) await effects.commitTemporary(temporaryPath, onto);
+  // A new data file takes the access of the image it belongs to (renamed last, so still the old file).
+  const image = renames.at(-1)?.onto;
+  for (const { temporaryPath, onto } of renames) await effects.commitTemporary(temporaryPath, onto, image);
   if (step.ledger && renames.length > 0) await effects.markFinished(step.path);
   for (const refresh of step.refreshLedger ?? [])
     await effects.refreshChain(refresh.output, refresh.chain, refresh.files);

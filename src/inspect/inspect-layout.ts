@@ -208,7 +208,16 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return found;
   const kind = file.kind;
-  // A file to retire is never opened either; only image files are retired.
+  // A file to retire is never opened either; only image files are retired, never a symlink.
+  if (request.role === 'retired' && kind === 'file' && linkTarget !== undefined) {
+    diagnostics.push(
+      error('not-a-file', `${request.path} is a symlink to ${linkTarget}, not an image file`, {
+        location: request.at(),
+        hint: `apply deletes only image files: remove the link yourself, or retire ${linkTarget}`,
+      }),
+    );
+    return found;
+  }
   if (request.role === 'retired' && kind === 'file') return found;
   if (kind !== 'file') {
     diagnostics.push(

@@ -46,6 +46,8 @@ export function fileKeys(layout: InspectedLayout): (path: string) => string {
     if (file.fingerprint) identities.set(file.path, fileIdentity(file.fingerprint));
     for (const layer of file.chain ?? []) {
       if (layer.fingerprint) identities.set(layer.path, fileIdentity(layer.fingerprint));
+      if (layer.dataFilePath && layer.dataFileFingerprint)
+        identities.set(layer.dataFilePath, fileIdentity(layer.dataFileFingerprint));
     }
   }
   return (path) => identities.get(path) ?? path;

@@ -7,6 +7,7 @@ import { backingCycleFrom } from '../manifest/check-manifest.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { backingNameFor } from '../qemu/filenames.js';
 import { fileIdentity, sameFingerprint } from '../state/fingerprint.js';
+import { shellQuote } from '../util/shell-quote.js';
 import { chooseSteps, keptSettings } from './choose-steps.js';
 import { ContentIdentity, contentKey } from './content-identity.js';
 import { addRefreshes } from './ledger-refreshes.js';
@@ -14,7 +15,7 @@ import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
 import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
 import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
-import { type BackingTarget, type Target, temporaryPathFor, withDataFile } from './recipes.js';
+import { type BackingTarget, newFileAt, type Target, withDataFile } from './recipes.js';
 import { guardRecordedSources } from './source-guards.js';
 
 /** Images ordered so that every backing comes before the images on top of it. */
@@ -76,7 +77,7 @@ function resolveBacking(
   const chain = file.chain;
   // A file the manifest also resizes as an image is that large once the plan has run, whichever
   // way the manifest names it: the next plan would measure it so.
-  const resized = declaredSizes(ctx.manifest, ctx.layout).get(fileIdentity(file.fingerprint));
+  const resized = declaredSizes(ctx.manifest, ctx.layout).get(realNameOf(backing.path, ctx.layout));
   const sizeNow = chain[0]?.virtualSize ?? 0;
   return {
     target: {
@@ -93,19 +94,24 @@ function resolveBacking(
   };
 }
 
+/** The name a path leads to: the file a symlink there names, or the path itself. */
+function realNameOf(path: string, layout: InspectedLayout): string {
+  return layout.files.get(path)?.symlink?.target ?? path;
+}
+
 /**
- * The declared `size` of each existing manifest image that has one, by file identity, so that a
- * backing named through another name of its file (a symlink, a hard link) is measured at it too
- * (computed once per plan).
+ * The declared `size` of each manifest image that has one, by the name its path leads to, so that
+ * a backing named through a symlink to its file is measured at it too: a resize changes that
+ * file, and a rewrite is renamed onto it. Not by inode: a hard link keeps the old file when the
+ * image is rewritten (computed once per plan).
  */
 function declaredSizes(manifest: ResolvedManifest, layout: InspectedLayout): ReadonlyMap<string, number> {
   let sizes = declaredSizesOf.get(layout);
   if (!sizes) {
     sizes = new Map(
-      manifest.images.flatMap((image) => {
-        const fingerprint = layout.files.get(image.path)?.fingerprint;
-        return image.size === undefined || !fingerprint ? [] : [[fileIdentity(fingerprint), image.size] as const];
-      }),
+      manifest.images.flatMap((image) =>
+        image.size === undefined ? [] : [[realNameOf(image.path, layout), image.size] as const],
+      ),
     );
     declaredSizesOf.set(layout, sizes);
   }
@@ -148,6 +154,8 @@ function planImage(
   }
   const dataFile = image.options.data_file;
   if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
+  // A data file the image already has, declared through a symlink to it, is written where the link leads.
+  const newData = dataFile === undefined ? undefined : newFileAt(dataFile, ctx.layout.files.get(dataFile)?.symlink);
   const symlink = followedSymlink(image, ctx);
   const target: Target = {
     id: image.id,
@@ -159,7 +167,7 @@ function planImage(
     options: {
       ...keptSettings(image, content),
       ...image.options,
-      ...(dataFile === undefined ? {} : { data_file: temporaryPathFor(dataFile) }),
+      ...(newData === undefined ? {} : { data_file: newData.temporaryPath }),
     },
     ledger: image.source
       ? {
@@ -178,7 +186,9 @@ function planImage(
   const chosen = chooseSteps(image, target, content, backing, ctx);
   if (chosen === 'failed') return 'failed';
   const steps = (
-    dataFile === undefined ? chosen : chosen.map((step) => withDataFile(step, dataFile, image.format))
+    dataFile === undefined || newData === undefined
+      ? chosen
+      : chosen.map((step) => withDataFile(step, dataFile, image.format, newData))
   ).map(readsWhatItRecords);
   // An image kept in place keeps the data file it has, unless the manifest names another or a
   // step writes the image anew (a new file gets a data file only when one is declared).
@@ -202,6 +212,42 @@ function planImage(
   });
   const action = steps.length === 0 ? 'unchanged' : content.action;
   return { plan: { id: image.id, path: image.path, action, steps: steps.map((s) => s.id) }, steps };
+}
+
+/**
+ * A retired file must be one the new layout no longer reads: not a file of an image's chain as
+ * the plan leaves it (its own file, its data file, its backing chain), nor of the chain of a
+ * source that stays, under that name (checkRetire refuses the names the manifest writes) or
+ * another (a symlink, a hard link). retireFiles looks again before it deletes anything; found
+ * here, nothing runs first, where apply would run every step and then keep the file.
+ */
+function retiredStillRead(
+  manifest: ResolvedManifest,
+  ctx: PlanContext,
+  keyOf: (path: string) => string,
+): Diagnostic | undefined {
+  if (manifest.retire.length === 0) return undefined;
+  const retired = new Set(manifest.retire.map((r) => r.path));
+  const readers = new Map<string, { path: string; reader: string }>();
+  const read = (paths: readonly string[], reader: string) => {
+    for (const path of paths) if (!readers.has(keyOf(path))) readers.set(keyOf(path), { path, reader });
+  };
+  for (const image of manifest.images) {
+    read(ctx.final.get(image.id)?.chain ?? [image.path], `image "${image.id}"`);
+    const source = image.source;
+    if (source && !retired.has(source.path))
+      read(chainFiles(ctx.layout.files.get(source.path)?.chain ?? []), `the source of "${image.id}"`);
+  }
+  for (const { path, at } of manifest.retire) {
+    const found = readers.get(keyOf(path));
+    if (!found) continue;
+    const named = found.path === path ? '' : ` (another name of ${found.path})`;
+    return error('retire-in-use', `${path} is listed under retire, but ${found.reader} still reads it${named}`, {
+      location: at,
+      hint: 'retire only files the new layout no longer needs; remove it from the retire list',
+    });
+  }
+  return undefined;
 }
 
 /**
@@ -234,7 +280,7 @@ function relativeBackingAcrossFilesystems(
   ctx.diagnostics.push(
     error(
       'symlink-across-filesystems',
-      `${image.path} is a symlink to ${link.target}, on another filesystem: a rewrite is written beside that file, where the relative backing name "${backingName}" does not name what it names beside the link`,
+      `${image.path} is a symlink to ${link.target}, on another filesystem or mount: a rewrite is written beside that file, where the relative backing name "${backingName}" does not name what it names beside the link`,
       {
         location: image.at.path,
         hint: "spell the backing's path absolutely in the manifest: the image then stores an absolute backing name, which resolves alike from both folders",
@@ -263,7 +309,7 @@ function warnOtherNamesKeepOldFile(image: ResolvedImage, target: Target, ctx: Pl
       `${file} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file under this name only, and the other names keep the old file`,
       {
         location: image.at.path,
-        hint: `to see them: find / -samefile ${named} 2>/dev/null; remove them first if they should not keep the old disk`,
+        hint: `to see them: ${shellQuote(['find', '/', '-samefile', named])} 2>/dev/null; remove them first if they should not keep the old disk`,
       },
     ),
   );
@@ -342,8 +388,7 @@ function waitForGrownSources(
 /**
  * What the manifest's text does not show (check-manifest catches the rest), found by file
  * identity: two images whose paths are two names of one file (a symlink, a hard link), a copy
- * that would replace a file another image reads under another name, a retired file that is
- * another name of a file the layout keeps, and a backing loop through a
+ * that would replace a file another image reads under another name, and a backing loop through a
  * backing named by another name of an image's file (applied, each image would end up backed by
  * the other).
  */
@@ -401,33 +446,6 @@ function sameFileUnderOtherNames(manifest: ResolvedManifest, layout: InspectedLa
         },
       );
     }
-  }
-  // A retired file must not be a file the layout keeps (checkRetire), under another name either:
-  // apply would keep it after all the steps and report the retire failed.
-  const kept = new Map<string, string>();
-  for (const image of manifest.images) {
-    const files = [
-      { path: image.path, role: `the file of image "${image.id}"` },
-      ...(image.backing?.kind === 'file'
-        ? [{ path: image.backing.path, role: `the backing of image "${image.id}"` }]
-        : []),
-      ...(image.options.data_file !== undefined
-        ? [{ path: image.options.data_file, role: `the data file of image "${image.id}"` }]
-        : []),
-    ];
-    for (const { path, role } of files) {
-      const identity = identityOf(path);
-      if (identity !== undefined && !kept.has(identity)) kept.set(identity, `${path}, ${role}`);
-    }
-  }
-  for (const retired of manifest.retire) {
-    const identity = identityOf(retired.path);
-    const role = identity === undefined ? undefined : kept.get(identity);
-    if (role === undefined) continue;
-    return error('retire-in-use', `${retired.path} is listed under retire but is another name of ${role}`, {
-      location: retired.at,
-      hint: 'retire only files the new layout no longer needs; remove it from the retire list',
-    });
   }
   // Loops of ids and paths as written were refused before planning: only another name can hide one.
   const hidden = manifest.images.some((image) => {
@@ -494,6 +512,8 @@ export function planLayout(
     images.push(planned.plan);
     steps.push(...planned.steps);
   }
+  const stillRead = failed ? undefined : retiredStillRead(manifest, ctx, keyOf);
+  if (stillRead) ctx.diagnostics.push(stillRead);
   if (failed || hasErrors(ctx.diagnostics)) {
     if (!hasErrors(ctx.diagnostics)) {
       ctx.diagnostics.push(error('plan-failed', 'planning failed; see the errors above'));

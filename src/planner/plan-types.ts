@@ -103,8 +103,11 @@ export interface Step {
    * names, so that the link keeps naming the image (see newFileFor in recipes.ts).
    */
   renameOnto?: string;
-  /** More files written under temporary names (an external data file), renamed before `path`. */
-  extraTemporaries?: { temporaryPath: string; path: string }[];
+  /**
+   * More files written under temporary names (an external data file), renamed before `path`:
+   * onto `onto` when `path` is a symlink (see renameOnto).
+   */
+  extraTemporaries?: { temporaryPath: string; path: string; onto?: string }[];
   /** Started before the commands, always stopped after (also on failure and Ctrl-C). */
   helpers?: PlannedHelper[];
   commands: PlannedCommand[];
@@ -183,7 +186,7 @@ export function stepsBefore(step: Step): string[] {
  */
 export function temporariesOf(step: Step): { temporaryPath: string; path: string; onto: string }[] {
   return [
-    ...(step.extraTemporaries ?? []).map((extra) => ({ ...extra, onto: extra.path })),
+    ...(step.extraTemporaries ?? []).map((extra) => ({ ...extra, onto: extra.onto ?? extra.path })),
     ...(step.temporaryPath
       ? [{ temporaryPath: step.temporaryPath, path: step.path, onto: step.renameOnto ?? step.path }]
       : []),

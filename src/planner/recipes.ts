@@ -82,16 +82,22 @@ export function temporaryPathFor(path: string): string {
 }
 
 /**
- * Where a step writes its target anew: under a temporary name beside its path, then renamed onto
- * the file it replaces, which for a symlink is the file the link names. Beside the path, qemu
- * resolves a relative backing name as it will through the link; only a file on another
- * filesystem gets its temporary beside it instead (a rename cannot cross filesystems).
+ * Where a file at `path` is written anew: under a temporary name beside the path, then renamed
+ * onto the file it replaces, which for a symlink is the file the link names. Beside the path,
+ * qemu resolves a relative backing name as it will through the link; only a file on another
+ * filesystem or mount gets its temporary beside it instead (a rename crosses neither).
  */
-function newFileFor(target: Target): Pick<Step, 'temporaryPath' | 'renameOnto'> & { temporaryPath: string } {
-  const link = target.symlink;
-  if (link === undefined) return { temporaryPath: temporaryPathFor(target.path) };
-  const beside = link.sameFilesystem ? target.path : link.target;
+export function newFileAt(
+  path: string,
+  link: Target['symlink'],
+): Pick<Step, 'temporaryPath' | 'renameOnto'> & { temporaryPath: string } {
+  if (link === undefined) return { temporaryPath: temporaryPathFor(path) };
+  const beside = link.sameFilesystem ? path : link.target;
   return { temporaryPath: temporaryPathFor(beside), renameOnto: link.target };
+}
+
+function newFileFor(target: Target): Pick<Step, 'temporaryPath' | 'renameOnto'> & { temporaryPath: string } {
+  return newFileAt(target.path, target.symlink);
 }
 
 function baseStep(
@@ -529,7 +535,12 @@ export function resizeOf(path: string, format: string, size: number, shrink: boo
  * executor renames the data file before the image. (qemu 7.2 opens a relative data-file name
  * against the opener's working directory, so the name stored is absolute.)
  */
-export function withDataFile(step: Step, dataFile: string, format: string): Step {
+export function withDataFile(
+  step: Step,
+  dataFile: string,
+  format: string,
+  newData: Pick<Step, 'temporaryPath' | 'renameOnto'> & { temporaryPath: string },
+): Step {
   if (!step.temporaryPath) return step;
   const rename = {
     argv: amendCommand({ image: step.temporaryPath, format, options: { data_file: dataFile } }),
@@ -539,7 +550,13 @@ export function withDataFile(step: Step, dataFile: string, format: string): Step
     ...step,
     commands: [...step.commands, rename],
     ...(step.otherwise ? { otherwise: [...step.otherwise, rename] } : {}),
-    extraTemporaries: [{ temporaryPath: temporaryPathFor(dataFile), path: dataFile }],
+    extraTemporaries: [
+      {
+        temporaryPath: newData.temporaryPath,
+        path: dataFile,
+        ...(newData.renameOnto ? { onto: newData.renameOnto } : {}),
+      },
+    ],
     writes: [...step.writes, dataFile],
   };
 }

@@ -180,12 +180,78 @@ describe('a rewritten file', () => {
     expect((await rewriteSolo(vm)).mode & 0o777).toBe(0o640);
   });
 
+  it('gives a new data file the permissions of the image it belongs to', async () => {
+    const vm = join(ws.dir, 'vm');
+    await chmod(join(vm, 'solo.qcow2'), 0o600);
+    await writeFile(
+      join(vm, 'm.yaml'),
+      'version: 1\nimages:\n  solo: { path: solo.qcow2, options: { data_file: solo.data } }\n',
+    );
+    const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    // Before, the guest data landed in a world-readable file of the default mode.
+    expect((await stat(join(vm, 'solo.data'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(vm, 'solo.qcow2'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('keeps the permissions in a script from plan --emit sh too', async () => {
+    const vm = join(ws.dir, 'vm');
+    await chmod(join(vm, 'solo.qcow2'), 0o640);
+    await writeFile(
+      join(vm, 'm.yaml'),
+      'version: 1\nimages:\n  solo: { path: solo.qcow2, options: { cluster_size: 131072 } }\n',
+    );
+    const script = await chainform(vm, 'plan', 'm.yaml', '--emit', 'sh');
+    expect(script.exitCode, script.stderr).toBe(0);
+    await writeFile(join(vm, 'run.sh'), script.stdout);
+    await execa('sh', [join(vm, 'run.sh')], { cwd: vm });
+    expect((await imageInfo(join(vm, 'solo.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
+    expect((await stat(join(vm, 'solo.qcow2'))).mode & 0o777).toBe(0o640);
+  });
+
   it.runIf(process.getuid?.() === 0)('keeps the owner and group of the file it replaces (as root)', async () => {
     const vm = join(ws.dir, 'vm');
     // The owner a VM's qemu process might run as (here: nobody, nogroup).
     await chown(join(vm, 'solo.qcow2'), 65534, 65534);
     const after = await rewriteSolo(vm);
     expect([after.uid, after.gid]).toEqual([65534, 65534]);
+  });
+});
+
+describe('a data file named through a symlink to it', () => {
+  it('is rewritten where the link leads when the image is rewritten: the link stays, nothing is left behind', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm');
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      `data_file=${join(dir, 'store', 'd.raw')}`,
+      join(vm, 'dv.qcow2'),
+      '8M',
+    );
+    await qemuIo('qcow2', join(vm, 'dv.qcow2'), 'write -P 0x77 1M 2M');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', join(vm, 'dv.qcow2'), join(dir, 'dv-before.raw'));
+    await symlink('../store/d.raw', join(vm, 'dlink.raw'));
+    await writeFile(
+      join(vm, 'm.yaml'),
+      `version: 1\nimages:\n  dv: { path: dv.qcow2, options: { data_file: ${join(vm, 'dlink.raw')}, cluster_size: 131072 } }\n`,
+    );
+    const plan = await chainform(vm, 'plan', 'm.yaml');
+    expect(plan.stdout).toContain(
+      'then: flush, rename .dlink.raw.chainform-tmp -> ../store/d.raw (the file dlink.raw links to)',
+    );
+    const applied = await chainform(vm, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    // Before, dlink.raw became a file of its own and store/d.raw was left with the old data.
+    expect((await lstat(join(vm, 'dlink.raw'))).isSymbolicLink()).toBe(true);
+    expect((await imageInfo(join(vm, 'dv.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
+    expect(await compareImages(join(vm, 'dv.qcow2'), 'qcow2', join(dir, 'dv-before.raw'), 'raw')).toBe(0);
+    expect(await temporariesIn(vm, join(dir, 'store'))).toEqual([]);
+    const again = await chainform(vm, 'plan', 'm.yaml', '--detailed-exitcode');
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
   });
 });
 
@@ -207,6 +273,7 @@ describe('an output path that is a symlink the ledger does not vouch for', () =>
     const precious = join(dir, 'precious.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', precious, '8M');
     await qemuIo('qcow2', precious, 'write -P 0x55 0 1M');
+    await chmod(precious, 0o750);
     const before = await checksums([precious]);
     await rm(join(vm, 'out', 'copy.qcow2'));
     await symlink(precious, join(vm, 'out', 'copy.qcow2'));
@@ -214,6 +281,8 @@ describe('an output path that is a symlink the ledger does not vouch for', () =>
     expect(applied.exitCode, applied.stderr).toBe(0);
     expect(await checksums([precious])).toEqual(before);
     expect((await lstat(join(vm, 'out', 'copy.qcow2'))).isFile()).toBe(true);
+    // Nor does the new file take that file's access: what it replaced was the link.
+    expect((await stat(join(vm, 'out', 'copy.qcow2'))).mode & 0o777).not.toBe(0o750);
     expect(await compareImages(join(vm, 'out', 'copy.qcow2'), 'qcow2', join(vm, 'solo.qcow2'), 'qcow2')).toBe(0);
   });
 });

@@ -86,30 +86,60 @@ describe('retire and verify', () => {
     );
   });
 
-  it('refuses at plan to retire another name of a file the new layout keeps, before any step', async () => {
+  it('refuses at plan to retire a file the new layout still reads under another name, before any step', async () => {
     const { dir } = ws;
-    // vm.qcow2 is an image of the manifest; vm-old.qcow2 and vm-link.qcow2 are other names of it.
-    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'vm.qcow2'), '8M');
+    // vm.qcow2 is an image of the manifest, on mid.qcow2 on low.qcow2; a source stays too.
+    await qcow2Chain(dir, ['low', 'mid', 'vm'], '8M');
     await link(join(dir, 'vm.qcow2'), join(dir, 'vm-old.qcow2'));
-    await symlink('vm.qcow2', join(dir, 'vm-link.qcow2'));
-    const before = await checksums([join(dir, 'vm.qcow2')]);
-    for (const retired of ['vm-old.qcow2', 'vm-link.qcow2']) {
+    await link(join(dir, 'low.qcow2'), join(dir, 'low-old.qcow2'));
+    await link(join(dir, 'template.raw'), join(dir, 'template-old.raw'));
+    const kept = ['vm.qcow2', 'mid.qcow2', 'low.qcow2'].map((name) => join(dir, name));
+    const before = await checksums(kept);
+    const cases: [string, string][] = [
+      ['vm-old.qcow2', 'image "vm" still reads it (another name of vm.qcow2)'],
+      // A file deep in the chain of a backing named by path.
+      ['low-old.qcow2', 'image "vm" still reads it (another name of low.qcow2)'],
+      ['low.qcow2', 'image "vm" still reads it'],
+      // A source that is not retired itself stays, and so does its chain.
+      ['template-old.raw', 'the source of "copy" still reads it (another name of template.raw)'],
+    ];
+    for (const [retired, why] of cases) {
       await writeFile(
         join(dir, 'm.yaml'),
-        `version: 1\nimages:\n  vm: { path: vm.qcow2, options: { lazy_refcounts: true } }\nretire: [${retired}]\n`,
+        [
+          'version: 1',
+          'images:',
+          '  vm: { path: vm.qcow2, backing: { path: mid.qcow2, format: qcow2 }, options: { lazy_refcounts: true } }',
+          '  copy: { path: out/copy.qcow2, from: { path: template.raw, format: raw } }',
+          `retire: [${retired}]`,
+          '',
+        ].join('\n'),
       );
-      // Before, apply amended vm.qcow2, then kept the file and reported the retire failed.
+      // Before, apply amended vm.qcow2 and made the copy, then kept the file and reported the retire failed.
       const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
       expect(result.exitCode).toBe(1);
+      const named = (text: string) => text.replace(/([\w.-]+\.(qcow2|raw))/g, (name) => join(dir, name));
       expect(result.stderr).toContain(
-        `m.yaml:4:10: error: ${join(dir, retired)} is listed under retire but is another name of ${join(dir, 'vm.qcow2')}, the file of image "vm" [retire-in-use]`,
+        `m.yaml:5:10: error: ${join(dir, retired)} is listed under retire, but ${named(why)} [retire-in-use]`,
       );
       expect(await exists(join(dir, retired))).toBe(true);
+      expect(await exists(join(dir, 'out', 'copy.qcow2'))).toBe(false);
     }
-    expect(await checksums([join(dir, 'vm.qcow2')])).toEqual(before);
+    expect(await checksums(kept)).toEqual(before);
   });
 
-  it('keeps a retired file that an image still reads through its backing chain', async () => {
+  it('refuses at plan to retire a symlink: apply deletes only image files', async () => {
+    const { dir } = ws;
+    await symlink('template.raw', join(dir, 'template-link.raw'));
+    await writeFile(join(dir, 'm.yaml'), manifest(['template-link.raw']));
+    const result = await chainform(dir, 'plan', 'm.yaml');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain(
+      `m.yaml:5:10: error: ${join(dir, 'template-link.raw')} is a symlink to ${join(dir, 'template.raw')}, not an image file [not-a-file]`,
+    );
+  });
+
+  it('refuses at plan to retire a file that an image still reads through its backing chain', async () => {
     const { dir } = ws;
     // old.qcow2 <- mid.qcow2 <- keep.qcow2: keep stays on mid, which the manifest does not
     // manage, and mid still reads old.qcow2: deleting it would break keep.
@@ -118,13 +148,16 @@ describe('retire and verify', () => {
       join(dir, 'm.yaml'),
       'version: 1\nimages:\n  keep: { path: keep.qcow2, backing: { path: mid.qcow2, format: qcow2 } }\nretire: [old.qcow2]\n',
     );
+    // Before, apply checked this only once the steps had run (retireFiles still does, last).
     const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(result.exitCode).toBe(1);
-    expect(result.stdout).toContain(`failed: kept ${join(dir, 'old.qcow2')}: image "keep" still reads it`);
+    expect(result.stderr).toContain(
+      `error: ${join(dir, 'old.qcow2')} is listed under retire, but image "keep" still reads it [retire-in-use]`,
+    );
     expect(await exists(join(dir, 'old.qcow2'))).toBe(true);
   });
 
-  it('keeps a retired file that a source the manifest keeps still reads', async () => {
+  it('refuses at plan to retire a file that a source the manifest keeps still reads', async () => {
     const { dir } = ws;
     // template.raw is retired, but vm-over.qcow2 (a source that stays) is an overlay on it.
     await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'template.raw', '-F', 'raw', join(dir, 'vm-over.qcow2'));
@@ -141,7 +174,10 @@ describe('retire and verify', () => {
     );
     const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(result.exitCode).toBe(1);
-    expect(result.stdout).toContain(`failed: kept ${join(dir, 'template.raw')}: the source of "vm" still reads it`);
+    expect(result.stderr).toContain(
+      `error: ${join(dir, 'template.raw')} is listed under retire, but the source of "vm" still reads it [retire-in-use]`,
+    );
+    expect(await exists(join(dir, 'base.qcow2'))).toBe(false);
     // The workspace guard also checks its sha256 after the test.
     expect(await exists(join(dir, 'template.raw'))).toBe(true);
   });

@@ -233,9 +233,15 @@ images:
 `;
     // in/alink.qcow2 is a symlink to in/a.qcow2: one file (inode 3), 64 MiB today.
     const a = file('qcow2', [layer('/work/m/in/a.qcow2', 3)]);
-    const alink = file('qcow2', [layer('/work/m/in/alink.qcow2', 3)]);
+    const alink = {
+      ...file('qcow2', [layer('/work/m/in/alink.qcow2', 3)]),
+      symlink: { target: '/work/m/in/a.qcow2', sameFilesystem: true },
+    };
     const result = planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, alink]));
     expect(!result.ok && result.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual(['backing-larger@7']);
+    // A hard link is another entry: a rewrite of a.qcow2 leaves it the old file, at its old size.
+    const hard = file('qcow2', [layer('/work/m/in/alink.qcow2', 3)]);
+    expect(planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, hard])).ok).toBe(true);
   });
 });
 
