@@ -190,21 +190,11 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   const { fingerprint, linkTarget, links } = file;
   const format = request.format;
   if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
-  const found: InspectedFile = {
-    path: request.path,
-    fingerprint,
-    format,
-    chain: null,
-    ...(linkTarget === undefined
-      ? {}
-      : {
-          symlink: {
-            target: linkTarget,
-            sameFilesystem: renameReaches(request.path, linkTarget, fileOf),
-          },
-        }),
-    ...(links === undefined ? {} : { links }),
-  };
+  // The other-name facts are added only where there are some: ordinary files keep one shape.
+  const found: InspectedFile = { path: request.path, fingerprint, format, chain: null };
+  if (linkTarget !== undefined)
+    found.symlink = { target: linkTarget, sameFilesystem: renameReaches(request.path, linkTarget, fileOf) };
+  if (links !== undefined) found.links = links;
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return found;
   const kind = file.kind;
