@@ -116,16 +116,17 @@ it('stops qemu-nbd exports and removes their folder on SIGINT', async () => {
   try {
     const image = await makeDisk(dir);
     const before = await checksums([image]);
-    const runtimesBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
     const { child } = await applyUntilDeltaStarts(dir);
+    // This run's runtime folders are named after its pid (other tests' runs may have theirs).
+    const runtimes = async () => (await readdir(tmpdir())).filter((f) => f.startsWith(`chainform-${child.pid}-`));
+    expect(await runtimes()).toHaveLength(1);
     child.kill('SIGINT');
     const result = await child;
     expect(result.exitCode).toBe(130);
     expect(String(result.stdout)).toContain('Apply interrupted: 1 done, 1 failed, 0 not started.');
     const nbd = await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false });
     expect(nbd.stdout).toBe('');
-    const runtimesAfter = (await readdir(tmpdir())).filter((f) => f.startsWith('chainform-') && !dir.endsWith(f));
-    expect(runtimesAfter.filter((f) => !runtimesBefore.includes(f))).toEqual([]);
+    expect(await runtimes()).toEqual([]);
     expect((await readdir(join(dir, 'out'))).sort()).toEqual(['base.qcow2']);
     expect(await checksums([image])).toEqual(before);
   } finally {
