@@ -198,16 +198,8 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return found;
   const kind = file.kind;
-  // A file to retire is never opened either; only image files are retired, never a symlink.
-  if (request.role === 'retired' && kind === 'file' && linkTarget !== undefined) {
-    diagnostics.push(
-      error('not-a-file', `${request.path} is a symlink to ${linkTarget}, not an image file`, {
-        location: request.at(),
-        hint: `apply deletes only image files: remove the link yourself, or retire ${linkTarget}`,
-      }),
-    );
-    return found;
-  }
+  // A file to retire is never opened either; only image files are retired (a symlink is refused
+  // by the planner, which sees every name the manifest gives it).
   if (request.role === 'retired' && kind === 'file') return found;
   if (kind !== 'file') {
     diagnostics.push(
@@ -363,11 +355,17 @@ export async function inspectLayout(
 
   const freeSpace = new Map<string, FilesystemSpace>();
   const seenDevices = new Map<string, FilesystemSpace>();
-  // A rewrite of an image whose path is a symlink writes beside the file it names.
-  const written = manifest.images.flatMap((image) => {
-    const target = files.get(image.path)?.symlink?.target;
-    return target === undefined ? [image.path] : [image.path, target];
-  });
+  // A rewrite of an image whose path is a symlink writes beside the file it names; the guest
+  // data of an image with an external data file lands there (see writtenFolder in plan-layout.ts).
+  const andTarget = (path: string) => {
+    const target = files.get(path)?.symlink?.target;
+    return target === undefined ? [path] : [path, target];
+  };
+  const written = manifest.images.flatMap((image) => [
+    ...andTarget(image.path),
+    ...(image.options.data_file === undefined ? [] : andTarget(image.options.data_file)),
+    ...(files.get(image.path)?.chain?.[0]?.dataFilePath ?? []),
+  ]);
   for (const path of written) {
     const dir = dirname(path);
     if (freeSpace.has(dir)) continue;

@@ -14,7 +14,7 @@ import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
 import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
-import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore } from './plan-types.js';
+import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore, temporariesOf } from './plan-types.js';
 import { type BackingTarget, newFileAt, type Target, withDataFile } from './recipes.js';
 import { guardRecordedSources } from './source-guards.js';
 
@@ -224,22 +224,42 @@ function planImage(
 function retiredStillRead(
   manifest: ResolvedManifest,
   ctx: PlanContext,
+  steps: readonly Step[],
   keyOf: (path: string) => string,
 ): Diagnostic | undefined {
   if (manifest.retire.length === 0) return undefined;
+  for (const { path, at } of manifest.retire) {
+    // A symlink is never deleted (retireFiles takes only files), whatever else names it.
+    const link = ctx.layout.files.get(path)?.symlink;
+    if (link) {
+      return error('not-a-file', `${path} is a symlink to ${link.target}, not an image file`, {
+        location: at,
+        hint: `apply deletes only image files: remove the link yourself, or retire ${link.target}`,
+      });
+    }
+  }
   const retired = new Set(manifest.retire.map((r) => r.path));
+  // A file the plan writes anew is another file once it has run: only its name still leads to
+  // it, and another name (a hard link) keeps the old file, which nothing reads then.
+  const renamed = new Set(steps.flatMap((step) => temporariesOf(step).flatMap((t) => [t.path, t.onto])));
+  const keyOfFinal = (path: string) => (renamed.has(path) ? `name:${realNameOf(path, ctx.layout)}` : keyOf(path));
   const readers = new Map<string, { path: string; reader: string }>();
   const read = (paths: readonly string[], reader: string) => {
-    for (const path of paths) if (!readers.has(keyOf(path))) readers.set(keyOf(path), { path, reader });
+    for (const path of paths) if (!readers.has(keyOfFinal(path))) readers.set(keyOfFinal(path), { path, reader });
   };
   for (const image of manifest.images) {
     read(ctx.final.get(image.id)?.chain ?? [image.path], `image "${image.id}"`);
     const source = image.source;
-    if (source && !retired.has(source.path))
-      read(chainFiles(ctx.layout.files.get(source.path)?.chain ?? []), `the source of "${image.id}"`);
+    if (!source || retired.has(source.path)) continue;
+    // A source the manifest also reshapes reads what the plan leaves of it.
+    const reshaped = manifest.images.find((other) => other.path === source.path);
+    const chain = reshaped
+      ? ctx.final.get(reshaped.id)?.chain
+      : chainFiles(ctx.layout.files.get(source.path)?.chain ?? []);
+    read(chain ?? [source.path], `the source of "${image.id}"`);
   }
   for (const { path, at } of manifest.retire) {
-    const found = readers.get(keyOf(path));
+    const found = readers.get(keyOf(path)) ?? readers.get(`name:${realNameOf(path, ctx.layout)}`);
     if (!found) continue;
     const named = found.path === path ? '' : ` (another name of ${found.path})`;
     return error('retire-in-use', `${path} is listed under retire, but ${found.reader} still reads it${named}`, {
@@ -248,6 +268,44 @@ function retiredStillRead(
     });
   }
   return undefined;
+}
+
+/**
+ * A backing named by path through another name of an image the manifest resizes, where planImage
+ * could not tell its size: that depends on how the image changes, known once every image is
+ * planned. A resize in place changes the file under every name (a hard link, a path through a
+ * symlinked folder); a rewrite only the name it is renamed onto, which planImage already measured
+ * (declaredSizes), while a hard link keeps the old file.
+ */
+function resizedUnderOtherNames(
+  manifest: ResolvedManifest,
+  ctx: PlanContext,
+  steps: readonly Step[],
+  keyOf: (path: string) => string,
+): Diagnostic[] {
+  const resized = manifest.images.filter((image) => image.size !== undefined);
+  if (resized.length === 0) return [];
+  const problems: Diagnostic[] = [];
+  for (const image of manifest.images) {
+    const backing = image.backing;
+    if (backing?.kind !== 'file') continue;
+    const owner = resized.find(
+      (other) =>
+        keyOf(other.path) === keyOf(backing.path) &&
+        realNameOf(other.path, ctx.layout) !== realNameOf(backing.path, ctx.layout),
+    );
+    if (!owner?.size || steps.some((step) => step.image === owner.id && step.temporaryPath !== undefined)) continue;
+    const size = ctx.final.get(image.id)?.virtualSize;
+    if (size === undefined || owner.size <= size) continue;
+    problems.push(
+      error(
+        'backing-larger',
+        `the backing of "${image.id}" (${owner.size} bytes once "${owner.id}" is resized: ${backing.path} is another name of its file) is larger than the image itself (${size} bytes)`,
+        { location: image.at.backing, hint: 'grow the image first, or back it with an image of its own size' },
+      ),
+    );
+  }
+  return problems;
 }
 
 /**
@@ -315,10 +373,22 @@ function warnOtherNamesKeepOldFile(image: ResolvedImage, target: Target, ctx: Pl
   );
 }
 
+/**
+ * The folder whose filesystem a step's bytes land on: its external data file's, where it has
+ * one (a new one under its temporary name, or the one an image written in place keeps), else
+ * its temporary file's, else its image's.
+ */
+function writtenFolder(step: Step, layout: InspectedLayout): string {
+  const data = step.extraTemporaries?.[0]?.temporaryPath;
+  if (data !== undefined) return dirname(data);
+  const kept = step.temporaryPath === undefined ? layout.files.get(step.path)?.chain?.[0]?.dataFilePath : undefined;
+  return dirname(kept ?? step.temporaryPath ?? step.path);
+}
+
 function spaceChecks(steps: readonly Step[], layout: InspectedLayout): SpaceCheck[] {
   const byDir = new Map<string, SpaceCheck>();
   for (const step of steps) {
-    const space = layout.freeSpace.get(dirname(step.temporaryPath ?? step.path));
+    const space = layout.freeSpace.get(writtenFolder(step, layout));
     if (!space) continue;
     const check = byDir.get(space.dir) ?? {
       dir: space.dir,
@@ -512,7 +582,8 @@ export function planLayout(
     images.push(planned.plan);
     steps.push(...planned.steps);
   }
-  const stillRead = failed ? undefined : retiredStillRead(manifest, ctx, keyOf);
+  if (!failed) ctx.diagnostics.push(...resizedUnderOtherNames(manifest, ctx, steps, keyOf));
+  const stillRead = failed || hasErrors(ctx.diagnostics) ? undefined : retiredStillRead(manifest, ctx, steps, keyOf);
   if (stillRead) ctx.diagnostics.push(stillRead);
   if (failed || hasErrors(ctx.diagnostics)) {
     if (!hasErrors(ctx.diagnostics)) {

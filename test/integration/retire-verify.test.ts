@@ -5,7 +5,7 @@ import { link, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { chainform, checksums, compareImages, MiB, qcow2Chain, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checksums, compareImages, imageInfo, MiB, qcow2Chain, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const exists = (path: string) =>
@@ -128,15 +128,65 @@ describe('retire and verify', () => {
     expect(await checksums(kept)).toEqual(before);
   });
 
-  it('refuses at plan to retire a symlink: apply deletes only image files', async () => {
+  it('refuses at plan to retire a symlink, also one the manifest reads from: apply deletes only image files', async () => {
     const { dir } = ws;
     await symlink('template.raw', join(dir, 'template-link.raw'));
-    await writeFile(join(dir, 'm.yaml'), manifest(['template-link.raw']));
-    const result = await chainform(dir, 'plan', 'm.yaml');
-    expect(result.exitCode).toBe(1);
-    expect(result.stderr).toContain(
-      `m.yaml:5:10: error: ${join(dir, 'template-link.raw')} is a symlink to ${join(dir, 'template.raw')}, not an image file [not-a-file]`,
+    for (const text of [
+      manifest(['template-link.raw']),
+      // Before, a symlink that is also a source got past plan, and apply failed after its steps.
+      'version: 1\nimages:\n  base: { path: base.qcow2, from: { path: template-link.raw, format: raw } }\nretire: [template-link.raw]\n',
+    ]) {
+      await writeFile(join(dir, 'm.yaml'), text);
+      const result = await chainform(dir, 'plan', 'm.yaml');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toMatch(
+        new RegExp(
+          `m\\.yaml:\\d+:10: error: ${join(dir, 'template-link.raw')} is a symlink to ${join(dir, 'template.raw')}, not an image file \\[not-a-file\\]`,
+        ),
+      );
+    }
+  });
+
+  it('retires the old base of a source the plan repoints: the source reads what the plan leaves of it', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'old.qcow2'), '8M');
+    await qemuIo('qcow2', join(dir, 'old.qcow2'), 'write -P 0x31 0 2M');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'qcow2', join(dir, 'old.qcow2'), join(dir, 'new.qcow2'));
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'old.qcow2', '-F', 'qcow2', join(dir, 'vm.qcow2'));
+    await qemuIo('qcow2', join(dir, 'vm.qcow2'), 'write -P 0x32 1M 1M');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', join(dir, 'vm.qcow2'), join(dir, 'vm-before.raw'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  vm: { path: vm.qcow2, backing: { path: new.qcow2, format: qcow2 } }',
+        '  copy: { path: out/copy.qcow2, from: { path: vm.qcow2, format: qcow2 } }',
+        'retire: [old.qcow2]',
+        '',
+      ].join('\n'),
     );
+    // Before, plan refused: the source's chain was taken as it is, on old.qcow2.
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode, result.stdout + result.stderr).toBe(0);
+    expect(await exists(join(dir, 'old.qcow2'))).toBe(false);
+    for (const image of ['vm.qcow2', 'out/copy.qcow2'])
+      expect(await compareImages(join(dir, image), 'qcow2', join(dir, 'vm-before.raw'), 'raw')).toBe(0);
+  });
+
+  it('retires another name of an image file the plan writes anew: nothing reads the old file then', async () => {
+    const { dir } = ws;
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'vm.qcow2'), '8M');
+    await link(join(dir, 'vm.qcow2'), join(dir, 'vm-old.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  vm: { path: vm.qcow2, options: { cluster_size: 131072 } }\nretire: [vm-old.qcow2]\n',
+    );
+    // Before, plan refused it as a name of vm.qcow2's file, which the rewrite replaces.
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode, result.stdout + result.stderr).toBe(0);
+    expect(await exists(join(dir, 'vm-old.qcow2'))).toBe(false);
+    expect((await imageInfo(join(dir, 'vm.qcow2'), 'qcow2'))['cluster-size']).toBe(131072);
   });
 
   it('refuses at plan to retire a file that an image still reads through its backing chain', async () => {

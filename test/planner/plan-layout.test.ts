@@ -239,9 +239,24 @@ images:
     };
     const result = planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, alink]));
     expect(!result.ok && result.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual(['backing-larger@7']);
-    // A hard link is another entry: a rewrite of a.qcow2 leaves it the old file, at its old size.
+    // A hard link is another entry: a resize in place grows the file under it too...
     const hard = file('qcow2', [layer('/work/m/in/alink.qcow2', 3)]);
-    expect(planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, hard])).ok).toBe(true);
+    const inPlace = planLayout(resolved(text), layoutOf([raw('/work/m/in/top.raw', 1), a, hard]));
+    expect(!inPlace.ok && inPlace.diagnostics.map((d) => `${d.code}@${d.location?.line}`)).toEqual([
+      'backing-larger@7',
+    ]);
+    // ...but a rewrite of a.qcow2 leaves it the old file, at its old size.
+    const rewritten = text.replace('size: 128M', 'size: 128M, options: { cluster_size: 131072 }');
+    expect(planLayout(resolved(rewritten), layoutOf([raw('/work/m/in/top.raw', 1), a, hard])).ok).toBe(true);
+  });
+
+  it('checks the free space where an external data file lands', () => {
+    const text =
+      'version: 1\nimages:\n  a: { path: out/a.qcow2, from: { path: in/a.raw, format: raw }, options: { data_file: /data/a.raw } }\n';
+    const layout = layoutOf([raw('/work/m/in/a.raw', 1, { actualSize: 3 * MiB })]);
+    const data = { dir: '/data', freeBytes: MiB };
+    const plan = planOf(text, { ...layout, freeSpace: new Map([...layout.freeSpace, ['/data', data]]) });
+    expect(plan.space).toEqual([{ dir: '/data', freeBytes: MiB, expectedWriteBytes: 3 * MiB, fits: false }]);
   });
 });
 
