@@ -92,6 +92,12 @@ export interface InspectedFile {
   symlink?: { target: string; sameFilesystem: boolean };
   /** How many names (hard links) the file has, when more than one. */
   links?: number;
+  /**
+   * Its path with every symlink resolved, folders included, when that differs from the path and
+   * the planner needs it (a manifest that resizes or retires: which names lead to one directory
+   * entry, and so see a rewrite of it, where a hard link keeps the old file).
+   */
+  realPath?: string;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -171,6 +177,8 @@ interface Inspection {
   chainLayerOf: (layer: ImageInfo) => ChainLayer;
   diagnostics: Diagnostic[];
   qedBackingDeclared: (image: string, backing: string, format: string) => boolean;
+  /** Whether files get their `realPath` (a realpath per file costs a plan of 10,000 images). */
+  realPaths: boolean;
 }
 
 /** Whether the manifest declares a qed image at `image` on `backing` in `format` (see ChainReadAids). */
@@ -195,6 +203,10 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   if (linkTarget !== undefined)
     found.symlink = { target: linkTarget, sameFilesystem: renameReaches(request.path, linkTarget, fileOf) };
   if (links !== undefined) found.links = links;
+  if (inspection.realPaths) {
+    const real = linkTarget ?? realpathSync(request.path);
+    if (real !== request.path) found.realPath = real;
+  }
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
   if (request.role === 'foreign-output') return found;
   const kind = file.kind;
@@ -337,6 +349,7 @@ export async function inspectLayout(
     chainLayerOf,
     diagnostics,
     qedBackingDeclared: qedBackingsOf(manifest),
+    realPaths: manifest.retire.length > 0 || manifest.images.some((image) => image.size !== undefined),
   };
   // Anything unexpected (permissions, I/O errors) becomes a located error, not a crash.
   const inspected = await Promise.all(
@@ -361,11 +374,14 @@ export async function inspectLayout(
     const target = files.get(path)?.symlink?.target;
     return target === undefined ? [path] : [path, target];
   };
-  const written = manifest.images.flatMap((image) => [
-    ...andTarget(image.path),
-    ...(image.options.data_file === undefined ? [] : andTarget(image.options.data_file)),
-    ...(files.get(image.path)?.chain?.[0]?.dataFilePath ?? []),
-  ]);
+  const written = manifest.images.flatMap((image) => {
+    const kept = files.get(image.path)?.chain?.[0]?.dataFilePath;
+    return [
+      ...andTarget(image.path),
+      ...(image.options.data_file === undefined ? [] : andTarget(image.options.data_file)),
+      ...(kept === undefined ? [] : [kept]),
+    ];
+  });
   for (const path of written) {
     const dir = dirname(path);
     if (freeSpace.has(dir)) continue;

@@ -1,7 +1,7 @@
 // Stage 4: the planner. A pure function of (resolved manifest, inspected layout incl. ledger):
 // no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
 import { dirname, isAbsolute } from 'node:path';
-import { type Diagnostic, error, hasErrors, warning } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error, hasErrors, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';
 import { backingCycleFrom } from '../manifest/check-manifest.js';
 import type { ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -94,9 +94,13 @@ function resolveBacking(
   };
 }
 
-/** The name a path leads to: the file a symlink there names, or the path itself. */
+/**
+ * The directory entry a path leads to: its path with symlinks resolved (inspection records it
+ * where the planner needs it), the file a symlink there names, or the path itself.
+ */
 function realNameOf(path: string, layout: InspectedLayout): string {
-  return layout.files.get(path)?.symlink?.target ?? path;
+  const file = layout.files.get(path);
+  return file?.realPath ?? file?.symlink?.target ?? path;
 }
 
 /**
@@ -242,7 +246,11 @@ function retiredStillRead(
   // A file the plan writes anew is another file once it has run: only its name still leads to
   // it, and another name (a hard link) keeps the old file, which nothing reads then.
   const renamed = new Set(steps.flatMap((step) => temporariesOf(step).flatMap((t) => [t.path, t.onto])));
-  const keyOfFinal = (path: string) => (renamed.has(path) ? `name:${realNameOf(path, ctx.layout)}` : keyOf(path));
+  const renamedNames = new Set([...renamed].map((path) => realNameOf(path, ctx.layout)));
+  const keyOfFinal = (path: string) => {
+    const name = realNameOf(path, ctx.layout);
+    return renamedNames.has(name) ? `name:${name}` : keyOf(path);
+  };
   const readers = new Map<string, { path: string; reader: string }>();
   const read = (paths: readonly string[], reader: string) => {
     for (const path of paths) if (!readers.has(keyOfFinal(path))) readers.set(keyOfFinal(path), { path, reader });
@@ -252,14 +260,15 @@ function retiredStillRead(
     const source = image.source;
     if (!source || retired.has(source.path)) continue;
     // A source the manifest also reshapes reads what the plan leaves of it.
-    const reshaped = manifest.images.find((other) => other.path === source.path);
+    const sourceName = realNameOf(source.path, ctx.layout);
+    const reshaped = manifest.images.find((other) => realNameOf(other.path, ctx.layout) === sourceName);
     const chain = reshaped
       ? ctx.final.get(reshaped.id)?.chain
       : chainFiles(ctx.layout.files.get(source.path)?.chain ?? []);
     read(chain ?? [source.path], `the source of "${image.id}"`);
   }
   for (const { path, at } of manifest.retire) {
-    const found = readers.get(keyOf(path)) ?? readers.get(`name:${realNameOf(path, ctx.layout)}`);
+    const found = readers.get(keyOfFinal(path)) ?? readers.get(keyOf(path));
     if (!found) continue;
     const named = found.path === path ? '' : ` (another name of ${found.path})`;
     return error('retire-in-use', `${path} is listed under retire, but ${found.reader} still reads it${named}`, {
@@ -349,24 +358,34 @@ function relativeBackingAcrossFilesystems(
 }
 
 /**
- * A rewrite gives the image's path a new file: other hard links to the old file keep the old
- * file (a symlink is followed instead, see Step.renameOnto). Nothing is lost, but a VM that
- * opens the disk by another name would not see the change.
+ * A rewrite gives the image's path, and its declared data file's, a new file: other hard links
+ * to an old file keep the old file (a symlink is followed instead, see Step.renameOnto). Nothing
+ * is lost, but a VM that opens the disk by another name would not see the change.
  */
 function warnOtherNamesKeepOldFile(image: ResolvedImage, target: Target, ctx: PlanContext): void {
   const found = ctx.layout.files.get(image.path);
-  const links = found?.links;
   // A symlink the rewrite does not follow is replaced itself: the file it names keeps its names.
-  if (links === undefined || (found?.symlink && !target.symlink)) return;
+  if (!(found?.symlink && !target.symlink)) warnHardLinks(image.path, target.symlink, image.at.path, ctx);
+  const dataFile = image.options.data_file;
+  if (dataFile !== undefined) {
+    const data = ctx.layout.files.get(dataFile);
+    warnHardLinks(dataFile, data?.symlink, image.at.option('data_file'), ctx);
+  }
+}
+
+/** The hard-linked warning for the file at `path` (or the file its followed symlink names). */
+function warnHardLinks(path: string, link: Target['symlink'], location: SourceLocation, ctx: PlanContext): void {
+  const links = ctx.layout.files.get(path)?.links;
+  if (links === undefined) return;
   const others = links - 1;
-  const file = target.symlink ? `${target.symlink.target} (the file ${image.path} links to)` : image.path;
-  const named = target.symlink?.target ?? image.path;
+  const file = link ? `${link.target} (the file ${path} links to)` : path;
+  const named = link?.target ?? path;
   ctx.diagnostics.push(
     warning(
       'hard-linked',
       `${file} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file under this name only, and the other names keep the old file`,
       {
-        location: image.at.path,
+        location,
         hint: `to see them: ${shellQuote(['find', '/', '-samefile', named])} 2>/dev/null; remove them first if they should not keep the old disk`,
       },
     ),

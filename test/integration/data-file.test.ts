@@ -1,6 +1,6 @@
 // Issue 3, external data files: a qcow2 whose guest data lives in a raw file, with and without
 // a backing; both files are written under temporary names and renamed only when complete.
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chainform, checkImage, compareImages, imageInfo, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
@@ -89,5 +89,30 @@ describe('external data files', () => {
     const r = await chainform(dir, 'plan', 'manifest.yaml');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('out-data.raw already exists and is not the data file of "tpl" [data-file-exists]');
+  });
+});
+
+describe('the free-space check of an image with a data file', () => {
+  it('counts the bytes of an in-place step on the data file the image keeps, which the manifest need not name', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'data'));
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b0.qcow2'), '16M');
+    await qemuIo('qcow2', join(dir, 'b0.qcow2'), 'write -P 0x22 0 4M');
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'b1.qcow2'), '16M');
+    await qemuIo('qcow2', join(dir, 'b1.qcow2'), 'write -P 0x55 0 4M');
+    const options = `data_file=${join(dir, 'data', 'o.data')}`;
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', options, '-b', 'b0.qcow2', '-F', 'qcow2', join(dir, 'o.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  o: { path: o.qcow2, backing: { path: b1.qcow2, format: qcow2 } }\n',
+    );
+    const plan = await chainform(dir, 'plan', 'm.yaml', '--json');
+    expect(plan.exitCode, plan.stderr).toBe(0);
+    const planned = JSON.parse(plan.stdout);
+    // Unless b0 and b1 compare identical, a safe rebase writes what differs into the data file.
+    expect(planned.steps.map((step: { kind: string }) => step.kind)).toEqual(['verified-repoint']);
+    // Before, the step was charged to no filesystem at all: "space" was empty.
+    expect(planned.space).toHaveLength(1);
+    expect(planned.space[0].expectedWriteBytes).toBeGreaterThan(0);
   });
 });

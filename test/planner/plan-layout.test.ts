@@ -605,6 +605,67 @@ describe('planner: an image whose path is another name of its file', () => {
   });
 });
 
+describe('planner: names through a symlinked folder (realPath)', () => {
+  // /work/m/d is a symlink to /work/m: d/a.qcow2 is the very entry a.qcow2, not just its inode.
+  const a = file('qcow2', [layer('/work/m/a.qcow2', 3)]);
+  const viaFolder = { ...file('qcow2', [layer('/work/m/d/a.qcow2', 3)]), realPath: '/work/m/a.qcow2' };
+
+  it('measures such a backing at the declared size of an image rewritten and grown: the rename reaches it', () => {
+    const text =
+      'version: 1\nimages:\n  a: { path: a.qcow2, size: 128M, options: { cluster_size: 131072 } }\n' +
+      '  o: { path: out/o.qcow2, from: { path: in/o.raw, format: raw }, backing: { path: d/a.qcow2, format: qcow2 } }\n';
+    const result = planLayout(resolved(text), layoutOf([a, viaFolder, raw('/work/m/in/o.raw', 1)]));
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['backing-larger']);
+  });
+
+  it('refuses to retire the entry of an image it rewrites under that other name', () => {
+    const text =
+      'version: 1\nimages:\n  a: { path: a.qcow2, options: { cluster_size: 131072 } }\nretire: [d/a.qcow2]\n';
+    const result = planLayout(resolved(text), layoutOf([a, viaFolder]));
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['retire-in-use']);
+  });
+
+  it('retires a hard link of a rewritten image that a backing reaches only through a symlink to its entry', () => {
+    const text =
+      'version: 1\nimages:\n  a: { path: a.qcow2, options: { cluster_size: 131072 } }\n' +
+      '  o: { path: out/o.qcow2, from: { path: in/o.raw, format: raw }, backing: { path: l.qcow2, format: qcow2 } }\n' +
+      'retire: [h.qcow2]\n';
+    const link = {
+      ...file('qcow2', [layer('/work/m/l.qcow2', 3)]),
+      symlink: { target: '/work/m/a.qcow2', sameFilesystem: true },
+    };
+    const hard = file('qcow2', [layer('/work/m/h.qcow2', 3)]);
+    const result = planLayout(resolved(text), layoutOf([a, link, hard, raw('/work/m/in/o.raw', 1)]));
+    expect(result.ok ? result.plan.retire : result.diagnostics).toEqual(['/work/m/h.qcow2']);
+  });
+});
+
+describe('planner: a declared data file with other hard links', () => {
+  it('warns that they keep the old data when the image is rewritten', () => {
+    const text =
+      'version: 1\nimages:\n  top: { path: vm/top.qcow2, backing: null, options: { data_file: /work/m/vm/top.data } }\n';
+    const top = file('qcow2', [
+      layer('/work/m/vm/top.qcow2', 1, { dataFilePath: '/work/m/vm/top.data', dataFileFingerprint: fp(5) }),
+      layer('/work/m/in/old.qcow2', 2),
+    ]);
+    const data: ReturnType<typeof file> = {
+      path: '/work/m/vm/top.data',
+      fingerprint: fp(5),
+      format: 'raw',
+      chain: null,
+      links: 2,
+    };
+    const plan = planOf(text, layoutOf([top, data]));
+    expect(plan.steps[0]!.extraTemporaries?.[0]?.path).toBe('/work/m/vm/top.data');
+    expect(plan.warnings.map((w) => [w.code, w.message])).toEqual([
+      [
+        'hard-linked',
+        '/work/m/vm/top.data has 1 other name (hard links): the rewrite puts a new file under this name only, and the other names keep the old file',
+      ],
+    ]);
+  });
+});
+
 describe('planner: a symlink to a file on another filesystem, with a relative backing name', () => {
   it('refuses the rewrite: beside that file, the name would resolve from another folder', () => {
     const text =
