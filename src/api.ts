@@ -360,7 +360,7 @@ export async function apply(
       done: [],
       failed: short.map((space) => ({
         stepId: 'preflight',
-        message: `not enough free space in ${space.dir}: the plan writes up to ${space.expectedWriteBytes} bytes there and ${space.freeBytes} are free`,
+        message: `not enough free space in ${space.dir}: the plan writes about ${space.expectedWriteBytes} bytes there and ${space.freeBytes} are free`,
       })),
       notStarted: planned.plan.steps.map((step) => step.id),
       interrupted: false,

@@ -421,7 +421,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     if (short.length > 0) {
       for (const space of short) {
         io.stderr.write(
-          `error: not enough free space in ${space.dir}: the plan writes up to ${formatBytes(space.expectedWriteBytes)} there and ${formatBytes(space.freeBytes)} is free; nothing was changed\n`,
+          `error: not enough free space in ${space.dir}: the plan writes about ${formatBytes(space.expectedWriteBytes)} there and ${formatBytes(space.freeBytes)} is free; nothing was changed\n`,
         );
       }
       io.stderr.write(

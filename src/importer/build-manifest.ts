@@ -1,7 +1,7 @@
 // Pure: turns an imported layout into a manifest document, either as it is today (every layer an
 // image reshaped in place, so `plan` on it is empty) or linearised (every internal snapshot its
 // own external link under an export folder).
-import { basename, isAbsolute, relative } from 'node:path';
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 import { Document, isMap, type Scalar } from 'yaml';
 import type { Image, Manifest, Options } from '../manifest/manifest.generated.js';
 import type { ImageInfo } from '../qemu/image-info.js';
@@ -50,6 +50,21 @@ function observedOptions(info: ImageInfo): Options | undefined {
   if (q.compressionType && q.compressionType !== 'zlib')
     options.compression_type = q.compressionType as Options['compression_type'];
   return options;
+}
+
+/**
+ * An image's external data file as the manifest names it (relative to the manifest unless the
+ * image stores it absolutely, as chainform does), and whether it is raw: an image kept in place
+ * keeps its data file either way, but the manifest should say what the layout is.
+ */
+function dataFileOptions(path: string, info: ImageInfo, context: ManifestContext): Options {
+  const name = info.format === 'qcow2' ? info.qcow2.dataFile : undefined;
+  if (name === undefined) return {};
+  const file = resolve(dirname(path), name);
+  return {
+    data_file: manifestPath(context.manifestDir, file, isAbsolute(name)),
+    ...(info.qcow2.dataFileRaw ? { data_file_raw: true } : {}),
+  };
 }
 
 /** Snapshots oldest first (by date, then id). */
@@ -106,7 +121,7 @@ export function layoutManifest(layout: ImportedLayout, context: ManifestContext)
   const comments = new Map<string, string>();
   for (const layer of layout.layers) {
     const id = idOf.get(layer.path) as string;
-    const options = observedOptions(layer.info);
+    const options = { ...observedOptions(layer.info), ...dataFileOptions(layer.path, layer.info, context) };
     images[id] = {
       path: manifestPath(context.manifestDir, layer.path, layer.referencedAbsolute),
       format: layer.info.format as Image['format'],

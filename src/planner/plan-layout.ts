@@ -156,8 +156,12 @@ function planImage(
     );
     return 'failed';
   }
-  const dataFile = image.options.data_file;
-  if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
+  const declaredDataFile = image.options.data_file;
+  if (declaredDataFile !== undefined && !dataFileIsFree(image, declaredDataFile, ctx)) return 'failed';
+  // An image kept in place keeps the data file it has when the manifest names none: a rewrite
+  // writes its data anew there too (before, the new file held the data and the old one was left).
+  const dataFile =
+    declaredDataFile ?? (content.kind === 'in-place' && !image.source ? content.chain[0]?.dataFilePath : undefined);
   // A data file the image already has, declared through a symlink to it, is written where the link leads.
   const newData = dataFile === undefined ? undefined : newFileAt(dataFile, ctx.layout.files.get(dataFile)?.symlink);
   const symlink = followedSymlink(image, ctx);
@@ -242,7 +246,8 @@ function retiredStillRead(
       });
     }
   }
-  const retired = new Set(manifest.retire.map((r) => r.path));
+  // A source is retired under its own name or the name its path leads to (a symlink, a folder link).
+  const retired = new Set(manifest.retire.map((r) => realNameOf(r.path, ctx.layout)));
   // A file the plan writes anew is another file once it has run: only its name still leads to
   // it, and another name (a hard link) keeps the old file, which nothing reads then.
   const renamed = new Set(steps.flatMap((step) => temporariesOf(step).flatMap((t) => [t.path, t.onto])));
@@ -258,7 +263,7 @@ function retiredStillRead(
   for (const image of manifest.images) {
     read(ctx.final.get(image.id)?.chain ?? [image.path], `image "${image.id}"`);
     const source = image.source;
-    if (!source || retired.has(source.path)) continue;
+    if (!source || retired.has(realNameOf(source.path, ctx.layout))) continue;
     // A source the manifest also reshapes reads what the plan leaves of it.
     const sourceName = realNameOf(source.path, ctx.layout);
     const reshaped = manifest.images.find((other) => realNameOf(other.path, ctx.layout) === sourceName);

@@ -92,6 +92,40 @@ describe('external data files', () => {
   });
 });
 
+describe('an image kept in place with a data file the manifest does not name', () => {
+  it('keeps its data file, raw or not, when a rewrite writes the image anew; import names it', async () => {
+    const { dir } = ws;
+    for (const raw of [false, true]) {
+      const name = raw ? 'r' : 'd';
+      const options = `data_file=${join(dir, `${name}.data`)}${raw ? ',data_file_raw=on' : ''}`;
+      await qemuImg('create', '-q', '-f', 'qcow2', '-o', options, join(dir, `${name}.qcow2`), '16M');
+      await qemuIo('qcow2', join(dir, `${name}.qcow2`), 'write -P 0x22 1M 640k');
+      await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', join(dir, `${name}.qcow2`), join(dir, `${name}-before.raw`));
+      // import names the data file, so the manifest says what the layout is.
+      const imported = await chainform(dir, 'import', '-f', 'qcow2', `${name}.qcow2`);
+      expect(imported.stdout).toContain(`data_file: ${join(dir, `${name}.data`)}`);
+      expect(imported.stdout.includes('data_file_raw: true')).toBe(raw);
+      await writeFile(
+        join(dir, 'm.yaml'),
+        `version: 1\nimages:\n  ${name}: { path: ${name}.qcow2, options: { cluster_size: 4096 } }\n`,
+      );
+      const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(applied.exitCode, applied.stderr).toBe(0);
+      const info = await imageInfo(join(dir, `${name}.qcow2`), 'qcow2');
+      const specific = (info['format-specific'] as { data: Record<string, unknown> }).data;
+      // Before, the new file held the guest data itself and the old data file was left behind.
+      expect([info['cluster-size'], specific['data-file'], specific['data-file-raw']]).toEqual([
+        4096,
+        join(dir, `${name}.data`),
+        raw,
+      ]);
+      expect(await compareImages(join(dir, `${name}.qcow2`), 'qcow2', join(dir, `${name}-before.raw`), 'raw')).toBe(0);
+      const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
+      expect(again.exitCode, again.stdout).toBe(0);
+    }
+  });
+});
+
 describe('the free-space check of an image with a data file', () => {
   it('counts the bytes of an in-place step on the data file the image keeps, which the manifest need not name', async () => {
     const { dir } = ws;

@@ -47,13 +47,13 @@ it('refuses early when the writes do not fit, fails cleanly on ENOSPC, and compl
 
   const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
   expect(refused.exitCode).toBe(1);
-  expect(refused.stderr).toMatch(/error: not enough free space in .*small: the plan writes up to 48\.\d MiB there/);
+  expect(refused.stderr).toMatch(/error: not enough free space in .*small: the plan writes about 48\.\d MiB there/);
   expect(await readdir(small)).toEqual([]);
   // --quiet skips measures only when the worst case fits: here it must measure. The measured
   // figure (50659328 bytes, 48.3 MiB) tells it from the planner's own (the 48.0 MiB allocated).
   const quiet = await chainform(dir, 'apply', 'm.yaml', '--yes', '--quiet');
   expect(quiet.exitCode).toBe(1);
-  expect(quiet.stderr).toMatch(/error: not enough free space in .*small: the plan writes up to 48\.3 MiB there/);
+  expect(quiet.stderr).toMatch(/error: not enough free space in .*small: the plan writes about 48\.3 MiB there/);
   expect(await readdir(small)).toEqual([]);
 
   const full = await chainform(dir, 'apply', 'm.yaml', '--yes', '--no-space-check');

@@ -174,6 +174,35 @@ describe('retire and verify', () => {
       expect(await compareImages(join(dir, image), 'qcow2', join(dir, 'vm-before.raw'), 'raw')).toBe(0);
   });
 
+  it('retires a source under the name its path leads to, through a symlink or a symlinked folder', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'full'));
+    await qemuImg('convert', '-f', 'raw', '-O', 'raw', join(dir, 'vm1-full.raw'), join(dir, 'full', 'a.raw'));
+    await qemuImg('convert', '-f', 'raw', '-O', 'raw', join(dir, 'vm1-full.raw'), join(dir, 'full', 'b.raw'));
+    await symlink('full/a.raw', join(dir, 'a-link.raw'));
+    await symlink('full', join(dir, 'lnk'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  a: { path: out/a.qcow2, from: { path: a-link.raw, format: raw } }',
+        '  b: { path: out/b.qcow2, from: { path: lnk/b.raw, format: raw } }',
+        'retire: [full/a.raw, full/b.raw]',
+        '',
+      ].join('\n'),
+    );
+    // Before, plan refused both (the source still read them), as did apply's last check.
+    const result = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(result.exitCode, result.stdout + result.stderr).toBe(0);
+    expect(await exists(join(dir, 'full', 'a.raw'))).toBe(false);
+    expect(await exists(join(dir, 'full', 'b.raw'))).toBe(false);
+    for (const image of ['a', 'b'])
+      expect(
+        await compareImages(join(dir, 'out', `${image}.qcow2`), 'qcow2', join(dir, 'vm1-reference.raw'), 'raw'),
+      ).toBe(0);
+  });
+
   it('retires another name of an image file the plan writes anew: nothing reads the old file then', async () => {
     const { dir } = ws;
     await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'vm.qcow2'), '8M');
