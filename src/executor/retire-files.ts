@@ -25,28 +25,15 @@ interface Root {
   reader: string;
 }
 
-/**
- * The images of the manifest, and every source that is not retired itself (a user's input),
- * under its own name or another (a source read through a symlink to the retired file).
- */
-async function rootsOf(manifest: ResolvedManifest): Promise<Root[]> {
-  const identities = async (paths: readonly string[]) =>
-    (await Promise.all(paths.map((path) => fingerprintOf(path).catch(() => null)))).map((print) =>
-      print ? fileIdentity(print) : undefined,
-    );
-  const retiredPaths = manifest.retire.map((r) => r.path);
-  const retired = new Set([...retiredPaths, ...(await identities(retiredPaths))]);
-  const sources = manifest.images.map((image) => image.source?.path ?? '');
-  const sourceIdentities = await identities(sources);
-  return manifest.images.flatMap((image, index) => {
-    const source = image.source;
-    const identity = sourceIdentities[index];
-    const stays = source && !retired.has(source.path) && !(identity !== undefined && retired.has(identity));
-    return [
-      { path: image.path, format: image.format, reader: `image "${image.id}"` },
-      ...(source && stays ? [{ path: source.path, format: source.format, reader: `the source of "${image.id}"` }] : []),
-    ];
-  });
+/** The images of the manifest, and every source that is not retired itself (a user's input). */
+function rootsOf(manifest: ResolvedManifest): Root[] {
+  const retired = new Set(manifest.retire.map((r) => r.path));
+  return manifest.images.flatMap((image) => [
+    { path: image.path, format: image.format, reader: `image "${image.id}"` },
+    ...(image.source && !retired.has(image.source.path)
+      ? [{ path: image.source.path, format: image.source.format, reader: `the source of "${image.id}"` }]
+      : []),
+  ]);
 }
 
 /** Paths and inode identities of every file those chains read, or why they are unknown. */
@@ -56,7 +43,7 @@ async function filesInUse(
 ): Promise<{ paths: Map<string, string>; identities: Map<string, string> } | { error: string }> {
   const paths = new Map<string, string>();
   const identities = new Map<string, string>();
-  for (const root of await rootsOf(manifest)) {
+  for (const root of rootsOf(manifest)) {
     const diagnostics: Diagnostic[] = [];
     const layers = await readChain(root.path, root.format, runner, diagnostics);
     if (!layers)

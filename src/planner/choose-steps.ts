@@ -235,9 +235,6 @@ export function keptSettings(image: ResolvedImage, plan: ContentPlan): Options {
     kept.extended_l2 = true;
   }
   if (declared.compression_type === undefined && q.compressionType === 'zstd') kept.compression_type = 'zstd';
-  // The data file itself is kept by planImage; a raw one stays raw (it needs no backing).
-  if (declared.data_file === undefined && declared.data_file_raw === undefined && q.dataFileRaw && !image.backing)
-    kept.data_file_raw = true;
   return kept;
 }
 

@@ -13,7 +13,7 @@ import { ContentIdentity, contentKey } from './content-identity.js';
 import { addRefreshes } from './ledger-refreshes.js';
 import { addReaderEdges, topologicalOrder } from './order-steps.js';
 import { dataFileIsFree, followGrownSources, planContent, settleStaleContent } from './plan-content.js';
-import { type ContentPlan, fileKeys, type PlanContext } from './plan-context.js';
+import { type ContentPlan, fileKeys, namesDataFileOf, type PlanContext } from './plan-context.js';
 import { type ImagePlan, type Plan, type SpaceCheck, type Step, stepsBefore, temporariesOf } from './plan-types.js';
 import { type BackingTarget, newFileAt, type Target, withDataFile } from './recipes.js';
 import { guardRecordedSources } from './source-guards.js';
@@ -156,12 +156,8 @@ function planImage(
     );
     return 'failed';
   }
-  const declaredDataFile = image.options.data_file;
-  if (declaredDataFile !== undefined && !dataFileIsFree(image, declaredDataFile, ctx)) return 'failed';
-  // An image kept in place keeps the data file it has when the manifest names none: a rewrite
-  // writes its data anew there too (before, the new file held the data and the old one was left).
-  const dataFile =
-    declaredDataFile ?? (content.kind === 'in-place' && !image.source ? content.chain[0]?.dataFilePath : undefined);
+  const dataFile = image.options.data_file;
+  if (dataFile !== undefined && !dataFileIsFree(image, dataFile, ctx)) return 'failed';
   // A data file the image already has, declared through a symlink to it, is written where the link leads.
   const newData = dataFile === undefined ? undefined : newFileAt(dataFile, ctx.layout.files.get(dataFile)?.symlink);
   const symlink = followedSymlink(image, ctx);
@@ -201,6 +197,9 @@ function planImage(
   // An image kept in place keeps the data file it has, unless the manifest names another or a
   // step writes the image anew (a new file gets a data file only when one is declared).
   const rewritten = steps.some((step) => step.temporaryPath !== undefined);
+  // An output (built from a source) is rebuilt from it if a run dies between its renames.
+  if (rewritten && content.kind === 'in-place' && !image.source && replacesDataFileInUse(image, content, steps, ctx))
+    return 'failed';
   if (rewritten && backing && relativeBackingAcrossFilesystems(image, target, backing.target.name, ctx))
     return 'failed';
   if (rewritten) warnOtherNamesKeepOldFile(image, target, ctx);
@@ -242,12 +241,11 @@ function retiredStillRead(
     if (link) {
       return error('not-a-file', `${path} is a symlink to ${link.target}, not an image file`, {
         location: at,
-        hint: `apply deletes only image files: remove the link yourself, or retire ${link.target}`,
+        hint: `apply deletes only image files: remove the link yourself; to retire ${link.target}, name it by that path wherever the manifest reads it`,
       });
     }
   }
-  // A source is retired under its own name or the name its path leads to (a symlink, a folder link).
-  const retired = new Set(manifest.retire.map((r) => realNameOf(r.path, ctx.layout)));
+  const retired = new Set(manifest.retire.map((r) => r.path));
   // A file the plan writes anew is another file once it has run: only its name still leads to
   // it, and another name (a hard link) keeps the old file, which nothing reads then.
   const renamed = new Set(steps.flatMap((step) => temporariesOf(step).flatMap((t) => [t.path, t.onto])));
@@ -263,7 +261,7 @@ function retiredStillRead(
   for (const image of manifest.images) {
     read(ctx.final.get(image.id)?.chain ?? [image.path], `image "${image.id}"`);
     const source = image.source;
-    if (!source || retired.has(realNameOf(source.path, ctx.layout))) continue;
+    if (!source || retired.has(source.path)) continue;
     // A source the manifest also reshapes reads what the plan leaves of it.
     const sourceName = realNameOf(source.path, ctx.layout);
     const reshaped = manifest.images.find((other) => realNameOf(other.path, ctx.layout) === sourceName);
@@ -334,6 +332,43 @@ function followedSymlink(image: ResolvedImage, ctx: PlanContext): InspectedFile[
   if (!file?.symlink || !image.source) return file?.symlink;
   const entry = ctx.layout.ledger.outputs[image.path];
   return entry && !entry.inProgress && sameFingerprint(entry.output, file.fingerprint) ? file.symlink : undefined;
+}
+
+/**
+ * A rewrite of an image kept in place whose guest data lives in an external data file must write
+ * that data to a new data file. Replacing the one it has cannot be done safely: the data file and
+ * the header are renamed one after the other, and a run killed between the two leaves the old
+ * header reading the new data (a review lost data so); whatever else reads the old data file or
+ * header (a backing named by it, a hard link) would read the new one. Without a data file in the
+ * manifest, the rewrite would move the data into the image and leave the data file behind.
+ */
+function replacesDataFileInUse(
+  image: ResolvedImage,
+  content: ContentPlan,
+  steps: readonly Step[],
+  ctx: PlanContext,
+): boolean {
+  const top = content.chain[0];
+  const current = top?.dataFilePath;
+  if (!top || current === undefined) return false;
+  const declared = image.options.data_file;
+  if (declared !== undefined && !namesDataFileOf(top, ctx.layout)(declared)) return false;
+  const why = steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
+  ctx.diagnostics.push(
+    error(
+      'data-file-rewrite',
+      `"${image.id}" is written anew (${why}), and its guest data lives in the data file ${current}: ${
+        declared === undefined
+          ? 'with no data_file in the manifest, the new image would hold the data and leave that file behind'
+          : 'that file cannot be replaced safely under the image that uses it'
+      }`,
+      {
+        location: declared === undefined ? image.at.path : image.at.option('data_file'),
+        hint: `declare data_file with a new path to move the data there, and list ${current} under retire to delete it once the new layout is verified`,
+      },
+    ),
+  );
+  return true;
 }
 
 /**

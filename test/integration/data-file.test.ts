@@ -3,7 +3,7 @@
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chainform, checkImage, compareImages, imageInfo, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { chainform, checkImage, checksums, compareImages, imageInfo, MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
 const ws = useWorkspace(async (dir) => {
@@ -92,33 +92,47 @@ describe('external data files', () => {
   });
 });
 
-describe('an image kept in place with a data file the manifest does not name', () => {
-  it('keeps its data file, raw or not, when a rewrite writes the image anew; import names it', async () => {
+describe('an image kept in place with a data file', () => {
+  it('is not rewritten over the data file it uses: the manifest must name a new one, and import names it', async () => {
     const { dir } = ws;
     for (const raw of [false, true]) {
       const name = raw ? 'r' : 'd';
-      const options = `data_file=${join(dir, `${name}.data`)}${raw ? ',data_file_raw=on' : ''}`;
+      const dataFile = join(dir, `${name}.data`);
+      const options = `data_file=${dataFile}${raw ? ',data_file_raw=on' : ''}`;
       await qemuImg('create', '-q', '-f', 'qcow2', '-o', options, join(dir, `${name}.qcow2`), '16M');
       await qemuIo('qcow2', join(dir, `${name}.qcow2`), 'write -P 0x22 1M 640k');
       await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', join(dir, `${name}.qcow2`), join(dir, `${name}-before.raw`));
       // import names the data file, so the manifest says what the layout is.
       const imported = await chainform(dir, 'import', '-f', 'qcow2', `${name}.qcow2`);
-      expect(imported.stdout).toContain(`data_file: ${join(dir, `${name}.data`)}`);
+      expect(imported.stdout).toContain(`data_file: ${dataFile}`);
       expect(imported.stdout.includes('data_file_raw: true')).toBe(raw);
+      const files = [join(dir, `${name}.qcow2`), dataFile];
+      const before = await checksums(files);
+      // Not naming it, or naming the one it has: refused before anything runs. Before, the first
+      // moved the data into the image and left the data file behind, and the second replaced the
+      // data file under the image (a run killed between the two renames lost data).
+      for (const declared of ['', `, data_file: ${dataFile}`]) {
+        await writeFile(
+          join(dir, 'm.yaml'),
+          `version: 1\nimages:\n  ${name}: { path: ${name}.qcow2, options: { cluster_size: 4096${declared} } }\n`,
+        );
+        const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
+        expect(refused.exitCode).toBe(1);
+        expect(refused.stderr).toContain(`and its guest data lives in the data file ${dataFile}`);
+        expect(refused.stderr).toContain('[data-file-rewrite]');
+        expect(await checksums(files)).toEqual(before);
+      }
+      // As the hint says: a new data file, and the old one retired once the layout is verified.
+      const moved = join(dir, `${name}-new.data`);
       await writeFile(
         join(dir, 'm.yaml'),
-        `version: 1\nimages:\n  ${name}: { path: ${name}.qcow2, options: { cluster_size: 4096 } }\n`,
+        `version: 1\nimages:\n  ${name}: { path: ${name}.qcow2, options: { cluster_size: 4096, data_file: ${moved} } }\nretire: [${name}.data]\n`,
       );
       const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
       expect(applied.exitCode, applied.stderr).toBe(0);
       const info = await imageInfo(join(dir, `${name}.qcow2`), 'qcow2');
       const specific = (info['format-specific'] as { data: Record<string, unknown> }).data;
-      // Before, the new file held the guest data itself and the old data file was left behind.
-      expect([info['cluster-size'], specific['data-file'], specific['data-file-raw']]).toEqual([
-        4096,
-        join(dir, `${name}.data`),
-        raw,
-      ]);
+      expect([info['cluster-size'], specific['data-file']]).toEqual([4096, moved]);
       expect(await compareImages(join(dir, `${name}.qcow2`), 'qcow2', join(dir, `${name}-before.raw`), 'raw')).toBe(0);
       const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
       expect(again.exitCode, again.stdout).toBe(0);

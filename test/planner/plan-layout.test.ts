@@ -640,8 +640,8 @@ describe('planner: names through a symlinked folder (realPath)', () => {
   });
 });
 
-describe('planner: a declared data file with other hard links', () => {
-  it('warns that they keep the old data when the image is rewritten', () => {
+describe('planner: the data file of an image kept in place', () => {
+  it('is never replaced by a rewrite, under any name', () => {
     const text =
       'version: 1\nimages:\n  top: { path: vm/top.qcow2, backing: null, options: { data_file: /work/m/vm/top.data } }\n';
     const top = file('qcow2', [
@@ -655,14 +655,12 @@ describe('planner: a declared data file with other hard links', () => {
       chain: null,
       links: 2,
     };
-    const plan = planOf(text, layoutOf([top, data]));
-    expect(plan.steps[0]!.extraTemporaries?.[0]?.path).toBe('/work/m/vm/top.data');
-    expect(plan.warnings.map((w) => [w.code, w.message])).toEqual([
-      [
-        'hard-linked',
-        '/work/m/vm/top.data has 1 other name (hard links): the rewrite puts a new file under this name only, and the other names keep the old file',
-      ],
-    ]);
+    const result = planLayout(resolved(text), layoutOf([top, data]));
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toEqual(['data-file-rewrite']);
+    // A new data file is written beside the image; the old one is left to retire.
+    const moved = text.replace('/work/m/vm/top.data', '/work/m/vm/new.data');
+    const plan = planOf(moved, layoutOf([top, data]));
+    expect(plan.steps[0]!.extraTemporaries?.[0]?.path).toBe('/work/m/vm/new.data');
   });
 });
 
