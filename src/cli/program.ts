@@ -118,6 +118,10 @@ function recoveryLines(recovery: Recovery): string[] {
   for (const { path, reason } of recovery.unrepaired) lines.push(`  could not repair ${path}: ${reason}`);
   if (recovery.removedTemporaries.length)
     lines.push(`  removed ${plural(recovery.removedTemporaries.length, 'half-written temporary file')}`);
+  if (recovery.removedUncommitted.length)
+    lines.push(
+      `  removed ${plural(recovery.removedUncommitted.length, 'file')} renamed into place before its image was (${recovery.removedUncommitted.join(', ')})`,
+    );
   return lines;
 }
 

@@ -31,6 +31,12 @@ export interface Recovery {
   stoppedCommands: Argv[];
   /** Half-written temporary files that were removed. */
   removedTemporaries: string[];
+  /**
+   * Files a step had renamed into place where nothing was (a new data file) when the run was
+   * killed before it renamed its image: the image does not use them, and the next plan would
+   * refuse them as files in the way.
+   */
+  removedUncommitted: string[];
   /** Images changed in place whose refcounts the interrupted step left dirty, now repaired. */
   repaired: string[];
   /** Such images that could not be repaired (plan then reports them as dirty). */
@@ -85,6 +91,22 @@ async function repairIfDirty(path: string, runner: CommandRunner, recovery: Reco
 }
 
 /**
+ * The files of `step` renamed into place before the run was killed, where nothing was when the
+ * step started, while its image's own temporary file is still there (not renamed): complete
+ * copies nothing uses. The image renamed too, the step is done, and they are its files.
+ */
+async function renamedBeforeTheKill(step: Journal['steps'][number]): Promise<string[]> {
+  const image = step.renames?.at(-1);
+  if (!image || !step.targetsBefore || !(await fingerprintOf(image.temporaryPath))) return [];
+  const left: string[] = [];
+  for (const { temporaryPath, onto } of step.renames?.slice(0, -1) ?? []) {
+    if (step.targetsBefore[onto] !== null || (await fingerprintOf(temporaryPath))) continue;
+    if (await fingerprintOf(onto)) left.push(onto);
+  }
+  return left;
+}
+
+/**
  * Cleans up after the last apply of this manifest folder if it was killed; null when it ended on
  * its own (or there was none). The caller holds the apply lock.
  */
@@ -106,6 +128,7 @@ export async function recoverInterruptedApply(
     interruptedSteps: [],
     stoppedCommands: [],
     removedTemporaries: [],
+    removedUncommitted: [],
     repaired: [],
     unrepaired: [],
   };
@@ -119,6 +142,10 @@ export async function recoverInterruptedApply(
     // Pids mean nothing on another host (shared storage): only temporary files are cleaned then.
     for (const command of local ? step.commands : []) {
       if (await stopCommand(command.pid, command.argv)) recovery.stoppedCommands.push(command.argv);
+    }
+    for (const renamed of await renamedBeforeTheKill(step)) {
+      await rm(renamed, { force: true });
+      recovery.removedUncommitted.push(renamed);
     }
     for (const temporary of step.temporaries) {
       if (!(await fingerprintOf(temporary))) continue;

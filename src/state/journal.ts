@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Plan, Step } from '../planner/plan-types.js';
+import { type Plan, type Step, temporariesOf } from '../planner/plan-types.js';
 import type { Argv } from '../qemu/commands.js';
 import { processAlive } from '../util/process-alive.js';
 import { DurableJsonFile } from './durable-json.js';
@@ -34,6 +34,13 @@ export interface JournalStep {
   status: JournalStepStatus;
   /** Files the step writes under temporary names; removed when it is interrupted. */
   temporaries: string[];
+  /**
+   * Its renames when done, in order (a new data file first, the image last), and what was at
+   * each final path when it started (null: nothing): a run killed between two renames left a
+   * new file at a path where none was, which its image does not use yet (recovery removes it).
+   */
+  renames?: { temporaryPath: string; onto: string }[];
+  targetsBefore?: Record<string, Fingerprint | null>;
   /** The files it reads, when it started. */
   inputs?: Record<string, Fingerprint | null>;
   /** The files it wrote, when it finished. */
@@ -138,6 +145,9 @@ export class JournalWriter implements StepJournal {
           ...(step.temporaryPath ? [step.temporaryPath] : []),
           ...(step.extraTemporaries ?? []).map((t) => t.temporaryPath),
         ],
+        ...(step.extraTemporaries?.length
+          ? { renames: temporariesOf(step).map(({ temporaryPath, onto }) => ({ temporaryPath, onto })) }
+          : {}),
         commands: [],
       })),
     };
@@ -149,7 +159,13 @@ export class JournalWriter implements StepJournal {
   }
 
   async stepStarted(step: Step): Promise<void> {
-    await this.update(step, { status: 'running', inputs: await fingerprintsOf(step.reads), startedAt: this.stamp() });
+    const renames = this.entry(step)?.renames ?? [];
+    await this.update(step, {
+      status: 'running',
+      inputs: await fingerprintsOf(step.reads),
+      ...(renames.length ? { targetsBefore: await fingerprintsOf(renames.map((r) => r.onto)) } : {}),
+      startedAt: this.stamp(),
+    });
   }
 
   commandStarted(step: Step, command: JournalCommand): Promise<void> {
