@@ -4,9 +4,11 @@
 // steps it was in the middle of, and stops orphaned qemu-nbd helpers. Planning comes after, from
 // what is on disk then: a finished step is never trusted on the journal's word, only on the
 // ledger's fingerprints.
+
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { readImageFile } from '../inspect/image-file.js';
 import { type Argv, layerInfoCommand, repairRefcountsCommand } from '../qemu/commands.js';
 import { parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
@@ -91,16 +93,19 @@ async function repairIfDirty(path: string, runner: CommandRunner, recovery: Reco
 }
 
 /**
- * The files of `step` renamed into place before the run was killed, where nothing was when the
- * step started, while its image's own temporary file is still there (not renamed): complete
- * copies nothing uses. The image renamed too, the step is done, and they are its files.
+ * The data file of `step` renamed into place before the run was killed, while its image's own
+ * temporary file is still there (not renamed): a complete copy nothing uses. It is the step's
+ * only when nothing was at that path when the step started and the temporary image's header
+ * already names it (the last command renames the data file in the header); the image renamed
+ * too, the step is done, and it is the image's data file.
  */
 async function renamedBeforeTheKill(step: Journal['steps'][number]): Promise<string[]> {
   const image = step.renames?.at(-1);
-  if (!image || !step.targetsBefore || !(await fingerprintOf(image.temporaryPath))) return [];
+  if (!image || !step.targetsBefore) return [];
+  const named = readImageFile(image.temporaryPath).qcow2?.dataFileName;
   const left: string[] = [];
   for (const { temporaryPath, onto } of step.renames?.slice(0, -1) ?? []) {
-    if (step.targetsBefore[onto] !== null || (await fingerprintOf(temporaryPath))) continue;
+    if (named !== onto || step.targetsBefore[onto] !== null || (await fingerprintOf(temporaryPath))) continue;
     if (await fingerprintOf(onto)) left.push(onto);
   }
   return left;

@@ -182,9 +182,11 @@ describe('a run killed between the renames of a move to a new data file', () => 
     const step = planned.steps[0];
     const [data, own] = [step.extraTemporaries[0], { temporaryPath: step.temporaryPath, onto: image }];
     // What a SIGKILL between the step's two renames leaves (made by hand: the moment is too short
-    // to hit reliably): the new data file renamed into place, the new header still temporary.
+    // to hit reliably): the new data file renamed into place, the new header still temporary and
+    // naming it (the step's last command).
     await copyFile(join(dir, 'big.data'), data.path);
     await copyFile(image, own.temporaryPath);
+    await qemuImg('amend', '-f', 'qcow2', '-o', `data_file=${data.path}`, own.temporaryPath);
     const gone = execa('true');
     await gone;
     const journal = {
