@@ -201,7 +201,10 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   // The other-name facts are added only where there are some: ordinary files keep one shape.
   const found: InspectedFile = { path: request.path, fingerprint, format, chain: null };
   if (linkTarget !== undefined)
-    found.symlink = { target: linkTarget, sameFilesystem: renameReaches(request.path, linkTarget, fileOf) };
+    found.symlink = {
+      target: linkTarget,
+      sameFilesystem: renameReaches(request.path, linkTarget, fingerprint.dev, fileOf),
+    };
   if (links !== undefined) found.links = links;
   if (inspection.realPaths) {
     const real = linkTarget ?? realpathSync(request.path);
@@ -250,11 +253,16 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
 /**
  * Whether a file made beside the symlink `path` can be renamed onto `target`, the file it names:
  * one device, and one mount (rename(2) does not cross a bind mount either). Where /proc cannot
- * name the mounts, the device decides.
+ * name the mounts, the device decides. `targetDevice` is the target's (the stat through the link).
  */
-function renameReaches(path: string, target: string, fileOf: (path: string) => ImageFile): boolean {
+function renameReaches(
+  path: string,
+  target: string,
+  targetDevice: string,
+  fileOf: (path: string) => ImageFile,
+): boolean {
   const linkDir = dirname(path);
-  if (fileOf(linkDir).fingerprint?.dev !== fileOf(target).fingerprint?.dev) return false;
+  if (fileOf(linkDir).fingerprint?.dev !== targetDevice) return false;
   return mountPointOf(realpathSync(linkDir)) === mountPointOf(dirname(target));
 }
 
