@@ -5,9 +5,13 @@
 // Measured in a child process under GNU time: wall seconds of `plan` (which loads and validates
 // the manifest, inspects and plans), peak RSS, and
 // qemu-img processes the inspection would have spawned (per chain). Usage:
-//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases] [--cluster-size 65536]
+//   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases] [--cluster-size 65536] [--dir D]
+// --dir D sets the images up in D (unless already there, from the same flags) and keeps them.
 // --phases adds one run that times each stage on its own (parse, schema, ..., planning).
-// BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there.
+// BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there. BENCH_PLAN_CPU_PROF=FILE
+// (or BENCH_PLAN_HEAP_PROF=FILE: allocations, collected ones included) profiles the plan alone,
+// in a run of the child by hand: node --expose-gc bench/planner-scale.mjs --child DIR (of --dir).
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +28,7 @@ const { values } = parseArgs({
     child: { type: 'string' },
     phases: { type: 'boolean', default: false },
     'cluster-size': { type: 'string', default: '65536' },
+    dir: { type: 'string' },
   },
 });
 const chains = Number(values.chains);
@@ -95,9 +100,37 @@ async function child(dir) {
     console.log(JSON.stringify({ phases: await phases(join(dir, 'm.yaml'), runner), calls }));
     return;
   }
+  // The recorded answers were made above: their garbage is the bench's, not the plan's (a real
+  // `chainform plan` starts with a heap of its loaded code only). The child runs with --expose-gc.
+  globalThis.gc?.();
+  let session;
+  if (process.env.BENCH_PLAN_HEAP_PROF) {
+    const { Session } = await import('node:inspector/promises');
+    session = new Session();
+    session.connect();
+    await session.post('HeapProfiler.startSampling', {
+      samplingInterval: 4096,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
+  if (process.env.BENCH_PLAN_CPU_PROF) {
+    const { Session } = await import('node:inspector/promises');
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.setSamplingInterval', { interval: 100 });
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+  }
   const started = performance.now();
   // What `chainform plan` does: load and validate the manifest, inspect, plan.
   const planned = await api.plan(join(dir, 'm.yaml'), { runner });
+  if (session) {
+    const { writeFileSync } = await import('node:fs');
+    const cpu = process.env.BENCH_PLAN_CPU_PROF;
+    const { profile } = await session.post(cpu ? 'Profiler.stop' : 'HeapProfiler.stopSampling');
+    writeFileSync(cpu ?? process.env.BENCH_PLAN_HEAP_PROF, JSON.stringify(profile));
+  }
   const ms = performance.now() - started;
   if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics.slice(0, 3)));
   console.log(JSON.stringify({ ms, steps: planned.plan.steps.length, images: planned.plan.images.length, calls }));
@@ -109,7 +142,6 @@ async function child(dir) {
  * has nothing to measure here).
  */
 async function phases(manifest, runner) {
-  const { existsSync } = await import('node:fs');
   const { readFile: read } = await import('node:fs/promises');
   const { parseManifestText } = await import('../dist/manifest/load-manifest.js');
   const { validateSchema } = await import('../dist/manifest/validate-schema.js');
@@ -140,8 +172,10 @@ async function phases(manifest, runner) {
   return times;
 }
 
-async function setup() {
-  const dir = await mkdtemp(join(tmpdir(), 'chainform-bench-planner-'));
+async function setup(kept) {
+  if (kept && existsSync(join(kept, 'm.yaml'))) return kept;
+  const dir = kept ?? (await mkdtemp(join(tmpdir(), 'chainform-bench-planner-')));
+  await mkdir(dir, { recursive: true });
   // One real chain of tiny images; backing names are relative, so every chain is a copy of it.
   const template = join(dir, 'template');
   await mkdir(template);
@@ -170,7 +204,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 if (values.child) {
   await child(values.child);
 } else {
-  const dir = await setup();
+  const dir = await setup(values.dir);
   try {
     const speedBefore = await machineSpeed();
     const results = [];
@@ -187,6 +221,7 @@ if (values.child) {
           '-f',
           '%e %M',
           process.execPath,
+          '--expose-gc',
           ...profile,
           script,
           '--child',
@@ -233,6 +268,7 @@ if (values.child) {
       console.log(`  machine speed ${when} the runs: ${describeSpeed(speed)}`);
     if (values.phases) {
       const r = await execa(process.execPath, [
+        '--expose-gc',
         new URL(import.meta.url).pathname,
         '--child',
         dir,
@@ -255,6 +291,6 @@ if (values.child) {
     await writeFile('bench-planner-results.json', `${JSON.stringify({ summary, results }, null, 2)}\n`);
     console.log('  raw results: bench-planner-results.json');
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (!values.dir) await rm(dir, { recursive: true, force: true });
   }
 }

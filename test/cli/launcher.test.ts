@@ -1,6 +1,6 @@
-// The `chainform` command (bin/chainform, the package's bin): it must find dist/cli.js through
-// npm's bin symlink and from folders with spaces, pass every argument through untouched, and
-// start Node without NODE_EXTRA_CA_CERTS.
+// The `chainform` command (bin/chainform, the package's bin): it must find dist/cli.cjs through
+// npm's bin symlink, by its own path and from folders with spaces, pass every argument through
+// untouched, and start Node without NODE_EXTRA_CA_CERTS.
 import { readFileSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -9,8 +9,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tempFolder } from '../helpers/qemu.js';
 
 const LAUNCHER = new URL('../../bin/chainform', import.meta.url).pathname;
-/** dist/cli.js as the launcher names it: beside its own real folder. */
-const CLI = `${realpathSync(dirname(LAUNCHER))}/../dist/cli.js`;
+/** dist/cli.cjs as the launcher names it through a symlink: beside its own real folder. */
+const CLI = `${realpathSync(dirname(LAUNCHER))}/../dist/cli.cjs`;
 
 /** The package's own package.json: its bin entry and version. */
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
@@ -55,7 +55,7 @@ describe('the chainform command', () => {
     expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 
-  it('execs the node on PATH with dist/cli.js and the arguments as given, NODE_EXTRA_CA_CERTS unset', async () => {
+  it('execs the node on PATH with dist/cli.cjs and the arguments as given, NODE_EXTRA_CA_CERTS unset', async () => {
     // A stand-in `node` that reports what it was started with instead of running anything.
     const fakeBin = join(dir, 'fake bin');
     await mkdir(fakeBin);
@@ -78,7 +78,7 @@ describe('the chainform command', () => {
       extendEnv: false,
     });
     const r = await child;
-    expect(realpathSync(CLI)).toBe(realpathSync(new URL('../../dist/cli.js', import.meta.url).pathname));
+    expect(realpathSync(CLI)).toBe(realpathSync(new URL('../../dist/cli.cjs', import.meta.url).pathname));
     expect(r.stdout.split('\n')).toEqual([
       'certs=unset',
       'other=kept',
@@ -88,5 +88,18 @@ describe('the chainform command', () => {
       `arg=${CLI}`,
       ...args.map((a) => `arg=${a}`),
     ]);
+  });
+
+  it('runs by its own path, no symlink, from a copy of the package in a folder with a space', async () => {
+    // A copy (not a link) of bin/ and dist/: the launcher must take its own folder as given.
+    const copy = join(dir, 'my package');
+    await mkdir(join(copy, 'bin'), { recursive: true });
+    await symlink(realpathSync(new URL('../../dist', import.meta.url).pathname), join(copy, 'dist'));
+    await writeFile(join(copy, 'bin', 'chainform'), readFileSync(LAUNCHER));
+    await chmod(join(copy, 'bin', 'chainform'), 0o755);
+    const r = await execa(join(copy, 'bin', 'chainform'), ['--version'], { cwd: dir, reject: false });
+    expect(r).toMatchObject({ exitCode: 0, stdout: pkg.version });
+    const relative = await execa('my package/bin/chainform', ['--version'], { cwd: dir, reject: false });
+    expect(relative).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
 });
