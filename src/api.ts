@@ -329,11 +329,6 @@ export interface ApplyOptions extends EngineOptions {
    * image. Always done when the plan retires files: nothing is deleted unless it passes.
    */
   verify?: boolean;
-  /**
-   * Set when {@link recover} ran just before, under the same apply lock: it already stopped the
-   * helpers of killed runs, so apply does not look for them again.
-   */
-  helpersReaped?: boolean;
   signal?: AbortSignal;
   onEvent?: (event: ExecutionEvent) => void;
 }
@@ -373,7 +368,7 @@ export async function apply(
     };
   }
   // Helpers left running by an earlier run that was killed hold locks on images: stop them.
-  if (!options.helpersReaped) await reapOrphanedRuntimeFolders();
+  await reapOrphanedRuntimeFolders();
   const dir = planned.manifest.dir;
   const effects = new DiskEffects(runner, new LedgerWriter(dir, await readLedger(dir)));
   const journal = JournalWriter.begin(dir, planned.plan);

@@ -467,9 +467,6 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         jobs: opts.jobs,
         skipSpaceCheck: opts.spaceCheck === false,
         verify: opts.verify === true,
-        // A real run comes after recover() under the apply lock, which stopped the helpers of
-        // killed runs (a dry run starts none and stops none).
-        helpersReaped: true,
         signal: controller.signal,
         onEvent: (e) => renderer.onEvent(e),
       });

@@ -329,8 +329,9 @@ export async function inspectLayout(
 ): Promise<{ layout: InspectedLayout; diagnostics: Diagnostic[] }> {
   const runner = memoizeInfo(withConcurrency(uncached, INSPECT_JOBS));
   const chainLayerOf = memoize((layer: ImageInfo): ChainLayer => {
-    // qemu 7.2 resolves a relative data-file name against the working directory; chainform
-    // stores absolute names, and takes others as relative to the image's folder.
+    // qemu resolves a relative data-file name against its working directory; chainform stores
+    // absolute names, and reads a layer with a relative one only when its working directory is
+    // the image's folder (read-chain.ts's relativeDataFile), where both resolve alike.
     const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
     const path = resolve(layer.filename);
     const sizes = layer.format === 'qcow2' && layer.snapshots.length > 0 ? recordedSnapshotSizes(path) : undefined;

@@ -3,11 +3,12 @@
 // format, nothing in the chain can make qemu connect anywhere or guess a format, and one
 // `qemu-img info --backing-chain` of the chain's top describes every layer. It runs without `-U`,
 // so it also proves that no layer is held open for writing. Chains the headers cannot vouch for
-// (another format, no recorded backing format, a protocol name, an unreadable header), and
+// (another format, no recorded backing format, a protocol name, a relative data-file name, an
+// unreadable header), and
 // chains whose probe fails (e.g. a layer in use), are read layer by layer as before
 // (read-chain.ts), which names the exact layer at fault. A chain a probe described whole and
 // undamaged needs no second reading: inspection takes its layers as they are (`chain`).
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { chainInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
@@ -70,7 +71,8 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
     if (link.format === 'raw') return [link];
     if (link.format !== 'qcow2' || !file.qcow2) return UNKNOWN;
     const { backingName, backingFormat, dataFileName } = file.qcow2;
-    if (dataFileName !== undefined && looksLikeProtocol(dataFileName)) return UNKNOWN;
+    // A relative data-file name is opened from the working directory (read-chain.ts says which).
+    if (dataFileName !== undefined && (looksLikeProtocol(dataFileName) || !isAbsolute(dataFileName))) return UNKNOWN;
     if (backingName === undefined) return [link];
     if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
     const below = linksUnder({ path: resolve(dirname(link.path), backingName), format: backingFormat }, depth + 1);

@@ -1,7 +1,7 @@
 // Reads a backing chain one layer at a time, so that a backing name qemu would open as a
 // protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
@@ -74,6 +74,39 @@ export function layerDamage(
     code: 'image-truncated',
     message: `is cut short: ${file.pastEnd}`,
     hint: 'the file is incomplete (an interrupted copy or a full disk): copy it again from where it came from',
+  };
+}
+
+/**
+ * What a relative external data-file name means for the layer at `path`. qemu opens the name
+ * from the working directory of the program that opens the image, not from the image's folder
+ * (unlike a backing name). chainform's own qemu-img commands run in its working directory: where
+ * the name leads there to another file than the one beside the image, they would read (and a
+ * copy would hold) another disk's data, so the image is refused. Where both are the same file,
+ * chainform reads the right one, and is told only that other programs may not.
+ */
+export function relativeDataFile(
+  path: string,
+  layer: ImageInfo,
+): { severity: 'error' | 'warning'; code: string; message: string; hint: string } | undefined {
+  const name = layer.qcow2.dataFile;
+  if (name === undefined || isAbsolute(name)) return undefined;
+  const beside = resolve(dirname(path), name);
+  const fromHere = resolve(name);
+  const amend = `give the image its data file's absolute name: \`qemu-img amend -f qcow2 -o data_file=${beside} ${path}\`, after checking that it is the file the VM uses`;
+  if (fromHere !== beside) {
+    return {
+      severity: 'error',
+      code: 'relative-data-file',
+      message: `keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from its working directory, not from the image's folder: chainform's qemu-img would read ${fromHere}, not ${beside}`,
+      hint: `${amend}; or run chainform from ${resolve(dirname(path))}`,
+    };
+  }
+  return {
+    severity: 'warning',
+    code: 'relative-data-file',
+    message: `keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from the working directory of whoever opens the image: chainform runs beside it and reads ${beside}, but a program started elsewhere reads another file`,
+    hint: amend,
   };
 }
 
@@ -173,6 +206,15 @@ export async function readChain(
         error(damage.code, `${current}${within} ${damage.message}`, { ...located(), hint: damage.hint }),
       );
       return null;
+    }
+    const dataFile = relativeDataFile(current, layer);
+    if (dataFile) {
+      const within = current === path ? '' : ` (in the backing chain of ${path})`;
+      const { severity, code, message, hint } = dataFile;
+      diagnostics.push(
+        (severity === 'error' ? error : warning)(code, `${current}${within} ${message}`, { ...located(), hint }),
+      );
+      if (severity === 'error') return null;
     }
     layers.push(layer);
     const name = layer.backingName;

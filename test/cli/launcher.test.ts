@@ -102,4 +102,20 @@ describe('the chainform command', () => {
     const relative = await execa('my package/bin/chainform', ['--version'], { cwd: dir, reject: false });
     expect(relative).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
+
+  it('runs through a symlinked bin folder, also spelled with a `.` in it', async () => {
+    // Node takes `..` in the path it is given by its spelling: bin/.. must be the real folder's.
+    const linkedBin = join(dir, 'my bin');
+    await symlink(dirname(LAUNCHER), linkedBin);
+    for (const spelled of [join(linkedBin, 'chainform'), `${linkedBin}/./chainform`]) {
+      const r = await execa(spelled, ['--version'], { cwd: dir, reject: false });
+      expect(r, spelled).toMatchObject({ exitCode: 0, stdout: pkg.version });
+    }
+    const onPath = await execa('chainform', ['--version'], {
+      cwd: dir,
+      env: { PATH: `${linkedBin}:${process.env.PATH}` },
+      reject: false,
+    });
+    expect(onPath).toMatchObject({ exitCode: 0, stdout: pkg.version });
+  });
 });

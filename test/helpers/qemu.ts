@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 
 export const MiB = 1024 * 1024;
-/** The `chainform` command as npm installs it (bin/chainform, which runs dist/cli.js). */
+/** The `chainform` command as npm installs it (bin/chainform, which runs dist/cli.cjs). */
 const CHAINFORM = new URL('../../bin/chainform', import.meta.url).pathname;
 
 /** A fresh temporary folder; `cleanup` removes it. */

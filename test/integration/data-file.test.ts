@@ -220,3 +220,52 @@ describe('a run killed between the renames of a move to a new data file', () => 
     expect(again.exitCode, again.stdout).toBe(0);
   });
 });
+
+describe('an image whose header names its data file by a relative name', () => {
+  // qemu opens such a name from its working directory, not from the image's folder (unlike a
+  // backing name): chainform's qemu-img, run from elsewhere, would read another file.
+  it('is refused where chainform would read another data file, and read where it reads the right one', async () => {
+    const { dir } = ws;
+    const sub = join(dir, 'sub');
+    await mkdir(sub);
+    // Made from its own folder, as a user would: the header stores "data.raw" as typed.
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=data.raw', 'img.qcow2', '8M'], {
+      cwd: sub,
+    });
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 0 1M', 'img.qcow2'], { cwd: sub });
+    // Another disk's data file of that name where chainform runs from: what qemu-img would read.
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'data.raw'), '8M');
+    await qemuIo('raw', join(dir, 'data.raw'), 'write -P 0x77 0 1M');
+    ws.inputs.push(...['sub/img.qcow2', 'sub/data.raw', 'data.raw'].map((f) => join(dir, f)));
+    await ws.acceptInputChanges();
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  copy: { path: out/copy.qcow2, from: { path: sub/img.qcow2, format: qcow2 } }\n',
+    );
+
+    const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(refused.exitCode, refused.stdout).toBe(1);
+    expect(refused.stderr).toContain(
+      `m.yaml:3:47: error: ${join(sub, 'img.qcow2')} keeps its guest data in the file named "data.raw", a relative name, which qemu opens from its working directory, not from the image's folder: chainform's qemu-img would read ${join(dir, 'data.raw')}, not ${join(sub, 'data.raw')} [relative-data-file]`,
+    );
+    expect(refused.stderr).toContain(`qemu-img amend -f qcow2 -o data_file=${join(sub, 'data.raw')}`);
+    await expect(stat(join(dir, 'out'))).rejects.toThrow();
+
+    // From the image's folder both names lead to one file: a warning, and the copy holds its data.
+    const applied = await chainform(sub, 'apply', '../m.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(applied.stderr).toContain('warning: ');
+    expect(applied.stderr).toContain('a program started elsewhere reads another file [relative-data-file]');
+    const read = await execa('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x33 0 1M', join(dir, 'out/copy.qcow2')]);
+    expect(read.stdout).not.toContain('Pattern verification failed');
+    const same = await execa(
+      'qemu-img',
+      ['compare', '-f', 'qcow2', '-F', 'qcow2', join(dir, 'out/copy.qcow2'), 'img.qcow2'],
+      {
+        cwd: sub,
+        reject: false,
+      },
+    );
+    expect(same.exitCode).toBe(0);
+  });
+});
