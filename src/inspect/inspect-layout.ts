@@ -5,7 +5,7 @@
 import { realpathSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import type { ImageInfo } from '../qemu/image-info.js';
@@ -14,6 +14,7 @@ import { type CommandRunner, withConcurrency } from '../qemu/runner.js';
 import type { Fingerprint } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
 import { memoize } from '../util/memo.js';
+import { resolvePath } from '../util/paths.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
 import { mountPointOf } from './mount-points.js';
@@ -332,8 +333,8 @@ export async function inspectLayout(
     // qemu resolves a relative data-file name against its working directory; chainform stores
     // absolute names, and reads a layer with a relative one only when its working directory is
     // the image's folder (read-chain.ts's relativeDataFile), where both resolve alike.
-    const dataFilePath = layer.qcow2.dataFile ? resolve(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
-    const path = resolve(layer.filename);
+    const dataFilePath = layer.qcow2.dataFile ? resolvePath(dirname(layer.filename), layer.qcow2.dataFile) : undefined;
+    const path = resolvePath(layer.filename);
     const sizes = layer.format === 'qcow2' && layer.snapshots.length > 0 ? recordedSnapshotSizes(path) : undefined;
     return {
       ...layer,

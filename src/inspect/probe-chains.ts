@@ -8,11 +8,12 @@
 // chains whose probe fails (e.g. a layer in use), are read layer by layer as before
 // (read-chain.ts), which names the exact layer at fault. A chain a probe described whole and
 // undamaged needs no second reading: inspection takes its layers as they are (`chain`).
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import { chainInfoCommand } from '../qemu/commands.js';
 import { looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
+import { resolvePath } from '../util/paths.js';
 import type { ImageFile } from './image-file.js';
 // Chains longer than read-chain.ts follows are left to it, which reports them.
 import { layerDamage, MAX_DEPTH } from './read-chain.js';
@@ -75,7 +76,7 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
     if (dataFileName !== undefined && (looksLikeProtocol(dataFileName) || !isAbsolute(dataFileName))) return UNKNOWN;
     if (backingName === undefined) return [link];
     if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
-    const below = linksUnder({ path: resolve(dirname(link.path), backingName), format: backingFormat }, depth + 1);
+    const below = linksUnder({ path: resolvePath(dirname(link.path), backingName), format: backingFormat }, depth + 1);
     return typeof below === 'string' ? below : [link, ...below];
   };
   return (top) => linksUnder(top, 0);
@@ -92,7 +93,7 @@ function matchingLayers(stdout: string, links: readonly Link[]): ImageInfo[] | u
   if (layers.length !== links.length) return undefined;
   const agree = layers.every((layer, i) => {
     const link = links[i] as Link;
-    return layer.format === link.format && (layer.filename === link.path || resolve(layer.filename) === link.path);
+    return layer.format === link.format && (layer.filename === link.path || resolvePath(layer.filename) === link.path);
   });
   return agree ? layers : undefined;
 }

@@ -1,8 +1,9 @@
 // Stage 2b: turn a schema-valid manifest into the resolved model the rest of chainform uses:
 // absolute paths, defaults merged in, and the source location of every field kept for errors.
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import type { SourceLocation } from '../diagnostics/diagnostic.js';
 import { optionsByFormat } from '../qemu/formats.js';
+import { resolvePath } from '../util/paths.js';
 import type { ManifestSource } from './load-manifest.js';
 import { locate } from './locate.js';
 import type { Manifest, Options, OutputFormat, Source } from './manifest.generated.js';
@@ -88,7 +89,7 @@ export interface ResolvedManifest {
 
 /** A data file path is taken from the manifest's folder, like every path. */
 function withAbsoluteDataFile(options: Options, dir: string): Options {
-  return options.data_file === undefined ? options : { ...options, data_file: resolve(dir, options.data_file) };
+  return options.data_file === undefined ? options : { ...options, data_file: resolvePath(dir, options.data_file) };
 }
 
 const SUFFIX = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 } as const;
@@ -173,12 +174,12 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
     return {
       id,
       index,
-      path: resolve(dir, image.path),
+      path: resolvePath(dir, image.path),
       declaredPath: image.path,
       pathIsAbsolute: isAbsolute(image.path),
       format,
       options: withAbsoluteDataFile({ ...inherited, ...image.options }, dir),
-      source: from ? { path: resolve(dir, from.path), format: from.format, snapshot: from.snapshot } : null,
+      source: from ? { path: resolvePath(dir, from.path), format: from.format, snapshot: from.snapshot } : null,
       backing:
         backing === undefined || backing === null
           ? null
@@ -186,7 +187,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
             ? { kind: 'image', id: backing }
             : {
                 kind: 'file',
-                path: resolve(dir, backing.path),
+                path: resolvePath(dir, backing.path),
                 format: backing.format,
                 absolute: isAbsolute(backing.path),
               },
@@ -199,7 +200,7 @@ export function resolveManifest(source: ManifestSource, manifest: Manifest): Res
     // Looked up on first read, like an image's locations: only a diagnostic needs it.
     let at: SourceLocation | undefined;
     return {
-      path: resolve(dir, path),
+      path: resolvePath(dir, path),
       get at() {
         at ??= locate(source, ['retire', index]);
         return at;

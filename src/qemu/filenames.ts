@@ -1,6 +1,7 @@
 // Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
 // `json:{...}` as options, so names handed to it are made explicit.
-import { isAbsolute, relative, resolve } from 'node:path';
+import { isAbsolute } from 'node:path';
+import { relativePath, resolvePath } from '../util/paths.js';
 
 /** True when qemu would parse this name as a protocol or `json:` pseudo-filename. */
 export function looksLikeProtocol(name: string): boolean {
@@ -17,7 +18,7 @@ export function looksLikeProtocol(name: string): boolean {
  */
 export function backingNameFor(imageDir: string, backingPath: string, absolute: boolean): string {
   if (absolute) return backingPath;
-  const name = relative(imageDir, backingPath);
+  const name = relativePath(imageDir, backingPath);
   return looksLikeProtocol(name) ? `./${name}` : name;
 }
 
@@ -41,5 +42,5 @@ export function sameBackingName(stored: string | undefined, wanted: string, imag
   if (stored === undefined) return false;
   if (stored === wanted) return true;
   if (isAbsolute(stored) || isAbsolute(wanted) || looksLikeProtocol(stored)) return false;
-  return resolve(imageDir, stored) === resolve(imageDir, wanted);
+  return resolvePath(imageDir, stored) === resolvePath(imageDir, wanted);
 }
