@@ -9,6 +9,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { readImageFile } from '../inspect/image-file.js';
+import { relativeDataFile } from '../inspect/read-chain.js';
 import { type Argv, layerInfoCommand, repairRefcountsCommand } from '../qemu/commands.js';
 import { parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
@@ -86,7 +87,14 @@ async function removeStateLeftovers(manifestDir: string): Promise<void> {
 /** Rebuilds the refcounts of a qcow2 image an interrupted in-place step left dirty. */
 async function repairIfDirty(path: string, runner: CommandRunner, recovery: Recovery): Promise<void> {
   const info = await runner.run(layerInfoCommand(path, 'qcow2'));
-  if (info.exitCode !== 0 || !parseImageInfo(info.stdout)[0]?.dirty) return;
+  const layer = info.exitCode === 0 ? parseImageInfo(info.stdout)[0] : undefined;
+  if (!layer?.dirty) return;
+  // A repair opens the data file read-write: never one another disk's name leads to from here.
+  const dataFile = relativeDataFile(path, layer);
+  if (dataFile?.severity === 'error') {
+    recovery.unrepaired.push({ path, reason: `${dataFile.message} [${dataFile.code}]` });
+    return;
+  }
   const repair = await runner.run(repairRefcountsCommand(path));
   if (repair.exitCode === 0) recovery.repaired.push(path);
   else recovery.unrepaired.push({ path, reason: qemuMessage(repair.stderr) || `exit ${repair.exitCode}` });

@@ -1,15 +1,17 @@
 // Reads a backing chain one layer at a time, so that a backing name qemu would open as a
 // protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
+import { statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
-import { looksLikeProtocol } from '../qemu/filenames.js';
+import { looksLikeProtocol, optionValue } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandResult, CommandRunner } from '../qemu/runner.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { memoize } from '../util/memo.js';
+import { shellQuote } from '../util/shell-quote.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 
 /** The format qemu-img detects for `path`, or why it could not read it. */
@@ -77,13 +79,21 @@ export function layerDamage(
   };
 }
 
+/** Whether two paths name one file: the same path, or the same device and inode. */
+function sameFile(a: string, b: string): boolean {
+  if (a === b) return true;
+  const [x, y] = [a, b].map((path) => statSync(path, { bigint: true, throwIfNoEntry: false }));
+  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+}
+
 /**
  * What a relative external data-file name means for the layer at `path`. qemu opens the name
  * from the working directory of the program that opens the image, not from the image's folder
  * (unlike a backing name). chainform's own qemu-img commands run in its working directory: where
  * the name leads there to another file than the one beside the image, they would read (and a
- * copy would hold) another disk's data, so the image is refused. Where both are the same file,
- * chainform reads the right one, and is told only that other programs may not.
+ * copy would hold, and a repair would write) another disk's data, so the image is refused. Where
+ * both are the same file, chainform reads the right one, and is told only that other programs
+ * may not.
  */
 export function relativeDataFile(
   path: string,
@@ -91,22 +101,26 @@ export function relativeDataFile(
 ): { severity: 'error' | 'warning'; code: string; message: string; hint: string } | undefined {
   const name = layer.qcow2.dataFile;
   if (name === undefined || isAbsolute(name)) return undefined;
-  const beside = resolve(dirname(path), name);
+  const image = resolve(path);
+  const folder = dirname(image);
+  const beside = resolve(folder, name);
   const fromHere = resolve(name);
-  const amend = `give the image its data file's absolute name: \`qemu-img amend -f qcow2 -o data_file=${beside} ${path}\`, after checking that it is the file the VM uses`;
-  if (fromHere !== beside) {
+  // amend opens the image, and so its data file, by the same rule: it must run in the folder.
+  const amend = `cd ${shellQuote([folder])} && ${shellQuote(['qemu-img', 'amend', '-f', 'qcow2', '-o', `data_file=${optionValue(beside)}`, image])}`;
+  const named = `${image} keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from the working directory of the program that opens the image, not from the image's folder`;
+  if (!sameFile(fromHere, beside)) {
     return {
       severity: 'error',
       code: 'relative-data-file',
-      message: `keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from its working directory, not from the image's folder: chainform's qemu-img would read ${fromHere}, not ${beside}`,
-      hint: `${amend}; or run chainform from ${resolve(dirname(path))}`,
+      message: `${named}: chainform's qemu-img, run from ${process.cwd()}, would read ${fromHere}, not ${beside}`,
+      hint: `give the image the absolute name of its data file, after checking that ${beside} is the file the VM uses: \`${amend}\`; or run chainform from ${folder}`,
     };
   }
   return {
     severity: 'warning',
     code: 'relative-data-file',
-    message: `keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from the working directory of whoever opens the image: chainform runs beside it and reads ${beside}, but a program started elsewhere reads another file`,
-    hint: amend,
+    message: `${named}: from ${process.cwd()}, where chainform runs, that is ${beside}, but a program started elsewhere reads another file`,
+    hint: `give the image the absolute name of its data file: \`${amend}\``,
   };
 }
 
@@ -199,6 +213,15 @@ export async function readChain(
     }
     const layer = prefetched ?? (result && parsedLayer(result));
     if (!layer) return null;
+    // First: where it leads to another file from here, every qemu-img run here (a hint's too)
+    // would read that file.
+    const dataFile = relativeDataFile(current, layer);
+    if (dataFile) {
+      const within = current === path ? '' : ` (in the backing chain of ${path})`;
+      const { severity, code, message, hint } = dataFile;
+      diagnostics.push((severity === 'error' ? error : warning)(code, `${message}${within}`, { ...located(), hint }));
+      if (severity === 'error') return null;
+    }
     const damage = layerDamage(current, layer, fileOf(current));
     if (damage) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
@@ -206,15 +229,6 @@ export async function readChain(
         error(damage.code, `${current}${within} ${damage.message}`, { ...located(), hint: damage.hint }),
       );
       return null;
-    }
-    const dataFile = relativeDataFile(current, layer);
-    if (dataFile) {
-      const within = current === path ? '' : ` (in the backing chain of ${path})`;
-      const { severity, code, message, hint } = dataFile;
-      diagnostics.push(
-        (severity === 'error' ? error : warning)(code, `${current}${within} ${message}`, { ...located(), hint }),
-      );
-      if (severity === 'error') return null;
     }
     layers.push(layer);
     const name = layer.backingName;

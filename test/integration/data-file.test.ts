@@ -1,6 +1,6 @@
 // Issue 3, external data files: a qcow2 whose guest data lives in a raw file, with and without
 // a backing; both files are written under temporary names and renamed only when complete.
-import { copyFile, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -246,16 +246,20 @@ describe('an image whose header names its data file by a relative name', () => {
     const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(refused.exitCode, refused.stdout).toBe(1);
     expect(refused.stderr).toContain(
-      `m.yaml:3:47: error: ${join(sub, 'img.qcow2')} keeps its guest data in the file named "data.raw", a relative name, which qemu opens from its working directory, not from the image's folder: chainform's qemu-img would read ${join(dir, 'data.raw')}, not ${join(sub, 'data.raw')} [relative-data-file]`,
+      `m.yaml:3:47: error: ${join(sub, 'img.qcow2')} keeps its guest data in the file named "data.raw", a relative name, which qemu opens from the working directory of the program that opens the image, not from the image's folder: chainform's qemu-img, run from ${dir}, would read ${join(dir, 'data.raw')}, not ${join(sub, 'data.raw')} [relative-data-file]`,
     );
-    expect(refused.stderr).toContain(`qemu-img amend -f qcow2 -o data_file=${join(sub, 'data.raw')}`);
+    // The hint's amend runs in the image's folder, where qemu finds the data file to open it.
+    const amend = `cd ${sub} && qemu-img amend -f qcow2 -o data_file=${join(sub, 'data.raw')} ${join(sub, 'img.qcow2')}`;
+    expect(refused.stderr).toContain(amend);
     await expect(stat(join(dir, 'out'))).rejects.toThrow();
 
     // From the image's folder both names lead to one file: a warning, and the copy holds its data.
     const applied = await chainform(sub, 'apply', '../m.yaml', '--yes');
     expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
     expect(applied.stderr).toContain('warning: ');
-    expect(applied.stderr).toContain('a program started elsewhere reads another file [relative-data-file]');
+    expect(applied.stderr).toContain(
+      `from ${sub}, where chainform runs, that is ${join(sub, 'data.raw')}, but a program started elsewhere reads another file [relative-data-file]`,
+    );
     const read = await execa('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x33 0 1M', join(dir, 'out/copy.qcow2')]);
     expect(read.stdout).not.toContain('Pattern verification failed');
     const same = await execa(
@@ -267,5 +271,16 @@ describe('an image whose header names its data file by a relative name', () => {
       },
     );
     expect(same.exitCode).toBe(0);
+
+    // Through a symlinked folder, and a link to the data file where chainform runs: one file.
+    await symlink(sub, join(dir, 'linked'));
+    await writeFile(
+      join(dir, 'linked.yaml'),
+      'version: 1\nimages:\n  copy: { path: out/linked.qcow2, from: { path: linked/img.qcow2, format: qcow2 } }\n',
+    );
+    const linked = await chainform(join(dir, 'linked'), 'plan', '../linked.yaml');
+    expect(linked.exitCode, linked.stderr).toBe(0);
+    expect(linked.stderr).toContain('[relative-data-file]');
+    expect(linked.stderr).not.toContain('error');
   });
 });

@@ -29,6 +29,21 @@ async function runningCommand(pid: number | undefined): Promise<string> {
   return readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
 }
 
+/** The journal of a run that died (its pid is gone) in the in-place step `id` on `path`. */
+async function writeKilledRunJournal(dir: string, id: string, path: string): Promise<void> {
+  const gone = execa('true');
+  await gone;
+  await mkdir(join(dir, '.chainform'));
+  const journal: Journal = {
+    version: 1,
+    pid: gone.pid ?? 0,
+    host: hostname(),
+    startedAt: new Date().toISOString(),
+    steps: [{ id, image: 'vm', path, status: 'running', temporaries: [], commands: [] }],
+  };
+  await writeFile(join(dir, '.chainform/journal.json'), JSON.stringify(journal));
+}
+
 /** A 1 GiB raw input with 768 MiB of data and a manifest converting it: seconds of work to interrupt. */
 async function bigConvert(dir: string): Promise<{ source: string; before: Record<string, string> }> {
   await mkdir(join(dir, 'in'));
@@ -147,17 +162,7 @@ it('repairs an image an interrupted in-place step left dirty, then completes', a
     await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x09 0 64k', '-c', 'sigraise 9', vm], { reject: false });
     expect((await imageInfo(vm, 'qcow2'))['dirty-flag']).toBe(true);
     // ...and a journal whose run died in the in-place step on vm.qcow2.
-    const gone = execa('true');
-    await gone;
-    await mkdir(join(dir, '.chainform'));
-    const journal: Journal = {
-      version: 1,
-      pid: gone.pid ?? 0,
-      host: hostname(),
-      startedAt: new Date().toISOString(),
-      steps: [{ id: 'vm:rebase', image: 'vm', path: vm, status: 'running', temporaries: [], commands: [] }],
-    };
-    await writeFile(join(dir, '.chainform/journal.json'), JSON.stringify(journal));
+    await writeKilledRunJournal(dir, 'vm:rebase', vm);
     await writeFile(
       join(dir, 'm.yaml'),
       'version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: other.qcow2, format: qcow2 } }\n',
@@ -170,6 +175,44 @@ it('repairs an image an interrupted in-place step left dirty, then completes', a
     expect((await imageInfo(vm, 'qcow2'))['dirty-flag']).toBe(false);
     expect(await checkImage(vm, 'qcow2')).toBe(0);
     expect((await imageInfo(vm, 'qcow2'))['backing-filename']).toBe('other.qcow2');
+  } finally {
+    await cleanup();
+  }
+});
+
+// The same state on an image whose header names its data file by a relative name, with the next
+// apply run from another folder, which holds another disk's file of that name: the repair would
+// open that file read-write (qemu opens such a name from its working directory), so it is left
+// undone and said, and the plan refuses the image.
+it('does not repair a dirty image whose relative data-file name leads to another file from here', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    const vmDir = join(dir, 'vm');
+    await mkdir(vmDir);
+    const vm = join(vmDir, 'vm.qcow2');
+    await execa(
+      'qemu-img',
+      ['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on,data_file=vm.data', 'vm.qcow2', '16M'],
+      {
+        cwd: vmDir,
+      },
+    );
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x09 0 64k', '-c', 'sigraise 9', 'vm.qcow2'], {
+      cwd: vmDir,
+      reject: false,
+    });
+    expect((await imageInfo(vm, 'qcow2'))['dirty-flag']).toBe(true);
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'vm.data'), '16M');
+    await qemuIo('raw', join(dir, 'vm.data'), 'write -P 0x44 0 1M');
+    const before = await checksums([vm, join(vmDir, 'vm.data'), join(dir, 'vm.data')]);
+    await writeKilledRunJournal(dir, 'vm:amend', vm);
+    await writeFile(join(dir, 'm.yaml'), 'version: 1\nimages:\n  vm: { path: vm/vm.qcow2 }\n');
+
+    const r = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(r.exitCode, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toContain(`could not repair ${vm}: ${vm} keeps its guest data in the file named "vm.data"`);
+    expect(r.stderr).toContain('[relative-data-file]');
+    expect(await checksums([vm, join(vmDir, 'vm.data'), join(dir, 'vm.data')])).toEqual(before);
   } finally {
     await cleanup();
   }
