@@ -56,18 +56,20 @@ export function layerDamage(
   layer: ImageInfo,
   file: ImageFile,
 ): { code: string; message: string; hint: string } | undefined {
+  // A relative data-file name is opened from the working directory: the repair must run beside it.
+  const repair = () => `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
   if (layer.qcow2.corrupt) {
     return {
       code: 'image-corrupt',
       message: 'is marked corrupt by qemu (it found inconsistent metadata while writing it)',
-      hint: `back the file up, then run \`qemu-img check -r all -f qcow2 ${path}\` and compare the result with the VM's view`,
+      hint: `back the file up, then run \`${repair()}\` and compare the result with the VM's view`,
     };
   }
   if (layer.dirty) {
     return {
       code: 'image-dirty',
       message: 'has its dirty flag set: the last program that wrote it stopped without closing it (lazy refcounts)',
-      hint: `with every VM using it stopped, run \`qemu-img check -r all -f qcow2 ${path}\` to rebuild its refcounts`,
+      hint: `with every VM using it stopped, run \`${repair()}\` to rebuild its refcounts`,
     };
   }
   // An unreadable header gets no verdict here: qemu-img already read the file and reports its own errors.
@@ -82,8 +84,21 @@ export function layerDamage(
 /** Whether two paths name one file: the same path, or the same device and inode. */
 function sameFile(a: string, b: string): boolean {
   if (a === b) return true;
-  const [x, y] = [a, b].map((path) => statSync(path, { bigint: true, throwIfNoEntry: false }));
+  const statOf = (path: string) => {
+    try {
+      return statSync(path, { bigint: true, throwIfNoEntry: false });
+    } catch {
+      return undefined; // a loop of links, a file where a folder should be, no permission
+    }
+  };
+  const [x, y] = [statOf(a), statOf(b)];
   return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+}
+
+/** `cd FOLDER && ` for a command on the layer at `path` when its data file has a relative name. */
+export function inImageFolder(path: string, layer: ImageInfo): string {
+  const name = layer.qcow2.dataFile;
+  return name === undefined || isAbsolute(name) ? '' : `cd ${shellQuote([dirname(resolve(path))])} && `;
 }
 
 /**
@@ -106,7 +121,7 @@ export function relativeDataFile(
   const beside = resolve(folder, name);
   const fromHere = resolve(name);
   // amend opens the image, and so its data file, by the same rule: it must run in the folder.
-  const amend = `cd ${shellQuote([folder])} && ${shellQuote(['qemu-img', 'amend', '-f', 'qcow2', '-o', `data_file=${optionValue(beside)}`, image])}`;
+  const amend = `${inImageFolder(image, layer)}${shellQuote(['qemu-img', 'amend', '-f', 'qcow2', '-o', `data_file=${optionValue(beside)}`, image])}`;
   const named = `${image} keeps its guest data in the file named ${JSON.stringify(name)}, a relative name, which qemu opens from the working directory of the program that opens the image, not from the image's folder`;
   if (!sameFile(fromHere, beside)) {
     return {

@@ -1,6 +1,6 @@
 // Interrupted applies: Ctrl-C stops qemu-img cleanly; a SIGKILLed chainform is cleaned up after
 // (orphaned qemu-img stopped, half-written file removed) by the next apply, which completes.
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -33,7 +33,7 @@ async function runningCommand(pid: number | undefined): Promise<string> {
 async function writeKilledRunJournal(dir: string, id: string, path: string): Promise<void> {
   const gone = execa('true');
   await gone;
-  await mkdir(join(dir, '.chainform'));
+  await mkdir(join(dir, '.chainform'), { recursive: true });
   const journal: Journal = {
     version: 1,
     pid: gone.pid ?? 0,
@@ -211,8 +211,20 @@ it('does not repair a dirty image whose relative data-file name leads to another
     const r = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(r.exitCode, r.stdout + r.stderr).toBe(1);
     expect(r.stdout).toContain(`could not repair ${vm}: ${vm} keeps its guest data in the file named "vm.data"`);
+    // The repair to run by hand runs beside the image, where qemu finds its data file.
+    expect(r.stdout).toContain(`repair it with \`cd ${vmDir} && qemu-img check -r all -f qcow2 ${vm}\``);
     expect(r.stderr).toContain('[relative-data-file]');
     expect(await checksums([vm, join(vmDir, 'vm.data'), join(dir, 'vm.data')])).toEqual(before);
+
+    // A name that cannot even be looked up here (a loop of symlinks) is no other file's: refused.
+    await rm(join(dir, 'vm.data'));
+    await symlink('vm.data', join(dir, 'vm.data'));
+    await writeKilledRunJournal(dir, 'vm:amend', vm);
+    const looped = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(looped.exitCode, looped.stdout + looped.stderr).toBe(1);
+    expect(looped.stderr).not.toContain('internal error');
+    expect(looped.stdout).toContain(`could not repair ${vm}`);
+    expect(looped.stderr).toContain('[relative-data-file]');
   } finally {
     await cleanup();
   }
