@@ -138,8 +138,9 @@ async function child(dir) {
 
 /**
  * Milliseconds per stage of api.plan, its stages called one by one in its order (parse, schema,
- * resolve, manifest checks without the parent-folder one, inspection, planning; qemu-img measure
- * has nothing to measure here).
+ * resolve, manifest checks without the parent-folder one (with the file reads), inspection,
+ * planning, then the wait for the worker's truncation checks; qemu-img measure has nothing to
+ * measure here).
  */
 async function phases(manifest, runner) {
   const { readFile: read } = await import('node:fs/promises');
@@ -150,6 +151,9 @@ async function phases(manifest, runner) {
   const { readLedger } = await import('../dist/state/ledger.js');
   const { inspectLayout } = await import('../dist/inspect/inspect-layout.js');
   const { planLayout } = await import('../dist/planner/plan-layout.js');
+  const { readImageFile } = await import('../dist/inspect/image-file.js');
+  const { deferredTruncationChecks } = await import('../dist/inspect/truncation-checks.js');
+  const { memoize } = await import('../dist/util/memo.js');
   const times = {};
   let last = performance.now();
   const lap = (name) => {
@@ -163,12 +167,18 @@ async function phases(manifest, runner) {
   lap('schema');
   const resolved = resolveManifest(parsed.source, validated.manifest);
   lap('resolve');
-  checkManifest(resolved, { fileExists: existsSync });
+  // As api.plan does: the checks read each file's header once, for inspection too, and hand the
+  // truncation checks of all files but the first 1,000 to a worker thread, awaited at the end.
+  const deferred = deferredTruncationChecks();
+  const fileOf = memoize((path) => readImageFile(path, deferred));
+  checkManifest(resolved, { fileExists: (path) => fileOf(path).fingerprint !== null });
   lap('checks');
-  const inspected = await inspectLayout(resolved, await readLedger(resolved.dir), runner);
+  const inspected = await inspectLayout(resolved, await readLedger(resolved.dir), runner, fileOf);
   lap('inspection');
   planLayout(resolved, inspected.layout);
   lap('planning');
+  if ((await deferred.settle()) !== 'whole') throw new Error('a file was cut short');
+  lap('waiting for the worker');
   return times;
 }
 

@@ -17,6 +17,11 @@ import { type ImageFile, readImageFile } from './inspect/image-file.js';
 import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
 import { recordedSnapshotSizes } from './inspect/qcow2-delta.js';
+import {
+  DEFAULT_CHECKS_BEFORE_WORKER,
+  type DeferredTruncationChecks,
+  deferredTruncationChecks,
+} from './inspect/truncation-checks.js';
 import { checkManifest } from './manifest/check-manifest.js';
 import { loadManifestFile, type ManifestSource } from './manifest/load-manifest.js';
 import type { Manifest } from './manifest/manifest.generated.js';
@@ -174,12 +179,38 @@ export interface PlanOptions extends EngineOptions {
    * for a process each.
    */
   measure?: 'always' | 'when-space-is-tight';
+  /**
+   * How many qcow2 files inspection checks for truncation itself before it hands the rest to a
+   * worker thread (default {@link DEFAULT_CHECKS_BEFORE_WORKER}); null: never a worker.
+   */
+  checksBeforeWorker?: number | null;
 }
 
 /** Loads a manifest, inspects the disk and plans. Writes nothing. */
 export async function plan(file: string, options: PlanOptions = {}): Promise<PlanResult> {
+  // The truncation checks of a large inspection run on a worker thread meanwhile; when any file
+  // turns out cut short (or changed, or the worker failed), planning again with every check made
+  // here gives the very result a plan without the worker gives (truncation-checks.ts).
+  const deferred =
+    options.checksBeforeWorker === null ? undefined : deferredTruncationChecks(options.checksBeforeWorker);
+  let result: PlanResult;
+  try {
+    result = await planWith(file, options, deferred);
+  } catch (e) {
+    await deferred?.settle(); // the worker must not outlive the plan
+    throw e;
+  }
+  if (deferred && (await deferred.settle()) === 'plan-again') return planWith(file, options, undefined);
+  return result;
+}
+
+async function planWith(
+  file: string,
+  options: PlanOptions,
+  deferred: DeferredTruncationChecks | undefined,
+): Promise<PlanResult> {
   // Each file is stat-ed and its header read once, by the manifest checks or by inspection.
-  const fileOf = memoize(readImageFile);
+  const fileOf = memoize((path: string) => readImageFile(path, deferred));
   const loaded = await loadManifest(file, fileOf);
   if (!loaded.ok) return loaded;
   const runner = options.runner ?? new ExecaRunner();

@@ -9,6 +9,7 @@
 import { type BigIntStats, closeSync, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
+import type { DeferredTruncationChecks } from './truncation-checks.js';
 
 /** What a path is, following symlinks. Only a regular file is ever opened. */
 export type FileKind = 'file' | 'directory' | 'FIFO (named pipe)' | 'socket' | 'block device' | 'character device';
@@ -169,9 +170,10 @@ export function parseQcow2Header(data: Buffer): Qcow2Header | string {
 
 /**
  * Reads what {@link ImageFile} holds. Anything but a regular file is described without being
- * opened: opening a FIFO blocks until someone writes to it.
+ * opened: opening a FIFO blocks until someone writes to it. `deferred`, when given, may take the
+ * truncation check of a qcow2 file (truncation-checks.ts): `pastEnd` is then left unset here.
  */
-export function readImageFile(path: string): ImageFile {
+export function readImageFile(path: string, deferred?: DeferredTruncationChecks): ImageFile {
   const found = statOf(path);
   if (!found) return { fingerprint: null };
   const { fingerprint, kind, size } = found;
@@ -198,7 +200,7 @@ export function readImageFile(path: string): ImageFile {
     const qcow2 = parseQcow2Header(data);
     if (typeof qcow2 === 'string')
       return withOtherNames({ fingerprint, kind, claimedFormat, unreadable: qcow2 }, found);
-    const pastEnd = qcow2MetadataPastEnd(fd, Number(size), data);
+    const pastEnd = deferred?.defer({ path, fingerprint }) ? undefined : qcow2MetadataPastEnd(fd, Number(size), data);
     return withOtherNames({ fingerprint, kind, claimedFormat, qcow2, ...(pastEnd ? { pastEnd } : {}) }, found);
   } catch (e) {
     return withOtherNames({ fingerprint, kind, unreadable: (e as Error).message }, found);

@@ -57,7 +57,8 @@ export function layerDamage(
   file: ImageFile,
 ): { code: string; message: string; hint: string } | undefined {
   // A relative data-file name is opened from the working directory: the repair must run beside it.
-  const repair = () => `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
+  const repair = () =>
+    `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
   if (layer.qcow2.corrupt) {
     return {
       code: 'image-corrupt',

@@ -1,0 +1,84 @@
+// The truncation checks a large plan hands to a worker thread (src/inspect/truncation-checks.ts,
+// which runs the built dist/inspect/truncation-worker.js): a plan made with them must be exactly
+// the plan made without them, also when a file is cut short, which the worker finds.
+import { truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { plan } from '../../src/api.js';
+import { readImageFile } from '../../src/inspect/image-file.js';
+import { deferredTruncationChecks } from '../../src/inspect/truncation-checks.js';
+import { qcow2Chain, qemuIo, tempFolder } from '../helpers/qemu.js';
+
+let dir = '';
+let cleanup: () => Promise<void> = async () => undefined;
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempFolder());
+});
+afterEach(() => cleanup());
+
+/** Chains a0 <- a1 <- a2 and b0 <- b1 <- b2, 2 MiB written into a1, and a manifest keeping all six. */
+async function twoChains(): Promise<string> {
+  await qcow2Chain(dir, ['a0', 'a1', 'a2']);
+  await qcow2Chain(dir, ['b0', 'b1', 'b2']);
+  await qemuIo('qcow2', join(dir, 'a1.qcow2'), 'write -P 0x0a 0 2M');
+  const lines = ['version: 1', 'images:'];
+  for (const chain of ['a', 'b']) {
+    lines.push(`  ${chain}0: { path: ${chain}0.qcow2 }`);
+    for (const d of [1, 2]) lines.push(`  ${chain}${d}: { path: ${chain}${d}.qcow2, backing: ${chain}${d - 1} }`);
+  }
+  await writeFile(join(dir, 'm.yaml'), `${lines.join('\n')}\n`);
+  return join(dir, 'm.yaml');
+}
+
+/** A plan result without its lazily computed parts, comparable with toEqual. */
+async function planned(manifest: string, checksBeforeWorker: number | null) {
+  const result = await plan(manifest, { checksBeforeWorker });
+  return result.ok
+    ? { ok: true, plan: result.plan, warnings: result.warnings, files: result.files }
+    : { ok: false, diagnostics: result.diagnostics };
+}
+
+describe('truncation checks on a worker thread', () => {
+  it('answer whole for whole files, and plan again for a file cut short or changed since it was read', async () => {
+    await twoChains();
+    const paths = ['a0', 'a1', 'a2'].map((name) => join(dir, `${name}.qcow2`));
+    const whole = deferredTruncationChecks(0);
+    for (const path of paths) expect(readImageFile(path, whole).pastEnd).toBeUndefined();
+    expect(await whole.settle()).toBe('whole');
+
+    // The first files are checked by the caller: no worker for a small plan.
+    const firstHere = deferredTruncationChecks(2);
+    expect(paths.map((path) => firstHere.defer({ path, fingerprint: readImageFile(path).fingerprint! }))).toEqual([
+      false,
+      false,
+      true,
+    ]);
+    expect(await firstHere.settle()).toBe('whole');
+
+    const changed = deferredTruncationChecks(0);
+    readImageFile(paths[1]!, changed);
+    await qemuIo('qcow2', paths[1]!, 'write -P 0x0b 0 64k');
+    expect(await changed.settle()).toBe('plan-again');
+
+    // Cut short: the check read here says so; deferred, it is left unset, and the worker says so.
+    await truncate(paths[1]!, 1024 * 1024);
+    expect(readImageFile(paths[1]!).pastEnd).toMatch(/past the end of the file/);
+    const cut = deferredTruncationChecks(0);
+    expect(readImageFile(paths[1]!, cut).pastEnd).toBeUndefined();
+    expect(await cut.settle()).toBe('plan-again');
+  });
+
+  it('give the plan made without them, for whole files and for a layer cut short deep in a chain', async () => {
+    const manifest = await twoChains();
+    const withWorker = await planned(manifest, 0);
+    expect(withWorker.ok).toBe(true);
+    expect(withWorker).toEqual(await planned(manifest, null));
+
+    // a1's data clusters cut off: only the refcounts say so, which the worker reads.
+    await truncate(join(dir, 'a1.qcow2'), 1024 * 1024);
+    const refused = await planned(manifest, 0);
+    expect(refused).toEqual(await planned(manifest, null));
+    expect(refused.ok).toBe(false);
+    expect(refused.diagnostics?.map((d) => d.code)).toContain('image-truncated');
+  });
+});
