@@ -193,14 +193,16 @@ export async function plan(file: string, options: PlanOptions = {}): Promise<Pla
   // here gives the very result a plan without the worker gives (truncation-checks.ts).
   const deferred =
     options.checksBeforeWorker === null ? undefined : deferredTruncationChecks(options.checksBeforeWorker);
-  let result: PlanResult;
+  let result: PlanResult | undefined;
+  let failure: unknown;
   try {
     result = await planWith(file, options, deferred);
   } catch (e) {
-    await deferred?.settle(); // the worker must not outlive the plan
-    throw e;
+    failure = e; // maybe from a file cut short that the worker found, which a plan again shows
   }
+  // Settled once more if planWith did (the same answer): the worker must not outlive the plan.
   if (deferred && (await deferred.settle()) === 'plan-again') return planWith(file, options, undefined);
+  if (result === undefined) throw failure;
   return result;
 }
 
@@ -238,6 +240,8 @@ async function planWith(
     return { ok: false, diagnostics: [...killed, ...inspected.diagnostics], source: loaded.source };
   }
   const planned = planLayout(loaded.manifest, inspected.layout);
+  // Before any qemu-img measure: a plan made again without the worker would measure anew.
+  if (deferred && (await deferred.settle()) === 'plan-again') return { ok: false, diagnostics: [] };
   if (!planned.ok) return { ok: false, diagnostics: [...warnings, ...planned.diagnostics], source: loaded.source };
   warnings.push(...planned.plan.warnings);
   const skipMeasures = options.measure === 'when-space-is-tight' && fitsAtWorst(planned.plan, inspected.layout);

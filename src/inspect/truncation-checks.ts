@@ -9,6 +9,7 @@
 // plans again with every check made on the main thread: the same result as if it had never
 // been deferred, by construction. The first files are always checked on the main thread: a
 // plan of fewer images never starts a worker.
+import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { packageFile } from '../package-files.js';
 import type { Fingerprint } from '../state/fingerprint.js';
@@ -45,6 +46,9 @@ export interface DeferredTruncationChecks {
   settle(): Promise<'whole' | 'plan-again'>;
 }
 
+/** The worker's module: tsc's output, which the CLI bundle uses too (both made by the build). */
+const WORKER_FILE = packageFile('dist/inspect/truncation-worker.js');
+
 /** Deferred checks, the first `checkedHereFirst` of them left to the caller. */
 export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFORE_WORKER): DeferredTruncationChecks {
   let seen = 0;
@@ -54,42 +58,52 @@ export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFOR
   let answered = 0;
   let allWhole = true;
   let failed = false;
+  let stopping = false;
+  let available: boolean | undefined;
   let waiting: (() => void) | undefined;
   const wake = () => {
     if (waiting && (failed || answered === sent)) waiting();
   };
+  // Files already deferred stay unchecked: the caller plans again without a worker.
+  const fail = () => {
+    failed = true;
+    wake();
+  };
 
   const start = (): Worker => {
-    const started = new Worker(packageFile('dist/inspect/truncation-worker.js'));
+    const started = new Worker(WORKER_FILE);
     started.on('message', (verdicts: TruncationVerdict[]) => {
       answered += verdicts.length;
       if (verdicts.some((v) => v.pastEnd !== undefined || v.changed || v.failed !== undefined)) allWhole = false;
       wake();
     });
-    // A worker that cannot start or dies leaves its files unchecked: the caller plans again.
-    const fail = () => {
-      failed = true;
-      wake();
-    };
     started.on('error', fail);
+    // It never ends on its own: an exit before settle stops it leaves files unanswered.
     started.on('exit', () => {
-      if (answered < sent) fail();
+      if (!stopping) fail();
     });
     return started;
   };
 
   const flush = () => {
-    if (batch.length === 0) return;
-    worker ??= start();
-    worker.postMessage(batch);
-    sent += batch.length;
+    if (batch.length === 0 || failed) return;
+    try {
+      worker ??= start();
+      worker.postMessage(batch);
+      sent += batch.length;
+    } catch {
+      fail(); // e.g. no worker threads allowed (Node's permission model)
+    }
     batch = [];
   };
 
   return {
     defer(question) {
       seen++;
-      if (seen <= checkedHereFirst) return false;
+      if (seen <= checkedHereFirst || failed) return false;
+      // No worker file (a build without it): the caller checks every file, rather than plan twice.
+      available ??= existsSync(WORKER_FILE);
+      if (!available) return false;
       batch.push(question);
       if (batch.length >= BATCH) flush();
       return true;
@@ -101,6 +115,7 @@ export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFOR
           waiting = resolve;
           wake();
         });
+        stopping = true;
         await worker.terminate();
       }
       return allWhole && !failed ? 'whole' : 'plan-again';

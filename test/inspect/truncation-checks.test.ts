@@ -3,10 +3,12 @@
 // the plan made without them, also when a file is cut short, which the worker finds.
 import { truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { plan } from '../../src/api.js';
 import { readImageFile } from '../../src/inspect/image-file.js';
 import { deferredTruncationChecks } from '../../src/inspect/truncation-checks.js';
+import { ExecaRunner, type RunOptions } from '../../src/qemu/runner.js';
 import { qcow2Chain, qemuIo, tempFolder } from '../helpers/qemu.js';
 
 let dir = '';
@@ -80,5 +82,42 @@ describe('truncation checks on a worker thread', () => {
     expect(refused).toEqual(await planned(manifest, null));
     expect(refused.ok).toBe(false);
     expect(refused.diagnostics?.map((d) => d.code)).toContain('image-truncated');
+  });
+
+  it('plan again, without running anything the refused plan would not, when a layer of a copied chain is cut short', async () => {
+    const manifest = await twoChains();
+    await writeFile(
+      manifest,
+      'version: 1\nimages:\n  copy: { path: out/copy.qcow2, from: { path: a2.qcow2, format: qcow2 } }\n',
+    );
+    await truncate(join(dir, 'a1.qcow2'), 1024 * 1024);
+    // qemu-img measure of the copy's chain is what the speculative plan would run next.
+    const commands: string[][] = [];
+    const real = new ExecaRunner();
+    const runner = {
+      run(argv: readonly string[], options?: RunOptions) {
+        commands.push([...argv]);
+        if (argv[1] === 'measure') return Promise.reject(new Error('measured a chain with a layer cut short'));
+        return real.run(argv, options);
+      },
+    };
+    const result = await plan(manifest, { checksBeforeWorker: 0, runner });
+    expect(result.ok).toBe(false);
+    expect(!result.ok && result.diagnostics.map((d) => d.code)).toContain('image-truncated');
+    expect(commands.filter((argv) => argv[1] === 'measure')).toEqual([]);
+  });
+
+  it('leave the checks to the plan itself where no worker thread may start', async () => {
+    const manifest = await twoChains();
+    const api = new URL('../../dist/api.js', import.meta.url).href;
+    // Node's permission model without --allow-worker: new Worker throws.
+    const script = `const { plan } = await import(${JSON.stringify(api)}); const r = await plan(${JSON.stringify(manifest)}, { checksBeforeWorker: 0 }); console.log(JSON.stringify({ ok: r.ok, steps: r.ok ? r.plan.steps.length : -1 }));`;
+    const run = await execa(
+      process.execPath,
+      ['--experimental-permission', '--allow-fs-read=*', '--allow-child-process', '--input-type=module', '-e', script],
+      { reject: false },
+    );
+    expect(run.stderr).not.toMatch(/ERR_ACCESS_DENIED|Access to this API/);
+    expect(JSON.parse(run.stdout)).toEqual({ ok: true, steps: 0 });
   });
 });
