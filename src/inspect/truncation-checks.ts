@@ -41,13 +41,19 @@ export interface DeferredTruncationChecks {
   defer(question: TruncationQuestion): boolean;
   /**
    * Waits for every answer and stops the worker: 'whole' when every deferred file was whole and
-   * unchanged (or none was deferred), 'plan-again' otherwise.
+   * unchanged (or none was deferred), 'plan-again' otherwise. Later calls get the same answer;
+   * nothing is deferred once it is called.
    */
   settle(): Promise<'whole' | 'plan-again'>;
 }
 
 /** The worker's module: tsc's output, which the CLI bundle uses too (both made by the build). */
 const WORKER_FILE = packageFile('dist/inspect/truncation-worker.js');
+
+/** Node's permission model, when this process runs under it (node --experimental-permission). */
+function permission(): { has(scope: string): boolean } | undefined {
+  return (process as { permission?: { has(scope: string): boolean } }).permission;
+}
 
 /** Deferred checks, the first `checkedHereFirst` of them left to the caller. */
 export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFORE_WORKER): DeferredTruncationChecks {
@@ -60,6 +66,7 @@ export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFOR
   let failed = false;
   let stopping = false;
   let available: boolean | undefined;
+  let settled: Promise<'whole' | 'plan-again'> | undefined;
   let waiting: (() => void) | undefined;
   const wake = () => {
     if (waiting && (failed || answered === sent)) waiting();
@@ -71,7 +78,8 @@ export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFOR
   };
 
   const start = (): Worker => {
-    const started = new Worker(WORKER_FILE);
+    // Not the parent's command-line flags: `node --input-type=module -e ...` would stop it.
+    const started = new Worker(WORKER_FILE, { execArgv: [] });
     started.on('message', (verdicts: TruncationVerdict[]) => {
       answered += verdicts.length;
       if (verdicts.some((v) => v.pastEnd !== undefined || v.changed || v.failed !== undefined)) allWhole = false;
@@ -100,25 +108,30 @@ export function deferredTruncationChecks(checkedHereFirst = DEFAULT_CHECKS_BEFOR
   return {
     defer(question) {
       seen++;
-      if (seen <= checkedHereFirst || failed) return false;
-      // No worker file (a build without it): the caller checks every file, rather than plan twice.
-      available ??= existsSync(WORKER_FILE);
+      if (seen <= checkedHereFirst || failed || settled !== undefined) return false;
+      // No worker file (a build without it), or no worker threads allowed (Node's permission
+      // model): the caller checks every file, rather than plan twice.
+      available ??= existsSync(WORKER_FILE) && (permission()?.has('worker') ?? true);
       if (!available) return false;
       batch.push(question);
       if (batch.length >= BATCH) flush();
       return true;
     },
-    async settle() {
-      flush();
-      if (worker) {
-        await new Promise<void>((resolve) => {
-          waiting = resolve;
-          wake();
-        });
-        stopping = true;
-        await worker.terminate();
-      }
-      return allWhole && !failed ? 'whole' : 'plan-again';
+    settle() {
+      // One settling, whoever asks and however often.
+      settled ??= (async () => {
+        flush();
+        if (worker) {
+          await new Promise<void>((resolve) => {
+            waiting = resolve;
+            wake();
+          });
+          stopping = true;
+          await worker.terminate();
+        }
+        return allWhole && !failed ? 'whole' : 'plan-again';
+      })();
+      return settled;
     },
   };
 }

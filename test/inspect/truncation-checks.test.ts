@@ -75,6 +75,22 @@ describe('truncation checks on a worker thread', () => {
     const withWorker = await planned(manifest, 0);
     expect(withWorker.ok).toBe(true);
     expect(withWorker).toEqual(await planned(manifest, null));
+    // Made once: a worker that failed would have it made again, running qemu-img twice.
+    const counted = async (checksBeforeWorker: number | null) => {
+      let calls = 0;
+      const real = new ExecaRunner();
+      await plan(manifest, {
+        checksBeforeWorker,
+        runner: {
+          run(argv, options) {
+            calls++;
+            return real.run(argv, options);
+          },
+        },
+      });
+      return calls;
+    };
+    expect(await counted(0)).toBe(await counted(null));
 
     // a1's data clusters cut off: only the refcounts say so, which the worker reads.
     await truncate(join(dir, 'a1.qcow2'), 1024 * 1024);
@@ -107,17 +123,37 @@ describe('truncation checks on a worker thread', () => {
     expect(commands.filter((argv) => argv[1] === 'measure')).toEqual([]);
   });
 
-  it('leave the checks to the plan itself where no worker thread may start', async () => {
+  it('plan once from a process started with flags a worker cannot take, or where no worker may start', async () => {
     const manifest = await twoChains();
     const api = new URL('../../dist/api.js', import.meta.url).href;
-    // Node's permission model without --allow-worker: new Worker throws.
-    const script = `const { plan } = await import(${JSON.stringify(api)}); const r = await plan(${JSON.stringify(manifest)}, { checksBeforeWorker: 0 }); console.log(JSON.stringify({ ok: r.ok, steps: r.ok ? r.plan.steps.length : -1 }));`;
-    const run = await execa(
-      process.execPath,
-      ['--experimental-permission', '--allow-fs-read=*', '--allow-child-process', '--input-type=module', '-e', script],
-      { reject: false },
-    );
-    expect(run.stderr).not.toMatch(/ERR_ACCESS_DENIED|Access to this API/);
-    expect(JSON.parse(run.stdout)).toEqual({ ok: true, steps: 0 });
+    const runnerModule = new URL('../../dist/qemu/runner.js', import.meta.url).href;
+    // qemu-img processes of a plan with the worker and of one without: a failed worker doubles them.
+    const script = [
+      `const { plan } = await import(${JSON.stringify(api)});`,
+      `const { ExecaRunner } = await import(${JSON.stringify(runnerModule)});`,
+      'const real = new ExecaRunner();',
+      'const counted = async (checksBeforeWorker) => { let calls = 0; const r = await plan(' +
+        JSON.stringify(manifest) +
+        ', { checksBeforeWorker, runner: { run: (a, o) => { calls++; return real.run(a, o); } } }); return { ok: r.ok, calls }; };',
+      'console.log(JSON.stringify([await counted(0), await counted(null)]));',
+    ].join('\n');
+    // --input-type is an option a worker refuses; the permission model allows no worker at all.
+    for (const flags of [[], ['--experimental-permission', '--allow-fs-read=*', '--allow-child-process']]) {
+      const run = await execa(process.execPath, [...flags, '--input-type=module', '-e', script], { reject: false });
+      expect(run.stderr, flags.join(' ')).not.toMatch(/ERR_|Access to this API/);
+      const [withWorker, without] = JSON.parse(run.stdout);
+      expect(withWorker, flags.join(' ')).toEqual(without);
+      expect(without.ok).toBe(true);
+    }
+  });
+
+  it('answer once however often they are settled, and take no file once settling', async () => {
+    await twoChains();
+    const paths = ['a0', 'a1', 'a2'].map((name) => join(dir, `${name}.qcow2`));
+    const checks = deferredTruncationChecks(0);
+    for (const path of paths) readImageFile(path, checks);
+    expect(await Promise.all([checks.settle(), checks.settle()])).toEqual(['whole', 'whole']);
+    expect(checks.defer({ path: paths[0]!, fingerprint: readImageFile(paths[0]!).fingerprint! })).toBe(false);
+    expect(await checks.settle()).toBe('whole');
   });
 });
