@@ -1,7 +1,7 @@
 // Reads a backing chain one layer at a time, so that a backing name qemu would open as a
 // protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
@@ -48,8 +48,9 @@ export async function detectFormat(
 
 /**
  * Why a layer cannot be read as it stands: qemu marked it corrupt, it was left dirty by a crash
- * (lazy refcounts), or its file is cut short. qemu-img would read all three without complaint
- * (a cut file reads as zeros), so chainform would copy a damaged disk as if it were whole.
+ * (lazy refcounts), its external data file is missing, or its file is cut short. qemu-img info
+ * reports none of these (a cut file reads as zeros), so chainform would copy a damaged disk as if
+ * it were whole, or fail midway.
  */
 export function layerDamage(
   path: string,
@@ -72,6 +73,20 @@ export function layerDamage(
       message: 'has its dirty flag set: the last program that wrote it stopped without closing it (lazy refcounts)',
       hint: `with every VM using it stopped, run \`${repair()}\` to rebuild its refcounts`,
     };
+  }
+  // qemu-img info does not open the data file: without this, the plan would pass and its first
+  // command fail (or, for an image kept in place, the layout pass for reached).
+  const dataFile = layer.qcow2.dataFile;
+  if (dataFile !== undefined) {
+    const dataPath = resolve(dirname(path), dataFile);
+    if (!existsSync(dataPath)) {
+      return {
+        code: 'data-file-missing',
+        message: `keeps its guest data in the external data file ${dataPath}, which does not exist`,
+        // amend cannot open the image without its data file unless it is told where it is now.
+        hint: `restore the data file; if it was moved, point the image at it: \`${shellQuote(['qemu-img', 'amend', '--image-opts', '-o', 'data_file=NEW-PATH', `driver=qcow2,file.filename=${optionValue(resolve(path))},data-file.driver=file,data-file.filename=NEW-PATH`])}\``,
+      };
+    }
   }
   // An unreadable header gets no verdict here: qemu-img already read the file and reports its own errors.
   if (layer.format !== 'qcow2' || !file.pastEnd) return undefined;

@@ -1,6 +1,6 @@
 // Issue 3, external data files: a qcow2 whose guest data lives in a raw file, with and without
 // a backing; both files are written under temporary names and renamed only when complete.
-import { copyFile, mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -282,5 +282,36 @@ describe('an image whose header names its data file by a relative name', () => {
     expect(linked.exitCode, linked.stderr).toBe(0);
     expect(linked.stderr).toContain('[relative-data-file]');
     expect(linked.stderr).not.toContain('error');
+  });
+});
+
+describe('an image whose external data file is missing', () => {
+  // qemu-img info reads the header only: without a check, the plan passed and its convert failed.
+  it('is refused at plan time, with the amend that points it at a moved data file', async () => {
+    const { dir } = ws;
+    const image = join(dir, 'img.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${join(dir, 'img.data')}`, image, '8M');
+    await qemuIo('qcow2', image, 'write -P 0x21 0 1M');
+    await rename(join(dir, 'img.data'), join(dir, 'moved.data'));
+    ws.inputs.push(image, join(dir, 'moved.data'));
+    await ws.acceptInputChanges();
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  copy: { path: out/copy.qcow2, from: { path: img.qcow2, format: qcow2 } }\n',
+    );
+    const r = await chainform(dir, 'plan', 'm.yaml');
+    expect(r.exitCode, r.stdout).toBe(1);
+    expect(r.stderr).toContain(
+      `m.yaml:3:47: error: ${image} keeps its guest data in the external data file ${join(dir, 'img.data')}, which does not exist [data-file-missing]`,
+    );
+    // The hint's amend works on a copy: the image then reads its data from the moved file.
+    const hint = /`(qemu-img amend [^`]+)`/.exec(r.stderr)?.[1];
+    expect(hint).toContain('--image-opts');
+    const copy = join(dir, 'copy-of-img.qcow2');
+    await copyFile(image, copy);
+    const amend = hint!.replaceAll('NEW-PATH', join(dir, 'moved.data')).replace(image, copy);
+    await execa('sh', ['-c', amend]);
+    const read = await execa('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x21 0 1M', copy]);
+    expect(read.stdout).not.toContain('Pattern verification failed');
   });
 });
