@@ -57,7 +57,9 @@ export async function acquireApplyLock(manifestDir: string, now: () => Date = ()
   const lockPath = join(dir, 'apply.lock');
   const ownPath = join(dir, `apply.owner.${process.pid}.json`);
   const own: LockHolder = { pid: process.pid, host: hostname(), startedAt: now().toISOString() };
-  await writeFileAtomic(ownPath, `${JSON.stringify(own)}\n`);
+  // Renamed into place whole, but not fsynced: it speaks only for a live process, and after a
+  // crash or power loss its writer is gone whether the file survived or not.
+  await writeFileAtomic(ownPath, `${JSON.stringify(own)}\n`, { fsync: false });
   const lock = () =>
     lockfile.lock(dir, {
       lockfilePath: lockPath,
