@@ -6,7 +6,16 @@
 // to thousands of files; a synchronous call costs microseconds, an asynchronous one a thread-pool
 // round trip and a promise (planning 10,000 images spent most of its time there). Nothing else
 // needs the event loop while a header is read, and a FIFO is never opened (see `kind`).
-import { type BigIntStats, closeSync, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import {
+  type BigIntStats,
+  closeSync,
+  lstatSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
 import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 import type { DeferredTruncationChecks } from './truncation-checks.js';
@@ -44,6 +53,8 @@ export interface ImageFile {
   linkTarget?: string;
   /** How many names (hard links) the file has, when it has more than one. */
   links?: number;
+  /** When the path is a symlink to nothing: what the link says (nothing exists there). */
+  danglingLink?: string;
 }
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -82,21 +93,27 @@ interface Stat {
 }
 
 /**
- * The stat of `path`, following symlinks, or null when nothing exists there (a dangling symlink
- * included). A path that is not a symlink, nearly every one, costs a single lstat.
+ * The stat of `path`, following symlinks; null when nothing exists there, or, for a symlink to
+ * nothing (dangling), what the link says. A path that is not a symlink, nearly every one, costs a
+ * single lstat.
  */
-function statOf(path: string): Stat | null {
+function statOf(path: string): Stat | { dangling: string } | null {
   let s: BigIntStats;
   let linkTarget: string | undefined;
   try {
     s = lstatSync(path, { bigint: true });
-    if (s.isSymbolicLink()) {
-      s = statSync(path, { bigint: true });
-      linkTarget = realpathSync(path);
-    }
   } catch (e) {
     if (isAbsentPath(e)) return null;
     throw e;
+  }
+  if (s.isSymbolicLink()) {
+    try {
+      s = statSync(path, { bigint: true });
+      linkTarget = realpathSync(path);
+    } catch (e) {
+      if (isAbsentPath(e)) return { dangling: readlinkSync(path) };
+      throw e;
+    }
   }
   const fingerprint = fingerprintOfStats(s);
   const kind: FileKind = s.isFile()
@@ -176,6 +193,7 @@ export function parseQcow2Header(data: Buffer): Qcow2Header | string {
 export function readImageFile(path: string, deferred?: DeferredTruncationChecks): ImageFile {
   const found = statOf(path);
   if (!found) return { fingerprint: null };
+  if ('dangling' in found) return { fingerprint: null, danglingLink: found.dangling };
   const { fingerprint, kind, size } = found;
   if (kind !== 'file') return withOtherNames({ fingerprint, kind }, found);
   let fd: number;

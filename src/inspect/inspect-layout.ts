@@ -99,6 +99,8 @@ export interface InspectedFile {
    * entry, and so see a rewrite of it, where a hard link keeps the old file).
    */
   realPath?: string;
+  /** When nothing exists at its path but a symlink to nothing: what the link says. */
+  danglingLink?: string;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -198,7 +200,11 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   const file = fileOf(request.path);
   const { fingerprint, linkTarget, links } = file;
   const format = request.format;
-  if (!fingerprint) return { path: request.path, fingerprint, format, chain: null };
+  if (!fingerprint) {
+    const missing: InspectedFile = { path: request.path, fingerprint, format, chain: null };
+    if (file.danglingLink !== undefined) missing.danglingLink = file.danglingLink;
+    return missing;
+  }
   // The other-name facts are added only where there are some: ordinary files keep one shape.
   const found: InspectedFile = { path: request.path, fingerprint, format, chain: null };
   if (linkTarget !== undefined)

@@ -298,3 +298,23 @@ describe('a data file named through another name', () => {
     expect(other.stdout).toContain(`data_file ${join(dir, 'data', 'img.data')} -> ${join(dir, 'other.data')}`);
   });
 });
+
+describe('a symlink to nothing at an output path', () => {
+  // Renamed onto, the link was replaced by the new image: the disk did not land where it said.
+  it('is refused, naming where it leads; the link stays as it was', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'out'));
+    await symlink(join(dir, 'store', 'new.qcow2'), join(dir, 'out', 'new.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  new: { path: out/new.qcow2, from: { path: vm/base.qcow2, format: qcow2 } }\n',
+    );
+    const r = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(r.exitCode, r.stdout).toBe(1);
+    expect(r.stderr).toContain(
+      `m.yaml:3:16: error: ${join(dir, 'out', 'new.qcow2')} is a symlink to ${join(dir, 'store', 'new.qcow2')}, which does not exist [dangling-symlink]`,
+    );
+    expect(await readlink(join(dir, 'out', 'new.qcow2'))).toBe(join(dir, 'store', 'new.qcow2'));
+    expect(await readdir(join(dir, 'store'))).not.toContain('new.qcow2');
+  });
+});
