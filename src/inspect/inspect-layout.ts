@@ -17,7 +17,7 @@ import { memoize } from '../util/memo.js';
 import { resolvePath } from '../util/paths.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
-import { mountPointOf } from './mount-points.js';
+import { isMountedOver, mountPointOf } from './mount-points.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
 import { recordedSnapshotSizes } from './qcow2-delta.js';
 import { readChain } from './read-chain.js';
@@ -101,6 +101,8 @@ export interface InspectedFile {
   realPath?: string;
   /** When nothing exists at its path but a symlink to nothing: what the link says. */
   danglingLink?: string;
+  /** True when the file is itself a mount point (bind-mounted there): nothing renames onto it. */
+  mountedOver?: true;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -213,6 +215,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       sameFilesystem: renameReaches(request.path, linkTarget, fingerprint.dev, fileOf),
     };
   if (links !== undefined) found.links = links;
+  if (file.kind === 'file' && isMountedOver(linkTarget ?? request.path)) found.mountedOver = true;
   if (inspection.realPaths) {
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;

@@ -1,10 +1,13 @@
 // Which mount a folder lies on, from /proc/self/mountinfo. Two folders on one device can still be
 // two mounts (a bind mount), and rename(2) never crosses mounts (EXDEV): a device number alone
 // cannot tell whether a file renamed from one folder into the other will get there.
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { basename } from 'node:path';
 
 /** Mount points, longest first; null where /proc cannot tell (not Linux, no /proc). */
 let mountPoints: string[] | null | undefined;
+/** The last names of the mount points: most paths are ruled out by their name alone. */
+let mountNames: Set<string> | undefined;
 
 /** A mountinfo field with its octal escapes (`\040` for a space) decoded. */
 function unescapeField(field: string): string {
@@ -35,4 +38,22 @@ export function mountPointOf(realDir: string): string | undefined {
   if (mountPoints === undefined) mountPoints = readMountPoints();
   if (mountPoints === null) return undefined;
   return mountPoints.find((point) => point === '/' || realDir === point || realDir.startsWith(`${point}/`));
+}
+
+/**
+ * Whether the existing file at `path` is itself a mount point: a file bind-mounted there (as a
+ * container gets a disk image). Nothing can be renamed onto it (EBUSY), so a rewrite, which
+ * writes a new file and renames it into place, cannot replace it. Only a path whose last name is
+ * some mount point's costs a realpath.
+ */
+export function isMountedOver(path: string): boolean {
+  if (mountPoints === undefined) mountPoints = readMountPoints();
+  if (mountPoints === null) return false;
+  mountNames ??= new Set(mountPoints.map((point) => basename(point)));
+  if (!mountNames.has(basename(path))) return false;
+  try {
+    return mountPoints.includes(realpathSync(path));
+  } catch {
+    return false;
+  }
 }

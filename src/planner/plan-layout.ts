@@ -202,6 +202,7 @@ function planImage(
     return 'failed';
   if (rewritten && backing && relativeBackingAcrossFilesystems(image, target, backing.target.name, ctx))
     return 'failed';
+  if (rewritten && mountedOver(image, steps, ctx)) return 'failed';
   if (rewritten) warnOtherNamesKeepOldFile(image, target, ctx);
   const finalDataFile =
     dataFile ?? (image.source || rewritten ? undefined : ctx.layout.files.get(image.path)?.chain?.[0]?.dataFilePath);
@@ -391,6 +392,26 @@ function relativeBackingAcrossFilesystems(
       {
         location: image.at.path,
         hint: "spell the backing's path absolutely in the manifest: the image then stores an absolute backing name, which resolves alike from both folders",
+      },
+    ),
+  );
+  return true;
+}
+
+/**
+ * A rewrite of a file that is itself a mount point (bind-mounted at its path, as a container gets
+ * a disk image): the new file could not be renamed onto it (EBUSY), after the whole copy.
+ */
+function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanContext): boolean {
+  if (!ctx.layout.files.get(image.path)?.mountedOver) return false;
+  const why = steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
+  ctx.diagnostics.push(
+    error(
+      'mounted-file',
+      `${image.path} is a mount point (a file mounted there): "${image.id}" is written anew (${why}), and a new file cannot replace a mounted one`,
+      {
+        location: image.at.path,
+        hint: 'reshape the file where it is mounted from (outside this mount), or write the result to another path with `from` naming this one',
       },
     ),
   );

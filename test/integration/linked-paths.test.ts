@@ -318,3 +318,43 @@ describe('a symlink to nothing at an output path', () => {
     expect(await readdir(join(dir, 'store'))).not.toContain('new.qcow2');
   });
 });
+
+describe('an image file that is itself a mount point', () => {
+  // A file bind-mounted at its path, as a container gets a disk: nothing renames onto it (EBUSY).
+  it('is refused a rewrite at plan time, and still changed in place', async (context) => {
+    const { dir } = ws;
+    const [stored, mountedAt] = [join(dir, 'store', 'bound.qcow2'), join(dir, 'vm', 'bound.qcow2')];
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', stored, '8M');
+    await qemuIo('qcow2', stored, 'write -P 0x55 0 1M');
+    await writeFile(mountedAt, '');
+    const bound = await execa('mount', ['--bind', stored, mountedAt], { reject: false });
+    if (bound.exitCode !== 0) context.skip(`mount --bind is not permitted here: ${bound.stderr}`);
+    try {
+      const before = await checksums([stored]);
+      await writeFile(
+        join(dir, 'm.yaml'),
+        'version: 1\nimages:\n  bound: { path: vm/bound.qcow2, options: { cluster_size: 131072 } }\n',
+      );
+      // Before, the whole copy ran, then the rename failed.
+      const refused = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(refused.exitCode, refused.stdout).toBe(1);
+      expect(refused.stderr).toContain(
+        `m.yaml:3:18: error: ${mountedAt} is a mount point (a file mounted there): "bound" is written anew`,
+      );
+      expect(refused.stderr).toContain('[mounted-file]');
+      expect(await checksums([stored])).toEqual(before);
+      expect(await temporariesIn(join(dir, 'vm'), join(dir, 'store'))).toEqual([]);
+      // An amend writes into the file itself: that works through the mount.
+      await writeFile(
+        join(dir, 'm.yaml'),
+        'version: 1\nimages:\n  bound: { path: vm/bound.qcow2, options: { compat: "1.1" } }\n',
+      );
+      const amended = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(amended.exitCode, amended.stderr).toBe(0);
+      expect((await imageInfo(stored, 'qcow2'))['format-specific']).toMatchObject({ data: { compat: '1.1' } });
+      await qemuIo('qcow2', stored, 'read -P 0x55 0 1M');
+    } finally {
+      await execa('umount', [mountedAt], { reject: false });
+    }
+  });
+});
