@@ -16,6 +16,7 @@ import {
   realpathSync,
   statSync,
 } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 import type { DeferredTruncationChecks } from './truncation-checks.js';
@@ -53,7 +54,7 @@ export interface ImageFile {
   linkTarget?: string;
   /** How many names (hard links) the file has, when it has more than one. */
   links?: number;
-  /** When the path is a symlink to nothing: what the link says (nothing exists there). */
+  /** When the path is a symlink to nothing: the missing name it leads to (absolute). */
   danglingLink?: string;
 }
 
@@ -93,8 +94,29 @@ interface Stat {
 }
 
 /**
+ * Where the symlink `path`, which leads to nothing, leads: each link followed from the folder it
+ * really lies in, as the kernel follows it (a link's `..` is its real folder's parent), to the
+ * first name that does not exist.
+ */
+function missingTargetOf(path: string): string {
+  let current = path;
+  for (let hops = 0; hops < 40; hops++) {
+    const next = resolve(realpathSync(dirname(current)), readlinkSync(current));
+    let entry: ReturnType<typeof lstatSync>;
+    try {
+      entry = lstatSync(next, { throwIfNoEntry: false });
+    } catch {
+      return next; // a file where a folder should be: nothing can be there either
+    }
+    if (!entry?.isSymbolicLink()) return next;
+    current = next;
+  }
+  return current;
+}
+
+/**
  * The stat of `path`, following symlinks; null when nothing exists there, or, for a symlink to
- * nothing (dangling), what the link says. A path that is not a symlink, nearly every one, costs a
+ * nothing (dangling), the missing name it leads to. A path that is not a symlink, nearly every one, costs a
  * single lstat.
  */
 function statOf(path: string): Stat | { dangling: string } | null {
@@ -111,7 +133,7 @@ function statOf(path: string): Stat | { dangling: string } | null {
       s = statSync(path, { bigint: true });
       linkTarget = realpathSync(path);
     } catch (e) {
-      if (isAbsentPath(e)) return { dangling: readlinkSync(path) };
+      if (isAbsentPath(e)) return { dangling: missingTargetOf(path) };
       throw e;
     }
   }

@@ -99,10 +99,10 @@ export interface InspectedFile {
    * entry, and so see a rewrite of it, where a hard link keeps the old file).
    */
   realPath?: string;
-  /** When nothing exists at its path but a symlink to nothing: what the link says. */
+  /** When nothing exists at its path but a symlink to nothing: the missing name it leads to. */
   danglingLink?: string;
-  /** True when the file is itself a mount point (bind-mounted there): nothing renames onto it. */
-  mountedOver?: true;
+  /** When the file is itself a mount point (bind-mounted there): that path. Nothing renames onto it. */
+  mountedOver?: string;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -215,7 +215,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       sameFilesystem: renameReaches(request.path, linkTarget, fingerprint.dev, fileOf),
     };
   if (links !== undefined) found.links = links;
-  if (file.kind === 'file' && isMountedOver(linkTarget ?? request.path)) found.mountedOver = true;
+  if (file.kind === 'file' && isMountedOver(linkTarget ?? request.path)) found.mountedOver = linkTarget ?? request.path;
   if (inspection.realPaths) {
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;

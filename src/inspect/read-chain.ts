@@ -84,7 +84,7 @@ export function layerDamage(
         code: 'data-file-missing',
         message: `keeps its guest data in the external data file ${dataPath}, which does not exist`,
         // amend cannot open the image without its data file unless it is told where it is now.
-        hint: `restore the data file; if it was moved, point the image at it: \`${shellQuote(['qemu-img', 'amend', '--image-opts', '-o', 'data_file=NEW-PATH', `driver=qcow2,file.filename=${optionValue(resolve(path))},data-file.driver=file,data-file.filename=NEW-PATH`])}\``,
+        hint: `restore the data file; if it was moved, point the image at it, NEW-PATH being its absolute path with each comma written twice (qemu's option syntax), and quoted for the shell if it holds spaces: \`${shellQuote(['qemu-img', 'amend', '--image-opts', '-o', 'data_file=NEW-PATH', `driver=qcow2,file.filename=${optionValue(resolve(path))},data-file.driver=file,data-file.filename=NEW-PATH`])}\``,
       };
     }
   }

@@ -1,6 +1,5 @@
 // Where each image's content comes from (its source, or the file it is kept in), whether an
 // existing output still presents it, and which images a rebuilt or shrunk file makes stale.
-import { dirname, resolve } from 'node:path';
 import { error } from '../diagnostics/diagnostic.js';
 import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/inspect-layout.js';
 import type { ResolvedBacking, ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
@@ -55,7 +54,7 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
   if (existing?.danglingLink !== undefined) {
     // Renamed onto, the link would be replaced by the new image; written through, the image
     // would land wherever the link says, which nothing vouches for.
-    const target = resolve(dirname(image.path), existing.danglingLink);
+    const target = existing.danglingLink;
     ctx.diagnostics.push(
       error('dangling-symlink', `${image.path} is a symlink to ${target}, which does not exist`, {
         location: image.at.path,

@@ -400,17 +400,26 @@ function relativeBackingAcrossFilesystems(
 
 /**
  * A rewrite of a file that is itself a mount point (bind-mounted at its path, as a container gets
- * a disk image): the new file could not be renamed onto it (EBUSY), after the whole copy.
+ * a disk image): the new file could not be renamed onto it (EBUSY), after the whole copy. That
+ * holds for the image, and for a declared data file, which a rewrite also writes anew.
  */
 function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanContext): boolean {
-  if (!ctx.layout.files.get(image.path)?.mountedOver) return false;
+  const dataFile = image.options.data_file;
+  const names = [
+    { path: image.path, location: image.at.path },
+    ...(dataFile === undefined ? [] : [{ path: dataFile, location: image.at.option('data_file') }]),
+  ];
+  const mounted = names.find(({ path }) => ctx.layout.files.get(path)?.mountedOver !== undefined);
+  if (!mounted) return false;
+  const point = ctx.layout.files.get(mounted.path)?.mountedOver as string;
+  const named = point === mounted.path ? point : `${point} (which ${mounted.path} names)`;
   const why = steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
   ctx.diagnostics.push(
     error(
       'mounted-file',
-      `${image.path} is a mount point (a file mounted there): "${image.id}" is written anew (${why}), and a new file cannot replace a mounted one`,
+      `${named} is a mount point (a file mounted there): "${image.id}" is written anew (${why}), and a new file cannot replace a mounted one`,
       {
-        location: image.at.path,
+        location: mounted.location,
         hint: 'reshape the file where it is mounted from (outside this mount), or write the result to another path with `from` naming this one',
       },
     ),

@@ -316,6 +316,21 @@ describe('a symlink to nothing at an output path', () => {
     );
     expect(await readlink(join(dir, 'out', 'new.qcow2'))).toBe(join(dir, 'store', 'new.qcow2'));
     expect(await readdir(join(dir, 'store'))).not.toContain('new.qcow2');
+
+    // Through a symlinked folder and a second link, named where the kernel would go: a link's
+    // `..` is the parent of the folder it really lies in.
+    await mkdir(join(dir, 'srv', 'real'), { recursive: true });
+    await symlink(join(dir, 'srv', 'real'), join(dir, 'linked'));
+    await symlink('hop.qcow2', join(dir, 'linked', 'far.qcow2'));
+    await symlink('../far-away.qcow2', join(dir, 'linked', 'hop.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  far: { path: linked/far.qcow2, from: { path: vm/base.qcow2, format: qcow2 } }\n',
+    );
+    const far = await chainform(dir, 'plan', 'm.yaml');
+    expect(far.stderr).toContain(
+      `is a symlink to ${join(dir, 'srv', 'far-away.qcow2')}, which does not exist [dangling-symlink]`,
+    );
   });
 });
 
@@ -355,6 +370,27 @@ describe('an image file that is itself a mount point', () => {
       await qemuIo('qcow2', stored, 'read -P 0x55 0 1M');
     } finally {
       await execa('umount', [mountedAt], { reject: false });
+    }
+  });
+
+  it('is refused as the data file a rebuild would write anew', async (context) => {
+    const { dir } = ws;
+    const manifest =
+      'version: 1\nimages:\n  o: { path: out/o.qcow2, from: { path: vm/base.qcow2, format: qcow2 }, options: { data_file: out/o.data } }\n';
+    await writeFile(join(dir, 'm.yaml'), manifest);
+    expect((await chainform(dir, 'apply', 'm.yaml', '--yes')).exitCode).toBe(0);
+    // A new source: the output is rebuilt, its data file written anew and renamed onto the old.
+    await writeFile(join(dir, 'm.yaml'), manifest.replace('vm/base.qcow2', 'vm/solo.qcow2'));
+    const data = join(dir, 'out', 'o.data');
+    const bound = await execa('mount', ['--bind', data, data], { reject: false });
+    if (bound.exitCode !== 0) context.skip(`mount --bind is not permitted here: ${bound.stderr}`);
+    try {
+      const r = await chainform(dir, 'plan', 'm.yaml');
+      expect(r.exitCode, r.stdout).toBe(1);
+      expect(r.stderr).toContain(`error: ${data} is a mount point (a file mounted there)`);
+      expect(r.stderr).toContain('[mounted-file]');
+    } finally {
+      await execa('umount', [data], { reject: false });
     }
   });
 });
