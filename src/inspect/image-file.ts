@@ -16,7 +16,7 @@ import {
   realpathSync,
   statSync,
 } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { type Fingerprint, fingerprintOfStats, isAbsentPath } from '../state/fingerprint.js';
 import { qcow2MetadataPastEnd } from './qcow2-extent.js';
 import type { DeferredTruncationChecks } from './truncation-checks.js';
@@ -93,25 +93,51 @@ interface Stat {
   links?: number;
 }
 
+/** At most this many links are followed, as Linux does (ELOOP past 40). */
+const MAX_LINK_HOPS = 40;
+
+/** What is at `path` itself (a link is not followed); undefined for nothing. */
+function entryAt(path: string): ReturnType<typeof lstatSync> | undefined {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined; // a file where a folder should be: nothing can be there either
+  }
+}
+
 /**
- * Where the symlink `path`, which leads to nothing, leads: each link followed from the folder it
- * really lies in, as the kernel follows it (a link's `..` is its real folder's parent), to the
- * first name that does not exist.
+ * Where the symlink `path`, which leads to nothing, leads: resolved name by name as the kernel
+ * does (a link's text taken from the folder it really lies in, `..` after a link meaning the
+ * parent of where the link leads), to the first name that does not exist, with the rest of the
+ * path after it.
  */
 function missingTargetOf(path: string): string {
-  let current = path;
-  for (let hops = 0; hops < 40; hops++) {
-    const next = resolve(realpathSync(dirname(current)), readlinkSync(current));
-    let entry: ReturnType<typeof lstatSync>;
-    try {
-      entry = lstatSync(next, { throwIfNoEntry: false });
-    } catch {
-      return next; // a file where a folder should be: nothing can be there either
+  let hops = 0;
+  /** `names` resolved from the real folder `from`. */
+  const walk = (from: string, names: string[]): string => {
+    let current = from;
+    for (const [index, name] of names.entries()) {
+      if (name === '' || name === '.') continue;
+      if (name === '..') {
+        current = dirname(current);
+        continue;
+      }
+      const next = current === '/' ? `/${name}` : `${current}/${name}`;
+      const entry = entryAt(next);
+      const rest = names.slice(index + 1);
+      if (!entry) return [next, ...rest].join('/');
+      if (entry.isSymbolicLink() && hops++ < MAX_LINK_HOPS) {
+        const text = readlinkSync(next);
+        current = walk(text.startsWith('/') ? '/' : current, text.split('/'));
+        if (!entryAt(current)) return [current, ...rest].join('/');
+        continue;
+      }
+      current = next;
     }
-    if (!entry?.isSymbolicLink()) return next;
-    current = next;
-  }
-  return current;
+    return current;
+  };
+  const real = realpathSync(dirname(path));
+  return walk(real, [basename(path)]);
 }
 
 /**

@@ -17,7 +17,7 @@ import { memoize } from '../util/memo.js';
 import { resolvePath } from '../util/paths.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
-import { isMountedOver, mountPointOf } from './mount-points.js';
+import { mountedFileAt, mountPointOf } from './mount-points.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
 import { recordedSnapshotSizes } from './qcow2-delta.js';
 import { readChain } from './read-chain.js';
@@ -215,7 +215,8 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       sameFilesystem: renameReaches(request.path, linkTarget, fingerprint.dev, fileOf),
     };
   if (links !== undefined) found.links = links;
-  if (file.kind === 'file' && isMountedOver(linkTarget ?? request.path)) found.mountedOver = linkTarget ?? request.path;
+  const mounted = file.kind === 'file' ? mountedFileAt(linkTarget ?? request.path) : undefined;
+  if (mounted !== undefined) found.mountedOver = mounted;
   if (inspection.realPaths) {
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;

@@ -41,19 +41,21 @@ export function mountPointOf(realDir: string): string | undefined {
 }
 
 /**
- * Whether the existing file at `path` is itself a mount point: a file bind-mounted there (as a
+ * The mount point the existing file at `path` is, with every symlink resolved, when it is one: a
+ * file bind-mounted there (as a
  * container gets a disk image). Nothing can be renamed onto it (EBUSY), so a rewrite, which
  * writes a new file and renames it into place, cannot replace it. Only a path whose last name is
  * some mount point's costs a realpath.
  */
-export function isMountedOver(path: string): boolean {
+export function mountedFileAt(path: string): string | undefined {
   if (mountPoints === undefined) mountPoints = readMountPoints();
-  if (mountPoints === null) return false;
+  if (mountPoints === null) return undefined;
   mountNames ??= new Set(mountPoints.map((point) => basename(point)));
-  if (!mountNames.has(basename(path))) return false;
+  if (!mountNames.has(basename(path))) return undefined;
   try {
-    return mountPoints.includes(realpathSync(path));
+    const real = realpathSync(path);
+    return mountPoints.includes(real) ? real : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }

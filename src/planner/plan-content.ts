@@ -1,6 +1,6 @@
 // Where each image's content comes from (its source, or the file it is kept in), whether an
 // existing output still presents it, and which images a rebuilt or shrunk file makes stale.
-import { error } from '../diagnostics/diagnostic.js';
+import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
 import { type ChainLayer, chainPrints, type InspectedFile } from '../inspect/inspect-layout.js';
 import type { ResolvedBacking, ResolvedImage, ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { type Fingerprint, fileIdentity, sameFingerprint } from '../state/fingerprint.js';
@@ -52,15 +52,7 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
     key,
   };
   if (existing?.danglingLink !== undefined) {
-    // Renamed onto, the link would be replaced by the new image; written through, the image
-    // would land wherever the link says, which nothing vouches for.
-    const target = existing.danglingLink;
-    ctx.diagnostics.push(
-      error('dangling-symlink', `${image.path} is a symlink to ${target}, which does not exist`, {
-        location: image.at.path,
-        hint: `to build the image at ${target}, name that path in the manifest; to build it here, remove the link`,
-      }),
-    );
+    ctx.diagnostics.push(danglingSymlink(image.path, existing.danglingLink, image.at.path));
     return 'failed';
   }
   if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
@@ -132,11 +124,27 @@ function afterRetiredSource(image: ResolvedImage, existing: InspectedFile | unde
 }
 
 /**
+ * A symlink to nothing where a new file is to be written (an image or its data file): renamed
+ * onto, the link would be replaced by the new file; written through, the file would land
+ * wherever the link says, which nothing vouches for.
+ */
+function danglingSymlink(path: string, target: string, location: SourceLocation): Diagnostic {
+  return error('dangling-symlink', `${path} is a symlink to ${target}, which does not exist`, {
+    location,
+    hint: `to write the file at ${target}, name that path in the manifest; to write it here, remove the link`,
+  });
+}
+
+/**
  * The data file path must be free, or be the data file of the existing image chainform keeps or
  * rebuilds at this path: an unrelated file there would be overwritten.
  */
 export function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext): boolean {
   const existing = ctx.layout.files.get(dataFile);
+  if (existing?.danglingLink !== undefined) {
+    ctx.diagnostics.push(danglingSymlink(dataFile, existing.danglingLink, image.at.option('data_file')));
+    return false;
+  }
   if (!existing?.fingerprint) return true;
   const top = ctx.layout.files.get(image.path)?.chain?.[0];
   if (top && namesDataFileOf(top, ctx.layout)(dataFile)) return true;

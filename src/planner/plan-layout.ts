@@ -405,9 +405,10 @@ function relativeBackingAcrossFilesystems(
  */
 function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanContext): boolean {
   const dataFile = image.options.data_file;
+  // Locations are looked up only for the error: each costs a parse of the manifest with positions.
   const names = [
-    { path: image.path, location: image.at.path },
-    ...(dataFile === undefined ? [] : [{ path: dataFile, location: image.at.option('data_file') }]),
+    { path: image.path, location: () => image.at.path },
+    ...(dataFile === undefined ? [] : [{ path: dataFile, location: () => image.at.option('data_file') }]),
   ];
   const mounted = names.find(({ path }) => ctx.layout.files.get(path)?.mountedOver !== undefined);
   if (!mounted) return false;
@@ -419,8 +420,11 @@ function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanCont
       'mounted-file',
       `${named} is a mount point (a file mounted there): "${image.id}" is written anew (${why}), and a new file cannot replace a mounted one`,
       {
-        location: mounted.location,
-        hint: 'reshape the file where it is mounted from (outside this mount), or write the result to another path with `from` naming this one',
+        location: mounted.location(),
+        hint:
+          mounted.path === image.path
+            ? 'reshape the file where it is mounted from (outside this mount), or write the result to another path with `from` naming this one'
+            : 'choose another data_file path: the data is written there',
       },
     ),
   );
@@ -435,16 +439,19 @@ function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanCont
 function warnOtherNamesKeepOldFile(image: ResolvedImage, target: Target, ctx: PlanContext): void {
   const found = ctx.layout.files.get(image.path);
   // A symlink the rewrite does not follow is replaced itself: the file it names keeps its names.
-  if (!(found?.symlink && !target.symlink)) warnHardLinks(image.path, target.symlink, image.at.path, ctx);
+  if (!(found?.symlink && !target.symlink)) warnHardLinks(image.path, target.symlink, () => image.at.path, ctx);
   const dataFile = image.options.data_file;
   if (dataFile !== undefined) {
     const data = ctx.layout.files.get(dataFile);
-    warnHardLinks(dataFile, data?.symlink, image.at.option('data_file'), ctx);
+    warnHardLinks(dataFile, data?.symlink, () => image.at.option('data_file'), ctx);
   }
 }
 
-/** The hard-linked warning for the file at `path` (or the file its followed symlink names). */
-function warnHardLinks(path: string, link: Target['symlink'], location: SourceLocation, ctx: PlanContext): void {
+/**
+ * The hard-linked warning for the file at `path` (or the file its followed symlink names). The
+ * location is looked up only for a warning: it costs a parse of the manifest with positions.
+ */
+function warnHardLinks(path: string, link: Target['symlink'], location: () => SourceLocation, ctx: PlanContext): void {
   const links = ctx.layout.files.get(path)?.links;
   if (links === undefined) return;
   const others = links - 1;
@@ -455,7 +462,7 @@ function warnHardLinks(path: string, link: Target['symlink'], location: SourceLo
       'hard-linked',
       `${file} has ${others} other name${others === 1 ? '' : 's'} (hard links): the rewrite puts a new file under this name only, and the other names keep the old file`,
       {
-        location,
+        location: location(),
         hint: `to see them: ${shellQuote(['find', '/', '-samefile', named])} 2>/dev/null; remove them first if they should not keep the old disk`,
       },
     ),

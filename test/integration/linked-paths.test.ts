@@ -331,6 +331,36 @@ describe('a symlink to nothing at an output path', () => {
     expect(far.stderr).toContain(
       `is a symlink to ${join(dir, 'srv', 'far-away.qcow2')}, which does not exist [dangling-symlink]`,
     );
+
+    // `..` after a symlinked folder inside the link's text: the parent of where that folder leads.
+    await mkdir(join(dir, 'other', 'deep'), { recursive: true });
+    await symlink(join(dir, 'other', 'deep'), join(dir, 'out', 'sub'));
+    await symlink('sub/../target.qcow2', join(dir, 'out', 'dotdot.qcow2'));
+    // Through a folder link to nothing: where the kernel would look.
+    await symlink(join(dir, 'gone'), join(dir, 'out', 'gonedir'));
+    await symlink('gonedir/x.qcow2', join(dir, 'out', 'via.qcow2'));
+    // And at a data file path: the rename would replace that link too.
+    await symlink('../store/nothing.data', join(dir, 'out', 'dd.data'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      [
+        'version: 1',
+        'images:',
+        '  dotdot: { path: out/dotdot.qcow2, from: { path: vm/base.qcow2, format: qcow2 } }',
+        '  via: { path: out/via.qcow2, from: { path: vm/base.qcow2, format: qcow2 } }',
+        '  data: { path: out/data.qcow2, from: { path: vm/base.qcow2, format: qcow2 }, options: { data_file: out/dd.data } }',
+        '',
+      ].join('\n'),
+    );
+    const more = await chainform(dir, 'plan', 'm.yaml');
+    expect(more.exitCode).toBe(1);
+    for (const [link, target] of [
+      ['dotdot.qcow2', join(dir, 'other', 'target.qcow2')],
+      ['via.qcow2', join(dir, 'gone', 'x.qcow2')],
+      ['dd.data', join(dir, 'store', 'nothing.data')],
+    ]) {
+      expect(more.stderr).toContain(`${join(dir, 'out', link!)} is a symlink to ${target}, which does not exist`);
+    }
   });
 });
 
