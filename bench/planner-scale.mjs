@@ -6,7 +6,9 @@
 // the manifest, inspects and plans), peak RSS, and
 // qemu-img processes the inspection would have spawned (per chain). Usage:
 //   npm run bench:planner -- [--chains 1000] [--depth 10] [--runs 3] [--phases] [--cluster-size 65536] [--dir D]
+//   [--workload in-sync]
 // --dir D sets the images up in D (unless already there, from the same flags) and keeps them.
+// --workload in-sync|rewrite|copy: what the manifest asks of the images (see manifestText).
 // --phases adds one run that times each stage on its own (parse, schema, ..., planning).
 // BENCH_CPU_PROF=DIR writes a CPU profile of each measured run there. BENCH_PLAN_CPU_PROF=FILE
 // (or BENCH_PLAN_HEAP_PROF=FILE: allocations, collected ones included) profiles the plan alone,
@@ -29,6 +31,7 @@ const { values } = parseArgs({
     phases: { type: 'boolean', default: false },
     'cluster-size': { type: 'string', default: '65536' },
     dir: { type: 'string' },
+    workload: { type: 'string', default: 'in-sync' },
   },
 });
 const chains = Number(values.chains);
@@ -182,8 +185,32 @@ async function phases(manifest, runner) {
   return times;
 }
 
+/**
+ * The manifest of the measured plan, by --workload: every image kept as it is ('in-sync', the
+ * target's case), every image rewritten in place with another cluster size ('rewrite'), or every
+ * chain copied into out/ as a chain of overlays ('copy'). Each but the first plans 10,000 steps.
+ */
+function manifestText() {
+  const lines = ['version: 1', 'images:'];
+  for (let c = 0; c < chains; c++) {
+    for (let d = 0; d < depth; d++) {
+      const backing = d > 0 ? `, backing: c${c}_${d - 1}` : '';
+      const at = `chain${c}/img${d}.qcow2`;
+      if (values.workload === 'copy')
+        lines.push(`  c${c}_${d}: { path: out/${at}, from: { path: ${at}, format: qcow2 }${backing} }`);
+      else if (values.workload === 'rewrite')
+        lines.push(`  c${c}_${d}: { path: ${at}${backing}, options: { cluster_size: ${2 * clusterSize} } }`);
+      else lines.push(`  c${c}_${d}: { path: ${at}${backing} }`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 async function setup(kept) {
-  if (kept && existsSync(join(kept, 'm.yaml'))) return kept;
+  if (kept && existsSync(join(kept, 'template'))) {
+    await writeFile(join(kept, 'm.yaml'), manifestText());
+    return kept;
+  }
   const dir = kept ?? (await mkdtemp(join(tmpdir(), 'chainform-bench-planner-')));
   await mkdir(dir, { recursive: true });
   // One real chain of tiny images; backing names are relative, so every chain is a copy of it.
@@ -197,15 +224,11 @@ async function setup(kept) {
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', ...options, ...backing, file, '1M']);
     layers.push(await readFile(file));
   }
-  const lines = ['version: 1', 'images:'];
   for (let c = 0; c < chains; c++) {
     await mkdir(join(dir, `chain${c}`));
-    for (let d = 0; d < depth; d++) {
-      await writeFile(join(dir, `chain${c}`, `img${d}.qcow2`), layers[d]);
-      lines.push(`  c${c}_${d}: { path: chain${c}/img${d}.qcow2${d > 0 ? `, backing: c${c}_${d - 1}` : ''} }`);
-    }
+    for (let d = 0; d < depth; d++) await writeFile(join(dir, `chain${c}`, `img${d}.qcow2`), layers[d]);
   }
-  await writeFile(join(dir, 'm.yaml'), `${lines.join('\n')}\n`);
+  await writeFile(join(dir, 'm.yaml'), manifestText());
   return dir;
 }
 
@@ -259,6 +282,7 @@ if (values.child) {
       chains,
       depth,
       clusterSize,
+      workload: values.workload,
       images,
       steps,
       runs: results.length,
@@ -267,7 +291,9 @@ if (values.child) {
       qemuImgCalls: calls,
       qemuImgCallsPerChain: calls / chains,
     };
-    console.log(`planner: ${images} images in ${chains} chains (${clusterSize}-byte clusters), ${steps} steps planned`);
+    console.log(
+      `planner: ${images} images in ${chains} chains (${clusterSize}-byte clusters), workload ${values.workload}, ${steps} steps planned`,
+    );
     console.log(
       `  validate + plan: median ${summary.validatePlanMs.median.toFixed(0)} ms (${Math.min(...ms).toFixed(0)}-${Math.max(...ms).toFixed(0)})`,
     );

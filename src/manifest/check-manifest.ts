@@ -241,6 +241,19 @@ function checkFormatConflicts(manifest: ResolvedManifest): Diagnostic[] {
 /** Outputs must not replace a file that some image still reads (its source, or a fixed base). */
 function checkOverwrites(manifest: ResolvedManifest): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
+  // The images that read each path (as their source or their backing file), in manifest order:
+  // each image looks up its own path instead of going through every image (10,000 copies took
+  // 0.8 s so).
+  const readersOf = new Map<string, ResolvedImage[]>();
+  for (const reader of manifest.images) {
+    const paths = new Set([reader.source?.path, reader.backing?.kind === 'file' ? reader.backing.path : undefined]);
+    for (const path of paths) {
+      if (path === undefined) continue;
+      const readers = readersOf.get(path);
+      if (readers) readers.push(reader);
+      else readersOf.set(path, [reader]);
+    }
+  }
   for (const image of manifest.images) {
     if (image.source?.path === image.path) {
       diagnostics.push(
@@ -251,7 +264,7 @@ function checkOverwrites(manifest: ResolvedManifest): Diagnostic[] {
       );
     }
     if (!image.source) continue; // an in-place reshape keeps the content others read
-    for (const reader of manifest.images) {
+    for (const reader of readersOf.get(image.path) ?? []) {
       if (reader === image) continue;
       if (reader.source?.path === image.path) {
         diagnostics.push(

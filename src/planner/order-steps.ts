@@ -25,18 +25,28 @@ export function ancestry(steps: readonly Step[]): (step: Step) => Set<string> {
 /**
  * A step that rewrites a file must wait for every step that reads that file's current content,
  * unless the reader already waits for the writer (it reads the result). Files are compared by
- * `keyOf` (fileKeys: two names of one file are one file).
+ * `keyOf` (fileKeys: two names of one file are one file). Each writer looks only at the readers
+ * of the files it writes, in step order (a plan of 10,000 rewrites compared every pair).
  */
 export function addReaderEdges(steps: Step[], keyOf: (path: string) => string): void {
   const byId = new Map(steps.map((s) => [s.id, s]));
   const memo = new Map<string, Set<string>>();
-  const writes = new Map(steps.map((s) => [s.id, new Set(s.writes.map(keyOf))]));
-  const reads = new Map(steps.map((s) => [s.id, s.reads.map(keyOf)]));
+  const position = new Map(steps.map((s, i) => [s, i]));
+  const readersOf = new Map<string, Step[]>();
+  for (const reader of steps) {
+    for (const file of new Set(reader.reads.map(keyOf))) {
+      const readers = readersOf.get(file);
+      if (readers) readers.push(reader);
+      else readersOf.set(file, [reader]);
+    }
+  }
   for (const writer of steps) {
-    const written = writes.get(writer.id) ?? new Set<string>();
-    for (const reader of steps) {
+    const candidates = new Set<Step>();
+    for (const file of new Set(writer.writes.map(keyOf)))
+      for (const reader of readersOf.get(file) ?? []) candidates.add(reader);
+    const inStepOrder = [...candidates].sort((a, b) => (position.get(a) ?? 0) - (position.get(b) ?? 0));
+    for (const reader of inStepOrder) {
       if (reader === writer) continue;
-      if (!(reads.get(reader.id) ?? []).some((file) => written.has(file))) continue;
       if (ancestorsOf(reader, byId, memo).has(writer.id)) continue;
       if (!writer.dependsOn.includes(reader.id)) {
         writer.dependsOn.push(reader.id);
@@ -46,17 +56,73 @@ export function addReaderEdges(steps: Step[], keyOf: (path: string) => string): 
   }
 }
 
-/** Kahn's algorithm. Returns null when the steps contain a dependency cycle. */
+/**
+ * Kahn's algorithm: among the steps whose dependencies are all placed, the one of lowest rank
+ * comes next, ties in step order. Returns null when the steps contain a dependency cycle (or wait
+ * for a step that is not among them).
+ */
 export function topologicalOrder(steps: readonly Step[], rank: (step: Step) => number): Step[] | null {
-  const remaining = new Map(steps.map((s) => [s.id, new Set(stepsBefore(s))]));
+  const index = new Map(steps.map((s, i) => [s.id, i]));
+  const waiting = steps.map(() => 0);
+  const dependents = steps.map((): number[] => []);
+  steps.forEach((step, i) => {
+    for (const dep of new Set(stepsBefore(step))) {
+      waiting[i] = (waiting[i] ?? 0) + 1;
+      const before = index.get(dep);
+      if (before !== undefined) dependents[before]?.push(i);
+    }
+  });
+  const ranks = steps.map(rank);
+  const ready = new MinHeap((a, b) => (ranks[a] ?? 0) - (ranks[b] ?? 0) || a - b);
+  waiting.forEach((count, i) => {
+    if (count === 0) ready.push(i);
+  });
   const ordered: Step[] = [];
-  while (remaining.size > 0) {
-    const ready = steps.filter((s) => remaining.get(s.id)?.size === 0).sort((a, b) => rank(a) - rank(b));
-    const next = ready[0];
-    if (!next) return null;
-    ordered.push(next);
-    remaining.delete(next.id);
-    for (const deps of remaining.values()) deps.delete(next.id);
+  for (let next = ready.pop(); next !== undefined; next = ready.pop()) {
+    ordered.push(steps[next] as Step);
+    for (const after of dependents[next] ?? []) {
+      waiting[after] = (waiting[after] ?? 0) - 1;
+      if (waiting[after] === 0) ready.push(after);
+    }
   }
-  return ordered;
+  return ordered.length === steps.length ? ordered : null;
+}
+
+/** A binary heap of numbers, smallest first by `before`. */
+class MinHeap {
+  private readonly items: number[] = [];
+  constructor(private readonly before: (a: number, b: number) => number) {}
+
+  push(item: number): void {
+    const items = this.items;
+    items.push(item);
+    let at = items.length - 1;
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      if (this.before(items[at] as number, items[parent] as number) >= 0) break;
+      [items[at], items[parent]] = [items[parent] as number, items[at] as number];
+      at = parent;
+    }
+  }
+
+  pop(): number | undefined {
+    const items = this.items;
+    const top = items[0];
+    const last = items.pop();
+    if (items.length > 0 && last !== undefined) {
+      items[0] = last;
+      let at = 0;
+      for (;;) {
+        const [left, right] = [2 * at + 1, 2 * at + 2];
+        let smallest = at;
+        if (left < items.length && this.before(items[left] as number, items[smallest] as number) < 0) smallest = left;
+        if (right < items.length && this.before(items[right] as number, items[smallest] as number) < 0)
+          smallest = right;
+        if (smallest === at) break;
+        [items[at], items[smallest]] = [items[smallest] as number, items[at] as number];
+        at = smallest;
+      }
+    }
+    return top;
+  }
 }

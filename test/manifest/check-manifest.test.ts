@@ -101,6 +101,23 @@ images:
     expect(d.map(brief)).toEqual(['name-too-long@3:14']);
   });
 
+  it('names every image that reads a replaced file, in manifest order, as source and as backing', () => {
+    const text = `version: 1
+images:
+  c: { path: c.qcow2, backing: { path: base.qcow2, format: qcow2 } }
+  a: { path: base.qcow2, from: { path: in/other.qcow2, format: qcow2 } }
+  b: { path: b.qcow2, from: { path: base.qcow2, format: qcow2 }, backing: { path: base.qcow2, format: qcow2 } }
+  d: { path: d.qcow2, from: { path: base.qcow2, format: qcow2 } }
+`;
+    const d = semanticDiagnostics(text).filter((x) => x.code === 'overwrites-input');
+    expect(d.map((x) => x.message)).toEqual([
+      `"a" would replace ${'/work/m/base.qcow2'}, which "c" uses as its backing`,
+      `"a" would replace ${'/work/m/base.qcow2'}, which "b" reads as its source`,
+      `"a" would replace ${'/work/m/base.qcow2'}, which "b" uses as its backing`,
+      `"a" would replace ${'/work/m/base.qcow2'}, which "d" reads as its source`,
+    ]);
+  });
+
   it('refuses an image that names itself as its source', () => {
     const d = semanticDiagnostics(
       'version: 1\nimages:\n  a: { path: a.qcow2, from: { path: a.qcow2, format: qcow2 } }\n',
