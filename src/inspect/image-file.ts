@@ -56,6 +56,8 @@ export interface ImageFile {
   links?: number;
   /** When the path is a symlink to nothing: the missing name it leads to (absolute). */
   danglingLink?: string;
+  /** True when that name's folder is a file, or lies under one: nothing can ever be there. */
+  danglingThroughFile?: true;
 }
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -96,6 +98,17 @@ interface Stat {
 /** At most this many links are followed, as Linux does (ELOOP past 40). */
 const MAX_LINK_HOPS = 40;
 
+/** Whether `target`'s folder is a file, or lies under one (a name ending in `/`, `.` or `..` is one). */
+function throughAFile(target: string): boolean {
+  const folder = /\/(\.\.?)?$/.test(target) ? target : dirname(target);
+  try {
+    const parent = statSync(folder, { throwIfNoEntry: false });
+    return parent !== undefined && !parent.isDirectory();
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOTDIR';
+  }
+}
+
 /** What is at `path` itself (a link is not followed); undefined for nothing. */
 function entryAt(path: string): ReturnType<typeof lstatSync> | undefined {
   try {
@@ -126,6 +139,8 @@ function missingTargetOf(path: string): string {
       const entry = entryAt(next);
       const rest = names.slice(index + 1);
       if (!entry) return [next, ...rest].join('/');
+      // A file where a folder should be (even before a last `/`, `.` or `..`): the path as written.
+      if (rest.length > 0 && !entry.isSymbolicLink() && !entry.isDirectory()) return [next, ...rest].join('/');
       if (entry.isSymbolicLink() && hops++ < MAX_LINK_HOPS) {
         const text = readlinkSync(next);
         current = walk(text.startsWith('/') ? '/' : current, text.split('/'));
@@ -241,7 +256,11 @@ export function parseQcow2Header(data: Buffer): Qcow2Header | string {
 export function readImageFile(path: string, deferred?: DeferredTruncationChecks): ImageFile {
   const found = statOf(path);
   if (!found) return { fingerprint: null };
-  if ('dangling' in found) return { fingerprint: null, danglingLink: found.dangling };
+  if ('dangling' in found) {
+    const dangling: ImageFile = { fingerprint: null, danglingLink: found.dangling };
+    if (throughAFile(found.dangling)) dangling.danglingThroughFile = true;
+    return dangling;
+  }
   const { fingerprint, kind, size } = found;
   if (kind !== 'file') return withOtherNames({ fingerprint, kind }, found);
   let fd: number;

@@ -101,6 +101,8 @@ export interface InspectedFile {
   realPath?: string;
   /** When nothing exists at its path but a symlink to nothing: the missing name it leads to. */
   danglingLink?: string;
+  /** True when that name lies under a file where a folder should be (ImageFile). */
+  danglingThroughFile?: true;
   /** When the file is itself a mount point (bind-mounted there): that path. Nothing renames onto it. */
   mountedOver?: string;
 }
@@ -205,6 +207,7 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
   if (!fingerprint) {
     const missing: InspectedFile = { path: request.path, fingerprint, format, chain: null };
     if (file.danglingLink !== undefined) missing.danglingLink = file.danglingLink;
+    if (file.danglingThroughFile) missing.danglingThroughFile = true;
     return missing;
   }
   // The other-name facts are added only where there are some: ordinary files keep one shape.

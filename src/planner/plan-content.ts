@@ -52,7 +52,7 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
     key,
   };
   if (existing?.danglingLink !== undefined) {
-    ctx.diagnostics.push(danglingSymlink(image.path, existing.danglingLink, image.at.path));
+    ctx.diagnostics.push(danglingSymlink(image.path, existing, image.at.path));
     return 'failed';
   }
   if (!existing?.fingerprint) return { kind: 'build', ...build, action: 'create' };
@@ -128,10 +128,13 @@ function afterRetiredSource(image: ResolvedImage, existing: InspectedFile | unde
  * onto, the link would be replaced by the new file; written through, the file would land
  * wherever the link says, which nothing vouches for.
  */
-function danglingSymlink(path: string, target: string, location: SourceLocation): Diagnostic {
+function danglingSymlink(path: string, file: InspectedFile, location: SourceLocation): Diagnostic {
+  const target = file.danglingLink as string;
   return error('dangling-symlink', `${path} is a symlink to ${target}, which does not exist`, {
     location,
-    hint: `to write the file at ${target}, name that path in the manifest; to write it here, remove the link`,
+    hint: file.danglingThroughFile
+      ? 'it leads through a file where a folder should be; to write the file here, remove the link'
+      : `to write the file at ${target}, name that path in the manifest; to write it here, remove the link`,
   });
 }
 
@@ -142,7 +145,7 @@ function danglingSymlink(path: string, target: string, location: SourceLocation)
 export function dataFileIsFree(image: ResolvedImage, dataFile: string, ctx: PlanContext): boolean {
   const existing = ctx.layout.files.get(dataFile);
   if (existing?.danglingLink !== undefined) {
-    ctx.diagnostics.push(danglingSymlink(dataFile, existing.danglingLink, image.at.option('data_file')));
+    ctx.diagnostics.push(danglingSymlink(dataFile, existing, image.at.option('data_file')));
     return false;
   }
   if (!existing?.fingerprint) return true;

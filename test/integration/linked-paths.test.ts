@@ -361,6 +361,16 @@ describe('a symlink to nothing at an output path', () => {
     ]) {
       expect(more.stderr).toContain(`${join(dir, 'out', link!)} is a symlink to ${target}, which does not exist`);
     }
+
+    // Through a file where a folder should be: no advice to write there (the file exists).
+    await symlink(`${join(dir, 'vm', 'base.qcow2')}/`, join(dir, 'out', 'slash.qcow2'));
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  slash: { path: out/slash.qcow2, from: { path: vm/base.qcow2, format: qcow2 } }\n',
+    );
+    const slash = await chainform(dir, 'plan', 'm.yaml');
+    expect(slash.stderr).toContain(`is a symlink to ${join(dir, 'vm', 'base.qcow2')}/, which does not exist`);
+    expect(slash.stderr).toContain('hint: it leads through a file where a folder should be');
   });
 });
 
