@@ -9,7 +9,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { readImageFile } from '../inspect/image-file.js';
-import { inImageFolder, relativeDataFile } from '../inspect/read-chain.js';
+import { relativeDataFile, repairLine } from '../inspect/read-chain.js';
 import { type Argv, layerInfoCommand, repairRefcountsCommand } from '../qemu/commands.js';
 import { parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
@@ -18,7 +18,6 @@ import { fingerprintOf, sameFingerprint } from '../state/fingerprint.js';
 import { closeRecoveredJournal, type Journal, killedRun, readJournal } from '../state/journal.js';
 import { stateDir } from '../state/ledger.js';
 import { processRunning, stopProcesses } from '../util/process-alive.js';
-import { shellQuote } from '../util/shell-quote.js';
 import { reapOrphanedRuntimeFolders } from './runtime-folders.js';
 
 /** What was found and cleaned up after a killed apply. */
@@ -93,7 +92,7 @@ async function repairIfDirty(path: string, runner: CommandRunner, recovery: Reco
   // A repair opens the data file read-write: never one another disk's name leads to from here.
   const dataFile = relativeDataFile(path, layer);
   if (dataFile?.severity === 'error') {
-    const by = `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
+    const by = repairLine(path, layer);
     recovery.unrepaired.push({ path, reason: `${dataFile.message} [${dataFile.code}]; repair it with \`${by}\`` });
     return;
   }

@@ -30,31 +30,36 @@ function readMountPoints(): string[] | null {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
+/** The mount points, read once per process. */
+function knownMountPoints(): string[] | null {
+  if (mountPoints === undefined) mountPoints = readMountPoints();
+  return mountPoints;
+}
+
 /**
  * The mount point the folder `realDir` (a path with every symlink resolved) lies under: the
  * longest mount point that contains it. Undefined where /proc cannot tell.
  */
 export function mountPointOf(realDir: string): string | undefined {
-  if (mountPoints === undefined) mountPoints = readMountPoints();
-  if (mountPoints === null) return undefined;
-  return mountPoints.find((point) => point === '/' || realDir === point || realDir.startsWith(`${point}/`));
+  const points = knownMountPoints();
+  if (points === null) return undefined;
+  return points.find((point) => point === '/' || realDir === point || realDir.startsWith(`${point}/`));
 }
 
 /**
  * The mount point the existing file at `path` is, with every symlink resolved, when it is one: a
- * file bind-mounted there (as a
- * container gets a disk image). Nothing can be renamed onto it (EBUSY), so a rewrite, which
- * writes a new file and renames it into place, cannot replace it. Only a path whose last name is
- * some mount point's costs a realpath.
+ * file bind-mounted there (as a container gets a disk image). Nothing can be renamed onto it
+ * (EBUSY), so a rewrite, which writes a new file and renames it into place, cannot replace it.
+ * Only a path whose last name is some mount point's costs a realpath.
  */
 export function mountedFileAt(path: string): string | undefined {
-  if (mountPoints === undefined) mountPoints = readMountPoints();
-  if (mountPoints === null) return undefined;
-  mountNames ??= new Set(mountPoints.map((point) => basename(point)));
+  const points = knownMountPoints();
+  if (points === null) return undefined;
+  mountNames ??= new Set(points.map((point) => basename(point)));
   if (!mountNames.has(basename(path))) return undefined;
   try {
     const real = realpathSync(path);
-    return mountPoints.includes(real) ? real : undefined;
+    return points.includes(real) ? real : undefined;
   } catch {
     return undefined;
   }

@@ -72,8 +72,9 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
     if (link.format === 'raw') return [link];
     if (link.format !== 'qcow2' || !file.qcow2) return UNKNOWN;
     const { backingName, backingFormat, dataFileName } = file.qcow2;
-    // A relative data-file name is opened from the working directory (read-chain.ts says which).
-    if (dataFileName !== undefined && (looksLikeProtocol(dataFileName) || !isAbsolute(dataFileName))) return UNKNOWN;
+    // A relative data-file name is opened from the working directory (read-chain.ts says which);
+    // a name qemu could take for a protocol is never absolute, so it is one of them.
+    if (dataFileName !== undefined && !isAbsolute(dataFileName)) return UNKNOWN;
     if (backingName === undefined) return [link];
     if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
     const below = linksUnder({ path: resolvePath(dirname(link.path), backingName), format: backingFormat }, depth + 1);

@@ -57,9 +57,7 @@ export function layerDamage(
   layer: ImageInfo,
   file: ImageFile,
 ): { code: string; message: string; hint: string } | undefined {
-  // A relative data-file name is opened from the working directory: the repair must run beside it.
-  const repair = () =>
-    `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
+  const repair = () => repairLine(path, layer);
   if (layer.qcow2.corrupt) {
     return {
       code: 'image-corrupt',
@@ -115,6 +113,14 @@ function sameFile(a: string, b: string): boolean {
 export function inImageFolder(path: string, layer: ImageInfo): string {
   const name = layer.qcow2.dataFile;
   return name === undefined || isAbsolute(name) ? '' : `cd ${shellQuote([dirname(resolve(path))])} && `;
+}
+
+/**
+ * The `qemu-img check -r all` a person runs to rebuild the refcounts of the layer at `path`; in
+ * its folder when its data file has a relative name, which qemu opens from the working directory.
+ */
+export function repairLine(path: string, layer: ImageInfo): string {
+  return `${inImageFolder(path, layer)}${shellQuote(['qemu-img', 'check', '-r', 'all', '-f', 'qcow2', path])}`;
 }
 
 /**

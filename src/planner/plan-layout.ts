@@ -335,6 +335,11 @@ function followedSymlink(image: ResolvedImage, ctx: PlanContext): InspectedFile[
   return entry && !entry.inProgress && sameFingerprint(entry.output, file.fingerprint) ? file.symlink : undefined;
 }
 
+/** Why a step of `steps` writes the image anew, for a refusal's message. */
+function rewriteReason(steps: readonly Step[]): string {
+  return steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
+}
+
 /**
  * A rewrite of an image kept in place whose guest data lives in an external data file must write
  * that data to a new data file. Replacing the one it has cannot be done safely: the data file and
@@ -354,7 +359,7 @@ function replacesDataFileInUse(
   if (!top || current === undefined) return false;
   const declared = image.options.data_file;
   if (declared !== undefined && !namesDataFileOf(top, ctx.layout)(declared)) return false;
-  const why = steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
+  const why = rewriteReason(steps);
   ctx.diagnostics.push(
     error(
       'data-file-rewrite',
@@ -410,11 +415,13 @@ function mountedOver(image: ResolvedImage, steps: readonly Step[], ctx: PlanCont
     { path: image.path, location: () => image.at.path },
     ...(dataFile === undefined ? [] : [{ path: dataFile, location: () => image.at.option('data_file') }]),
   ];
-  const mounted = names.find(({ path }) => ctx.layout.files.get(path)?.mountedOver !== undefined);
-  if (!mounted) return false;
-  const point = ctx.layout.files.get(mounted.path)?.mountedOver as string;
+  const mounted = names
+    .map((name) => ({ ...name, point: ctx.layout.files.get(name.path)?.mountedOver }))
+    .find((name) => name.point !== undefined);
+  if (mounted?.point === undefined) return false;
+  const point = mounted.point;
   const named = point === mounted.path ? point : `${point} (which ${mounted.path} names)`;
-  const why = steps.find((step) => step.temporaryPath !== undefined)?.reason ?? 'a rewrite';
+  const why = rewriteReason(steps);
   ctx.diagnostics.push(
     error(
       'mounted-file',
