@@ -21,7 +21,7 @@ import { mountedFileAt, mountPointOf } from './mount-points.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
 import { recordedSnapshotSizes } from './qcow2-delta.js';
 import { readChain } from './read-chain.js';
-import { type SnapshotDelta, snapshotDeltas } from './snapshot-deltas.js';
+import { type SnapshotDeltaPair, snapshotDeltaPairs } from './snapshot-deltas.js';
 
 /** One layer of an inspected chain, with the fingerprints of its file and of its data file. */
 export interface ChainLayer extends ImageInfo {
@@ -120,8 +120,11 @@ export interface InspectedLayout {
   ledger: Ledger;
   /** Free space per output folder. */
   freeSpace: ReadonlyMap<string, FilesystemSpace>;
-  /** Ranges that differ between two states of one qcow2 source, where the manifest links them. */
-  snapshotDeltas: readonly SnapshotDelta[];
+  /**
+   * The pairs of states of one qcow2 source that the manifest links, whose differing ranges the
+   * planner reads through `read()` for an image it must build (the one reading it does).
+   */
+  snapshotDeltas: readonly SnapshotDeltaPair[];
 }
 
 interface Request {
@@ -424,5 +427,5 @@ export async function inspectLayout(
     }
     freeSpace.set(dir, space);
   }
-  return { layout: { files, ledger, freeSpace, snapshotDeltas: snapshotDeltas(manifest, files) }, diagnostics };
+  return { layout: { files, ledger, freeSpace, snapshotDeltas: snapshotDeltaPairs(manifest, files) }, diagnostics };
 }

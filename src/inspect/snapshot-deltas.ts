@@ -35,12 +35,36 @@ function selectedId(file: InspectedFile, snapshot: string | undefined): string |
 }
 
 /**
- * Deltas for every image whose source and whose backing image's source are two states of the
- * same qcow2 file. Pairs whose tables cannot be read, or that are not usable (unknown features,
- * encryption, damage), are left out: the planner then uses a safe rebase.
+ * Two states of one qcow2 source file that the manifest links (an image built from one, on a
+ * backing built from the other). The delta itself is read from the file's cluster tables only
+ * when the planner asks for it, because only an image that must be built uses it: a plan of a
+ * layout already in sync reads no tables (they are 128 MiB per state of a full 1 TiB disk).
  */
-export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<string, InspectedFile>): SnapshotDelta[] {
-  const deltas = new Map<string, SnapshotDelta>();
+export interface SnapshotDeltaPair {
+  /** Absolute path of the qcow2 file. */
+  path: string;
+  /** The file's fingerprint at inspection: `read` answers for the file as it was then. */
+  fingerprint: Fingerprint;
+  /** Snapshot id of the older state (what the backing presents); null: the active layer. */
+  fromId: string | null;
+  /** Snapshot id of the newer state (what the image presents); null: the active layer. */
+  toId: string | null;
+  /**
+   * The delta, read on the first call and kept; undefined when the tables cannot be read or are
+   * not usable (unknown features, encryption, damage): the planner then uses a safe rebase.
+   */
+  read(): SnapshotDelta | undefined;
+}
+
+/**
+ * Every pair of states of one qcow2 file that the manifest links: for each image whose source and
+ * whose backing image's source are two states of the same file. Nothing is read here.
+ */
+export function snapshotDeltaPairs(
+  manifest: ResolvedManifest,
+  files: ReadonlyMap<string, InspectedFile>,
+): SnapshotDeltaPair[] {
+  const pairs = new Map<string, SnapshotDeltaPair>();
   for (const image of manifest.images) {
     const backing = image.backing?.kind === 'image' ? manifest.byId.get(image.backing.id) : undefined;
     const source = image.source;
@@ -53,19 +77,33 @@ export function snapshotDeltas(manifest: ResolvedManifest, files: ReadonlyMap<st
     const fromId = selectedId(file, below.snapshot);
     if (toId === undefined || fromId === undefined || toId === fromId) continue;
     const key = JSON.stringify([source.path, fromId, toId]);
-    if (deltas.has(key)) continue;
-    const delta = clusterDelta(source.path, fromId, toId);
-    if (!delta.ok) continue;
-    deltas.set(key, {
-      path: source.path,
-      fingerprint: file.fingerprint,
-      fromId,
-      toId,
-      ranges: delta.ranges,
-      bytes: delta.bytes,
-      clusterSize: delta.clusterSize,
-      zeroBytes: delta.zeroBytes,
-    });
+    if (!pairs.has(key)) pairs.set(key, lazyPair(source.path, file.fingerprint, fromId, toId));
   }
-  return [...deltas.values()];
+  return [...pairs.values()];
+}
+
+/** A pair whose delta is read from the file's tables on the first `read()` and then kept. */
+function lazyPair(
+  path: string,
+  fingerprint: Fingerprint,
+  fromId: string | null,
+  toId: string | null,
+): SnapshotDeltaPair {
+  let known: { delta: SnapshotDelta | undefined } | undefined;
+  const readTables = (): SnapshotDelta | undefined => {
+    const delta = clusterDelta(path, fromId, toId);
+    if (!delta.ok) return undefined;
+    const { ranges, bytes, clusterSize, zeroBytes } = delta;
+    return { path, fingerprint, fromId, toId, ranges, bytes, clusterSize, zeroBytes };
+  };
+  return {
+    path,
+    fingerprint,
+    fromId,
+    toId,
+    read() {
+      known ??= { delta: readTables() };
+      return known.delta;
+    },
+  };
 }

@@ -276,9 +276,9 @@ function qedProbedFormat(top: ChainLayer, backing: ChainLayer | undefined): stri
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
 /**
- * The inspected cluster delta from the state the declared backing presents to the state the
- * image must present, when both are states of the image's qcow2 source file (as read now) and
- * the image is a qcow2 overlay.
+ * The cluster delta from the state the declared backing presents to the state the image must
+ * present, when both are states of the image's qcow2 source file (as inspected) and the image is
+ * a qcow2 overlay. Only here, for an image that must be built, are the file's tables read.
  */
 function usableDelta(
   image: ResolvedImage,
@@ -289,16 +289,19 @@ function usableDelta(
   const { content } = plan;
   if (image.format !== 'qcow2' || content.format !== 'qcow2') return undefined;
   const source = ctx.layout.files.get(content.path);
-  return ctx.layout.snapshotDeltas.find(
-    (d) =>
-      d.path === content.path &&
-      d.toId === (content.snapshotId ?? null) &&
-      sameFingerprint(d.fingerprint, source?.fingerprint) &&
+  for (const pair of ctx.layout.snapshotDeltas) {
+    const matches =
+      pair.path === content.path &&
+      pair.toId === (content.snapshotId ?? null) &&
+      sameFingerprint(pair.fingerprint, source?.fingerprint) &&
       ctx.identity.same(
         backingKey,
-        contentKey(fileIdentity(d.fingerprint), 'qcow2', d.fromId === null ? undefined : `id:${d.fromId}`),
-      ),
-  );
+        contentKey(fileIdentity(pair.fingerprint), 'qcow2', pair.fromId === null ? undefined : `id:${pair.fromId}`),
+      );
+    const delta = matches ? pair.read() : undefined;
+    if (delta) return delta;
+  }
+  return undefined;
 }
 
 /** Picks the recipe for one image's content and backing; returns its steps (possibly none). */

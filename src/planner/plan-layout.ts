@@ -1,5 +1,7 @@
 // Stage 4: the planner. A pure function of (resolved manifest, inspected layout incl. ledger):
-// no I/O, no clock. It picks, per image, the cheapest recipe that is correct on the facts known.
+// no I/O of its own, no clock. It picks, per image, the cheapest recipe that is correct on the
+// facts known. The one fact it reads on demand, a snapshot delta's cluster tables, comes through
+// the layout (SnapshotDeltaPair.read), so that only an image being built pays for it.
 import { dirname, isAbsolute } from 'node:path';
 import { type Diagnostic, error, hasErrors, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';

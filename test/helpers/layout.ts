@@ -62,7 +62,14 @@ export function layoutOf(
       ['/work/m/out', space],
       ['/work/m', space],
     ]),
-    snapshotDeltas,
+    // Already read: a pair that answers with the given delta.
+    snapshotDeltas: snapshotDeltas.map(({ path, fingerprint, fromId, toId, ...delta }) => ({
+      path,
+      fingerprint,
+      fromId,
+      toId,
+      read: () => ({ path, fingerprint, fromId, toId, ...delta }),
+    })),
   };
 }
 
