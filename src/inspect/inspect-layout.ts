@@ -124,7 +124,7 @@ export interface InspectedLayout {
    * The pairs of states of one qcow2 source that the manifest links, whose differing ranges the
    * planner reads through `read()` for an image it must build (the one reading it does).
    */
-  snapshotDeltas: readonly SnapshotDeltaPair[];
+  snapshotDeltaPairs: readonly SnapshotDeltaPair[];
 }
 
 interface Request {
@@ -427,5 +427,5 @@ export async function inspectLayout(
     }
     freeSpace.set(dir, space);
   }
-  return { layout: { files, ledger, freeSpace, snapshotDeltas: snapshotDeltaPairs(manifest, files) }, diagnostics };
+  return { layout: { files, ledger, freeSpace, snapshotDeltaPairs: snapshotDeltaPairs(manifest, files) }, diagnostics };
 }

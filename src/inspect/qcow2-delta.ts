@@ -6,7 +6,8 @@
 // differ. That lets a linearised link copy just those clusters instead of reading the whole disk
 // twice through a safe rebase. Only metadata is read; anything unusual gives no answer, and the
 // planner then falls back to the safe rebase.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { type Fingerprint, fingerprintOfStats, sameFingerprint } from '../state/fingerprint.js';
 import {
   L1_OFFSET_HIGH,
   MAX_CLUSTER_BITS,
@@ -231,8 +232,15 @@ function withTables<T>(path: string, use: (fd: number, tables: Qcow2Tables) => T
  * `fromId` and snapshot `toId` (null: the active layer), at the disk size qemu presents both
  * with. The file must not be open for writing meanwhile (inspection checks the lock), and
  * the answer holds only while the file is unchanged: steps built on it check its fingerprint.
+ * With `inspected`, the fingerprint the caller knows the file by, there is no answer unless the
+ * file still has it once its tables are read: the ranges are then those of that very file.
  */
-export function clusterDelta(path: string, fromId: string | null, toId: string | null): ClusterDelta {
+export function clusterDelta(
+  path: string,
+  fromId: string | null,
+  toId: string | null,
+  inspected?: Fingerprint,
+): ClusterDelta {
   return withTables<ClusterDelta>(
     path,
     (fd, tables) => {
@@ -241,6 +249,8 @@ export function clusterDelta(path: string, fromId: string | null, toId: string |
       const to = tablesOf(toId);
       if (!from || !to) return { ok: false, why: `snapshot ${from ? toId : fromId} is not in its snapshot table` };
       const changed = changedRanges(fd, tables, from, to);
+      if (inspected && !sameFingerprint(fingerprintOfStats(fstatSync(fd, { bigint: true })), inspected))
+        return { ok: false, why: 'it changed since it was inspected' };
       return {
         ok: true,
         ranges: changed.ranges,

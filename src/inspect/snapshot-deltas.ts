@@ -8,16 +8,20 @@ import type { Fingerprint } from '../state/fingerprint.js';
 import type { InspectedFile } from './inspect-layout.js';
 import { type ByteRange, clusterDelta } from './qcow2-delta.js';
 
-/** The guest ranges that differ between two states of one qcow2 file, as read at inspection. */
-export interface SnapshotDelta {
+/** Two states of one qcow2 file, as inspected. */
+export interface SnapshotStates {
   /** Absolute path of the qcow2 file. */
   path: string;
-  /** The file's fingerprint when its tables were read: the ranges hold only while it is unchanged. */
+  /** The file's fingerprint at inspection: a delta holds only while the file is unchanged. */
   fingerprint: Fingerprint;
   /** Snapshot id of the older state (what the backing presents); null: the active layer. */
   fromId: string | null;
   /** Snapshot id of the newer state (what the image presents); null: the active layer. */
   toId: string | null;
+}
+
+/** The guest ranges that differ between two states of one qcow2 file, read from its tables. */
+export interface SnapshotDelta extends SnapshotStates {
   /** Ranges in guest order, adjacent ones merged. */
   ranges: ByteRange[];
   bytes: number;
@@ -25,6 +29,21 @@ export interface SnapshotDelta {
   clusterSize: number;
   /** Of `bytes`, those the newer state holds as zero clusters (copied as metadata only). */
   zeroBytes: number;
+}
+
+/**
+ * Two states of one qcow2 source file that the manifest links (an image built from one, on a
+ * backing built from the other). Their delta is read from the file's cluster tables only when
+ * the planner asks for it, because only an image that must be built uses it: a plan of a layout
+ * already in sync reads no tables (they are 128 MiB per state of a 1 TiB disk).
+ */
+export interface SnapshotDeltaPair extends SnapshotStates {
+  /**
+   * The delta, read on the first call and kept. Undefined when the tables cannot be read or are
+   * not usable (unknown features, encryption, damage), or when the file is no longer the one
+   * inspected (its fingerprint changed): the planner then uses a safe rebase.
+   */
+  read(): SnapshotDelta | undefined;
 }
 
 /** The snapshot id a source value selects in `file`; null for the active layer; undefined: none. */
@@ -77,30 +96,22 @@ export function snapshotDeltaPairs(
     const fromId = selectedId(file, below.snapshot);
     if (toId === undefined || fromId === undefined || toId === fromId) continue;
     const key = JSON.stringify([source.path, fromId, toId]);
-    if (!pairs.has(key)) pairs.set(key, lazyPair(source.path, file.fingerprint, fromId, toId));
+    if (!pairs.has(key)) pairs.set(key, lazyPair({ path: source.path, fingerprint: file.fingerprint, fromId, toId }));
   }
   return [...pairs.values()];
 }
 
 /** A pair whose delta is read from the file's tables on the first `read()` and then kept. */
-function lazyPair(
-  path: string,
-  fingerprint: Fingerprint,
-  fromId: string | null,
-  toId: string | null,
-): SnapshotDeltaPair {
+function lazyPair(states: SnapshotStates): SnapshotDeltaPair {
   let known: { delta: SnapshotDelta | undefined } | undefined;
   const readTables = (): SnapshotDelta | undefined => {
-    const delta = clusterDelta(path, fromId, toId);
+    const delta = clusterDelta(states.path, states.fromId, states.toId, states.fingerprint);
     if (!delta.ok) return undefined;
     const { ranges, bytes, clusterSize, zeroBytes } = delta;
-    return { path, fingerprint, fromId, toId, ranges, bytes, clusterSize, zeroBytes };
+    return { ...states, ranges, bytes, clusterSize, zeroBytes };
   };
   return {
-    path,
-    fingerprint,
-    fromId,
-    toId,
+    ...states,
     read() {
       known ??= { delta: readTables() };
       return known.delta;

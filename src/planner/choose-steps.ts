@@ -277,8 +277,9 @@ const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
 /**
  * The cluster delta from the state the declared backing presents to the state the image must
- * present, when both are states of the image's qcow2 source file (as inspected) and the image is
- * a qcow2 overlay. Only here, for an image that must be built, are the file's tables read.
+ * present, when both are states of the image's qcow2 source file and the image is a qcow2
+ * overlay. Only here, for an image that must be built, are the file's tables read, and only
+ * while the file is still the one inspected (SnapshotDeltaPair.read).
  */
 function usableDelta(
   image: ResolvedImage,
@@ -289,7 +290,7 @@ function usableDelta(
   const { content } = plan;
   if (image.format !== 'qcow2' || content.format !== 'qcow2') return undefined;
   const source = ctx.layout.files.get(content.path);
-  for (const pair of ctx.layout.snapshotDeltas) {
+  for (const pair of ctx.layout.snapshotDeltaPairs) {
     const matches =
       pair.path === content.path &&
       pair.toId === (content.snapshotId ?? null) &&
@@ -298,7 +299,8 @@ function usableDelta(
         backingKey,
         contentKey(fileIdentity(pair.fingerprint), 'qcow2', pair.fromId === null ? undefined : `id:${pair.fromId}`),
       );
-    const delta = matches ? pair.read() : undefined;
+    if (!matches) continue;
+    const delta = pair.read();
     if (delta) return delta;
   }
   return undefined;

@@ -1,7 +1,8 @@
-// Stage 4: the planner. A pure function of (resolved manifest, inspected layout incl. ledger):
-// no I/O of its own, no clock. It picks, per image, the cheapest recipe that is correct on the
-// facts known. The one fact it reads on demand, a snapshot delta's cluster tables, comes through
-// the layout (SnapshotDeltaPair.read), so that only an image being built pays for it.
+// Stage 4: the planner. A function of (resolved manifest, inspected layout incl. ledger), with
+// no clock. It picks, per image, the cheapest recipe that is correct on the facts known. Its one
+// read of the disk is on demand and goes through the layout: a snapshot delta's cluster tables
+// (SnapshotDeltaPair.read), read only for an image being built and only from the file as
+// inspected (a file changed since gives no delta, and the plan falls back to a safe rebase).
 import { dirname, isAbsolute } from 'node:path';
 import { type Diagnostic, error, hasErrors, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { chainFiles, type InspectedFile, type InspectedLayout } from '../inspect/inspect-layout.js';

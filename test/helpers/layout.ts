@@ -48,11 +48,11 @@ export function file(format: string, layers: ChainLayer[]): InspectedFile {
   return { path: top.filename, fingerprint: top.fingerprint, format, chain: linked };
 }
 
-/** A layout from files, an optional ledger and snapshot deltas, and plenty of free space in /work/m/out. */
+/** A layout from files, an optional ledger and snapshot deltas (as read), and plenty of free space in /work/m/out. */
 export function layoutOf(
   files: InspectedFile[],
   ledger: Ledger = { version: 1, outputs: {} },
-  snapshotDeltas: SnapshotDelta[] = [],
+  deltas: SnapshotDelta[] = [],
 ): InspectedLayout {
   const space = { dir: '/work/m/out', freeBytes: 10 * 1024 * MiB };
   return {
@@ -62,14 +62,8 @@ export function layoutOf(
       ['/work/m/out', space],
       ['/work/m', space],
     ]),
-    // Already read: a pair that answers with the given delta.
-    snapshotDeltas: snapshotDeltas.map(({ path, fingerprint, fromId, toId, ...delta }) => ({
-      path,
-      fingerprint,
-      fromId,
-      toId,
-      read: () => ({ path, fingerprint, fromId, toId, ...delta }),
-    })),
+    // Pairs already read: each answers with its delta.
+    snapshotDeltaPairs: deltas.map((delta) => ({ ...delta, read: () => delta })),
   };
 }
 

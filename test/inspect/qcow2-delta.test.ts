@@ -1,9 +1,11 @@
 // The cluster delta between two states of a real qcow2 file (made with qemu-img and qemu-io):
 // exactly the clusters written between them, whatever kind of write, and no answer where the
 // tables cannot tell.
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { clusterDelta, recordedSnapshotSizes } from '../../src/inspect/qcow2-delta.js';
+import { fingerprintOfStats } from '../../src/state/fingerprint.js';
 import { MiB, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -28,6 +30,17 @@ async function makeImage(dir: string): Promise<string[]> {
 const ws = useWorkspace(makeImage);
 
 describe('clusterDelta', () => {
+  it('answers only for the file it was inspected as, when given its fingerprint', async () => {
+    const image = join(ws.dir, 'vm.qcow2');
+    const inspected = fingerprintOfStats(statSync(image, { bigint: true }));
+    expect(clusterDelta(image, '1', '2', inspected)).toMatchObject({ ok: true, bytes: 2 * K64 });
+    await qemuIo('qcow2', image, `write -P 0x44 ${4 * K64} ${K64}`);
+    await ws.acceptInputChanges();
+    expect(clusterDelta(image, '1', null, inspected)).toEqual({ ok: false, why: 'it changed since it was inspected' });
+    // Without a fingerprint the file is read as it is now.
+    expect(clusterDelta(image, '1', null)).toMatchObject({ ok: true });
+  });
+
   it('finds the clusters written between two snapshots, adjacent ones merged', () => {
     expect(clusterDelta(join(ws.dir, 'vm.qcow2'), '1', '2')).toEqual({
       ok: true,

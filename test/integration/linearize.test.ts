@@ -3,11 +3,8 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { apply, loadManifest, plan } from '../../src/api.js';
-import { inspectLayout } from '../../src/inspect/inspect-layout.js';
-import { planLayout } from '../../src/planner/plan-layout.js';
+import { apply, plan } from '../../src/api.js';
 import { type CommandRunner, ExecaRunner } from '../../src/qemu/runner.js';
-import { readLedger } from '../../src/state/ledger.js';
 import { chainform, checkImage, compareImages, imageInfo, MiB, qemuImg, topLayerDataBytes } from '../helpers/qemu.js';
 import { LINKS, linearManifest, makeRfcChain } from '../helpers/rfc-chain.js';
 import { useWorkspace } from '../helpers/workspace.js';
@@ -38,28 +35,6 @@ async function expectRfcLinks(dir: string): Promise<void> {
   }
 }
 
-/**
- * Inspects and plans `manifest` in `dir` as apply does, counting the snapshot deltas the planner
- * reads from the source files' cluster tables.
- */
-async function planCountingDeltaReads(dir: string, manifest: string) {
-  const loaded = await loadManifest(join(dir, manifest));
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.diagnostics));
-  const ledger = await readLedger(loaded.manifest.dir);
-  const { layout } = await inspectLayout(loaded.manifest, ledger, new ExecaRunner());
-  const read: string[] = [];
-  const snapshotDeltas = layout.snapshotDeltas.map((pair) => ({
-    ...pair,
-    read: () => {
-      read.push(`${pair.path}: ${pair.fromId} -> ${pair.toId}`);
-      return pair.read();
-    },
-  }));
-  const planned = planLayout(loaded.manifest, { ...layout, snapshotDeltas });
-  if (!planned.ok) throw new Error(JSON.stringify(planned.diagnostics));
-  return { steps: planned.plan.steps.map((s) => s.id), pairs: snapshotDeltas.length, read };
-}
-
 describe('linearising internal snapshots', () => {
   it('builds the RFC chain: each link presents its snapshot and stores only its delta', async () => {
     const { dir } = ws;
@@ -78,25 +53,6 @@ describe('linearising internal snapshots', () => {
 
     expect(await helpersServing(dir)).toBe('');
     expect((await chainform(dir, 'plan', 'manifest.yaml', '--detailed-exitcode')).exitCode).toBe(0);
-  });
-
-  it('reads the cluster tables of a snapshot delta only for a link it builds, not for links in sync', async () => {
-    const { dir } = ws;
-    await writeFile(join(dir, 'manifest.yaml'), linearManifest('export'));
-    const before = await planCountingDeltaReads(dir, 'manifest.yaml');
-    const deltaSteps = before.steps.filter((id) => id.endsWith(':delta'));
-    expect(deltaSteps.length).toBeGreaterThan(0);
-    // One read per link copied as a delta, each pair of states once.
-    expect(before.read.length).toBe(deltaSteps.length);
-    expect(new Set(before.read).size).toBe(before.read.length);
-
-    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--quiet');
-    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
-    const after = await planCountingDeltaReads(dir, 'manifest.yaml');
-    expect(after.steps).toEqual([]);
-    // The pairs are still known, but nothing is built, so no table is read.
-    expect(after.pairs).toBe(before.pairs);
-    expect(after.read).toEqual([]);
   });
 
   it('names a missing snapshot at its line and lists the ones that exist', async () => {
