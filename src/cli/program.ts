@@ -1,7 +1,7 @@
 // The `chainform` command line, built on the library API in ../api.ts.
 import { existsSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import writeFileAtomic from 'write-file-atomic';
@@ -113,6 +113,10 @@ function recoveryLines(recovery: Recovery): string[] {
     lines.push(`  interrupted (will be redone): ${recovery.interruptedSteps.join(', ')}`);
   if (recovery.stoppedCommands.length)
     lines.push(`  stopped ${plural(recovery.stoppedCommands.length, 'leftover command')}`);
+  if (recovery.stoppedHelpers.length) {
+    const programs = [...new Set(recovery.stoppedHelpers.map((argv) => basename(argv[0] ?? '')))].join(', ');
+    lines.push(`  stopped ${plural(recovery.stoppedHelpers.length, 'leftover helper')} still serving (${programs})`);
+  }
   for (const path of recovery.repaired)
     lines.push(`  repaired the refcounts of ${path} (left dirty by the interrupted step)`);
   for (const { path, reason } of recovery.unrepaired) lines.push(`  could not repair ${path}: ${reason}`);

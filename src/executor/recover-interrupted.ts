@@ -32,6 +32,8 @@ export interface Recovery {
   interruptedSteps: string[];
   /** Leftover commands of those steps that were still running and were stopped. */
   stoppedCommands: Argv[];
+  /** Helpers of killed runs (qemu-nbd exports) that were still serving and were stopped. */
+  stoppedHelpers: Argv[];
   /** Half-written temporary files that were removed. */
   removedTemporaries: string[];
   /**
@@ -129,7 +131,7 @@ export async function recoverInterruptedApply(
   runner: CommandRunner = new ExecaRunner(),
   now: () => Date = () => new Date(),
 ): Promise<Recovery | null> {
-  await reapOrphanedRuntimeFolders();
+  const reaped = await reapOrphanedRuntimeFolders();
   await removeStateLeftovers(manifestDir);
   const journal = await readJournal(manifestDir);
   // The lock is ours, so a live writer of an unfinished journal is a stuck run: leave it alone.
@@ -141,6 +143,7 @@ export async function recoverInterruptedApply(
     changedSteps: [],
     interruptedSteps: [],
     stoppedCommands: [],
+    stoppedHelpers: reaped.stoppedHelpers,
     removedTemporaries: [],
     removedUncommitted: [],
     repaired: [],

@@ -34,20 +34,26 @@ async function ownerOf(dir: string, name: string): Promise<number | undefined> {
 /** Programs chainform runs as helpers; only these are ever signalled by the reaper. */
 const HELPER_PROGRAMS = new Set(['qemu-nbd', 'qemu-img']);
 
+/** A helper process: its pid and its command line. */
+interface Helper {
+  pid: number;
+  argv: string[];
+}
+
 /**
- * Pids of live (not zombie) helper processes of this user with an argument inside `dir`. The
- * folder name is unique (mkdtemp), so such a process was started for that folder.
+ * Live (not zombie) helper processes of this user with an argument inside `dir`. The folder
+ * name is unique (mkdtemp), so such a process was started for that folder.
  */
-async function helpersUsing(dir: string): Promise<number[]> {
-  const found: number[] = [];
+async function helpersUsing(dir: string): Promise<Helper[]> {
+  const found: Helper[] = [];
   for (const entry of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
-    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (!HELPER_PROGRAMS.has(basename(args[0] ?? ''))) continue;
-    if (!args.some((arg) => arg.includes(`${dir}/`))) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0').slice(0, -1);
+    if (!HELPER_PROGRAMS.has(basename(argv[0] ?? ''))) continue;
+    if (!argv.some((arg) => arg.includes(`${dir}/`))) continue;
     const info = await lstat(`/proc/${entry}`).catch(() => undefined);
     if (!info || (process.getuid && info.uid !== process.getuid())) continue;
-    if (await processRunning(Number(entry))) found.push(Number(entry));
+    if (await processRunning(Number(entry))) found.push({ pid: Number(entry), argv });
   }
   return found;
 }
@@ -56,21 +62,34 @@ async function helpersUsing(dir: string): Promise<number[]> {
 const TERM_GRACE_MS = 5_000;
 const GIVE_UP_MS = 10_000;
 
+/** What {@link reapOrphanedRuntimeFolders} did. */
+export interface Reaped {
+  /** Runtime folders removed. */
+  folders: number;
+  /** Command lines of the helpers it stopped (qemu-nbd exports of a killed run). */
+  stoppedHelpers: string[][];
+}
+
 /**
  * Stops the helpers of runtime folders whose owner process is gone, and removes the folders.
- * Never fails: a folder it cannot clean up is left for a later run. Returns how many it removed.
+ * Never fails: a folder it cannot clean up is left for a later run.
  */
-export async function reapOrphanedRuntimeFolders(): Promise<number> {
-  let reaped = 0;
+export async function reapOrphanedRuntimeFolders(): Promise<Reaped> {
+  const reaped: Reaped = { folders: 0, stoppedHelpers: [] };
   const names = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const name of names) {
     const dir = join(tmpdir(), name);
     const owner = await ownerOf(dir, name);
     if (owner === undefined || processAlive(owner)) continue;
-    const left = await stopProcesses(() => helpersUsing(dir), { graceMs: TERM_GRACE_MS, giveUpMs: GIVE_UP_MS });
+    const found = await helpersUsing(dir);
+    const left = await stopProcesses(async () => (await helpersUsing(dir)).map((helper) => helper.pid), {
+      graceMs: TERM_GRACE_MS,
+      giveUpMs: GIVE_UP_MS,
+    });
+    reaped.stoppedHelpers.push(...found.filter((helper) => !left.includes(helper.pid)).map((helper) => helper.argv));
     if (left.length > 0) continue; // still serving: leave the folder (its socket) alone
     await rm(dir, { recursive: true, force: true }).then(
-      () => reaped++,
+      () => reaped.folders++,
       () => undefined,
     );
   }

@@ -39,11 +39,11 @@ export interface SnapshotDelta extends SnapshotStates {
  */
 export interface SnapshotDeltaPair extends SnapshotStates {
   /**
-   * The delta, read on the first call and kept. Undefined when the tables cannot be read or are
-   * not usable (unknown features, encryption, damage), or when the file is no longer the one
-   * inspected (its fingerprint changed): the planner then uses a safe rebase.
+   * The delta, read on the first call and kept; or why there is none: the tables cannot be read
+   * or are not usable (unknown features, encryption, damage), or the file is no longer the one
+   * inspected (its fingerprint changed). The planner then uses a safe rebase.
    */
-  read(): SnapshotDelta | undefined;
+  read(): SnapshotDelta | { why: string };
 }
 
 /** The snapshot id a source value selects in `file`; null for the active layer; undefined: none. */
@@ -51,28 +51,6 @@ function selectedId(file: InspectedFile, snapshot: string | undefined): string |
   if (snapshot === undefined) return null;
   const selected = selectSnapshot(file.chain?.[0]?.snapshots ?? [], snapshot);
   return selected.kind === 'found' ? selected.id : undefined;
-}
-
-/**
- * Two states of one qcow2 source file that the manifest links (an image built from one, on a
- * backing built from the other). The delta itself is read from the file's cluster tables only
- * when the planner asks for it, because only an image that must be built uses it: a plan of a
- * layout already in sync reads no tables (they are 128 MiB per state of a full 1 TiB disk).
- */
-export interface SnapshotDeltaPair {
-  /** Absolute path of the qcow2 file. */
-  path: string;
-  /** The file's fingerprint at inspection: `read` answers for the file as it was then. */
-  fingerprint: Fingerprint;
-  /** Snapshot id of the older state (what the backing presents); null: the active layer. */
-  fromId: string | null;
-  /** Snapshot id of the newer state (what the image presents); null: the active layer. */
-  toId: string | null;
-  /**
-   * The delta, read on the first call and kept; undefined when the tables cannot be read or are
-   * not usable (unknown features, encryption, damage): the planner then uses a safe rebase.
-   */
-  read(): SnapshotDelta | undefined;
 }
 
 /**
@@ -103,18 +81,18 @@ export function snapshotDeltaPairs(
 
 /** A pair whose delta is read from the file's tables on the first `read()` and then kept. */
 function lazyPair(states: SnapshotStates): SnapshotDeltaPair {
-  let known: { delta: SnapshotDelta | undefined } | undefined;
-  const readTables = (): SnapshotDelta | undefined => {
+  let known: SnapshotDelta | { why: string } | undefined;
+  const readTables = (): SnapshotDelta | { why: string } => {
     const delta = clusterDelta(states.path, states.fromId, states.toId, states.fingerprint);
-    if (!delta.ok) return undefined;
+    if (!delta.ok) return { why: delta.why };
     const { ranges, bytes, clusterSize, zeroBytes } = delta;
     return { ...states, ranges, bytes, clusterSize, zeroBytes };
   };
   return {
     ...states,
     read() {
-      known ??= { delta: readTables() };
-      return known.delta;
+      known ??= readTables();
+      return known;
     },
   };
 }

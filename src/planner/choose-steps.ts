@@ -278,18 +278,20 @@ const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 /**
  * The cluster delta from the state the declared backing presents to the state the image must
  * present, when both are states of the image's qcow2 source file and the image is a qcow2
- * overlay. Only here, for an image that must be built, are the file's tables read, and only
- * while the file is still the one inspected (SnapshotDeltaPair.read).
+ * overlay; or, when they are but the file's tables gave none, why (for the fallback's reason).
+ * Only here, for an image that must be built, are the file's tables read, and only while the
+ * file is still the one inspected (SnapshotDeltaPair.read).
  */
 function usableDelta(
   image: ResolvedImage,
   plan: ContentPlan,
   backingKey: string | undefined,
   ctx: PlanContext,
-): SnapshotDelta | undefined {
+): SnapshotDelta | { why: string } | undefined {
   const { content } = plan;
   if (image.format !== 'qcow2' || content.format !== 'qcow2') return undefined;
   const source = ctx.layout.files.get(content.path);
+  let none: { why: string } | undefined;
   for (const pair of ctx.layout.snapshotDeltaPairs) {
     const matches =
       pair.path === content.path &&
@@ -300,10 +302,11 @@ function usableDelta(
         contentKey(fileIdentity(pair.fingerprint), 'qcow2', pair.fromId === null ? undefined : `id:${pair.fromId}`),
       );
     if (!matches) continue;
-    const delta = pair.read();
-    if (delta) return delta;
+    const read = pair.read();
+    if (!('why' in read)) return read;
+    none ??= read;
   }
-  return undefined;
+  return none;
 }
 
 /** Picks the recipe for one image's content and backing; returns its steps (possibly none). */
@@ -355,17 +358,19 @@ export function chooseRecipe(
       ];
     }
     const delta = usableDelta(image, plan, backing.key, ctx);
-    if (delta) {
+    if (delta && !('why' in delta)) {
       return [
         deltaStep(
           target,
           content,
           backing.target,
           delta,
-          `the declared backing ${backing.target.name} presents another state of the same qcow2 file: copy only the clusters whose tables differ (${delta.ranges.length} ranges, ${mib(delta.bytes)} MiB${delta.zeroBytes > 0 ? `, ${mib(delta.zeroBytes)} MiB of them zeroed` : ''}; found from the cluster tables, without reading data)`,
+          `the declared backing ${backing.target.name} presents another state of the same qcow2 file: copy only the clusters whose tables differ (${delta.ranges.length} range${delta.ranges.length === 1 ? '' : 's'}, ${mib(delta.bytes)} MiB${delta.zeroBytes > 0 ? `, ${mib(delta.zeroBytes)} MiB of them zeroed` : ''}; found from the cluster tables, without reading data)`,
         ),
       ];
     }
+    // The declared backing presents another state of the same file, but its tables gave no delta.
+    const noDelta = delta ? ` (no delta from the cluster tables of ${content.path}: ${delta.why})` : '';
     if (current) {
       return [
         verifiedConvertKeepingBackingStep(
@@ -373,7 +378,7 @@ export function chooseRecipe(
           content,
           current,
           backing.target,
-          `the source's backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}`,
+          `the source's backing ${top.backingName ?? current.path} is not known to present the same content as ${backing.target.name}: compare them; identical: copy only the top layer; different: keep only the clusters that differ from ${backing.target.name}${noDelta}`,
         ),
       ];
     }
@@ -382,7 +387,7 @@ export function chooseRecipe(
         target,
         content,
         backing.target,
-        'the source is a full copy: keep only the clusters that differ from the declared backing',
+        `the source is a full copy: keep only the clusters that differ from the declared backing${noDelta}`,
       ),
     ];
   }

@@ -74,6 +74,8 @@ it('stops helpers left by a run killed with SIGKILL on the next apply, which com
     const again = await execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
     expect(again.exitCode, String(again.stdout)).toBe(0);
     expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toBe('');
+    // The cleanup says what it stopped.
+    expect(again.stdout).toContain('stopped 1 leftover helper still serving (qemu-nbd)');
     const reference = join(dir, 'sn1.raw');
     await qemuImg('convert', '-f', 'qcow2', '-l', 'snapshot.name=sn1', '-O', 'raw', image, reference);
     expect(await compareImages(join(dir, 'out/next.qcow2'), 'qcow2', reference, 'raw')).toBe(0);

@@ -14,7 +14,8 @@ images:
   base: { path: out/base.qcow2, from: { path: in/vm.qcow2, format: qcow2, snapshot: sn0 } }
   top: { path: out/top.qcow2, from: { path: in/vm.qcow2, format: qcow2 }, backing: base }
 `;
-const source = file('qcow2', [layer(SOURCE, 10, { snapshots: [{ id: '1', name: 'sn0', dateSec: 0, dateNsec: 0 }] })]);
+const sn0 = { id: '1', name: 'sn0', dateSec: 0, dateNsec: 0 };
+const source = file('qcow2', [layer(SOURCE, 10, { snapshots: [sn0] })]);
 const delta = (extra: Partial<SnapshotDelta> = {}): SnapshotDelta => ({
   path: SOURCE,
   fingerprint: fp(10),
@@ -84,6 +85,24 @@ describe('planner: links between states of one qcow2 file', () => {
     const step = planOf([delta({ ranges: [], bytes: 0 })]).steps[1]!;
     expect(step.commands.map((c) => c.argv[1])).toEqual(['create', 'rebase']);
     expect(step.finishAfter).toEqual({ steps: ['base:convert'], beforeCommand: 1 });
+  });
+
+  it('falls back to a safe rebase when the tables gave no delta, and says why', () => {
+    const source = layoutOf([file('qcow2', [layer(SOURCE, 10, { snapshots: [sn0] })])]);
+    const unreadable = {
+      path: SOURCE,
+      fingerprint: fp(10),
+      fromId: '1',
+      toId: null,
+      read: () => ({ why: 'it is encrypted' }),
+    };
+    const result = planLayout(resolved(MANIFEST), { ...source, snapshotDeltaPairs: [unreadable] });
+    if (!result.ok) throw new Error(JSON.stringify(result.diagnostics));
+    const step = result.plan.steps[1]!;
+    expect(step.kind).toBe('diff');
+    expect(step.reason).toBe(
+      `the source is a full copy: keep only the clusters that differ from the declared backing (no delta from the cluster tables of ${SOURCE}: it is encrypted)`,
+    );
   });
 
   it('falls back to a safe rebase when the ranges were read from another file or another state', () => {
