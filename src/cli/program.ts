@@ -79,10 +79,17 @@ function summaryLines(summary: RunSummary): string[] {
   for (const kept of retireFailed ? [] : (summary.keptFromRetire ?? []))
     lines.push(`  not retired ${kept.path}: ${kept.reason}`);
   if (!summary.ok) {
+    const changedInPlace = summary.failed.flatMap((f) => (f.changedInPlace ? [f.changedInPlace] : []));
+    for (const path of changedInPlace)
+      lines.push(
+        `  ${path} was being changed in place when its step stopped: it (and its data file, if it has one) may hold part of the change`,
+      );
     // Retired files are deleted because the manifest says so; they are not counted as inputs.
     const retired = summary.retired?.length ?? 0;
+    // Only an interruption needs no fix; a step that failed on its own does, Ctrl-C or not.
+    const onlyInterrupted = summary.interrupted && summary.failed.every((f) => f.interrupted);
     lines.push(
-      `Inputs were not modified${retired ? ` (the ${plural(retired, 'retired file')} above ${retired === 1 ? 'was' : 'were'} deleted, as the manifest asks)` : ''}; temporary files were removed. Fix the cause and run apply again.`,
+      `${changedInPlace.length ? 'Apart from that, inputs' : 'Inputs'} were not modified${retired ? ` (the ${plural(retired, 'retired file')} above ${retired === 1 ? 'was' : 'were'} deleted, as the manifest asks)` : ''}; temporary files were removed. ${onlyInterrupted ? 'Run apply again to go on.' : 'Fix the cause and run apply again.'}`,
     );
   }
   return lines;

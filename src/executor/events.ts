@@ -10,6 +10,14 @@ export interface StepFailure {
   argv?: Argv;
   exitCode?: number;
   stderr?: string;
+  /**
+   * The image the step had begun changing in place when it failed (a rebase, amend or resize
+   * of the file itself, not of a temporary copy): it, and its external data file if it has one,
+   * may hold part of the change. Unset when no command of the step had started writing it.
+   */
+  changedInPlace?: string;
+  /** True when the failure is the run's interruption (Ctrl-C, SIGTERM), not a fault to fix. */
+  interrupted?: true;
 }
 
 /** How a run ended. */

@@ -48,6 +48,8 @@ async function runCommands(
   options: ExecuteOptions,
   expand: (argv: Argv) => Argv,
   waitForFinishAfter: FinishAfterWait,
+  /** Called when a command that writes the step's files in place starts. */
+  onInPlaceWrite: () => void,
 ): Promise<StepFailure | null> {
   const { effects, signal } = options;
   const emit = options.onEvent ?? (() => undefined);
@@ -71,6 +73,8 @@ async function runCommands(
       },
       onSpawn: (spawned) => {
         pid = spawned;
+        // A check only reads; any other command of a step without a temporary file writes its files.
+        if (!step.temporaryPath && !command.check) onInPlaceWrite();
         // Settled (never rejected) while the command runs; a journal failure fails the step below.
         journaled =
           options.journal?.commandStarted(step, { pid: spawned, argv }).then(
@@ -104,6 +108,7 @@ async function runCommands(
           : `failed (exit ${result.exitCode})`;
       return {
         stepId: step.id,
+        ...(signal?.aborted ? { interrupted: true as const } : {}),
         // qemu-io prints its errors on standard output.
         message: `${argv[0]} ${argv[1] ?? ''} ${why}${signal?.aborted ? '' : `: ${qemuMessage(result.stderr) || qemuMessage(result.stdout) || 'no message'}`}`,
         argv,
@@ -162,6 +167,7 @@ async function runStep(
   const helpers: StartedHelper[] = [];
   let runtime: string | undefined;
   let failure: StepFailure | null = null;
+  let wroteInPlace = false;
   try {
     await options.journal?.stepStarted(step);
     await ensureAsPlanned(step, effects);
@@ -176,7 +182,9 @@ async function runStep(
     }
     const writeback = effects.startWriteback(writtenFiles(step));
     try {
-      failure = await runCommands(step, options, expand, waitForFinishAfter);
+      failure = await runCommands(step, options, expand, waitForFinishAfter, () => {
+        wroteInPlace = true;
+      });
     } finally {
       // The step fails either way; a failed command's own message says more than a write error.
       await writeback.stop().catch((e: unknown) => {
@@ -202,7 +210,9 @@ async function runStep(
   } catch (e) {
     failure ??= { stepId: step.id, message: `${step.id}: cannot write the journal: ${(e as Error).message}` };
   }
-  return failure;
+  // Whatever failed after a command began writing the image in place (the command itself, the
+  // flush, the ledger, the journal), the image may hold part of the change.
+  return failure && wroteInPlace ? { ...failure, changedInPlace: step.path } : failure;
 }
 
 /**
@@ -240,7 +250,11 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     async () => {
       for (const id of step.finishAfter?.steps ?? []) {
         if (await outcomes.get(id)) continue;
-        return { stepId: step.id, message: `${step.id}: stopped unfinished: it needs ${id}, which did not finish` };
+        return {
+          stepId: step.id,
+          message: `${step.id}: stopped unfinished: it needs ${id}, which did not finish`,
+          ...(options.signal?.aborted ? { interrupted: true as const } : {}),
+        };
       }
       return undefined;
     };

@@ -32,7 +32,7 @@ export interface Recovery {
   interruptedSteps: string[];
   /** Leftover commands of those steps that were still running and were stopped. */
   stoppedCommands: Argv[];
-  /** Helpers of killed runs (qemu-nbd exports) that were still serving and were stopped. */
+  /** Helpers of the killed run (qemu-nbd exports) that were still serving and were stopped. */
   stoppedHelpers: Argv[];
   /** Half-written temporary files that were removed. */
   removedTemporaries: string[];
@@ -143,7 +143,8 @@ export async function recoverInterruptedApply(
     changedSteps: [],
     interruptedSteps: [],
     stoppedCommands: [],
-    stoppedHelpers: reaped.stoppedHelpers,
+    // Helpers of other folders' killed runs are stopped too (they hold images), but are not this run's.
+    stoppedHelpers: local ? reaped.stoppedHelpers.filter((h) => h.owner === journal.pid).map((h) => h.argv) : [],
     removedTemporaries: [],
     removedUncommitted: [],
     repaired: [],

@@ -66,8 +66,8 @@ const GIVE_UP_MS = 10_000;
 export interface Reaped {
   /** Runtime folders removed. */
   folders: number;
-  /** Command lines of the helpers it stopped (qemu-nbd exports of a killed run). */
-  stoppedHelpers: string[][];
+  /** The helpers it stopped (qemu-nbd exports of killed runs), with the pid of the run that started each. */
+  stoppedHelpers: { owner: number; argv: string[] }[];
 }
 
 /**
@@ -81,12 +81,17 @@ export async function reapOrphanedRuntimeFolders(): Promise<Reaped> {
     const dir = join(tmpdir(), name);
     const owner = await ownerOf(dir, name);
     if (owner === undefined || processAlive(owner)) continue;
-    const found = await helpersUsing(dir);
-    const left = await stopProcesses(async () => (await helpersUsing(dir)).map((helper) => helper.pid), {
-      graceMs: TERM_GRACE_MS,
-      giveUpMs: GIVE_UP_MS,
-    });
-    reaped.stoppedHelpers.push(...found.filter((helper) => !left.includes(helper.pid)).map((helper) => helper.argv));
+    // The helpers found by the first look are the ones signalled; those not left were stopped.
+    const signalled = new Map<number, string[]>();
+    const left = await stopProcesses(
+      async () => {
+        const helpers = await helpersUsing(dir);
+        if (signalled.size === 0) for (const helper of helpers) signalled.set(helper.pid, helper.argv);
+        return helpers.map((helper) => helper.pid);
+      },
+      { graceMs: TERM_GRACE_MS, giveUpMs: GIVE_UP_MS },
+    );
+    for (const [pid, argv] of signalled) if (!left.includes(pid)) reaped.stoppedHelpers.push({ owner, argv });
     if (left.length > 0) continue; // still serving: leave the folder (its socket) alone
     await rm(dir, { recursive: true, force: true }).then(
       () => reaped.folders++,

@@ -409,6 +409,38 @@ describe('executePlan', () => {
     expect(events.filter((e) => e.type === 'step-progress')).toHaveLength(2);
   });
 
+  it('names the image a failed in-place command may have changed, and none for a temporary file or a check', async () => {
+    const failing = () => ({ exitCode: 1, stdout: '', stderr: 'boom' });
+    const inPlace = await executePlan(planOf([step('a', [], false)]), { effects: new FakeEffects(failing), jobs: 1 });
+    expect(inPlace.failed[0]?.changedInPlace).toBe('/out/a');
+    const copy = await executePlan(planOf([step('a')]), { effects: new FakeEffects(failing), jobs: 1 });
+    expect(copy.failed[0]).not.toHaveProperty('changedInPlace');
+    const check: Step = {
+      ...step('x', [], false),
+      commands: [{ argv: ['qemu-img', 'compare', 'cmp'], purpose: 'check', check: true }],
+    };
+    const checked = await executePlan(planOf([check]), {
+      effects: new FakeEffects(() => ({ ...failing(), exitCode: 2 })),
+      jobs: 1,
+    });
+    expect(checked.failed[0]?.message).toContain('boom');
+    expect(checked.failed[0]).not.toHaveProperty('changedInPlace');
+    // A failure after the command wrote in place (here the flush) still names the image.
+    const flushFails = new FakeEffects(ok);
+    flushFails.flush = async () => {
+      throw new Error('EIO');
+    };
+    const flushed = await executePlan(planOf([step('a', [], false)]), { effects: flushFails, jobs: 1 });
+    expect(flushed.failed[0]).toMatchObject({ message: 'a: EIO', changedInPlace: '/out/a' });
+    // Nothing was written when the step failed before its command started.
+    const refused = new FakeEffects(ok);
+    refused.changed.set('/in/src.qcow2', 'it was modified since the plan was made');
+    const fingerprint = { dev: '1', ino: '2', size: '3', mtimeNs: '4' };
+    const guarded = { ...step('a', [], false), plannedFrom: [{ path: '/in/src.qcow2', fingerprint }] };
+    const notStarted = await executePlan(planOf([guarded]), { effects: refused, jobs: 1 });
+    expect(notStarted.failed[0]).not.toHaveProperty('changedInPlace');
+  });
+
   it('a check reporting "different" fails a step that has no fallback, changing nothing', async () => {
     const guarded: Step = {
       ...step('x', [], false),

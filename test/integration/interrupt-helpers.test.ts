@@ -1,7 +1,7 @@
 // Ctrl-C while a step serves a snapshot through qemu-nbd: the export is stopped, its private
 // runtime folder removed, no temporary image is left, and the input is unchanged.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -35,10 +35,11 @@ images:
  * Starts `apply` and resolves once the snapshot delta step has started. The process is wrapped:
  * an async function returning it directly would wait for it (it is thenable).
  */
-async function applyUntilDeltaStarts(dir: string) {
+async function applyUntilDeltaStarts(dir: string, env: Record<string, string> = {}) {
   // One step at a time, so that the base is done when the delta starts.
   const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes', '--jobs', '1'], {
     cwd: dir,
+    env,
     reject: false,
     stdin: 'ignore',
   });
@@ -64,14 +65,23 @@ it('stops helpers left by a run killed with SIGKILL on the next apply, which com
   try {
     const image = await makeDisk(dir);
     const before = await checksums([image]);
-    const { child } = await applyUntilDeltaStarts(dir);
+    // Its own temp folder: another test's apply meanwhile would stop the export first (every
+    // apply reaps the orphaned runtime folders it finds), and this one would have nothing to report.
+    const env = { TMPDIR: join(dir, 'tmp') };
+    await mkdir(env.TMPDIR);
+    const { child } = await applyUntilDeltaStarts(dir, env);
     child.kill('SIGKILL');
     await child;
     // The killed run could not stop its export: it still holds the image open.
     expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toContain(
       'snapshot.name=sn1',
     );
-    const again = await execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+    const again = await execa('node', [CLI, 'apply', 'm.yaml', '--yes'], {
+      cwd: dir,
+      env,
+      reject: false,
+      stdin: 'ignore',
+    });
     expect(again.exitCode, String(again.stdout)).toBe(0);
     expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toBe('');
     // The cleanup says what it stopped.

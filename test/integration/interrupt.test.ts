@@ -44,6 +44,20 @@ async function writeKilledRunJournal(dir: string, id: string, path: string): Pro
   await writeFile(join(dir, '.chainform/journal.json'), JSON.stringify(journal));
 }
 
+/** Runs `apply m.yaml --yes` in `dir`, sends SIGINT once its output shows `marker`, and returns how it ended. */
+async function interruptApplyAt(dir: string, marker: string) {
+  const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
+  let output = '';
+  await new Promise<void>((resolve) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes(marker)) resolve();
+    });
+  });
+  child.kill('SIGINT');
+  return await child;
+}
+
 /** A 1 GiB raw input with 768 MiB of data and a manifest converting it: seconds of work to interrupt. */
 async function bigConvert(dir: string): Promise<{ source: string; before: Record<string, string> }> {
   await mkdir(join(dir, 'in'));
@@ -62,19 +76,13 @@ it('stops cleanly on SIGINT and resumes on the next apply', async () => {
   try {
     const { source, before } = await bigConvert(dir);
 
-    const child = execa('node', [CLI, 'apply', 'm.yaml', '--yes'], { cwd: dir, reject: false, stdin: 'ignore' });
-    let output = '';
-    await new Promise<void>((resolve) => {
-      child.stdout?.on('data', (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes('started  big:convert')) resolve();
-      });
-    });
-    child.kill('SIGINT');
-    const result = await child;
+    const result = await interruptApplyAt(dir, 'started  big:convert');
     expect(result.exitCode).toBe(130);
     expect(String(result.stdout)).toContain('Apply interrupted: 0 done, 1 failed, 0 not started.');
     expect(String(result.stdout)).toContain('qemu-img convert was interrupted');
+    expect(String(result.stdout)).toContain(
+      'Inputs were not modified; temporary files were removed. Run apply again to go on.',
+    );
     expect(await readdir(join(dir, 'out'))).toEqual([]);
     const leftover = await execa('pgrep', ['-f', `qemu-img convert .*${dir}`], { reject: false });
     expect(leftover.stdout).toBe('');
@@ -83,6 +91,52 @@ it('stops cleanly on SIGINT and resumes on the next apply', async () => {
     const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
     expect(resumed.exitCode).toBe(0);
     expect(await compareImages(join(dir, 'out/big.qcow2'), 'qcow2', source, 'raw')).toBe(0);
+  } finally {
+    await cleanup();
+  }
+});
+
+it('on SIGINT during a safe rebase in place, names the image it was changing, which still reads the same', async () => {
+  const { dir, cleanup } = await tempFolder();
+  try {
+    // disk.qcow2 (empty) on old.raw; the manifest moves it onto new.raw, whose data differs
+    // everywhere: compare stops at the first byte, then rebase copies 768 MiB into disk.qcow2.
+    const [old, next, disk] = ['old.raw', 'new.raw', 'disk.qcow2'].map((name) => join(dir, name)) as [
+      string,
+      string,
+      string,
+    ];
+    for (const [file, pattern] of [
+      [old, 1],
+      [next, 2],
+    ] as const) {
+      await qemuImg('create', '-q', '-f', 'raw', file, '1G');
+      await qemuIo('raw', file, `write -P ${pattern} 0 768M`);
+    }
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'old.raw', '-F', 'raw', disk);
+    await writeFile(
+      join(dir, 'm.yaml'),
+      'version: 1\nimages:\n  nb: { path: new.raw, format: raw }\n  disk: { path: disk.qcow2, format: qcow2, backing: nb }\n',
+    );
+    const before = await checksums([old, next]);
+
+    // Progress comes from the rebase (the compare prints none): disk.qcow2 is being written.
+    const result = await interruptApplyAt(dir, 'progress disk:verified-repoint');
+    expect(result.exitCode, String(result.stdout)).toBe(130);
+    expect(String(result.stdout)).toContain(
+      `${disk} was being changed in place when its step stopped: it (and its data file, if it has one) may hold part of the change`,
+    );
+    expect(String(result.stdout)).toContain(
+      'Apart from that, inputs were not modified; temporary files were removed. Run apply again to go on.',
+    );
+    expect(await checksums([old, next])).toEqual(before);
+    // A safe rebase keeps what the image presents while it copies: still old.raw's content.
+    expect(await compareImages(disk, 'qcow2', old, 'raw')).toBe(0);
+
+    const resumed = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(resumed.exitCode, resumed.stdout).toBe(0);
+    expect(await compareImages(disk, 'qcow2', old, 'raw')).toBe(0);
+    expect((await imageInfo(disk, 'qcow2'))['backing-filename']).toBe('new.raw');
   } finally {
     await cleanup();
   }
