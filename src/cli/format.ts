@@ -1,4 +1,15 @@
 // Small formatting helpers for what people read.
+import { relative } from 'node:path';
+
+/**
+ * `path` as shown to someone working in `cwd`: relative to it, except from the root folder,
+ * where a relative name ("tmp/x") would read as if it lay somewhere else. `same` stands for
+ * `cwd` itself.
+ */
+export function shownPath(cwd: string, path: string, same = '.'): string {
+  if (cwd === '/') return path;
+  return relative(cwd, path) || same;
+}
 
 /** 1536 -> "1.5 KiB". */
 export function formatBytes(bytes: number): string {

@@ -59,6 +59,12 @@ function positiveInt(value: string): number {
   return n;
 }
 
+/** The files a manifest retires that are not there (the plan lists only those it will delete). */
+function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string[] {
+  const listed = new Set(planned.plan.retire);
+  return planned.manifest.retire.map((r) => r.path).filter((path) => !listed.has(path));
+}
+
 function summaryLines(summary: RunSummary): string[] {
   const lines = [
     summary.ok
@@ -122,7 +128,7 @@ function recoveryLines(recovery: Recovery): string[] {
     lines.push(`  stopped ${plural(recovery.stoppedCommands.length, 'leftover command')}`);
   if (recovery.stoppedHelpers.length) {
     const programs = [...new Set(recovery.stoppedHelpers.map((argv) => basename(argv[0] ?? '')))].join(', ');
-    lines.push(`  stopped ${plural(recovery.stoppedHelpers.length, 'leftover helper')} still serving (${programs})`);
+    lines.push(`  stopped ${plural(recovery.stoppedHelpers.length, 'leftover helper')} (${programs})`);
   }
   for (const path of recovery.repaired)
     lines.push(`  repaired the refcounts of ${path} (left dirty by the interrupted step)`);
@@ -245,7 +251,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         io.stdout.write(`${JSON.stringify({ kind: 'chainform-plan', ...planned.plan }, null, 2)}\n`);
       } else {
         if (planned.warnings.length) reportProblems(planned.warnings);
-        io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+        io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd, { retireGone: retireGone(planned) })}\n`);
       }
       const changes = planned.plan.steps.length + planned.plan.retire.length;
       if (opts.detailedExitcode && changes > 0) exitCode = EXIT.changes;
@@ -421,7 +427,10 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     const json = opts.output === 'json';
     if (planned.warnings.length && !opts.quiet) reportProblems(planned.warnings);
     if (json) io.stdout.write(`${JSON.stringify({ type: 'plan', plan: planned.plan })}\n`);
-    else if (!opts.quiet) io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd)}\n`);
+    else if (!opts.quiet) {
+      const view = { retireGone: retireGone(planned), spaceCheck: opts.spaceCheck !== false };
+      io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd, view)}\n`);
+    }
     const retiring = planned.plan.retire.length;
     const nothingToRun = planned.plan.steps.length === 0 && retiring === 0 && !opts.verify;
     if (nothingToRun || opts.dryRun) {

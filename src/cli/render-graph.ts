@@ -1,11 +1,10 @@
 // `chainform graph` output: Mermaid (renders on GitHub and in most Markdown tools) or Graphviz
 // DOT. Backings are drawn below the images that read them.
-import { relative } from 'node:path';
 import type { ChainGraph, GraphNode } from '../planner/chain-graph.js';
-import { formatBytes } from './format.js';
+import { formatBytes, shownPath } from './format.js';
 
 function label(node: GraphNode, cwd: string): string[] {
-  const name = relative(cwd, node.path) || node.path;
+  const name = shownPath(cwd, node.path, node.path);
   const size = node.bytes === undefined ? '' : `, ${node.estimated ? 'writes ~' : ''}${formatBytes(node.bytes)}`;
   return [node.id ? `${node.id}: ${name}` : name, `${node.format}${size}`];
 }

@@ -1,8 +1,7 @@
 // The human-readable dry run: per image, each step's reason and exact commands, then a summary.
-import { relative } from 'node:path';
 import { type Plan, type Step, temporariesOf } from '../planner/plan-types.js';
 import { shellQuote } from '../util/shell-quote.js';
-import { formatBytes, plural } from './format.js';
+import { formatBytes, plural, shownPath } from './format.js';
 import type { Styler } from './style.js';
 
 const ACTION_MARK = { create: '+', replace: '-/+', reshape: '~', unchanged: '=' } as const;
@@ -49,10 +48,18 @@ function displayCommand(argv: readonly string[]): string {
   return `${shellQuote(head)} ... (${reads - SHOWN_IO_COMMANDS} more reads) ${shellQuote(argv.slice(end))}`;
 }
 
+/** What the plan is shown for, besides the plan itself. */
+export interface PlanView {
+  /** Files the manifest retires that are not there (deleted already, or mistyped). */
+  retireGone?: readonly string[];
+  /** False for an apply run with --no-space-check, which starts even when the writes do not fit. */
+  spaceCheck?: boolean;
+}
+
 /** Renders a plan. `cwd` shortens paths in headings (commands keep their exact absolute form). */
-export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
+export function renderPlan(plan: Plan, style: Styler, cwd: string, view: PlanView = {}): string {
   const lines: string[] = [];
-  const show = (path: string) => relative(cwd, path) || '.';
+  const show = (path: string) => shownPath(cwd, path);
   const stepsById = new Map(plan.steps.map((s) => [s.id, s]));
   for (const image of plan.images) {
     const mark = ACTION_MARK[image.action];
@@ -96,13 +103,16 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     lines.push(style.paint('red', 'Files to retire (deleted once the new layout is verified):'));
     for (const path of plan.retire) lines.push(style.paint('red', `  - ${show(path)}`));
   }
+  // Said, so that a mistyped name does not pass for a file already deleted.
+  for (const path of view.retireGone ?? [])
+    lines.push(`Listed under retire, not there (nothing to delete): ${show(path)}`);
   // Totals are bounds only when every step's figure is one (a diff's or rebase's is an estimate).
   const upTo = plan.steps.every((step) => step.writeBytesIsUpperBound) ? 'up to ' : 'about ';
   if (plan.steps.length === 0 && plan.retire.length === 0) {
     lines.push(
       style.paint(
         'green',
-        `No changes: ${plan.images.length === 1 ? 'the image matches' : `all ${plan.images.length} images match`} the manifest.`,
+        `No changes: ${plan.images.length === 1 ? 'the image matches' : plan.images.length === 2 ? 'both images match' : `all ${plan.images.length} images match`} the manifest.`,
       ),
     );
   } else {
@@ -114,7 +124,12 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string): string {
     lines.push(style.paint('dim', '{runtime} is a private folder (mode 0700) made for the step and removed after it.'));
   }
   for (const space of plan.space) {
-    const verdict = space.fits ? style.paint('green', 'fits') : style.paint('red', 'does NOT fit (apply refuses)');
+    const verdict = space.fits
+      ? style.paint('green', 'fits')
+      : style.paint(
+          'red',
+          `does NOT fit (${view.spaceCheck === false ? 'starting anyway: --no-space-check' : 'apply refuses'})`,
+        );
     lines.push(
       `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes ${upTo}${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,
     );

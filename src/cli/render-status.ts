@@ -1,7 +1,6 @@
 // `chainform status`: one line per image (in sync, or how it drifts), then a verdict line.
-import { relative } from 'node:path';
 import type { Drift, DriftState } from '../planner/drift.js';
-import { plural } from './format.js';
+import { plural, shownPath } from './format.js';
 import type { Styler } from './style.js';
 
 const LABEL: Record<DriftState, string> = {
@@ -17,7 +16,7 @@ const LABEL: Record<DriftState, string> = {
 
 /** Renders drift; `manifest` is named in the hint as the user typed it. */
 export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest: string): string {
-  const show = (path: string) => relative(cwd, path) || '.';
+  const show = (path: string) => shownPath(cwd, path);
   const width = Math.max(...drift.images.map((i) => i.id.length));
   const lines = drift.images.map((image) => {
     const label = LABEL[image.state];
@@ -40,7 +39,7 @@ export function renderStatus(drift: Drift, style: Styler, cwd: string, manifest:
           'green',
           `In sync: ${plural(drift.images.length, 'image')} ${drift.images.length === 1 ? 'matches' : 'match'} ${manifest}.`,
         )
-      : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} differ${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. ${next}`,
+      : `Drift: ${drifting} of ${plural(drift.images.length + unknown, 'image')} ${drifting === 1 ? 'differs' : 'differ'}${unknown ? ` (${unknown} not checked: planning stops at the drift above)` : ''}${drift.retire.length ? `, ${plural(drift.retire.length, 'file')} to retire` : ''}. ${next}`,
   );
   return lines.join('\n');
 }

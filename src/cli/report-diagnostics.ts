@@ -1,9 +1,9 @@
 // Prints diagnostics with code frames from the files they point into.
 import { readFileSync } from 'node:fs';
-import { relative } from 'node:path';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { sortDiagnostics } from '../diagnostics/diagnostic.js';
 import { formatDiagnostic } from '../diagnostics/format-diagnostic.js';
+import { shownPath } from './format.js';
 import type { Styler } from './style.js';
 
 /** At most this many diagnostics are printed; a file that is not a manifest can yield hundreds. */
@@ -25,7 +25,7 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], style: Sty
   const sorted = sortDiagnostics(diagnostics);
   const shown = sorted
     .slice(0, MAX_SHOWN)
-    .map((d) => formatDiagnostic(d, sources, { color: style.color, displayPath: (f) => relative(cwd, f) || f }));
+    .map((d) => formatDiagnostic(d, sources, { color: style.color, displayPath: (f) => shownPath(cwd, f, f) }));
   if (sorted.length > MAX_SHOWN) shown.push(`... and ${sorted.length - MAX_SHOWN} more problems not shown.`);
   return shown.join('\n\n');
 }

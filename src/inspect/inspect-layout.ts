@@ -227,9 +227,9 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;
   }
-  // A file at an output path that chainform did not build is never opened: the planner refuses it.
-  if (request.role === 'foreign-output') return found;
   const kind = file.kind;
+  // A file at an output path that chainform did not build is never opened: the planner refuses it.
+  if (request.role === 'foreign-output' && kind === 'file') return found;
   // A file to retire is never opened either; only image files are retired (a symlink is refused
   // by the planner, which sees every name the manifest gives it).
   if (request.role === 'retired' && kind === 'file') return found;
@@ -238,9 +238,11 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
         location: request.at(),
         hint:
-          kind === 'block device'
-            ? 'chainform works on image files; block devices are not supported yet'
-            : 'name the image file itself',
+          request.role === 'foreign-output'
+            ? `this is where the manifest puts a new image: give the image another path, or move the ${kind} away`
+            : kind === 'block device'
+              ? 'chainform works on image files; block devices are not supported yet'
+              : 'name the image file itself',
       }),
     );
     return found;

@@ -213,7 +213,7 @@ async function exercise(scenario: Scenario): Promise<void> {
     }
     settle(finalProblems.length === 0);
     const again = await apply();
-    const nothingToDo = `No changes: all ${outputs.length} images match the manifest.`;
+    const nothingToDo = `No changes: ${outputs.length === 2 ? 'both images' : `all ${outputs.length} images`} match the manifest.`;
     if (again.outcome !== 'completed' || !again.stdout.includes(nothingToDo)) {
       defects.push(`the second apply did not report "${nothingToDo}"\n${describeRun('second apply', again)}`);
     }

@@ -395,10 +395,11 @@ describe('broken images are refused at plan time, clearly, and nothing is writte
       ['folder.qcow2'],
       /is a directory, not an image file/,
     );
+    // As an output: named for what it is, with advice for an output path, not "move the file away".
     await expectRefused(
       '    path: folder.qcow2\n    from: { path: good.qcow2, format: qcow2 }\n',
       ['folder.qcow2'],
-      /already exists and chainform did not create it \[output-exists\]/,
+      /is a directory, not an image file \[not-a-file\][\s\S]*hint: this is where the manifest puts a new image: give the image another path, or move the directory away/,
     );
   });
 

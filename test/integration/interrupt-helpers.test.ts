@@ -85,7 +85,7 @@ it('stops helpers left by a run killed with SIGKILL on the next apply, which com
     expect(again.exitCode, String(again.stdout)).toBe(0);
     expect((await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false })).stdout).toBe('');
     // The cleanup says what it stopped.
-    expect(again.stdout).toContain('stopped 1 leftover helper still serving (qemu-nbd)');
+    expect(again.stdout).toContain('stopped 1 leftover helper (qemu-nbd)');
     const reference = join(dir, 'sn1.raw');
     await qemuImg('convert', '-f', 'qcow2', '-l', 'snapshot.name=sn1', '-O', 'raw', image, reference);
     expect(await compareImages(join(dir, 'out/next.qcow2'), 'qcow2', reference, 'raw')).toBe(0);

@@ -71,6 +71,14 @@ describe('retire and verify', () => {
     const again = await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode');
     expect(again.exitCode).toBe(0);
     expect(again.stdout).toContain('No changes');
+    // Gone now, and said so: a mistyped name would read the same, not pass for a deleted file.
+    expect(again.stdout).toContain('Listed under retire, not there (nothing to delete): vm1-full.raw');
+    // From the root folder, paths are shown whole ("tmp/..." would read as a relative name).
+    const fromRoot = await chainform('/', 'plan', join(dir, 'm.yaml'));
+    expect(fromRoot.stdout).toContain(
+      `Listed under retire, not there (nothing to delete): ${join(dir, 'vm1-full.raw')}`,
+    );
+    expect(fromRoot.stdout).toContain(`= base  ${join(dir, 'base.qcow2')}  (unchanged)`);
     const verified = await chainform(dir, 'apply', 'm.yaml', '--yes', '--verify');
     expect(verified.exitCode).toBe(0);
     expect(verified.stdout).toContain('verified vm1: its source is retired, so not compared; check clean');

@@ -35,7 +35,7 @@ describe('status', () => {
     expect(drift.images.map((i) => `${i.id}:${i.state}`)).toEqual(['base:in-sync', 'vm:rebuild']);
     expect(drift.inSync).toBe(false);
     expect((await chainform(dir, 'status', 'm.yaml')).stdout).toContain(
-      'Drift: 1 of 2 images differ. `chainform plan m.yaml` shows the steps; `chainform apply m.yaml` runs them.',
+      'Drift: 1 of 2 images differs. `chainform plan m.yaml` shows the steps; `chainform apply m.yaml` runs them.',
     );
 
     // A deployed VM writes into its disk: drift (exit 2), not an error.
@@ -46,7 +46,7 @@ describe('status', () => {
     // Planning stops there, so base's state is not known: counted, not called in sync.
     // apply would refuse it (output-exists), so status does not promise apply runs anything.
     expect(written.stdout).toContain(
-      'Drift: 1 of 2 images differ (1 not checked: planning stops at the drift above). `chainform plan m.yaml` says what stops it and how to go on.',
+      'Drift: 1 of 2 images differs (1 not checked: planning stops at the drift above). `chainform plan m.yaml` says what stops it and how to go on.',
     );
     const json = JSON.parse((await chainform(dir, 'status', 'm.yaml', '--json')).stdout) as { notChecked?: string[] };
     expect(json.notChecked).toEqual(['base']);
