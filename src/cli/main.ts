@@ -9,6 +9,14 @@ const program = createProgram({
   stdin: process.stdin,
   cwd: process.cwd(),
 });
+// A reader that stops reading (`chainform plan m.yaml | head`) closes the pipe: the rest of the
+// output is dropped, and the command still finishes what it is doing (an apply is never cut
+// short by it, nor reported as an internal error).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') process.exitCode = 1;
+  });
+}
 let settled = false;
 // Node would exit once nothing is left to wait for, even with the command unfinished (a promise
 // nobody resolves): that is a bug, and must not look like success.

@@ -59,10 +59,13 @@ function positiveInt(value: string): number {
   return n;
 }
 
-/** The files a manifest retires that are not there (the plan lists only those it will delete). */
+/**
+ * The files a manifest retires that are not there: the plan lists those it will delete, and
+ * refuses anything else at a retired path (a symlink, to nothing too; a folder).
+ */
 function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string[] {
   const listed = new Set(planned.plan.retire);
-  return planned.manifest.retire.map((r) => r.path).filter((path) => !listed.has(path));
+  return [...new Set(planned.manifest.retire.map((r) => r.path))].filter((path) => !listed.has(path));
 }
 
 function summaryLines(summary: RunSummary): string[] {

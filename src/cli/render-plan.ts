@@ -128,7 +128,7 @@ export function renderPlan(plan: Plan, style: Styler, cwd: string, view: PlanVie
       ? style.paint('green', 'fits')
       : style.paint(
           'red',
-          `does NOT fit (${view.spaceCheck === false ? 'starting anyway: --no-space-check' : 'apply refuses'})`,
+          `does NOT fit (${view.spaceCheck === false ? '--no-space-check: apply starts anyway' : 'apply refuses'})`,
         );
     lines.push(
       `Free space in ${show(space.dir)}: ${formatBytes(space.freeBytes)}; this plan writes ${upTo}${formatBytes(space.expectedWriteBytes)}: ${verdict}.`,

@@ -15,7 +15,7 @@ import type { Fingerprint } from '../state/fingerprint.js';
 import type { Ledger } from '../state/ledger.js';
 import { memoize } from '../util/memo.js';
 import { resolvePath } from '../util/paths.js';
-import { type ImageFile, readImageFile } from './image-file.js';
+import { type FileKind, type ImageFile, readImageFile } from './image-file.js';
 import { memoizeInfo } from './memo-runner.js';
 import { mountedFileAt, mountPointOf } from './mount-points.js';
 import { type ChainProbes, probeChains } from './probe-chains.js';
@@ -105,6 +105,8 @@ export interface InspectedFile {
   danglingThroughFile?: true;
   /** When the file is itself a mount point (bind-mounted there): that path. Nothing renames onto it. */
   mountedOver?: string;
+  /** What is there when it is not a regular file (a folder, a FIFO, a device), for messages. */
+  notAFile?: Exclude<FileKind, 'file'>;
 }
 
 /** Free space of the filesystem holding some output folders. */
@@ -221,15 +223,16 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       sameFilesystem: renameReaches(request.path, linkTarget, fingerprint.dev, fileOf),
     };
   if (links !== undefined) found.links = links;
+  if (file.kind !== 'file') found.notAFile = file.kind;
   const mounted = file.kind === 'file' ? mountedFileAt(linkTarget ?? request.path) : undefined;
   if (mounted !== undefined) found.mountedOver = mounted;
   if (inspection.realPaths) {
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;
   }
-  const kind = file.kind;
   // A file at an output path that chainform did not build is never opened: the planner refuses it.
-  if (request.role === 'foreign-output' && kind === 'file') return found;
+  if (request.role === 'foreign-output') return found;
+  const kind = file.kind;
   // A file to retire is never opened either; only image files are retired (a symlink is refused
   // by the planner, which sees every name the manifest gives it).
   if (request.role === 'retired' && kind === 'file') return found;
@@ -238,11 +241,9 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
       error('not-a-file', `${request.path} is a ${kind}, not an image file`, {
         location: request.at(),
         hint:
-          request.role === 'foreign-output'
-            ? `this is where the manifest puts a new image: give the image another path, or move the ${kind} away`
-            : kind === 'block device'
-              ? 'chainform works on image files; block devices are not supported yet'
-              : 'name the image file itself',
+          kind === 'block device'
+            ? 'chainform works on image files; block devices are not supported yet'
+            : 'name the image file itself',
       }),
     );
     return found;

@@ -63,16 +63,18 @@ export function planContent(image: ResolvedImage, ctx: PlanContext): ContentPlan
     entry?.dataFile !== undefined && !sameFingerprint(entry.dataFile, existing.chain?.[0]?.dataFileFingerprint);
   if (!entry || (!entry.inProgress && (!sameFingerprint(entry.output, existing.fingerprint) || dataFileChanged))) {
     ctx.diagnostics.push(
-      error(
-        'output-exists',
-        entry
-          ? `${image.path} changed since chainform built it; replacing it could lose data written to it`
-          : `${image.path} already exists and chainform did not create it`,
-        {
-          location: image.at.path,
-          hint: 'move the file away (or delete it) to rebuild it, or drop `from` to reshape it in place',
-        },
-      ),
+      existing.notAFile
+        ? notAnOutput(image, existing, existing.notAFile)
+        : error(
+            'output-exists',
+            entry
+              ? `${image.path} changed since chainform built it; replacing it could lose data written to it`
+              : `${image.path} already exists and chainform did not create it`,
+            {
+              location: image.at.path,
+              hint: 'move the file away (or delete it) to rebuild it, or drop `from` to reshape it in place',
+            },
+          ),
     );
     return 'failed';
   }
@@ -135,6 +137,22 @@ function danglingSymlink(path: string, file: InspectedFile, location: SourceLoca
     hint: file.danglingThroughFile
       ? 'it leads through a file where a folder should be; to write the file here, remove the link'
       : `to write the file at ${target}, name that path in the manifest; to write it here, remove the link`,
+  });
+}
+
+/**
+ * Something other than a file where a new image is to be written (a folder, a FIFO, a device,
+ * or a symlink to one): named for what it is. Kept as `output-exists`, which `status` reports
+ * as a modified output.
+ */
+function notAnOutput(image: ResolvedImage, file: InspectedFile, kind: string): Diagnostic {
+  const what = file.symlink ? `a symlink to ${file.symlink.target}, a ${kind}` : `a ${kind}`;
+  const device = kind === 'block device' || kind === 'character device';
+  return error('output-exists', `${image.path} is ${what}, where the manifest makes a new image`, {
+    location: image.at.path,
+    hint: device
+      ? 'chainform makes new images as files: give the image another path'
+      : `give the image another path, or move the ${file.symlink ? 'link' : kind} away`,
   });
 }
 

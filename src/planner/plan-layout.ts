@@ -241,7 +241,14 @@ function retiredStillRead(
   if (manifest.retire.length === 0) return undefined;
   for (const { path, at } of manifest.retire) {
     // A symlink is never deleted (retireFiles takes only files), whatever else names it.
-    const link = ctx.layout.files.get(path)?.symlink;
+    const file = ctx.layout.files.get(path);
+    if (file?.danglingLink !== undefined) {
+      return error('not-a-file', `${path} is a symlink to ${file.danglingLink}, which does not exist`, {
+        location: at,
+        hint: 'apply deletes only image files: remove the link yourself, or take it out of retire',
+      });
+    }
+    const link = file?.symlink;
     if (link) {
       return error('not-a-file', `${path} is a symlink to ${link.target}, not an image file`, {
         location: at,
@@ -723,7 +730,8 @@ export function planLayout(
       images,
       steps: ordered,
       space: spaceChecks(ordered, layout),
-      retire: manifest.retire.map((r) => r.path).filter((path) => layout.files.get(path)?.fingerprint),
+      // Once each: two spellings of one path (old.raw, ./old.raw) resolve to one.
+      retire: [...new Set(manifest.retire.map((r) => r.path))].filter((path) => layout.files.get(path)?.fingerprint),
       warnings: ctx.diagnostics,
     },
   };

@@ -2,8 +2,9 @@
 
 /**
  * The last line of a qemu tool's stderr (where it states the error), without its "qemu-img: "
- * prefix, and with a clause qemu repeats said once: opening an image wraps the driver's
- * "Could not open 'x': <reason>" in the same words again.
+ * prefix. Opening an image wraps the driver's "Could not open 'x': <reason>" in the same words
+ * again; that doubled clause is said once (only that one: other repeats are qemu's own nesting,
+ * e.g. "Could not open backing file: Could not open backing file: ..." down a chain).
  */
 export function qemuMessage(stderr: string): string {
   const last =
@@ -12,10 +13,5 @@ export function qemuMessage(stderr: string): string {
       .split('\n')
       .at(-1)
       ?.replace(/^qemu-[a-z]+: /, '') ?? '';
-  let message = last;
-  for (let repeated = message; ; message = repeated) {
-    // "A: A: B" -> "A: B", for a clause A that ends with ": ".
-    repeated = message.replace(/^(.+?: )\1/, '$1');
-    if (repeated === message) return message;
-  }
+  return last.replace(/^(Could not open '.*?': )\1/, '$1');
 }

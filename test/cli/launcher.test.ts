@@ -118,4 +118,15 @@ describe('the chainform command', () => {
     });
     expect(onPath).toMatchObject({ exitCode: 0, stdout: pkg.version });
   });
+
+  it('ends quietly when its reader closes the pipe early (`| head -1`), with no internal error', async () => {
+    // The help is written in one go; head takes a line and leaves, so most writes meet a closed pipe.
+    for (let run = 0; run < 5; run++) {
+      const r = await execa('bash', ['-c', 'set -o pipefail; "$0" graph --help | head -1', LAUNCHER], {
+        reject: false,
+      });
+      expect(r).toMatchObject({ exitCode: 0, stderr: '' });
+      expect(r.stdout).toMatch(/^Usage: chainform graph/);
+    }
+  });
 });

@@ -58,7 +58,9 @@ it('refuses early when the writes do not fit, fails cleanly on ENOSPC, and compl
 
   const full = await chainform(dir, 'apply', 'm.yaml', '--yes', '--no-space-check');
   expect(full.exitCode).toBe(1);
-  expect(full.stdout).toMatch(/this plan writes about 48\.\d MiB: does NOT fit \(starting anyway: --no-space-check\)/);
+  expect(full.stdout).toMatch(
+    /this plan writes about 48\.\d MiB: does NOT fit \(--no-space-check: apply starts anyway\)/,
+  );
   expect(full.stdout).toContain('No space left on device');
   expect(full.stdout).not.toMatch(/^\s+at /m);
   expect(await readdir(small)).toEqual([]);

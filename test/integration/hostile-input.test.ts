@@ -399,7 +399,7 @@ describe('broken images are refused at plan time, clearly, and nothing is writte
     await expectRefused(
       '    path: folder.qcow2\n    from: { path: good.qcow2, format: qcow2 }\n',
       ['folder.qcow2'],
-      /is a directory, not an image file \[not-a-file\][\s\S]*hint: this is where the manifest puts a new image: give the image another path, or move the directory away/,
+      /is a directory, where the manifest makes a new image \[output-exists\][\s\S]*hint: give the image another path, or move the directory away/,
     );
   });
 

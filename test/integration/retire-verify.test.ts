@@ -84,6 +84,23 @@ describe('retire and verify', () => {
     expect(verified.stdout).toContain('verified vm1: its source is retired, so not compared; check clean');
   });
 
+  it('retires a file named twice once, and refuses a symlink to nothing, which apply would never delete', async () => {
+    const { dir } = ws;
+    await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw', './vm1-full.raw']));
+    const twice = await chainform(dir, 'plan', 'm.yaml');
+    expect(twice.stdout).toContain('Files to retire (deleted once the new layout is verified):\n  - vm1-full.raw\n');
+    expect(twice.stdout).toContain('; 1 file to retire.');
+
+    await symlink('nowhere.raw', join(dir, 'dangling.raw'));
+    await writeFile(join(dir, 'm.yaml'), manifest(['dangling.raw']));
+    const dangling = await chainform(dir, 'plan', 'm.yaml');
+    expect(dangling.exitCode).toBe(1);
+    expect(dangling.stderr).toContain(
+      `error: ${join(dir, 'dangling.raw')} is a symlink to ${join(dir, 'nowhere.raw')}, which does not exist [not-a-file]`,
+    );
+    expect(dangling.stdout).not.toContain('not there');
+  });
+
   it('refuses at validate to retire a file the new layout keeps', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'm.yaml'), manifest(['base.qcow2']));

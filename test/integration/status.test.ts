@@ -1,7 +1,7 @@
 // `chainform status`: per-image drift and the exit code CI and cron rely on (0 in sync, 2 drift,
 // 1 error), on real images before and after an apply, after a source changed, and for an image
 // kept in place on the wrong backing.
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
@@ -50,6 +50,28 @@ describe('status', () => {
     );
     const json = JSON.parse((await chainform(dir, 'status', 'm.yaml', '--json')).stdout) as { notChecked?: string[] };
     expect(json.notChecked).toEqual(['base']);
+  });
+
+  it('reports a folder where an image is to be made as drift (exit 2), naming it', async () => {
+    const { dir } = ws;
+    await mkdir(join(dir, 'base.qcow2'));
+    const r = await chainform(dir, 'status', 'm.yaml');
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(r.stdout).toContain(
+      `base  base.qcow2: modified since chainform built it, or not built by it  (${join(dir, 'base.qcow2')} is a directory, where the manifest makes a new image)`,
+    );
+  });
+
+  it('keeps in place an image whose data file is a device, as import wrote it', async () => {
+    const { dir } = ws;
+    // /dev/zero stands for a block device (an LVM volume): not a regular file, never replaced.
+    const image = join(dir, 'dev.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'data_file=dev.raw,data_file_raw=on', image, '4M');
+    await qemuImg('amend', '-f', 'qcow2', '-o', 'data_file=/dev/zero', image);
+    expect((await chainform(dir, 'import', '-f', 'qcow2', 'dev.qcow2', '-o', 'dev.yaml')).exitCode).toBe(0);
+    const r = await chainform(dir, 'status', 'dev.yaml');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('In sync: 1 image matches dev.yaml.');
   });
 
   it('reports an image kept in place on the wrong backing, and exit 1 for an error', async () => {

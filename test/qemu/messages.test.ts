@@ -11,9 +11,9 @@ describe('qemuMessage', () => {
     const stderr =
       "qemu-img: Could not open '/tmp/a b.qcow2': Could not open '/tmp/a b.qcow2': No such file or directory\n";
     expect(qemuMessage(stderr)).toBe("Could not open '/tmp/a b.qcow2': No such file or directory");
-    // Different clauses are kept.
-    expect(qemuMessage("qemu-img: Could not open 'x': Could not open backing file: 'y': gone")).toBe(
-      "Could not open 'x': Could not open backing file: 'y': gone",
-    );
+    // Other clauses are kept, repeated ones too: down a chain, qemu nests them.
+    const nested = "Could not open backing file: Could not open backing file: Could not open 'b': gone";
+    expect(qemuMessage(`qemu-img: ${nested}`)).toBe(nested);
+    expect(qemuMessage('qemu-img: /t/d: /t/d: e: Could not create')).toBe('/t/d: /t/d: e: Could not create');
   });
 });
