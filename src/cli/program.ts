@@ -68,7 +68,13 @@ function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string
   return [...new Set(planned.manifest.retire.map((r) => r.path))].filter((path) => !listed.has(path));
 }
 
-function summaryLines(summary: RunSummary): string[] {
+/** Retired files that were not there to delete, as lines of an apply's summary. */
+function notThereLines(paths: readonly string[]): string[] {
+  return paths.map((path) => `  not retired ${path}: not there (deleted already, or a mistyped name)`);
+}
+
+/** The closing summary of an apply; `notThere`: retired files that were not there to delete. */
+function summaryLines(summary: RunSummary, notThere: readonly string[] = []): string[] {
   const lines = [
     summary.ok
       ? `Apply complete: ${plural(summary.done.length, 'step')} done in ${(summary.durationMs / 1000).toFixed(1)}s.`
@@ -87,6 +93,7 @@ function summaryLines(summary: RunSummary): string[] {
   const retireFailed = summary.failed.some((f) => f.stepId === 'retire');
   for (const kept of retireFailed ? [] : (summary.keptFromRetire ?? []))
     lines.push(`  not retired ${kept.path}: ${kept.reason}`);
+  lines.push(...notThereLines(notThere));
   if (!summary.ok) {
     const changedInPlace = summary.failed.flatMap((f) => (f.changedInPlace ? [f.changedInPlace] : []));
     for (const path of changedInPlace)
@@ -429,9 +436,12 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     }
     const json = opts.output === 'json';
     if (planned.warnings.length && !opts.quiet) reportProblems(planned.warnings);
-    if (json) io.stdout.write(`${JSON.stringify({ type: 'plan', plan: planned.plan })}\n`);
-    else if (!opts.quiet) {
-      const view = { retireGone: retireGone(planned), spaceCheck: opts.spaceCheck !== false };
+    const notThere = retireGone(planned);
+    if (json) {
+      const missing = notThere.length > 0 ? { retireNotThere: notThere } : {};
+      io.stdout.write(`${JSON.stringify({ type: 'plan', plan: planned.plan, ...missing })}\n`);
+    } else if (!opts.quiet) {
+      const view = { retireGone: notThere, spaceCheck: opts.spaceCheck !== false };
       io.stdout.write(`${renderPlan(planned.plan, styleOut(), io.cwd, view)}\n`);
     }
     const retiring = planned.plan.retire.length;
@@ -442,6 +452,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         const summary = { ok: true, done: [], failed: [], notStarted: [], interrupted: false, durationMs: 0 };
         io.stdout.write(`${JSON.stringify({ type: 'summary', ...summary, dryRun: opts.dryRun === true })}\n`);
       } else if (opts.dryRun && !nothingToRun) io.stdout.write('\nDry run: nothing was changed.\n');
+      // Quiet shows no plan: a mistyped retired name must not pass for a deleted file there either.
+      else if (opts.quiet && notThere.length > 0) io.stdout.write(`${notThereLines(notThere).join('\n')}\n`);
       return;
     }
     const short = opts.spaceCheck === false ? [] : spaceShortfalls(planned.plan);
@@ -495,7 +507,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       });
       await renderer.finish();
       if (json) io.stdout.write(`${JSON.stringify({ type: 'summary', ...summary })}\n`);
-      else io.stdout.write(`${opts.quiet ? '' : '\n'}${summaryLines(summary).join('\n')}\n`);
+      else io.stdout.write(`${opts.quiet ? '' : '\n'}${summaryLines(summary, notThere).join('\n')}\n`);
       exitCode = summary.ok ? EXIT.ok : summary.interrupted ? EXIT.interrupted : EXIT.error;
     } finally {
       process.off('SIGINT', onSignal);

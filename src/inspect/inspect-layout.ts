@@ -230,9 +230,11 @@ async function inspectFile(request: Request, inspection: Inspection): Promise<In
     const real = linkTarget ?? realpathSync(request.path);
     if (real !== request.path) found.realPath = real;
   }
-  // A file at an output path that chainform did not build is never opened: the planner refuses it.
-  if (request.role === 'foreign-output') return found;
   const kind = file.kind;
+  // A file at an output path that chainform did not build is never opened, nor anything but a
+  // file where chainform built one (a folder in its place): the planner refuses both as
+  // `output-exists`, which `status` reports as drift.
+  if (request.role === 'foreign-output' || (request.role === 'output' && kind !== 'file')) return found;
   // A file to retire is never opened either; only image files are retired (a symlink is refused
   // by the planner, which sees every name the manifest gives it).
   if (request.role === 'retired' && kind === 'file') return found;

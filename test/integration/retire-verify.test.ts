@@ -79,6 +79,16 @@ describe('retire and verify', () => {
       `Listed under retire, not there (nothing to delete): ${join(dir, 'vm1-full.raw')}`,
     );
     expect(fromRoot.stdout).toContain(`= base  ${join(dir, 'base.qcow2')}  (unchanged)`);
+    // apply says it too, with --quiet (no plan shown) and in JSON.
+    const quiet = await chainform(dir, 'apply', 'm.yaml', '--yes', '--quiet');
+    expect(quiet.stdout).toBe(
+      `  not retired ${join(dir, 'vm1-full.raw')}: not there (deleted already, or a mistyped name)`,
+    );
+    const json = await chainform(dir, 'apply', 'm.yaml', '--yes', '--output', 'json');
+    expect(JSON.parse(json.stdout.split('\n')[0] ?? '')).toMatchObject({
+      type: 'plan',
+      retireNotThere: [join(dir, 'vm1-full.raw')],
+    });
     const verified = await chainform(dir, 'apply', 'm.yaml', '--yes', '--verify');
     expect(verified.exitCode).toBe(0);
     expect(verified.stdout).toContain('verified vm1: its source is retired, so not compared; check clean');

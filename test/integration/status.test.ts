@@ -1,7 +1,7 @@
 // `chainform status`: per-image drift and the exit code CI and cron rely on (0 in sync, 2 drift,
 // 1 error), on real images before and after an apply, after a source changed, and for an image
 // kept in place on the wrong backing.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
@@ -52,13 +52,26 @@ describe('status', () => {
     expect(json.notChecked).toEqual(['base']);
   });
 
-  it('reports a folder where an image is to be made as drift (exit 2), naming it', async () => {
+  it('reports a folder where an image is to be made as drift (exit 2), naming it, also where chainform built one', async () => {
     const { dir } = ws;
+    const expected = `base  base.qcow2: modified since chainform built it, or not built by it  (${join(dir, 'base.qcow2')} is a directory, where the manifest makes a new image)`;
     await mkdir(join(dir, 'base.qcow2'));
-    const r = await chainform(dir, 'status', 'm.yaml');
-    expect(r.exitCode, r.stderr).toBe(2);
-    expect(r.stdout).toContain(
-      `base  base.qcow2: modified since chainform built it, or not built by it  (${join(dir, 'base.qcow2')} is a directory, where the manifest makes a new image)`,
+    const before = await chainform(dir, 'status', 'm.yaml');
+    expect(before.exitCode, before.stderr).toBe(2);
+    expect(before.stdout).toContain(expected);
+
+    // An image chainform built (and nothing reads through), replaced by a folder.
+    await writeFile(
+      join(dir, 'solo.yaml'),
+      'version: 1\nimages:\n  solo: { path: solo.qcow2, from: { path: full.raw, format: raw } }\n',
+    );
+    expect((await chainform(dir, 'apply', 'solo.yaml', '--yes', '--quiet')).exitCode).toBe(0);
+    await rm(join(dir, 'solo.qcow2'));
+    await mkdir(join(dir, 'solo.qcow2'));
+    const after = await chainform(dir, 'status', 'solo.yaml');
+    expect(after.exitCode, after.stderr).toBe(2);
+    expect(after.stdout).toContain(
+      `solo  solo.qcow2: modified since chainform built it, or not built by it  (${join(dir, 'solo.qcow2')} is a directory, where the manifest makes a new image)`,
     );
   });
 
