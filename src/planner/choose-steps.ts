@@ -25,6 +25,7 @@ import {
   convertStep,
   deltaStep,
   diffStep,
+  growCompat010Step,
   rebaseInPlaceStep,
   repointStep,
   resizeOf,
@@ -152,7 +153,10 @@ export function chooseSteps(
     const cannotZero = shrink
       ? undefined
       : whyGrowCannotZero(image, target, plan, backing, last?.temporaryPath !== undefined);
-    if (cannotZero && backing) {
+    if (cannotZero && backing && growsInPlaceAsCompat010(image, plan, steps)) {
+      const reason = `grow from ${current} to ${size} bytes over a backing of ${backing.sizeWhenRead} bytes; ${cannotZero}, so the image is amended to compat 1.1 for the resize and back to 0.10, which writes only the grown area`;
+      steps.push(growCompat010Step(target, plan.content, size, backing.sizeWhenRead, reason));
+    } else if (cannotZero && backing) {
       // Made anew at its final size instead (any recipe and amend chosen above fold into it; an
       // image with internal snapshots never gets here, see keepsSnapshots): the diff's safe
       // rebase writes zeros where the backing has data past the content.
@@ -165,14 +169,15 @@ export function chooseSteps(
           size,
         ),
       ];
-    }
-    const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
-    if (last?.temporaryPath) {
-      last.commands.push(resizeOf(last.temporaryPath, image.format, size, shrink));
-      if (last.otherwise) last.otherwise.push(resizeOf(last.temporaryPath, image.format, size, shrink));
-      last.reason = `${last.reason}; then ${why}`;
     } else {
-      steps.push(resizeStep(target, plan.content, size, shrink, why));
+      const why = `${shrink ? 'shrink' : 'grow'} from ${current} to ${size} bytes`;
+      if (last?.temporaryPath) {
+        last.commands.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+        if (last.otherwise) last.otherwise.push(resizeOf(last.temporaryPath, image.format, size, shrink));
+        last.reason = `${last.reason}; then ${why}`;
+      } else {
+        steps.push(resizeStep(target, plan.content, size, shrink, why));
+      }
     }
   }
   for (const [i, step] of steps.entries()) {
@@ -180,6 +185,24 @@ export function chooseSteps(
     if (previous && !step.dependsOn.includes(previous.id)) step.dependsOn.push(previous.id);
   }
   return steps;
+}
+
+/**
+ * Whether a grow that compat 0.10 cannot zero can be made in place through compat 1.1
+ * (growCompat010Step): a qcow2 image kept at its path, compat 0.10 now, whose manifest declares
+ * compat 0.10 (a run killed between the amends leaves it at 1.1, and only a declared level
+ * brings it back; undeclared, 1.1 would pass for the level to keep), and no step of the plan
+ * writes it into a new file. A rewrite otherwise makes it anew at its final size.
+ */
+function growsInPlaceAsCompat010(image: ResolvedImage, plan: ContentPlan, steps: readonly Step[]): boolean {
+  return (
+    plan.kind === 'in-place' &&
+    image.format === 'qcow2' &&
+    image.options.compat !== undefined &&
+    canonicalCompat(image.options.compat) === '0.10' &&
+    plan.chain[0]?.qcow2.compat === '0.10' &&
+    steps.every((step) => !step.temporaryPath)
+  );
 }
 
 /**

@@ -521,6 +521,38 @@ export function resizeStep(target: Target, content: ContentFile, size: number, s
   };
 }
 
+/**
+ * Grows a compat 0.10 qcow2 image in place over a larger backing. qemu must zero the grown area
+ * (or the backing's data there would show through), and compat 0.10 has no zero clusters, so
+ * `qemu-img resize` refuses: the image is amended to compat 1.1 for the resize, which writes
+ * zero clusters, then back to 0.10, which writes them out as zeros. Only the grown area over the
+ * backing's data is written, where a rewrite would read the whole chain twice. Killed between
+ * the commands, the image presents the same content at compat 1.1, and the next plan amends it
+ * back (the caller makes sure the manifest declares compat 0.10).
+ */
+export function growCompat010Step(
+  target: Target,
+  content: ContentFile,
+  size: number,
+  backingSize: number,
+  reason: string,
+): Step {
+  const amendTo = (compat: '0.10' | '1.1', purpose: string) => ({
+    argv: amendCommand({ image: target.path, format: 'qcow2', options: { compat } }),
+    purpose,
+  });
+  return {
+    ...baseStep('resize', target, reason, content.chain, null, content.backingFiles),
+    commands: [
+      amendTo('1.1', 'compat 1.1 for the resize: it has zero clusters'),
+      resizeOf(target.path, 'qcow2', size, false),
+      amendTo('0.10', 'back to compat 0.10: the grown area’s zero clusters are written out as zeros'),
+    ],
+    expectedWriteBytes: Math.max(0, Math.min(size, backingSize) - content.virtualSize),
+    writeBytesIsUpperBound: false,
+  };
+}
+
 /** The resize command for a file (a step's temporary file, or the image in place). */
 export function resizeOf(path: string, format: string, size: number, shrink: boolean) {
   return {

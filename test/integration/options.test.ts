@@ -170,6 +170,54 @@ describe('options and size', () => {
     expect(await planKinds(dir)).toEqual([]);
   });
 
+  it('grows in place a compat 0.10 image whose manifest declares 0.10, through compat 1.1, writing only the grown area', async () => {
+    const { dir } = ws;
+    const big = join(dir, 'big.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', big, '16M');
+    await qemuIo('qcow2', big, 'write -P 0x66 0 16M');
+    const makeSmall = async (name: string) => {
+      const file = join(dir, name);
+      await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'big.qcow2', '-F', 'qcow2', file, '8M');
+      await qemuIo('qcow2', file, 'write -P 0x05 1M 1M');
+      return file;
+    };
+    const small = await makeSmall('small.qcow2');
+    const reference = await paddedContent(dir, small, 'qcow2', '16M');
+    const declared = (name: string) =>
+      `version: 1\nimages:\n  s: { path: ${name}, backing: { path: big.qcow2, format: qcow2 }, size: 16M, options: { compat: "0.10" } }\n`;
+    await writeFile(join(dir, 'manifest.yaml'), declared('small.qcow2'));
+    const bigBefore = await checksums([big]);
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(plan.steps.map((s: { kind: string }) => s.kind)).toEqual(['resize']);
+    expect(plan.steps[0].commands.map((c: { argv: string[] }) => c.argv.slice(1, 2).concat(c.argv.slice(-2)))).toEqual([
+      ['amend', 'compat=1.1', small],
+      ['resize', small, String(16 * 1024 * 1024)],
+      ['amend', 'compat=0.10', small],
+    ]);
+    // The grown 8 MiB over the backing's data, written out as zeros; nothing else is read or copied.
+    expect(plan.steps[0].expectedWriteBytes).toBe(8 * 1024 * 1024);
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await format(small)).toMatchObject({ compat: '0.10', size: 16 * 1024 * 1024 });
+    expect(await compareImages(small, 'qcow2', reference, 'raw')).toBe(0);
+    // Its own 1 MiB and the grown 8 MiB: the diff of a rewrite would have read the whole chain twice.
+    expect(await topLayerDataBytes(small, 'qcow2')).toBe(9 * 1024 * 1024);
+    expect(await checkImage(small, 'qcow2')).toBe(0);
+    expect(await checksums([big])).toEqual(bigBefore);
+    expect(await planKinds(dir)).toEqual([]);
+
+    // Stopped between the amends (at compat 1.1, grown): the declared level brings it back.
+    const stopped = await makeSmall('stopped.qcow2');
+    await qemuImg('amend', '-f', 'qcow2', '-o', 'compat=1.1', stopped);
+    await qemuImg('resize', '-q', '-f', 'qcow2', stopped, '16M');
+    await writeFile(join(dir, 'manifest.yaml'), declared('stopped.qcow2'));
+    expect(await planKinds(dir)).toEqual(['amend']);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(stopped)).toMatchObject({ compat: '0.10', size: 16 * 1024 * 1024 });
+    expect(await compareImages(stopped, 'qcow2', reference, 'raw')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
+  });
+
   it('grows a new compat v2 copy and a qed image over a larger backing too, and the next plan is empty', async () => {
     const { dir } = ws;
     const big = join(dir, 'big.qcow2');
