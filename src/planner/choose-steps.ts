@@ -154,8 +154,8 @@ export function chooseSteps(
       ? undefined
       : whyGrowCannotZero(image, target, plan, backing, last?.temporaryPath !== undefined);
     if (cannotZero && backing && growsInPlaceAsCompat010(image, plan, steps)) {
-      const reason = `grow from ${current} to ${size} bytes over a backing of ${backing.sizeWhenRead} bytes; ${cannotZero}, so the image is amended to compat 1.1 for the resize and back to 0.10, which writes only the grown area`;
-      steps.push(growCompat010Step(target, plan.content, size, backing.sizeWhenRead, reason));
+      const reason = `grow from ${current} to ${size} bytes over a backing of ${backing.sizeWhenRead} bytes; ${cannotZero}, so the image is amended to compat 1.1 for the resize and back to 0.10, which writes only the grown area the backing covers`;
+      steps.push(growCompat010Step(target, plan.content, size, backing.target, backing.sizeWhenRead, reason));
     } else if (cannotZero && backing) {
       // Made anew at its final size instead (any recipe and amend chosen above fold into it; an
       // image with internal snapshots never gets here, see keepsSnapshots): the diff's safe

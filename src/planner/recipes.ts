@@ -523,17 +523,20 @@ export function resizeStep(target: Target, content: ContentFile, size: number, s
 
 /**
  * Grows a compat 0.10 qcow2 image in place over a larger backing. qemu must zero the grown area
- * (or the backing's data there would show through), and compat 0.10 has no zero clusters, so
- * `qemu-img resize` refuses: the image is amended to compat 1.1 for the resize, which writes
- * zero clusters, then back to 0.10, which writes them out as zeros. Only the grown area over the
- * backing's data is written, where a rewrite would read the whole chain twice. Killed between
- * the commands, the image presents the same content at compat 1.1, and the next plan amends it
- * back (the caller makes sure the manifest declares compat 0.10).
+ * that the backing covers (or the backing's data there would show through), and compat 0.10 has
+ * no zero clusters, so `qemu-img resize` refuses. The image is amended to compat 1.1, grown to
+ * the backing's size with zero clusters there, and amended back to 0.10, which writes them out
+ * as zeros; then grown the rest of the way, past the backing's end, where nothing needs zeroing.
+ * Only the grown area over the backing is written, where a rewrite would read the whole chain
+ * twice. Killed after the first resize, the image presents the same content at compat 1.1, and
+ * the next plan amends it back (the caller makes sure the manifest declares compat 0.10);
+ * killed before it, the next plan rewrites it.
  */
 export function growCompat010Step(
   target: Target,
   content: ContentFile,
   size: number,
+  backing: BackingTarget,
   backingSize: number,
   reason: string,
 ): Step {
@@ -541,14 +544,18 @@ export function growCompat010Step(
     argv: amendCommand({ image: target.path, format: 'qcow2', options: { compat } }),
     purpose,
   });
+  const overBacking = Math.min(size, backingSize);
   return {
-    ...baseStep('resize', target, reason, content.chain, null, content.backingFiles),
+    // The backing as declared: what the step reads (ordered after any step that makes or
+    // reshapes it) and what the ledger records.
+    ...baseStep('resize', target, reason, content.chain, backing),
     commands: [
       amendTo('1.1', 'compat 1.1 for the resize: it has zero clusters'),
-      resizeOf(target.path, 'qcow2', size, false),
-      amendTo('0.10', 'back to compat 0.10: the grown area’s zero clusters are written out as zeros'),
+      resizeOf(target.path, 'qcow2', overBacking, false),
+      amendTo('0.10', 'back to compat 0.10: the zero clusters over the backing are written out as zeros'),
+      ...(size > overBacking ? [resizeOf(target.path, 'qcow2', size, false)] : []),
     ],
-    expectedWriteBytes: Math.max(0, Math.min(size, backingSize) - content.virtualSize),
+    expectedWriteBytes: Math.max(0, overBacking - content.virtualSize),
     writeBytesIsUpperBound: false,
   };
 }

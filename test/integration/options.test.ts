@@ -206,7 +206,26 @@ describe('options and size', () => {
     expect(await checksums([big])).toEqual(bigBefore);
     expect(await planKinds(dir)).toEqual([]);
 
-    // Stopped between the amends (at compat 1.1, grown): the declared level brings it back.
+    // Grown past the backing's end: zeros are written only where the backing has data; the rest
+    // is grown by a plain resize once the backing is no larger than the image.
+    const past = await makeSmall('past.qcow2');
+    const pastReference = await paddedContent(dir, past, 'qcow2', '24M');
+    await writeFile(join(dir, 'manifest.yaml'), declared('past.qcow2').replace('size: 16M', 'size: 24M'));
+    const pastPlan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    expect(pastPlan.steps[0].commands.map((c: { argv: string[] }) => `${c.argv[1]} ${c.argv.at(-1)}`)).toEqual([
+      `amend ${past}`,
+      `resize ${16 * 1024 * 1024}`,
+      `amend ${past}`,
+      `resize ${24 * 1024 * 1024}`,
+    ]);
+    expect(pastPlan.steps[0].expectedWriteBytes).toBe(8 * 1024 * 1024);
+    expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
+    expect(await format(past)).toMatchObject({ compat: '0.10', size: 24 * 1024 * 1024 });
+    expect(await compareImages(past, 'qcow2', pastReference, 'raw')).toBe(0);
+    expect(await topLayerDataBytes(past, 'qcow2')).toBe(9 * 1024 * 1024);
+    expect(await checkImage(past, 'qcow2')).toBe(0);
+
+    // Stopped after the resize (at compat 1.1, grown): the declared level brings it back.
     const stopped = await makeSmall('stopped.qcow2');
     await qemuImg('amend', '-f', 'qcow2', '-o', 'compat=1.1', stopped);
     await qemuImg('resize', '-q', '-f', 'qcow2', stopped, '16M');
@@ -215,6 +234,32 @@ describe('options and size', () => {
     expect((await chainform(dir, 'apply', 'manifest.yaml', '--yes')).exitCode).toBe(0);
     expect(await format(stopped)).toMatchObject({ compat: '0.10', size: 16 * 1024 * 1024 });
     expect(await compareImages(stopped, 'qcow2', reference, 'raw')).toBe(0);
+    expect(await planKinds(dir)).toEqual([]);
+  });
+
+  it('grows a compat 0.10 image in place on a new backing that grows too, never beside the resize of that backing', async () => {
+    const { dir } = ws;
+    const n = join(dir, 'n.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', n, '16M');
+    await qemuIo('qcow2', n, 'write -P 0x03 0 16M');
+    const i = join(dir, 'i.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', i, '8M');
+    await qemuIo('qcow2', i, 'write -P 0x05 1M 1M');
+    const reference = await paddedContent(dir, i, 'qcow2', '32M');
+    await writeFile(
+      join(dir, 'manifest.yaml'),
+      'version: 1\nimages:\n  n: { path: n.qcow2, size: 32M }\n  i: { path: i.qcow2, backing: { path: n.qcow2, format: qcow2 }, size: 32M, options: { compat: "0.10" } }\n',
+    );
+    const plan = JSON.parse((await chainform(dir, 'plan', 'manifest.yaml', '--json')).stdout);
+    const step = (id: string) => plan.steps.find((s: { id: string }) => s.id === id);
+    // i's amends open n as its backing: n's resize (which needs n's write lock) waits for them.
+    expect(step('i:resize').reads).toContain(n);
+    expect(step('n:resize').dependsOn).toContain('i:resize');
+    const applied = await chainform(dir, 'apply', 'manifest.yaml', '--yes', '--jobs', '4');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    expect(await format(i)).toMatchObject({ compat: '0.10', size: 32 * 1024 * 1024 });
+    expect(await compareImages(i, 'qcow2', reference, 'raw')).toBe(0);
+    expect(await checkImage(i, 'qcow2')).toBe(0);
     expect(await planKinds(dir)).toEqual([]);
   });
 
