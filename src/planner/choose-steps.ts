@@ -190,7 +190,7 @@ export function chooseSteps(
 /**
  * Whether a grow that compat 0.10 cannot zero can be made in place through compat 1.1
  * (growCompat010Step): a qcow2 image kept at its path, compat 0.10 now, whose manifest declares
- * compat 0.10 (a run killed between the amends leaves it at 1.1, and only a declared level
+ * compat 0.10 (a run killed after its first resize leaves it at 1.1, and only a declared level
  * brings it back; undeclared, 1.1 would pass for the level to keep), and no step of the plan
  * writes it into a new file. A rewrite otherwise makes it anew at its final size.
  */
