@@ -64,8 +64,6 @@ const GIVE_UP_MS = 10_000;
 
 /** What {@link reapOrphanedRuntimeFolders} did. */
 export interface Reaped {
-  /** Runtime folders removed. */
-  folders: number;
   /** The helpers it stopped (qemu-nbd exports of killed runs), with the pid of the run that started each. */
   stoppedHelpers: { owner: number; argv: string[] }[];
 }
@@ -75,7 +73,7 @@ export interface Reaped {
  * Never fails: a folder it cannot clean up is left for a later run.
  */
 export async function reapOrphanedRuntimeFolders(): Promise<Reaped> {
-  const reaped: Reaped = { folders: 0, stoppedHelpers: [] };
+  const reaped: Reaped = { stoppedHelpers: [] };
   const names = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const name of names) {
     const dir = join(tmpdir(), name);
@@ -93,10 +91,7 @@ export async function reapOrphanedRuntimeFolders(): Promise<Reaped> {
     );
     for (const [pid, argv] of signalled) if (!left.includes(pid)) reaped.stoppedHelpers.push({ owner, argv });
     if (left.length > 0) continue; // still serving: leave the folder (its socket) alone
-    await rm(dir, { recursive: true, force: true }).then(
-      () => reaped.folders++,
-      () => undefined,
-    );
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
   return reaped;
 }
