@@ -176,7 +176,7 @@ export function chooseSteps(
         if (last.otherwise) last.otherwise.push(resizeOf(last.temporaryPath, image.format, size, shrink));
         last.reason = `${last.reason}; then ${why}`;
       } else {
-        steps.push(resizeStep(target, plan.content, size, shrink, why));
+        steps.push(resizeStep(target, plan.content, size, shrink, why, last));
       }
     }
   }

@@ -511,10 +511,23 @@ export function amendStep(target: Target, content: ContentFile, options: Options
   };
 }
 
-/** `qemu-img resize` of the image in place. */
-export function resizeStep(target: Target, content: ContentFile, size: number, shrink: boolean, reason: string): Step {
+/**
+ * `qemu-img resize` of the image in place. After `previous`, another in-place step of the image
+ * (a repoint or rebase), it opens the backing chain that step leaves, and records that chain
+ * (the last step of an image writes its ledger entry; the chain it has now would make the next
+ * plan rebuild it).
+ */
+export function resizeStep(
+  target: Target,
+  content: ContentFile,
+  size: number,
+  shrink: boolean,
+  reason: string,
+  previous: Step | undefined,
+): Step {
+  const reads = [...new Set([...content.chain, ...(previous?.reads ?? [])])];
   return {
-    ...baseStep('resize', target, reason, content.chain, null, content.backingFiles),
+    ...baseStep('resize', target, reason, reads, null, previous?.ledger?.backingChain ?? content.backingFiles),
     commands: [resizeOf(target.path, target.format, size, shrink)],
     expectedWriteBytes: 0,
     writeBytesIsUpperBound: false,

@@ -145,6 +145,23 @@ describe('ledger entries follow files rewritten in place', () => {
     await settlesInOneApply(dir, images, image);
   });
 
+  it('records the new backing of a built copy that the same apply repoints and grows in place', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    const copyOn = (base: string, size: string) =>
+      `  c1: { path: out/c1.qcow2, from: { path: vm.qcow2, format: qcow2 }, backing: { path: ${base}, format: qcow2 }${size} }\n`;
+    await settlesInOneApply(dir, copyOn('base.qcow2', ''), vm);
+    // A repoint to the identical base2.qcow2, then a plain resize: the resize step runs last, and
+    // the ledger entry it writes must name base2's chain, or the next plan rebuilds c1.
+    await writeFile(join(dir, 'm.yaml'), `version: 1\nimages:\n${copyOn('base2.qcow2', ', size: 16M')}`);
+    const planned = JSON.parse((await chainform(dir, 'plan', 'm.yaml', '--json')).stdout);
+    expect(planned.steps.map((step: { kind: string }) => step.kind)).toEqual(['verified-repoint', 'resize']);
+    await settlesInOneApply(dir, copyOn('base2.qcow2', ', size: 16M'), vm);
+    const info = await imageInfo(join(dir, 'out/c1.qcow2'), 'qcow2');
+    expect(info['backing-filename']).toContain('base2.qcow2');
+    expect(info['virtual-size']).toBe(16 * 1024 * 1024);
+  });
+
   it('keeps a copy up to date when a layer below its source grows: the source presents the same', async () => {
     const { dir } = ws;
     // x.qcow2 -> mid.qcow2 (not in the manifest) -> vm.qcow2 (grows) -> base.qcow2
