@@ -569,7 +569,9 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .command('import')
     .description('write a manifest describing the chains of existing images (read-only)')
     .argument('<images...>', 'the top images of the chains to capture')
-    .option('-o, --output <file>', 'write the manifest to this file (default: standard output)')
+    .option('-o, --out <file>', 'write the manifest to this file (default: standard output)')
+    // Its first name, kept for scripts: --output names the output's format elsewhere (apply).
+    .addOption(new Option('--output <file>').hideHelp())
     .option('-f, --format <format>', 'format of the given images (default: detected, with a warning)')
     .option('--linearize', 'write the manifest that turns every internal snapshot into its own external link')
     .option('--out-dir <dir>', 'with --linearize: the folder for the new links')
@@ -581,21 +583,22 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .action(
       async (
         images: string[],
-        opts: { output?: string; format?: string; linearize?: boolean; outDir?: string; force?: boolean },
+        opts: { out?: string; output?: string; format?: string; linearize?: boolean; outDir?: string; force?: boolean },
       ) => {
+        const named = opts.out ?? opts.output;
         if (opts.linearize && !opts.outDir) {
           io.stderr.write('error: --linearize needs --out-dir DIR, the folder for the new links\n');
           exitCode = EXIT.error;
           return;
         }
-        const output = opts.output ? resolve(io.cwd, opts.output) : undefined;
+        const output = named ? resolve(io.cwd, named) : undefined;
         if (output && !existsSync(dirname(output))) {
-          io.stderr.write(`error: the folder of ${opts.output} does not exist (nothing was written)\n`);
+          io.stderr.write(`error: the folder of ${named} does not exist (nothing was written)\n`);
           exitCode = EXIT.error;
           return;
         }
         if (output && existsSync(output) && !opts.force) {
-          io.stderr.write(`error: ${opts.output} exists; pass --force to overwrite it (nothing was written)\n`);
+          io.stderr.write(`error: ${named} exists; pass --force to overwrite it (nothing was written)\n`);
           exitCode = EXIT.error;
           return;
         }
@@ -615,7 +618,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         if (imported.warnings.length) reportProblems(imported.warnings);
         if (output) {
           await writeFileAtomic(output, imported.text);
-          io.stderr.write(`wrote ${opts.output}\n`);
+          io.stderr.write(`wrote ${named}\n`);
         } else {
           io.stdout.write(imported.text);
         }

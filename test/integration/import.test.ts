@@ -93,4 +93,21 @@ describe('chainform import', () => {
     expect(noDir.exitCode).toBe(1);
     expect(noDir.stderr).toContain('--linearize needs --out-dir DIR');
   });
+
+  it('names the manifest file --out, as plan names its saved plan, and still takes --output', async () => {
+    const { dir } = ws;
+    const names: [flag: string, file: string][] = [
+      ['--out', 'by-out.yaml'],
+      ['--output', 'by-output.yaml'],
+    ];
+    for (const [flag, file] of names) {
+      const r = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', flag, file);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`wrote ${file}`);
+      expect(await readFile(join(dir, file), 'utf8')).toContain('imageC.qcow2');
+    }
+    const help = await chainform(dir, 'import', '--help');
+    expect(help.stdout).toContain('-o, --out <file>');
+    expect(help.stdout).not.toContain('--output');
+  });
 });
