@@ -548,15 +548,18 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
       io.stdout.write(
         `Saved plan for ${saved.manifest.path}, made ${saved.createdAt} by chainform ${saved.chainformVersion}.\n\n`,
       );
+      const checked = await checkSavedPlan(saved);
+      // As `plan` says it: which retired files are not there, when the plan still applies (a
+      // stale one may name other files than the manifest does now).
+      const view = checked.ok ? { retireGone: retireGone(checked) } : {};
       try {
-        io.stdout.write(`${renderPlan(saved.plan, styleOut(), io.cwd)}\n\n`);
+        io.stdout.write(`${renderPlan(saved.plan, styleOut(), io.cwd, view)}\n\n`);
       } catch {
         // The schema checks the shape chainform relies on; a hand-made file can still be odd.
         io.stderr.write(`error: ${file} is damaged: its plan cannot be shown\n`);
         exitCode = EXIT.error;
         return;
       }
-      const checked = await checkSavedPlan(saved);
       if (checked.ok) io.stdout.write(`It still applies: nothing it was made from has changed.\n`);
       else if ('stale' in checked) {
         io.stdout.write(

@@ -89,6 +89,11 @@ describe('retire and verify', () => {
       type: 'plan',
       retireNotThere: [join(dir, 'vm1-full.raw')],
     });
+    // And `show` of a plan saved now.
+    expect((await chainform(dir, 'plan', 'm.yaml', '--out', 'plan.json')).exitCode).toBe(0);
+    const shown = await chainform(dir, 'show', 'plan.json');
+    expect(shown.stdout).toContain('Listed under retire, not there (nothing to delete): vm1-full.raw');
+    expect(shown.stdout).toContain('It still applies');
     const verified = await chainform(dir, 'apply', 'm.yaml', '--yes', '--verify');
     expect(verified.exitCode).toBe(0);
     expect(verified.stdout).toContain('verified vm1: its source is retired, so not compared; check clean');
