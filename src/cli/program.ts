@@ -65,7 +65,9 @@ function positiveInt(value: string): number {
  */
 function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string[] {
   const listed = new Set(planned.plan.retire);
-  return [...new Set(planned.manifest.retire.map((r) => r.path))].filter((path) => !listed.has(path));
+  // A name the plan leaves out is not there, or leads to a listed file through a symlinked folder.
+  const unlisted = new Set(planned.manifest.retire.map((r) => r.path).filter((path) => !listed.has(path)));
+  return [...unlisted].filter((path) => !existsSync(path));
 }
 
 /** Retired files that were not there to delete, as lines of an apply's summary. */

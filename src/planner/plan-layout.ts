@@ -138,6 +138,24 @@ function readsWhatItRecords(step: Step): Step {
   return { ...step, reads: [...new Set([...step.reads, ...recorded])] };
 }
 
+/**
+ * The retired files that are there, each once: two spellings of one path (old.raw, ./old.raw)
+ * resolve to one, and names through a symlinked folder (real/old.raw, lnk/old.raw) lead to one
+ * directory entry (the first name listed is kept). Hard links are two entries, both deleted.
+ */
+function retiredOnce(manifest: ResolvedManifest, layout: InspectedLayout): string[] {
+  const entries = new Set<string>();
+  const retired: string[] = [];
+  for (const { path } of manifest.retire) {
+    const file = layout.files.get(path);
+    const entry = file?.realPath ?? path;
+    if (!file?.fingerprint || entries.has(entry)) continue;
+    entries.add(entry);
+    retired.push(path);
+  }
+  return retired;
+}
+
 function planImage(
   image: ResolvedImage,
   content: ContentPlan | 'failed',
@@ -730,8 +748,7 @@ export function planLayout(
       images,
       steps: ordered,
       space: spaceChecks(ordered, layout),
-      // Once each: two spellings of one path (old.raw, ./old.raw) resolve to one.
-      retire: [...new Set(manifest.retire.map((r) => r.path))].filter((path) => layout.files.get(path)?.fingerprint),
+      retire: retiredOnce(manifest, layout),
       warnings: ctx.diagnostics,
     },
   };

@@ -116,6 +116,25 @@ describe('retire and verify', () => {
     expect(dangling.stdout).not.toContain('not there');
   });
 
+  it('retires a file named directly and through a symlinked folder once, and both names of a hard link', async () => {
+    const { dir } = ws;
+    await symlink('.', join(dir, 'here'));
+    await link(join(dir, 'vm1-full.raw'), join(dir, 'vm1-hard.raw'));
+    await writeFile(join(dir, 'm.yaml'), manifest(['vm1-full.raw', 'here/vm1-full.raw', 'vm1-hard.raw']));
+    const planned = await chainform(dir, 'plan', 'm.yaml');
+    expect(planned.stdout).toContain(
+      'Files to retire (deleted once the new layout is verified):\n  - vm1-full.raw\n  - vm1-hard.raw\n',
+    );
+    expect(planned.stdout).toContain('; 2 files to retire.');
+    expect(planned.stdout).not.toContain('not there');
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    expect(applied.stdout.match(/retired \(deleted\)/g)).toHaveLength(2);
+    expect(applied.stdout).not.toContain('not there');
+    expect(await exists(join(dir, 'vm1-full.raw'))).toBe(false);
+    expect(await exists(join(dir, 'vm1-hard.raw'))).toBe(false);
+  });
+
   it('refuses at validate to retire a file the new layout keeps', async () => {
     const { dir } = ws;
     await writeFile(join(dir, 'm.yaml'), manifest(['base.qcow2']));
