@@ -1,5 +1,5 @@
 // The `chainform` command line, built on the library API in ../api.ts.
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -68,6 +68,20 @@ function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string
   // A name the plan leaves out is not there, or leads to a listed file through a symlinked folder.
   const unlisted = new Set(planned.manifest.retire.map((r) => r.path).filter((path) => !listed.has(path)));
   return [...unlisted].filter((path) => !existsSync(path));
+}
+
+/**
+ * Why `import` may not write its manifest to `output` (as `named` on the command line), or
+ * undefined: its folder must exist, and what is there already must be a file, replaced only with
+ * --force.
+ */
+function manifestFileRefusal(named: string, output: string, force: boolean): string | undefined {
+  if (!existsSync(dirname(output))) return `the folder of ${named} does not exist (nothing was written)`;
+  const there = lstatSync(output, { throwIfNoEntry: false });
+  if (!there) return undefined;
+  if (!there.isFile())
+    return `${named} is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)`;
+  return force ? undefined : `${named} exists; pass --force to overwrite it (nothing was written)`;
 }
 
 /** Retired files that were not there to delete, as lines of an apply's summary. */
@@ -568,6 +582,8 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           `It is stale; \`apply\` would refuse it:\n${checked.stale.map((r) => `  - ${r}`).join('\n')}\n`,
         );
       } else reportProblems(checked.diagnostics);
+      // For scripts: 0 only for a plan `apply` would run.
+      if (!checked.ok) exitCode = EXIT.error;
     });
 
   program
@@ -576,7 +592,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
     .argument('<images...>', 'the top images of the chains to capture')
     .option('-o, --out <file>', 'write the manifest to this file (default: standard output)')
     // Its first name, kept for scripts: --output names the output's format elsewhere (apply).
-    .addOption(new Option('--output <file>').hideHelp())
+    .addOption(new Option('--output <file>').hideHelp().conflicts('out'))
     .option('-f, --format <format>', 'format of the given images (default: detected, with a warning)')
     .option('--linearize', 'write the manifest that turns every internal snapshot into its own external link')
     .option('--out-dir <dir>', 'with --linearize: the folder for the new links')
@@ -591,19 +607,17 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
         opts: { out?: string; output?: string; format?: string; linearize?: boolean; outDir?: string; force?: boolean },
       ) => {
         const named = opts.out ?? opts.output;
-        if (opts.linearize && !opts.outDir) {
-          io.stderr.write('error: --linearize needs --out-dir DIR, the folder for the new links\n');
-          exitCode = EXIT.error;
-          return;
-        }
         const output = named ? resolve(io.cwd, named) : undefined;
-        if (output && !existsSync(dirname(output))) {
-          io.stderr.write(`error: the folder of ${named} does not exist (nothing was written)\n`);
-          exitCode = EXIT.error;
-          return;
-        }
-        if (output && existsSync(output) && !opts.force) {
-          io.stderr.write(`error: ${named} exists; pass --force to overwrite it (nothing was written)\n`);
+        const refusal =
+          opts.linearize && !opts.outDir
+            ? '--linearize needs --out-dir DIR, the folder for the new links'
+            : !opts.linearize && opts.outDir
+              ? '--out-dir is the folder for the new links of --linearize: add --linearize, or drop --out-dir'
+              : named && output
+                ? manifestFileRefusal(named, output, opts.force === true)
+                : undefined;
+        if (refusal) {
+          io.stderr.write(`error: ${refusal}\n`);
           exitCode = EXIT.error;
           return;
         }

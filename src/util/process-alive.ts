@@ -1,16 +1,38 @@
 // Whether a process on this machine still exists, and stopping processes left behind by a run
 // that was killed (used to tell stale locks and orphans, and to clean up after them).
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** True when `pid` exists (EPERM: it exists but belongs to someone else). */
+/**
+ * The state letter in the text of /proc/PID/stat ('' for no text): it follows the command name,
+ * in parentheses. Z is a zombie (exited, its status not collected yet), X is dead.
+ */
+function stateOf(stat: string): string {
+  const end = stat.lastIndexOf(')');
+  return end < 0 ? '' : stat.slice(end + 2, end + 3);
+}
+
+const EXITED = new Set(['Z', 'X']);
+
+/**
+ * True when `pid` exists and has not exited (EPERM: it exists but belongs to someone else). A
+ * killed process stays a zombie until its parent collects it (seconds, when the parent is busy):
+ * it holds no lock and runs no step. Without /proc, existing is all that can be told.
+ */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  return !EXITED.has(stateOf(stat));
 }
 
 /**
@@ -18,10 +40,8 @@ export function processAlive(pid: number): boolean {
  * by init, which in a container may never do it, so a stopped orphan can linger as a zombie.
  */
 export async function processRunning(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // The state letter follows the command name in parentheses; Z is a zombie, X is dead.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== '' && state !== 'Z' && state !== 'X';
+  const state = stateOf(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
+  return state !== '' && !EXITED.has(state);
 }
 
 /**

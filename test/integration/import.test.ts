@@ -2,7 +2,7 @@
 // that turns every internal snapshot into its own external link.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -106,6 +106,20 @@ describe('chainform import', () => {
       expect(r.stderr).toContain(`wrote ${file}`);
       expect(await readFile(join(dir, file), 'utf8')).toContain('imageC.qcow2');
     }
+    const both = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'a.yaml', '--output', 'b.yaml');
+    expect(both.exitCode).toBe(1);
+    expect(both.stderr).toContain("option '--output <file>' cannot be used with option '-o, --out <file>'");
+    await mkdir(join(dir, 'folder.yaml'));
+    const folder = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'folder.yaml', '--force');
+    expect(folder.exitCode).toBe(1);
+    expect(folder.stderr).toBe(
+      'error: folder.yaml is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)',
+    );
+    const stray = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out-dir', 'links');
+    expect(stray.exitCode).toBe(1);
+    expect(stray.stderr).toContain('--out-dir is the folder for the new links of --linearize');
+    expect(await readdir(dir)).not.toContain('a.yaml');
+    expect(await readdir(dir)).not.toContain('b.yaml');
     const help = await chainform(dir, 'import', '--help');
     expect(help.stdout).toContain('-o, --out <file>');
     expect(help.stdout).not.toContain('--output');

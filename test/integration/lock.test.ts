@@ -1,11 +1,12 @@
 // Issue 4 (in part): one apply at a time per state folder; a lock left by a dead process is stale.
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { acquireApplyLock } from '../../src/state/apply-lock.js';
+import { processAlive } from '../../src/util/process-alive.js';
 import { chainform, qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -50,6 +51,37 @@ describe('apply lock', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(existsSync(join(dir, '.chainform/apply.lock'))).toBe(false);
     expect(existsSync(join(dir, '.chainform/apply.owner.4194305.json'))).toBe(false);
+  });
+
+  it('takes over a lock whose holder was killed and is a zombie its parent has not collected yet', async () => {
+    const { dir } = ws;
+    // sh starts `sleep 0`, prints its pid and becomes `sleep 30`, which never collects it.
+    const parent = execa('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30']);
+    try {
+      const zombie = await new Promise<number>((resolve) =>
+        parent.stdout?.once('data', (d) => resolve(Number(`${d}`))),
+      );
+      let state = '';
+      for (let i = 0; i < 100 && state !== 'Z'; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        const stat = await readFile(`/proc/${zombie}/stat`, 'utf8');
+        state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      }
+      expect(state).toBe('Z');
+      expect(processAlive(zombie)).toBe(false);
+      expect(processAlive(parent.pid as number)).toBe(true);
+      await mkdir(join(dir, '.chainform/apply.lock'), { recursive: true });
+      await writeFile(
+        join(dir, `.chainform/apply.owner.${zombie}.json`),
+        JSON.stringify({ pid: zombie, host: hostname(), startedAt: new Date().toISOString() }),
+      );
+      const r = await chainform(dir, 'apply', 'manifest.yaml', '--yes');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(existsSync(join(dir, `.chainform/apply.owner.${zombie}.json`))).toBe(false);
+    } finally {
+      parent.kill('SIGKILL');
+      await parent.catch(() => undefined);
+    }
   });
 });
 

@@ -32,6 +32,7 @@ describe('saved plans', () => {
     expect(shown.stdout).toContain(`Saved plan for ${join(dir, 'm.yaml')}`);
     expect(shown.stdout).toContain('vm:diff');
     expect(shown.stdout).toContain('It still applies');
+    expect(shown.exitCode).toBe(0);
 
     const applied = await chainform(dir, 'apply', 'plan.json', '--yes');
     expect(applied.exitCode, applied.stderr).toBe(0);
@@ -56,7 +57,10 @@ describe('saved plans', () => {
     const edited = await chainform(dir, 'apply', 'plan.json', '--yes');
     expect(edited.exitCode).toBe(1);
     expect(edited.stderr).toContain(`  - the manifest ${join(dir, 'm.yaml')} changed`);
-    expect((await chainform(dir, 'show', 'plan.json')).stdout).toContain('It is stale');
+    const stale = await chainform(dir, 'show', 'plan.json');
+    expect(stale.stdout).toContain('It is stale');
+    // A script can tell: only a plan `apply` would run exits 0.
+    expect(stale.exitCode).toBe(1);
   });
 
   it('never runs commands edited into a saved plan: planning again must give the same steps', async () => {
