@@ -57,10 +57,10 @@ describe('saved plans', () => {
     const edited = await chainform(dir, 'apply', 'plan.json', '--yes');
     expect(edited.exitCode).toBe(1);
     expect(edited.stderr).toContain(`  - the manifest ${join(dir, 'm.yaml')} changed`);
-    const stale = await chainform(dir, 'show', 'plan.json');
-    expect(stale.stdout).toContain('It is stale');
+    const shown = await chainform(dir, 'show', 'plan.json');
+    expect(shown.stdout).toContain('It is stale');
     // A script can tell: only a plan `apply` would run exits 0.
-    expect(stale.exitCode).toBe(1);
+    expect(shown.exitCode).toBe(1);
   });
 
   it('never runs commands edited into a saved plan: planning again must give the same steps', async () => {
