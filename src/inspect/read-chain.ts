@@ -199,6 +199,16 @@ function fileIdentityOf(path: string, fileOf: (path: string) => ImageFile): stri
   return resolve(path);
 }
 
+/**
+ * What to do when `image` names a backing file, `missing`, that is not there: most often a base
+ * renamed or moved away. chainform can re-point the image only while it can read the old base
+ * (to check the new one presents the same), so the way through is to give the file its old
+ * name back, or to re-point the image by hand, unchecked.
+ */
+function missingBackingHint(image: string, missing: string, format: string): string {
+  return `${image} names ${missing} as its backing file, and nothing is there. If that file was renamed or moved to NEW, make it readable under its old name again (ln -s NEW ${shellQuote([missing])}) and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${format} -b NEW ${shellQuote([image])} (NEW relative to the image's folder, or absolute)`;
+}
+
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
 export async function readChain(
   path: string,
@@ -240,10 +250,14 @@ export async function readChain(
     const result = prefetched ? undefined : await runner.run(layerInfoCommand(current, currentFormat));
     if (result && result.exitCode !== 0) {
       const within = current === path ? '' : ` (in the backing chain of ${path})`;
+      const namedBy = shown.at(-2);
       diagnostics.push(
         error('inspect-failed', `cannot read ${current} as ${currentFormat}${within}: ${qemuMessage(result.stderr)}`, {
           ...located(),
-          hint: 'check the declared format and that the file and its backing files exist',
+          hint:
+            namedBy !== undefined && fileOf(current).fingerprint === null
+              ? missingBackingHint(namedBy, current, currentFormat)
+              : 'check the declared format and that the file and its backing files exist',
         }),
       );
       return null;

@@ -181,7 +181,7 @@ function checkFiles(manifest: ResolvedManifest, env: CheckEnvironment): Diagnost
           `"${image.id}" has no \`from\`, so it reshapes ${image.path} in place, but that file does not exist`,
           {
             location: image.at.path,
-            hint: 'add `from: {path: ...}` naming the content it must present',
+            hint: 'if the file was renamed or moved, write its new path here; to build it anew, add `from: {path: ...}` naming the content it must present',
           },
         ),
       );

@@ -1,0 +1,53 @@
+// A base renamed or moved away before the manifest re-points its overlay: chainform cannot check
+// the new base against the old one any more, so it refuses, and says how to give the old name
+// back (after which the re-point is checked) or how to re-point by hand, unchecked.
+import { rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chainform, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
+import { useWorkspace } from '../helpers/workspace.js';
+
+const ws = useWorkspace(async (dir) => {
+  const base = join(dir, 'base.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', base, '8M');
+  await qemuIo('qcow2', base, 'write -P 0x01 0 4M');
+  return [base];
+});
+
+describe('a base moved away', () => {
+  it('is named with the way back, and following it re-points the overlay, checked', async () => {
+    const { dir } = ws;
+    const vm = join(dir, 'vm.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', vm);
+    await qemuIo('qcow2', vm, 'write -P 0x02 1M 1M');
+    const reference = join(dir, 'vm.ref.raw');
+    await qemuImg('convert', '-f', 'qcow2', '-O', 'raw', vm, reference);
+    await rename(join(dir, 'base.qcow2'), join(dir, 'golden.qcow2'));
+    try {
+      await writeFile(
+        join(dir, 'm.yaml'),
+        'version: 1\nimages:\n  vm: { path: vm.qcow2, backing: { path: golden.qcow2, format: qcow2 } }\n',
+      );
+      const refused = await chainform(dir, 'plan', 'm.yaml');
+      expect(refused.exitCode).toBe(1);
+      expect(refused.stderr).toContain(
+        `hint: ${vm} names ${join(dir, 'base.qcow2')} as its backing file, and nothing is there. If that file was renamed or moved to NEW, make it readable under its old name again (ln -s NEW ${join(dir, 'base.qcow2')})`,
+      );
+      expect(refused.stderr).toContain(`qemu-img rebase -u -F qcow2 -b NEW ${vm}`);
+      // The way back: the old name leads to the moved file again, and the re-point is checked.
+      await symlink('golden.qcow2', join(dir, 'base.qcow2'));
+      const planned = await chainform(dir, 'plan', 'm.yaml');
+      expect(planned.stdout).toContain('presents the same content as golden.qcow2 (same file)');
+      const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+      expect(applied.exitCode, applied.stderr).toBe(0);
+      await rm(join(dir, 'base.qcow2'));
+      expect((await imageInfo(vm, 'qcow2'))['backing-filename']).toBe('golden.qcow2');
+      expect(await compareImages(vm, 'qcow2', reference, 'raw')).toBe(0);
+      expect((await chainform(dir, 'plan', 'm.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+    } finally {
+      // The workspace checks its inputs by name after the test.
+      await rm(join(dir, 'base.qcow2'), { force: true });
+      await rename(join(dir, 'golden.qcow2'), join(dir, 'base.qcow2'));
+    }
+  });
+});
