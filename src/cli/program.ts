@@ -37,7 +37,7 @@ import {
   createQuietRenderer,
 } from './progress-renderers.js';
 import { renderDot, renderMermaid } from './render-graph.js';
-import { renderPlan } from './render-plan.js';
+import { displayCommand, renderPlan } from './render-plan.js';
 import { renderStatus } from './render-status.js';
 import { renderDiagnostics } from './report-diagnostics.js';
 import { createStyler } from './style.js';
@@ -98,7 +98,7 @@ function summaryLines(summary: RunSummary, notThere: readonly string[] = []): st
   ];
   for (const failure of summary.failed) {
     lines.push(`  failed: ${failure.message}`);
-    if (failure.argv) lines.push(`    command: ${failure.argv.join(' ')}`);
+    if (failure.argv) lines.push(`    command: ${displayCommand(failure.argv)}`);
   }
   if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);
   for (const check of summary.verified ?? []) {

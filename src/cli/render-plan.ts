@@ -37,7 +37,7 @@ function imageCounts(plan: Plan): string {
 const SHOWN_IO_COMMANDS = 3;
 
 /** A command line as shown: exact, except that a long run of qemu-io reads is shortened. */
-function displayCommand(argv: readonly string[]): string {
+export function displayCommand(argv: readonly string[]): string {
   if (argv[0] !== 'qemu-io') return shellQuote(argv);
   const first = argv.indexOf('-c');
   let end = first;

@@ -171,7 +171,10 @@ function planImage(
         `the backing of "${image.id}" (${backing.virtualSize} bytes) is larger than the image itself (${finalSize} bytes)`,
         {
           location: image.at.backing,
-          hint: 'grow the image first, or back it with an image of its own size',
+          hint:
+            image.size !== undefined
+              ? `declare a size of at least ${backing.virtualSize} bytes, or back it with an image no larger than ${finalSize} bytes`
+              : `grow it to at least ${backing.virtualSize} bytes (declare size), or back it with an image no larger than ${finalSize} bytes`,
         },
       ),
     );

@@ -241,6 +241,31 @@ describe('chainform CLI', () => {
     expect(await compareImages(join(dir, 'out/copy.qcow2'), 'qcow2', join(dir, 'in/copy.raw'), 'raw')).toBe(0);
   });
 
+  it('apply: the summary of a failed step quotes its command as plan does, so it can be pasted', async () => {
+    const { dir } = ws;
+    // qemu-img found first on PATH: its rebase fails, everything else is the real one.
+    const bin = join(dir, 'bin');
+    await mkdir(bin);
+    const real = (await execa('sh', ['-c', 'command -v qemu-img'])).stdout;
+    await writeFile(
+      join(bin, 'qemu-img'),
+      `#!/bin/sh\nif [ "$1" = rebase ]; then echo 'qemu-img: injected failure' >&2; exit 1; fi\nexec '${real}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    // Outputs in a folder whose name needs quoting.
+    const spaced = join(dir, 'my vms');
+    await mkdir(spaced);
+    const manifest = (await readFile(join(dir, 'manifest.yaml'), 'utf8')).replaceAll('in/', '../in/');
+    await writeFile(join(spaced, 'manifest.yaml'), manifest);
+    const r = await chainformWithEnv(spaced, { PATH: `${bin}:${process.env.PATH}` }, 'apply', 'manifest.yaml', '--yes');
+    expect(r.exitCode).toBe(1);
+    const command = r.stdout.split('\n').find((line) => line.startsWith('    command: '));
+    expect(command).toContain(
+      `'driver=qcow2,file.filename=${join(spaced, 'out/.copy.qcow2.chainform-tmp')},detect-zeroes=on'`,
+    );
+    expect(command).toMatch(/^ {4}command: qemu-img rebase /);
+  });
+
   it('--help lists the commands, and each command has examples', async () => {
     const { dir } = ws;
     const top = await chainform(dir, '--help');

@@ -441,6 +441,10 @@ images:
     expect(refused.stderr).toContain(
       'error: the backing of "vm" (134217728 bytes) is larger than the image itself (100663296 bytes) [backing-larger]',
     );
+    // vm declares its size already: "grow it first" would not help.
+    expect(refused.stderr).toContain(
+      'hint: declare a size of at least 134217728 bytes, or back it with an image no larger than 100663296 bytes',
+    );
   });
 
   it('changes cluster_size through a convert that keeps the backing, with the plan saying why', async () => {
