@@ -91,13 +91,21 @@ function notThereLines(paths: readonly string[]): string[] {
 
 /** The closing summary of an apply; `notThere`: retired files that were not there to delete. */
 function summaryLines(summary: RunSummary, notThere: readonly string[] = []): string[] {
+  const stopped = summary.failed.filter((f) => f.interrupted).length;
+  const failedOnTheirOwn = summary.failed.length - stopped;
   const lines = [
     summary.ok
       ? `Apply complete: ${plural(summary.done.length, 'step')} done in ${(summary.durationMs / 1000).toFixed(1)}s.`
-      : `Apply ${summary.interrupted ? 'interrupted' : 'failed'}: ${summary.done.length} done, ${summary.failed.length} failed, ${summary.notStarted.length} not started.`,
+      : `Apply ${summary.interrupted ? 'interrupted' : 'failed'}: ${[
+          `${summary.done.length} done`,
+          // A step stopped by the interruption did not fail on its own: counted apart.
+          ...(stopped > 0 ? [`${stopped} stopped`] : []),
+          ...(failedOnTheirOwn > 0 || stopped === 0 ? [`${failedOnTheirOwn} failed`] : []),
+          `${summary.notStarted.length} not started`,
+        ].join(', ')}.`,
   ];
   for (const failure of summary.failed) {
-    lines.push(`  failed: ${failure.message}`);
+    lines.push(`  ${failure.interrupted ? 'stopped' : 'failed'}: ${failure.message}`);
     if (failure.argv) lines.push(`    command: ${displayCommand(failure.argv)}`);
   }
   if (summary.notStarted.length) lines.push(`  not started: ${summary.notStarted.join(', ')}`);

@@ -133,7 +133,7 @@ export function createPlainRenderer(
           write(`done     ${event.step.id} (${finishedText(event)})`);
           break;
         case 'step-failed':
-          write(`FAILED   ${event.step.id}: ${event.failure.message}`);
+          write(`${event.failure.interrupted ? 'stopped ' : 'FAILED  '} ${event.step.id}: ${event.failure.message}`);
           break;
         case 'run-finished':
           break;

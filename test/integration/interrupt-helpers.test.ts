@@ -135,7 +135,7 @@ it('stops qemu-nbd exports and removes their folder on SIGINT', async () => {
     child.kill('SIGINT');
     const result = await child;
     expect(result.exitCode).toBe(130);
-    expect(String(result.stdout)).toContain('Apply interrupted: 1 done, 1 failed, 0 not started.');
+    expect(String(result.stdout)).toContain('Apply interrupted: 1 done, 1 stopped, 0 not started.');
     const nbd = await execa('pgrep', ['-af', `qemu-nbd.*${dir}`], { reject: false });
     expect(nbd.stdout).toBe('');
     expect(await runtimes()).toEqual([]);

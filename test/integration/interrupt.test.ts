@@ -78,7 +78,7 @@ it('stops cleanly on SIGINT and resumes on the next apply', async () => {
 
     const result = await interruptApplyAt(dir, 'started  big:convert');
     expect(result.exitCode).toBe(130);
-    expect(String(result.stdout)).toContain('Apply interrupted: 0 done, 1 failed, 0 not started.');
+    expect(String(result.stdout)).toContain('Apply interrupted: 0 done, 1 stopped, 0 not started.');
     expect(String(result.stdout)).toContain('qemu-img convert was interrupted');
     expect(String(result.stdout)).toContain(
       'Inputs were not modified; temporary files were removed. Run apply again to go on.',
