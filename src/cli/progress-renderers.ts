@@ -59,7 +59,14 @@ export function createListrRenderer(plan: Plan, verbose: boolean, skipped: reado
         },
       })),
     ],
-    { concurrent: true, exitOnError: false, rendererOptions: { collapseErrors: false } },
+    {
+      concurrent: true,
+      exitOnError: false,
+      // chainform handles Ctrl-C itself (stops the commands, removes temporary files, closes the
+      // journal, prints the summary); listr2's own handler would exit the process at once.
+      registerSignalListeners: false,
+      rendererOptions: { collapseErrors: false },
+    },
   );
   const running = list.run().catch(() => undefined);
   return {
