@@ -1,5 +1,5 @@
 // The `chainform` command line, built on the library API in ../api.ts.
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync, lstatSync, type Stats, statSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -21,6 +21,7 @@ import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import { DEFAULT_JOBS } from '../executor/execute-plan.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
+import { readImageFile } from '../inspect/image-file.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { currentGraph, desiredGraph } from '../planner/chain-graph.js';
 import { type Drift, driftOf, refusalDrift } from '../planner/drift.js';
@@ -76,11 +77,20 @@ function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string
  * --force.
  */
 function manifestFileRefusal(named: string, output: string, force: boolean): string | undefined {
-  if (!existsSync(dirname(output))) return `the folder of ${named} does not exist (nothing was written)`;
-  const there = lstatSync(output, { throwIfNoEntry: false });
+  let there: Stats | undefined;
+  try {
+    if (!statSync(dirname(output), { throwIfNoEntry: false })?.isDirectory())
+      return `the folder of ${named} does not exist (nothing was written)`;
+    there = lstatSync(output, { throwIfNoEntry: false });
+  } catch (e) {
+    return `${named} cannot be written: ${(e as Error).message} (nothing was written)`;
+  }
   if (!there) return undefined;
   if (!there.isFile())
     return `${named} is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)`;
+  // --force is for an earlier manifest, never a disk image (the chains read are checked by name too).
+  const claimed = readImageFile(output).claimedFormat;
+  if (claimed) return `${named} is a ${claimed} disk image: name another file for the manifest (nothing was written)`;
   return force ? undefined : `${named} exists; pass --force to overwrite it (nothing was written)`;
 }
 
@@ -634,6 +644,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           {
             ...(opts.format ? { format: opts.format } : {}),
             manifestDir: output ? dirname(output) : io.cwd,
+            ...(output ? { manifestFile: output } : {}),
             ...(opts.linearize && opts.outDir ? { linearizeInto: resolve(io.cwd, opts.outDir) } : {}),
           },
         );

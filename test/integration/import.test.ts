@@ -6,7 +6,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { chainform, checkImage, compareImages, qemuImg, qemuIo, topLayerDataBytes } from '../helpers/qemu.js';
+import { chainform, checkImage, checksums, compareImages, qemuImg, qemuIo, topLayerDataBytes } from '../helpers/qemu.js';
 import { LINKS, makeRfcChain } from '../helpers/rfc-chain.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -115,6 +115,23 @@ describe('chainform import', () => {
     expect(folder.stderr).toBe(
       'error: folder.yaml is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)',
     );
+    // Never over a file of the chains read, even with --force: a qcow2 one by its header, a raw
+    // one by its identity; and a file where a folder should be is named, not a crash.
+    const before = await checksums([join(dir, 'imageC.qcow2')]);
+    const self = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2', '--force');
+    expect(self.exitCode).toBe(1);
+    expect(self.stderr).toContain('error: imageC.qcow2 is a qcow2 disk image: name another file for the manifest');
+    expect(await checksums([join(dir, 'imageC.qcow2')])).toEqual(before);
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'r.raw'), '1M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'r.raw', '-F', 'raw', join(dir, 'on-raw.qcow2'));
+    const rawBefore = await checksums([join(dir, 'r.raw')]);
+    const overRaw = await chainform(dir, 'import', 'on-raw.qcow2', '-f', 'qcow2', '--out', 'r.raw', '--force');
+    expect(overRaw.exitCode).toBe(1);
+    expect(overRaw.stderr).toContain(`the manifest would be written over ${join(dir, 'r.raw')}, a file of the chains read`);
+    expect(await checksums([join(dir, 'r.raw')])).toEqual(rawBefore);
+    const underFile = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2/m.yaml');
+    expect(underFile.exitCode).toBe(1);
+    expect(underFile.stderr).toContain('error: the folder of imageC.qcow2/m.yaml does not exist');
     const stray = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out-dir', 'links');
     expect(stray.exitCode).toBe(1);
     expect(stray.stderr).toContain('--out-dir is the folder for the new links of --linearize');
