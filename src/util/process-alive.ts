@@ -1,6 +1,6 @@
 // Whether a process on this machine still exists, and stopping processes left behind by a run
 // that was killed (used to tell stale locks and orphans, and to clean up after them).
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -13,12 +13,31 @@ function stateOf(stat: string): string {
   return end < 0 ? '' : stat.slice(end + 2, end + 3);
 }
 
-const EXITED = new Set(['Z', 'X']);
+/**
+ * Whether the process whose stat text this is has exited. /proc/PID/stat shows its main thread:
+ * dead (X), or a zombie (Z) with no other thread left. A killed process's main thread can show Z
+ * while another thread still finishes a system call (an fsync, a rename), and the process holds
+ * its files until then; `threads` counts the threads left.
+ */
+export function exited(stat: string, threads: () => number): boolean {
+  const state = stateOf(stat);
+  return state === 'X' || (state === 'Z' && threads() <= 1);
+}
+
+/** The threads of `pid` (its entries in /proc/PID/task); 2, as if still running, when unreadable. */
+function threadCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    return 2;
+  }
+}
 
 /**
  * True when `pid` exists and has not exited (EPERM: it exists but belongs to someone else). A
  * killed process stays a zombie until its parent collects it (seconds, when the parent is busy):
- * it holds no lock and runs no step. Without /proc, existing is all that can be told.
+ * once its last thread is gone it holds no lock and runs no step. Without /proc, existing is all
+ * that can be told.
  */
 export function processAlive(pid: number): boolean {
   try {
@@ -32,7 +51,7 @@ export function processAlive(pid: number): boolean {
   } catch {
     return true;
   }
-  return !EXITED.has(stateOf(stat));
+  return !exited(stat, () => threadCount(pid));
 }
 
 /**
@@ -40,8 +59,8 @@ export function processAlive(pid: number): boolean {
  * by init, which in a container may never do it, so a stopped orphan can linger as a zombie.
  */
 export async function processRunning(pid: number): Promise<boolean> {
-  const state = stateOf(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
-  return state !== '' && !EXITED.has(state);
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && !exited(stat, () => threadCount(pid));
 }
 
 /**

@@ -6,7 +6,15 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { chainform, checkImage, checksums, compareImages, qemuImg, qemuIo, topLayerDataBytes } from '../helpers/qemu.js';
+import {
+  chainform,
+  checkImage,
+  checksums,
+  compareImages,
+  qemuImg,
+  qemuIo,
+  topLayerDataBytes,
+} from '../helpers/qemu.js';
 import { LINKS, makeRfcChain } from '../helpers/rfc-chain.js';
 import { useWorkspace } from '../helpers/workspace.js';
 
@@ -127,7 +135,9 @@ describe('chainform import', () => {
     const rawBefore = await checksums([join(dir, 'r.raw')]);
     const overRaw = await chainform(dir, 'import', 'on-raw.qcow2', '-f', 'qcow2', '--out', 'r.raw', '--force');
     expect(overRaw.exitCode).toBe(1);
-    expect(overRaw.stderr).toContain(`the manifest would be written over ${join(dir, 'r.raw')}, a file of the chains read`);
+    expect(overRaw.stderr).toContain(
+      `the manifest would be written over ${join(dir, 'r.raw')}, a file of the chains read`,
+    );
     expect(await checksums([join(dir, 'r.raw')])).toEqual(rawBefore);
     const underFile = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2/m.yaml');
     expect(underFile.exitCode).toBe(1);
