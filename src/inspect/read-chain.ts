@@ -205,8 +205,14 @@ function fileIdentityOf(path: string, fileOf: (path: string) => ImageFile): stri
  * (to check the new one presents the same), so the way through is to give the file its old
  * name back, or to re-point the image by hand, unchecked.
  */
-function missingBackingHint(image: string, missing: string, format: string): string {
-  return `${image} names ${missing} as its backing file, and nothing is there. If that file was renamed or moved to NEW, make it readable under its old name again (ln -s NEW ${shellQuote([missing])}) and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${format} -b NEW ${shellQuote([image])} (NEW relative to the image's folder, or absolute)`;
+function missingBackingHint(image: string, missing: string, format: string | undefined): string {
+  const folder = dirname(missing);
+  const back = existsSync(folder)
+    ? `If that file was renamed or moved to NEW, make it readable under its old name again (ln -s /absolute/path/of/NEW ${shellQuote([missing])})`
+    : `Its folder ${folder} is gone too: if the folder was renamed or moved to NEWDIR, make it readable under its old name again (ln -s /absolute/path/of/NEWDIR ${shellQuote([folder])})`;
+  const formatArg = format ?? 'FORMAT';
+  const formatNote = format ? '' : ` (${image} does not record its backing's format: give the real one)`;
+  return `${image} names ${missing} as its backing file, and nothing is there. ${back} and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${formatArg} -b NEW ${shellQuote([image])}${formatNote} (NEW relative to the image's folder, or absolute)`;
 }
 
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
@@ -225,6 +231,8 @@ export async function readChain(
   const located = () => (at ? { location: at() } : {});
   let current = path;
   let currentFormat = format;
+  /** Whether `currentFormat` is recorded (declared, or stored by the layer above), not detected. */
+  let formatRecorded = true;
   /**
    * The files read so far by identity (device and inode; the normalised path of a file that
    * cannot be stat-ed), to name a loop of backing links instead of following it: qemu does not
@@ -256,7 +264,7 @@ export async function readChain(
           ...located(),
           hint:
             namedBy !== undefined && fileOf(current).fingerprint === null
-              ? missingBackingHint(namedBy, current, currentFormat)
+              ? missingBackingHint(namedBy, current, formatRecorded ? currentFormat : undefined)
               : 'check the declared format and that the file and its backing files exist',
         }),
       );
@@ -298,8 +306,11 @@ export async function readChain(
       return null;
     }
     const next = layer.backingPath ?? resolve(dirname(current), name);
+    formatRecorded = layer.backingFormat !== undefined;
     if (layer.backingFormat) {
       currentFormat = layer.backingFormat;
+    } else if (fileOf(next).fingerprint === null) {
+      // Nothing to detect: the next read fails, naming the missing file.
     } else {
       // No recorded backing format: qemu itself would probe it. Do so once, and say so. A qed
       // image records a backing format only for raw (a flag): on any other, qemu always probes,

@@ -31,7 +31,7 @@ describe('a base moved away', () => {
       const refused = await chainform(dir, 'plan', 'm.yaml');
       expect(refused.exitCode).toBe(1);
       expect(refused.stderr).toContain(
-        `hint: ${vm} names ${join(dir, 'base.qcow2')} as its backing file, and nothing is there. If that file was renamed or moved to NEW, make it readable under its old name again (ln -s NEW ${join(dir, 'base.qcow2')})`,
+        `hint: ${vm} names ${join(dir, 'base.qcow2')} as its backing file, and nothing is there. If that file was renamed or moved to NEW, make it readable under its old name again (ln -s /absolute/path/of/NEW ${join(dir, 'base.qcow2')})`,
       );
       expect(refused.stderr).toContain(`qemu-img rebase -u -F qcow2 -b NEW ${vm}`);
       // The way back: the old name leads to the moved file again, and the re-point is checked.
@@ -49,5 +49,23 @@ describe('a base moved away', () => {
       await rm(join(dir, 'base.qcow2'), { force: true });
       await rename(join(dir, 'golden.qcow2'), join(dir, 'base.qcow2'));
     }
+  });
+
+  it('asks for the format when the overlay does not record it, and for the folder when the folder moved', async () => {
+    const { dir } = ws;
+    // qed records no backing format but raw; -u: the backing need not exist.
+    const vm = join(dir, 'vm.qed');
+    await qemuImg('create', '-q', '-f', 'qed', '-u', '-b', 'bases/base.qcow2', '-F', 'qcow2', vm, '8M');
+    await writeFile(join(dir, 'm.yaml'), 'version: 1\nimages:\n  vm: { path: vm.qed, format: qed }\n');
+    const refused = await chainform(dir, 'plan', 'm.yaml');
+    expect(refused.exitCode).toBe(1);
+    // Nothing there to detect: no "detected as raw", and no guessed format to paste.
+    expect(refused.stderr).not.toContain('detected as');
+    expect(refused.stderr).toContain(
+      `Its folder ${join(dir, 'bases')} is gone too: if the folder was renamed or moved to NEWDIR, make it readable under its old name again (ln -s /absolute/path/of/NEWDIR ${join(dir, 'bases')})`,
+    );
+    expect(refused.stderr).toContain(
+      `qemu-img rebase -u -F FORMAT -b NEW ${vm} (${vm} does not record its backing's format: give the real one)`,
+    );
   });
 });
