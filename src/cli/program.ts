@@ -21,7 +21,7 @@ import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { RunSummary } from '../executor/events.js';
 import { DEFAULT_JOBS } from '../executor/execute-plan.js';
 import type { Recovery } from '../executor/recover-interrupted.js';
-import { readImageFile } from '../inspect/image-file.js';
+import { looksLikeManifest } from '../manifest/load-manifest.js';
 import type { ResolvedManifest } from '../manifest/resolve-manifest.js';
 import { currentGraph, desiredGraph } from '../planner/chain-graph.js';
 import { type Drift, driftOf, refusalDrift } from '../planner/drift.js';
@@ -88,10 +88,12 @@ function manifestFileRefusal(named: string, output: string, force: boolean): str
   if (!there) return undefined;
   if (!there.isFile())
     return `${named} is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)`;
-  // --force is for an earlier manifest, never a disk image (the chains read are checked by name too).
-  const claimed = readImageFile(output).claimedFormat;
-  if (claimed) return `${named} is a ${claimed} disk image: name another file for the manifest (nothing was written)`;
-  return force ? undefined : `${named} exists; pass --force to overwrite it (nothing was written)`;
+  if (!force) return `${named} exists; pass --force to overwrite it (nothing was written)`;
+  // --force replaces an earlier manifest only: never a disk image (a raw one, or a vmdk's extent,
+  // has no header to tell it by) or any other file.
+  if (!looksLikeManifest(output))
+    return `${named} is not a manifest (no version: and images: keys): --force replaces only an earlier manifest; name another file (nothing was written)`;
+  return undefined;
 }
 
 /** Retired files that were not there to delete, as lines of an apply's summary. */
@@ -644,7 +646,6 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           {
             ...(opts.format ? { format: opts.format } : {}),
             manifestDir: output ? dirname(output) : io.cwd,
-            ...(output ? { manifestFile: output } : {}),
             ...(opts.linearize && opts.outDir ? { linearizeInto: resolve(io.cwd, opts.outDir) } : {}),
           },
         );

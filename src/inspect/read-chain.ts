@@ -206,10 +206,13 @@ function fileIdentityOf(path: string, fileOf: (path: string) => ImageFile): stri
  * name back, or to re-point the image by hand, unchecked.
  */
 function missingBackingHint(image: string, missing: string, format: string | undefined): string {
+  // A link to the file, in a real folder: a link to a moved folder would make qemu resolve the
+  // base's own relative backing names ("../x") from the folder the link leads to.
   const folder = dirname(missing);
+  const link = `ln -s /absolute/path/of/NEW ${shellQuote([missing])}`;
   const back = existsSync(folder)
-    ? `If that file was renamed or moved to NEW, make it readable under its old name again (ln -s /absolute/path/of/NEW ${shellQuote([missing])})`
-    : `Its folder ${folder} is gone too: if the folder was renamed or moved to NEWDIR, make it readable under its old name again (ln -s /absolute/path/of/NEWDIR ${shellQuote([folder])})`;
+    ? `If that file was renamed or moved to NEW, make it readable under its old name again (${link})`
+    : `Its folder ${folder} is gone too: if the file was moved to NEW, make it readable under its old name again, in a real folder (mkdir -p ${shellQuote([folder])} && ${link})`;
   const formatArg = format ?? 'FORMAT';
   const formatNote = format ? '' : ` (${image} does not record its backing's format: give the real one)`;
   return `${image} names ${missing} as its backing file, and nothing is there. ${back} and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${formatArg} -b NEW ${shellQuote([image])}${formatNote} (NEW relative to the image's folder, or absolute)`;

@@ -1,6 +1,7 @@
 // Stage 1: read a manifest file and parse its YAML. The data is read by js-yaml where it reads it
 // as `yaml` would (yaml-fast-path.ts); `yaml` reads the rest, names syntax errors, and gives the
 // source ranges of diagnostics, parsing the text only when a location is first asked for.
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { type Document, isMap, isPair, isScalar, isSeq, parseDocument } from 'yaml';
 import { type Diagnostic, error, type SourceLocation } from '../diagnostics/diagnostic.js';
@@ -167,6 +168,21 @@ export function parseWithReference(file: string, text: string): ParsedText {
 }
 
 /** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
+/**
+ * Whether `file` reads as a manifest at a glance: short text without NUL bytes, with top-level
+ * `version:` and `images:` keys. What `import --force` may replace: never a disk image (a raw
+ * one has no header to tell it by) or another file.
+ */
+export function looksLikeManifest(file: string): boolean {
+  try {
+    if (statSync(file).size > MAX_MANIFEST_BYTES) return false;
+    const text = readFileSync(file, 'utf8');
+    return !text.includes('\0') && /^version\s*:/m.test(text) && /^images\s*:/m.test(text);
+  } catch {
+    return false;
+  }
+}
+
 export async function loadManifestFile(file: string): Promise<ParsedText> {
   let text: string;
   try {

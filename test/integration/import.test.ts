@@ -123,22 +123,27 @@ describe('chainform import', () => {
     expect(folder.stderr).toBe(
       'error: folder.yaml is not a plain file (a folder, a symlink or a device): name a file for the manifest (nothing was written)',
     );
-    // Never over a file of the chains read, even with --force: a qcow2 one by its header, a raw
-    // one by its identity; and a file where a folder should be is named, not a crash.
-    const before = await checksums([join(dir, 'imageC.qcow2')]);
-    const self = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2', '--force');
-    expect(self.exitCode).toBe(1);
-    expect(self.stderr).toContain('error: imageC.qcow2 is a qcow2 disk image: name another file for the manifest');
-    expect(await checksums([join(dir, 'imageC.qcow2')])).toEqual(before);
+    // --force replaces an earlier manifest only: never an image of the chains read (a qcow2 one,
+    // a raw one without a header), nor any other file; and a file where a folder should be is
+    // named, not a crash.
     await qemuImg('create', '-q', '-f', 'raw', join(dir, 'r.raw'), '1M');
     await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'r.raw', '-F', 'raw', join(dir, 'on-raw.qcow2'));
-    const rawBefore = await checksums([join(dir, 'r.raw')]);
-    const overRaw = await chainform(dir, 'import', 'on-raw.qcow2', '-f', 'qcow2', '--out', 'r.raw', '--force');
-    expect(overRaw.exitCode).toBe(1);
-    expect(overRaw.stderr).toContain(
-      `the manifest would be written over ${join(dir, 'r.raw')}, a file of the chains read`,
-    );
-    expect(await checksums([join(dir, 'r.raw')])).toEqual(rawBefore);
+    const images = [join(dir, 'imageC.qcow2'), join(dir, 'r.raw')];
+    const before = await checksums(images);
+    const overwrites: [top: string, over: string][] = [
+      ['imageC.qcow2', 'imageC.qcow2'],
+      ['on-raw.qcow2', 'r.raw'],
+    ];
+    for (const [top, over] of overwrites) {
+      const r = await chainform(dir, 'import', top, '-f', 'qcow2', '--out', over, '--force');
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain(
+        `error: ${over} is not a manifest (no version: and images: keys): --force replaces only an earlier manifest`,
+      );
+    }
+    expect(await checksums(images)).toEqual(before);
+    const replaced = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'by-out.yaml', '--force');
+    expect(replaced.exitCode, replaced.stderr).toBe(0);
     const underFile = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2/m.yaml');
     expect(underFile.exitCode).toBe(1);
     expect(underFile.stderr).toContain('error: the folder of imageC.qcow2/m.yaml does not exist');

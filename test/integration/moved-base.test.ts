@@ -62,7 +62,7 @@ describe('a base moved away', () => {
     // Nothing there to detect: no "detected as raw", and no guessed format to paste.
     expect(refused.stderr).not.toContain('detected as');
     expect(refused.stderr).toContain(
-      `Its folder ${join(dir, 'bases')} is gone too: if the folder was renamed or moved to NEWDIR, make it readable under its old name again (ln -s /absolute/path/of/NEWDIR ${join(dir, 'bases')})`,
+      `Its folder ${join(dir, 'bases')} is gone too: if the file was moved to NEW, make it readable under its old name again, in a real folder (mkdir -p ${join(dir, 'bases')} && ln -s /absolute/path/of/NEW ${join(dir, 'bases/base.qcow2')})`,
     );
     expect(refused.stderr).toContain(
       `qemu-img rebase -u -F FORMAT -b NEW ${vm} (${vm} does not record its backing's format: give the real one)`,
