@@ -16,7 +16,7 @@ import type { CommandRunner } from '../qemu/runner.js';
 import { resolvePath } from '../util/paths.js';
 import type { ImageFile } from './image-file.js';
 // Chains longer than read-chain.ts follows are left to it, which reports them.
-import { layerDamage, MAX_DEPTH } from './read-chain.js';
+import { backingFolderElsewhere, layerDamage, MAX_DEPTH } from './read-chain.js';
 
 /** A file opened with a given format: the same path read as raw and as qcow2 are two layers. */
 interface Link {
@@ -77,6 +77,8 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
     if (dataFileName !== undefined && !isAbsolute(dataFileName)) return UNKNOWN;
     if (backingName === undefined) return [link];
     if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
+    // read-chain.ts says where qemu would look instead.
+    if (backingFolderElsewhere(link.path, backingName) !== undefined) return UNKNOWN;
     const below = linksUnder({ path: resolvePath(dirname(link.path), backingName), format: backingFormat }, depth + 1);
     return typeof below === 'string' ? below : [link, ...below];
   };

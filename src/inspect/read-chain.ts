@@ -1,7 +1,7 @@
 // Reads a backing chain one layer at a time, so that a backing name qemu would open as a
 // protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
@@ -218,6 +218,27 @@ function missingBackingHint(image: string, missing: string, format: string | und
   return `${image} names ${missing} as its backing file, and nothing is there. ${back} and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${formatArg} -b NEW ${shellQuote([image])}${formatNote} (NEW relative to the image's folder, or absolute)`;
 }
 
+/**
+ * Where qemu opens the backing name `name` that `image` stores, when that is another folder
+ * than chainform's name for it says; else undefined. qemu joins the image's folder and a
+ * relative name as text, and the kernel goes up each `..` from where a symlinked folder leads;
+ * chainform's paths take `..` off by the text. The two differ only for a name with `..` under a
+ * symlink. Neither folder there: undefined (reading the chain then names what is missing).
+ */
+export function backingFolderElsewhere(image: string, name: string): string | undefined {
+  if (!name.split('/').includes('..')) return undefined;
+  const realFolder = (path: string) => {
+    try {
+      return realpathSync.native(dirname(path));
+    } catch {
+      return undefined;
+    }
+  };
+  const asQemu = realFolder(isAbsolute(name) ? name : `${dirname(image)}/${name}`);
+  const asChainform = realFolder(resolve(dirname(image), name));
+  return asQemu !== asChainform ? (asQemu ?? '(no folder)') : undefined;
+}
+
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
 export async function readChain(
   path: string,
@@ -303,6 +324,20 @@ export async function readChain(
           {
             ...located(),
             hint: 'chainform does not follow such links. If it is a file of that name, re-point the image at "./" plus the name with qemu-img rebase -u',
+          },
+        ),
+      );
+      return null;
+    }
+    const elsewhere = backingFolderElsewhere(current, name);
+    if (elsewhere !== undefined) {
+      diagnostics.push(
+        error(
+          'backing-name-through-link',
+          `${current} names its backing ${JSON.stringify(name)}, and a symlinked folder on the way makes qemu look for it in ${elsewhere}, not in ${dirname(resolve(dirname(current), name))}`,
+          {
+            ...located(),
+            hint: `name the image by its real path (${realpathSync.native(dirname(current))}/...), or re-point it at a name without "..": qemu-img rebase -u -F FORMAT -b NAME ${shellQuote([current])}`,
           },
         ),
       );

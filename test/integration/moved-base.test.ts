@@ -1,7 +1,7 @@
 // A base renamed or moved away before the manifest re-points its overlay: chainform cannot check
 // the new base against the old one any more, so it refuses, and says how to give the old name
 // back (after which the re-point is checked) or how to re-point by hand, unchecked.
-import { rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chainform, compareImages, imageInfo, qemuImg, qemuIo } from '../helpers/qemu.js';
@@ -67,5 +67,38 @@ describe('a base moved away', () => {
     expect(refused.stderr).toContain(
       `qemu-img rebase -u -F FORMAT -b NEW ${vm} (${vm} does not record its backing's format: give the real one)`,
     );
+  });
+
+  it('refuses a "../" backing name under a symlinked folder, where qemu would read another file', async () => {
+    const { dir } = ws;
+    // x/vmlink -> y/real. From x/vmlink, qemu's "../bases" is y/bases (the kernel goes up from
+    // y/real); by its text it is x/bases. Both exist, with different data.
+    for (const [folder, pattern] of [
+      ['x/bases', '0xaa'],
+      ['y/bases', '0xbb'],
+    ]) {
+      await mkdir(join(dir, folder), { recursive: true });
+      await qemuImg('create', '-q', '-f', 'qcow2', join(dir, folder, 'base.qcow2'), '8M');
+      await qemuIo('qcow2', join(dir, folder, 'base.qcow2'), `write -P ${pattern} 0 1M`);
+    }
+    await mkdir(join(dir, 'y/real'));
+    const top = join(dir, 'y/real/top.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', '../bases/base.qcow2', '-F', 'qcow2', top);
+    await symlink(join(dir, 'y/real'), join(dir, 'x/vmlink'));
+    const manifest = (from: string) =>
+      `version: 1\nimages:\n  c: { path: out/c.qcow2, from: { path: ${from}, format: qcow2 } }\n`;
+    await writeFile(join(dir, 'm.yaml'), manifest('x/vmlink/top.qcow2'));
+    const refused = await chainform(dir, 'plan', 'm.yaml');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(
+      `${join(dir, 'x/vmlink/top.qcow2')} names its backing "../bases/base.qcow2", and a symlinked folder on the way makes qemu look for it in ${join(dir, 'y/bases')}, not in ${join(dir, 'x/bases')} [backing-name-through-link]`,
+    );
+    expect((await chainform(dir, 'import', 'x/vmlink/top.qcow2', '-f', 'qcow2')).exitCode).toBe(1);
+    // By its real path the chain is what qemu reads: the copy presents y/bases' data.
+    await writeFile(join(dir, 'm.yaml'), manifest('y/real/top.qcow2'));
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    expect(await compareImages(join(dir, 'out/c.qcow2'), 'qcow2', top, 'qcow2')).toBe(0);
+    expect(await compareImages(join(dir, 'out/c.qcow2'), 'qcow2', join(dir, 'y/bases/base.qcow2'), 'qcow2')).toBe(0);
   });
 });
