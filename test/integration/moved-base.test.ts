@@ -73,10 +73,11 @@ describe('a base moved away', () => {
     const { dir } = ws;
     // x/vmlink -> y/real. From x/vmlink, qemu's "../bases" is y/bases (the kernel goes up from
     // y/real); by its text it is x/bases. Both exist, with different data.
-    for (const [folder, pattern] of [
+    const bases: [folder: string, pattern: string][] = [
       ['x/bases', '0xaa'],
       ['y/bases', '0xbb'],
-    ]) {
+    ];
+    for (const [folder, pattern] of bases) {
       await mkdir(join(dir, folder), { recursive: true });
       await qemuImg('create', '-q', '-f', 'qcow2', join(dir, folder, 'base.qcow2'), '8M');
       await qemuIo('qcow2', join(dir, folder, 'base.qcow2'), `write -P ${pattern} 0 1M`);
