@@ -73,8 +73,8 @@ function retireGone(planned: { manifest: ResolvedManifest; plan: Plan }): string
 
 /**
  * Why `import` may not write its manifest to `output` (as `named` on the command line), or
- * undefined: its folder must exist, and what is there already must be a file, replaced only with
- * --force.
+ * undefined: its folder must exist, and what is there already must be a plain file, replaced
+ * only with --force and only when it is an earlier manifest.
  */
 function manifestFileRefusal(named: string, output: string, force: boolean): string | undefined {
   let there: Stats | undefined;
