@@ -12,7 +12,7 @@ import { retireFiles } from './executor/retire-files.js';
 import { reapOrphanedRuntimeFolders } from './executor/runtime-folders.js';
 import { verifyLayout } from './executor/verify-layout.js';
 import { layoutManifest, linearManifest } from './importer/build-manifest.js';
-import { inspectChains, snapshotsPastImageEnd } from './importer/inspect-chains.js';
+import { type ImportedLayout, inspectChains, snapshotsPastImageEnd } from './importer/inspect-chains.js';
 import { type ImageFile, readImageFile } from './inspect/image-file.js';
 import { type InspectedLayout, inspectLayout } from './inspect/inspect-layout.js';
 import { measureSteps } from './inspect/measure-steps.js';
@@ -463,8 +463,27 @@ export interface ImportOptions extends EngineOptions {
   manifestDir: string;
   /** Write the linearising manifest instead, with the links under this folder. */
   linearizeInto?: string;
+  /**
+   * The file the manifest will be written to: refused when it is one of the files read (an
+   * image of the chains, or a data file), under any name.
+   */
+  manifestFile?: string;
   /** Clock, for the origin comment. */
   now?: () => Date;
+}
+
+/** The file of the imported chains (an image or its data file) that `path` names, if any. */
+function chainFileAt(layout: ImportedLayout, path: string): string | undefined {
+  const target = statSync(path, { throwIfNoEntry: false });
+  if (!target) return undefined;
+  const files = layout.layers.flatMap((layer) => {
+    const dataFile = layer.info.format === 'qcow2' ? layer.info.qcow2.dataFile : undefined;
+    return dataFile === undefined ? [layer.path] : [layer.path, resolve(dirname(layer.path), dataFile)];
+  });
+  return files.find((file) => {
+    const found = statSync(file, { throwIfNoEntry: false });
+    return found !== undefined && found.dev === target.dev && found.ino === target.ino;
+  });
 }
 
 /** Captures the chains of `images` as manifest text (read-only: nothing on disk changes). */
@@ -475,6 +494,17 @@ export async function importLayout(
   const runner = options.runner ?? new ExecaRunner();
   const { layout, diagnostics } = await inspectChains(images, options.format, runner);
   if (hasErrors(diagnostics)) return { ok: false, diagnostics };
+  const overwritten = options.manifestFile && chainFileAt(layout, options.manifestFile);
+  if (overwritten) {
+    return {
+      ok: false,
+      diagnostics: [
+        error('import-out-file', `the manifest would be written over ${overwritten}, a file of the chains read`, {
+          hint: 'name a new file for the manifest (-o)',
+        }),
+      ],
+    };
+  }
   const context = {
     manifestDir: resolve(options.manifestDir),
     schemaPath: manifestSchemaPath,

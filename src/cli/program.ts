@@ -92,7 +92,7 @@ function manifestFileRefusal(named: string, output: string, force: boolean): str
   // --force replaces an earlier manifest only: never a disk image (a raw one, or a vmdk's extent,
   // has no header to tell it by) or any other file.
   if (!looksLikeManifest(output))
-    return `${named} is not a manifest (no version: and images: keys): --force replaces only an earlier manifest; name another file (nothing was written)`;
+    return `${named} is not a manifest (a YAML mapping with version and images): --force replaces only an earlier manifest; name another file (nothing was written)`;
   return undefined;
 }
 
@@ -646,6 +646,7 @@ export function createProgram(io: CliIO): { run(argv: readonly string[]): Promis
           {
             ...(opts.format ? { format: opts.format } : {}),
             manifestDir: output ? dirname(output) : io.cwd,
+            ...(output ? { manifestFile: output } : {}),
             ...(opts.linearize && opts.outDir ? { linearizeInto: resolve(io.cwd, opts.outDir) } : {}),
           },
         );

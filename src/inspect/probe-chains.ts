@@ -10,13 +10,13 @@
 // undamaged needs no second reading: inspection takes its layers as they are (`chain`).
 import { dirname, isAbsolute } from 'node:path';
 import { chainInfoCommand } from '../qemu/commands.js';
-import { looksLikeProtocol } from '../qemu/filenames.js';
+import { backingFolderElsewhere, looksLikeProtocol } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import type { CommandRunner } from '../qemu/runner.js';
 import { resolvePath } from '../util/paths.js';
 import type { ImageFile } from './image-file.js';
 // Chains longer than read-chain.ts follows are left to it, which reports them.
-import { backingFolderElsewhere, layerDamage, MAX_DEPTH } from './read-chain.js';
+import { layerDamage, MAX_DEPTH } from './read-chain.js';
 
 /** A file opened with a given format: the same path read as raw and as qcow2 are two layers. */
 interface Link {
@@ -75,10 +75,11 @@ function chainWalker(fileOf: (path: string) => ImageFile): (top: Link) => Link[]
     // A relative data-file name is opened from the working directory (read-chain.ts says which);
     // a name qemu could take for a protocol is never absolute, so it is one of them.
     if (dataFileName !== undefined && !isAbsolute(dataFileName)) return UNKNOWN;
+    if (dataFileName !== undefined && backingFolderElsewhere('/', dataFileName) !== undefined) return UNKNOWN;
     if (backingName === undefined) return [link];
     if (looksLikeProtocol(backingName) || backingFormat === undefined) return UNKNOWN;
     // read-chain.ts says where qemu would look instead.
-    if (backingFolderElsewhere(link.path, backingName) !== undefined) return UNKNOWN;
+    if (backingFolderElsewhere(dirname(link.path), backingName) !== undefined) return UNKNOWN;
     const below = linksUnder({ path: resolvePath(dirname(link.path), backingName), format: backingFormat }, depth + 1);
     return typeof below === 'string' ? below : [link, ...below];
   };

@@ -5,7 +5,7 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
-import { looksLikeProtocol, optionValue } from '../qemu/filenames.js';
+import { backingFolderElsewhere, looksLikeProtocol, optionValue } from '../qemu/filenames.js';
 import { type ImageInfo, parseImageInfo } from '../qemu/image-info.js';
 import { qemuMessage } from '../qemu/messages.js';
 import type { CommandResult, CommandRunner } from '../qemu/runner.js';
@@ -124,7 +124,8 @@ export function repairLine(path: string, layer: ImageInfo): string {
 }
 
 /**
- * What a relative external data-file name means for the layer at `path`. qemu opens the name
+ * What an external data-file name means for the layer at `path`: refused when it has `..` under
+ * a symlinked folder (qemu opens another file than chainform's path names). A relative name: qemu opens the name
  * from the working directory of the program that opens the image, not from the image's folder
  * (unlike a backing name). chainform's own qemu-img commands run in its working directory: where
  * the name leads there to another file than the one beside the image, they would read (and a
@@ -137,7 +138,18 @@ export function relativeDataFile(
   layer: ImageInfo,
 ): { severity: 'error' | 'warning'; code: string; message: string; hint: string } | undefined {
   const name = layer.qcow2.dataFile;
-  if (name === undefined || isAbsolute(name)) return undefined;
+  if (name === undefined) return undefined;
+  // Any name with `..` under a symlinked folder: qemu opens it elsewhere than chainform's path.
+  const elsewhere = backingFolderElsewhere(process.cwd(), name);
+  if (elsewhere !== undefined) {
+    return {
+      severity: 'error',
+      code: 'data-file-through-link',
+      message: `${resolve(path)} keeps its guest data in the file named ${JSON.stringify(name)}, and a symlinked folder on the way makes qemu open it in ${elsewhere}, not in ${dirname(resolve(name))}`,
+      hint: `give the image the real path of its data file: qemu-img amend -f qcow2 -o data_file=REALPATH ${shellQuote([resolve(path)])}`,
+    };
+  }
+  if (isAbsolute(name)) return undefined;
   const image = resolve(path);
   const folder = dirname(image);
   const beside = resolve(folder, name);
@@ -216,27 +228,6 @@ function missingBackingHint(image: string, missing: string, format: string | und
   const formatArg = format ?? 'FORMAT';
   const formatNote = format ? '' : ` (${image} does not record its backing's format: give the real one)`;
   return `${image} names ${missing} as its backing file, and nothing is there. ${back} and plan again: a manifest that names NEW as the backing then re-points ${image} at it, checked. Unchecked, by hand, only if NEW is that very file: qemu-img rebase -u -F ${formatArg} -b NEW ${shellQuote([image])}${formatNote} (NEW relative to the image's folder, or absolute)`;
-}
-
-/**
- * Where qemu opens the backing name `name` that `image` stores, when that is another folder
- * than chainform's name for it says; else undefined. qemu joins the image's folder and a
- * relative name as text, and the kernel goes up each `..` from where a symlinked folder leads;
- * chainform's paths take `..` off by the text. The two differ only for a name with `..` under a
- * symlink. Neither folder there: undefined (reading the chain then names what is missing).
- */
-export function backingFolderElsewhere(image: string, name: string): string | undefined {
-  if (!name.split('/').includes('..')) return undefined;
-  const realFolder = (path: string) => {
-    try {
-      return realpathSync.native(dirname(path));
-    } catch {
-      return undefined;
-    }
-  };
-  const asQemu = realFolder(isAbsolute(name) ? name : `${dirname(image)}/${name}`);
-  const asChainform = realFolder(resolve(dirname(image), name));
-  return asQemu !== asChainform ? (asQemu ?? '(no folder)') : undefined;
 }
 
 /** The layers of a chain, top first; or null with the reason in `diagnostics`. */
@@ -329,7 +320,7 @@ export async function readChain(
       );
       return null;
     }
-    const elsewhere = backingFolderElsewhere(current, name);
+    const elsewhere = backingFolderElsewhere(dirname(current), name);
     if (elsewhere !== undefined) {
       diagnostics.push(
         error(

@@ -169,15 +169,19 @@ export function parseWithReference(file: string, text: string): ParsedText {
 
 /** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
 /**
- * Whether `file` reads as a manifest at a glance: short text without NUL bytes, with top-level
- * `version:` and `images:` keys. What `import --force` may replace: never a disk image (a raw
+ * Whether `file` is a manifest: short YAML text without NUL bytes whose document is a mapping
+ * with `version` and `images` keys. What `import --force` may replace: never a disk image (a raw
  * one has no header to tell it by) or another file.
  */
 export function looksLikeManifest(file: string): boolean {
   try {
     if (statSync(file).size > MAX_MANIFEST_BYTES) return false;
     const text = readFileSync(file, 'utf8');
-    return !text.includes('\0') && /^version\s*:/m.test(text) && /^images\s*:/m.test(text);
+    if (text.includes('\0')) return false;
+    const doc = parseDocument(text);
+    if (doc.errors.length > 0) return false;
+    const data: unknown = doc.toJS();
+    return typeof data === 'object' && data !== null && 'version' in data && 'images' in data;
   } catch {
     return false;
   }

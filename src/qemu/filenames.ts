@@ -1,6 +1,7 @@
 // Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
 // `json:{...}` as options, so names handed to it are made explicit.
-import { isAbsolute } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { relativePath, resolvePath } from '../util/paths.js';
 
 /** True when qemu would parse this name as a protocol or `json:` pseudo-filename. */
@@ -19,7 +20,31 @@ export function looksLikeProtocol(name: string): boolean {
 export function backingNameFor(imageDir: string, backingPath: string, absolute: boolean): string {
   if (absolute) return backingPath;
   const name = relativePath(imageDir, backingPath);
+  // A "../" name qemu would follow out of a symlinked folder elsewhere: the absolute path is exact.
+  if (backingFolderElsewhere(imageDir, name) !== undefined) return backingPath;
   return looksLikeProtocol(name) ? `./${name}` : name;
+}
+
+/**
+ * Where qemu opens the backing name `name` stored in an image in `imageDir`, when that is
+ * another folder than chainform's path for it names; else undefined. qemu joins the image's
+ * folder and a relative name as text, and the kernel goes up each `..` from where a symlinked
+ * folder leads; chainform's paths take `..` off by the text. The two differ only for a name
+ * with `..` under a symlink. Neither folder there: undefined (reading the chain then names what
+ * is missing).
+ */
+export function backingFolderElsewhere(imageDir: string, name: string): string | undefined {
+  if (!name.split('/').includes('..')) return undefined;
+  const realFolder = (path: string) => {
+    try {
+      return realpathSync.native(dirname(path));
+    } catch {
+      return undefined;
+    }
+  };
+  const asQemu = realFolder(isAbsolute(name) ? name : `${imageDir}/${name}`);
+  const asChainform = realFolder(resolve(imageDir, name));
+  return asQemu !== asChainform ? (asQemu ?? '(no folder)') : undefined;
 }
 
 /** Argument form of a file path: absolute paths never look like protocols. */

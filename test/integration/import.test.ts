@@ -138,10 +138,20 @@ describe('chainform import', () => {
       const r = await chainform(dir, 'import', top, '-f', 'qcow2', '--out', over, '--force');
       expect(r.exitCode).toBe(1);
       expect(r.stderr).toContain(
-        `error: ${over} is not a manifest (no version: and images: keys): --force replaces only an earlier manifest`,
+        `error: ${over} is not a manifest (a YAML mapping with version and images): --force replaces only an earlier manifest`,
       );
     }
     expect(await checksums(images)).toEqual(before);
+    // Text that merely has such lines is no manifest either.
+    await writeFile(join(dir, 'notes.md'), '# Notes\n\n```yaml\nversion: 1\nimages:\n```\n\nSee: above\n- and: [\n');
+    const notes = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'notes.md', '--force');
+    expect(notes.exitCode).toBe(1);
+    expect(await readFile(join(dir, 'notes.md'), 'utf8')).toContain('# Notes');
+    // A raw disk whose guest wrote manifest-like text: still one of the images read.
+    await writeFile(join(dir, 'guest.raw'), `version: 1\nimages:\n${'#'.repeat(65535)}\n`);
+    const guest = await chainform(dir, 'import', 'guest.raw', '-f', 'raw', '--out', 'guest.raw', '--force');
+    expect(guest.exitCode).toBe(1);
+    expect(guest.stderr).toContain(`the manifest would be written over ${join(dir, 'guest.raw')}, a file of the chains read`);
     const replaced = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'by-out.yaml', '--force');
     expect(replaced.exitCode, replaced.stderr).toBe(0);
     const underFile = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2/m.yaml');

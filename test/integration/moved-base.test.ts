@@ -95,6 +95,30 @@ describe('a base moved away', () => {
       `${join(dir, 'x/vmlink/top.qcow2')} names its backing "../bases/base.qcow2", and a symlinked folder on the way makes qemu look for it in ${join(dir, 'y/bases')}, not in ${join(dir, 'x/bases')} [backing-name-through-link]`,
     );
     expect((await chainform(dir, 'import', 'x/vmlink/top.qcow2', '-f', 'qcow2')).exitCode).toBe(1);
+    // The names chainform writes: an overlay in x/vmlink on x/bases gets the absolute name, not
+    // "../bases/base.qcow2", which qemu would follow to y/bases.
+    const ov = join(dir, 'y/real/ov.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', join(dir, 'x/bases/base.qcow2'), '-F', 'qcow2', ov);
+    await writeFile(
+      join(dir, 'ov.yaml'),
+      'version: 1\nimages:\n  ov: { path: x/vmlink/ov.qcow2, backing: { path: x/bases/base.qcow2, format: qcow2 } }\n  n: { path: x/vmlink/n.qcow2, from: { path: x/bases/base.qcow2, format: qcow2 }, backing: { path: x/bases/base.qcow2, format: qcow2 } }\n',
+    );
+    const overlays = await chainform(dir, 'apply', 'ov.yaml', '--yes');
+    expect(overlays.exitCode, overlays.stdout + overlays.stderr).toBe(0);
+    for (const made of [ov, join(dir, 'y/real/n.qcow2')]) {
+      expect((await imageInfo(made, 'qcow2'))['backing-filename']).toBe(join(dir, 'x/bases/base.qcow2'));
+      expect(await compareImages(made, 'qcow2', join(dir, 'x/bases/base.qcow2'), 'qcow2')).toBe(0);
+    }
+    expect((await chainform(dir, 'plan', 'ov.yaml', '--detailed-exitcode')).exitCode).toBe(0);
+    // A data file named with ".." through the link: qemu opens y/data.raw, the text says x/data.raw.
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'y/data.raw'), '8M');
+    await qemuImg('create', '-q', '-f', 'raw', join(dir, 'x/data.raw'), '8M');
+    const d = join(dir, 'y/real/d.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${dir}/x/vmlink/../data.raw`, d, '8M');
+    await writeFile(join(dir, 'd.yaml'), 'version: 1\nimages:\n  d: { path: y/real/d.qcow2 }\nretire: [ y/data.raw ]\n');
+    const data = await chainform(dir, 'plan', 'd.yaml');
+    expect(data.exitCode).toBe(1);
+    expect(data.stderr).toContain('[data-file-through-link]');
     // By its real path the chain is what qemu reads: the copy presents y/bases' data.
     await writeFile(join(dir, 'm.yaml'), manifest('y/real/top.qcow2'));
     const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
