@@ -26,25 +26,36 @@ export function backingNameFor(imageDir: string, backingPath: string, absolute: 
 }
 
 /**
+ * The path the kernel reaches from folder `from` by the components of `name`, one by one as it
+ * walks them: `..` goes up from where a symlink led, not from the link's own folder. Names not
+ * there yet are taken as they read (new folders are real ones).
+ */
+function walkedPath(from: string, name: string): string {
+  let at = isAbsolute(name) ? '/' : from;
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    at = part === '..' ? dirname(at) : `${at === '/' ? '' : at}/${part}`;
+    try {
+      at = realpathSync.native(at);
+    } catch {
+      // not there (yet): keep the text
+    }
+  }
+  return at;
+}
+
+/**
  * Where qemu opens the backing name `name` stored in an image in `imageDir`, when that is
  * another folder than chainform's path for it names; else undefined. qemu joins the image's
  * folder and a relative name as text, and the kernel goes up each `..` from where a symlinked
  * folder leads; chainform's paths take `..` off by the text. The two differ only for a name
- * with `..` under a symlink. Neither folder there: undefined (reading the chain then names what
- * is missing).
+ * with `..` under a symlink.
  */
 export function backingFolderElsewhere(imageDir: string, name: string): string | undefined {
   if (!name.split('/').includes('..')) return undefined;
-  const realFolder = (path: string) => {
-    try {
-      return realpathSync.native(dirname(path));
-    } catch {
-      return undefined;
-    }
-  };
-  const asQemu = realFolder(isAbsolute(name) ? name : `${imageDir}/${name}`);
-  const asChainform = realFolder(resolve(imageDir, name));
-  return asQemu !== asChainform ? (asQemu ?? '(no folder)') : undefined;
+  const asQemu = walkedPath(walkedPath('/', imageDir), name);
+  const asChainform = walkedPath('/', resolve(imageDir, name));
+  return asQemu !== asChainform ? dirname(asQemu) : undefined;
 }
 
 /** Argument form of a file path: absolute paths never look like protocols. */

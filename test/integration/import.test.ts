@@ -151,7 +151,9 @@ describe('chainform import', () => {
     await writeFile(join(dir, 'guest.raw'), `version: 1\nimages:\n${'#'.repeat(65535)}\n`);
     const guest = await chainform(dir, 'import', 'guest.raw', '-f', 'raw', '--out', 'guest.raw', '--force');
     expect(guest.exitCode).toBe(1);
-    expect(guest.stderr).toContain(`the manifest would be written over ${join(dir, 'guest.raw')}, a file of the chains read`);
+    expect(guest.stderr).toContain(
+      `the manifest would be written over ${join(dir, 'guest.raw')}, a file of the chains read`,
+    );
     const replaced = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'by-out.yaml', '--force');
     expect(replaced.exitCode, replaced.stderr).toBe(0);
     const underFile = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '--out', 'imageC.qcow2/m.yaml');

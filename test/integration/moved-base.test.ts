@@ -115,7 +115,10 @@ describe('a base moved away', () => {
     await qemuImg('create', '-q', '-f', 'raw', join(dir, 'x/data.raw'), '8M');
     const d = join(dir, 'y/real/d.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${dir}/x/vmlink/../data.raw`, d, '8M');
-    await writeFile(join(dir, 'd.yaml'), 'version: 1\nimages:\n  d: { path: y/real/d.qcow2 }\nretire: [ y/data.raw ]\n');
+    await writeFile(
+      join(dir, 'd.yaml'),
+      'version: 1\nimages:\n  d: { path: y/real/d.qcow2 }\nretire: [ y/data.raw ]\n',
+    );
     const data = await chainform(dir, 'plan', 'd.yaml');
     expect(data.exitCode).toBe(1);
     expect(data.stderr).toContain('[data-file-through-link]');
