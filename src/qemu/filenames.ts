@@ -1,6 +1,6 @@
 // Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
 // `json:{...}` as options, so names handed to it are made explicit.
-import { realpathSync } from 'node:fs';
+import { lstatSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { relativePath, resolvePath } from '../util/paths.js';
 
@@ -28,9 +28,10 @@ export function backingNameFor(imageDir: string, backingPath: string, absolute: 
 /**
  * The path the kernel reaches from folder `from` by the components of `name`, one by one as it
  * walks them: `..` goes up from where a symlink led, not from the link's own folder. Names not
- * there yet are taken as they read (new folders are real ones).
+ * there yet are taken as they read (new folders are real ones); undefined when a symlink on the
+ * way leads nowhere (or in a loop): what it will lead to cannot be told.
  */
-function walkedPath(from: string, name: string): string {
+function walkedPath(from: string, name: string): string | undefined {
   let at = isAbsolute(name) ? '/' : from;
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
@@ -38,24 +39,43 @@ function walkedPath(from: string, name: string): string {
     try {
       at = realpathSync.native(at);
     } catch {
-      // not there (yet): keep the text
+      if (isSymlink(at)) return undefined;
     }
   }
   return at;
 }
 
+/** Whether `path` is a symlink (false when nothing, or no folder, is there). */
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether two paths name one file: the same path, or one device and inode. */
+function sameFileAt(a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = statSync(a, { throwIfNoEntry: false });
+  const y = statSync(b, { throwIfNoEntry: false });
+  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+}
+
 /**
- * Where qemu opens the backing name `name` stored in an image in `imageDir`, when that is
- * another folder than chainform's path for it names; else undefined. qemu joins the image's
+ * Where qemu opens the backing name `name` stored in an image in `imageDir`, when that may be
+ * another file than chainform's path for it names; else undefined. qemu joins the image's
  * folder and a relative name as text, and the kernel goes up each `..` from where a symlinked
  * folder leads; chainform's paths take `..` off by the text. The two differ only for a name
- * with `..` under a symlink.
+ * with `..` under a symlink, or one through a symlink that leads nowhere yet.
  */
 export function backingFolderElsewhere(imageDir: string, name: string): string | undefined {
   if (!name.split('/').includes('..')) return undefined;
-  const asQemu = walkedPath(walkedPath('/', imageDir), name);
+  const folder = walkedPath('/', imageDir);
+  const asQemu = folder === undefined ? undefined : walkedPath(folder, name);
   const asChainform = walkedPath('/', resolve(imageDir, name));
-  return asQemu !== asChainform ? dirname(asQemu) : undefined;
+  if (asQemu === undefined || asChainform === undefined) return '(a symlink on the way that leads nowhere)';
+  return sameFileAt(asQemu, asChainform) ? undefined : dirname(asQemu);
 }
 
 /** Argument form of a file path: absolute paths never look like protocols. */

@@ -27,11 +27,12 @@ export function fingerprintOfStats(s: BigIntStats): Fingerprint {
 
 /**
  * True when a stat failed because nothing can exist at the path: ENOENT; ENOTDIR, a parent in
- * the path is a file; ENAMETOOLONG, a name no filesystem holds.
+ * the path is a file; ENAMETOOLONG, a name no filesystem holds; ELOOP, symlinks on the way that
+ * lead to each other.
  */
 export function isAbsentPath(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG';
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG' || code === 'ELOOP';
 }
 
 /** A key that is equal for two names of the same file (hard links, renames, symlinks). */

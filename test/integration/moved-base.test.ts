@@ -129,4 +129,25 @@ describe('a base moved away', () => {
     expect(await compareImages(join(dir, 'out/c.qcow2'), 'qcow2', top, 'qcow2')).toBe(0);
     expect(await compareImages(join(dir, 'out/c.qcow2'), 'qcow2', join(dir, 'y/bases/base.qcow2'), 'qcow2')).toBe(0);
   });
+
+  it('writes an absolute backing name into a folder reached through a symlink that leads nowhere yet', async () => {
+    const { dir } = ws;
+    // dang -> real/a/b/newdir, made by a's step; from there "../../../../base.qcow2" is not the
+    // workspace's base.qcow2 but real/base.qcow2, another file.
+    await mkdir(join(dir, 'real/a/b'), { recursive: true });
+    await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 'real/base.qcow2'), '8M');
+    await symlink('real/a/b/newdir', join(dir, 'dang'));
+    const on = (path: string) =>
+      `  ${path.replace(/\W/g, '')}: { path: ${path}, from: { path: base.qcow2, format: qcow2 }, backing: { path: base.qcow2, format: qcow2 } }\n`;
+    await writeFile(
+      join(dir, 'm.yaml'),
+      `version: 1\nimages:\n${on('real/a/b/newdir/a.qcow2')}${on('dang/new/b.qcow2')}`,
+    );
+    const applied = await chainform(dir, 'apply', 'm.yaml', '--yes');
+    expect(applied.exitCode, applied.stdout + applied.stderr).toBe(0);
+    const b = join(dir, 'real/a/b/newdir/new/b.qcow2');
+    expect((await imageInfo(b, 'qcow2'))['backing-filename']).toBe(join(dir, 'base.qcow2'));
+    expect(await compareImages(b, 'qcow2', join(dir, 'base.qcow2'), 'qcow2')).toBe(0);
+    expect((await chainform(dir, 'status', 'm.yaml')).exitCode).toBe(0);
+  });
 });
