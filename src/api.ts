@@ -529,6 +529,18 @@ export async function importLayout(
         ],
       };
     }
+    // The manifest's own file would then stand where the plan makes a link, and be refused.
+    const manifestFile = options.manifestFile && resolve(options.manifestFile);
+    if (manifestFile && links.includes(manifestFile)) {
+      return {
+        ok: false,
+        diagnostics: [
+          error('import-out-file', `the manifest would be written where a new link goes: ${manifestFile}`, {
+            hint: 'name the manifest file outside --out-dir, or under another name',
+          }),
+        ],
+      };
+    }
   }
   const warnings = options.linearizeInto ? [...diagnostics, ...snapshotsPastImageEnd(layout)] : diagnostics;
   return { ok: true, text: doc.toString({ lineWidth: 0 }), warnings };

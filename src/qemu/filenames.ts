@@ -29,12 +29,15 @@ export function backingNameFor(imageDir: string, backingPath: string, absolute: 
  * The path the kernel reaches from folder `from` by the components of `name`, one by one as it
  * walks them: `..` goes up from where a symlink led, not from the link's own folder. Names not
  * there yet are taken as they read (new folders are real ones); undefined when a symlink on the
- * way leads nowhere (or in a loop): what it will lead to cannot be told.
+ * way leads nowhere (or in a loop), or a file stands where a folder should: the kernel opens
+ * nothing there, or what it will open cannot be told.
  */
 function walkedPath(from: string, name: string): string | undefined {
   let at = isAbsolute(name) ? '/' : from;
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
+    // A file where a folder should be: the kernel stops there (ENOTDIR).
+    if (at !== from && isFile(at)) return undefined;
     at = part === '..' ? dirname(at) : `${at === '/' ? '' : at}/${part}`;
     try {
       at = realpathSync.native(at);
@@ -43,6 +46,15 @@ function walkedPath(from: string, name: string): string | undefined {
     }
   }
   return at;
+}
+
+/** Whether `path` is (or leads to) a regular file; false when nothing, or no folder, is there. */
+function isFile(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `path` is a symlink (false when nothing, or no folder, is there). */
@@ -74,7 +86,8 @@ export function backingFolderElsewhere(imageDir: string, name: string): string |
   const folder = walkedPath('/', imageDir);
   const asQemu = folder === undefined ? undefined : walkedPath(folder, name);
   const asChainform = walkedPath('/', resolve(imageDir, name));
-  if (asQemu === undefined || asChainform === undefined) return '(a symlink on the way that leads nowhere)';
+  if (asQemu === undefined || asChainform === undefined)
+    return '(no folder: a symlink on the way leads nowhere, or a file stands where a folder should)';
   return sameFileAt(asQemu, asChainform) ? undefined : dirname(asQemu);
 }
 

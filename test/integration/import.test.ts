@@ -97,6 +97,23 @@ describe('chainform import', () => {
     const missing = await chainform(dir, 'import', 'imageC.qcow2', '-f', 'qcow2', '-o', 'no/such/dir/m.yaml');
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toContain('the folder of no/such/dir/m.yaml does not exist');
+    await mkdir(join(dir, 'export'));
+    const link = `export/${LINKS[0]?.id}.qcow2`;
+    const onLink = await chainform(
+      dir,
+      'import',
+      '--linearize',
+      '--out-dir',
+      'export',
+      'imageC.qcow2',
+      '-f',
+      'qcow2',
+      '-o',
+      link,
+    );
+    expect(onLink.exitCode).toBe(1);
+    expect(onLink.stderr).toContain(`the manifest would be written where a new link goes: ${join(dir, link)}`);
+    expect(existsSync(join(dir, link))).toBe(false);
     const noDir = await chainform(dir, 'import', '--linearize', 'imageC.qcow2');
     expect(noDir.exitCode).toBe(1);
     expect(noDir.stderr).toContain('--linearize needs --out-dir DIR');
