@@ -1,5 +1,7 @@
 // Filenames qemu cannot misread. qemu treats `proto:...` before the first `/` as a protocol and
-// `json:{...}` as options, so names handed to it are made explicit.
+// `json:{...}` as options, so names handed to it are made explicit. It also joins an image's
+// folder and a relative backing name as text, and the kernel resolves `..` past symlinks where
+// chainform's paths take it off by the text: backingFolderElsewhere tells when the two differ.
 import { lstatSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { relativePath, resolvePath } from '../util/paths.js';
@@ -69,9 +71,13 @@ function isSymlink(path: string): boolean {
 /** Whether two paths name one file: the same path, or one device and inode. */
 function sameFileAt(a: string, b: string): boolean {
   if (a === b) return true;
-  const x = statSync(a, { throwIfNoEntry: false });
-  const y = statSync(b, { throwIfNoEntry: false });
-  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+  try {
+    const x = statSync(a, { throwIfNoEntry: false });
+    const y = statSync(b, { throwIfNoEntry: false });
+    return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }
 
 /**
