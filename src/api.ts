@@ -41,6 +41,7 @@ import { type Fingerprint, fingerprintOf } from './state/fingerprint.js';
 import { JournalWriter, killedRun, readJournal } from './state/journal.js';
 import { LedgerWriter, readLedger } from './state/ledger.js';
 import { memoize } from './util/memo.js';
+import { sameFile } from './util/same-file.js';
 import { VERSION } from './version.js';
 
 /** stat, or undefined when the path cannot exist (missing, a name too long, ...). */
@@ -474,16 +475,11 @@ export interface ImportOptions extends EngineOptions {
 
 /** The file of the imported chains (an image or its data file) that `path` names, if any. */
 function chainFileAt(layout: ImportedLayout, path: string): string | undefined {
-  const target = statSync(path, { throwIfNoEntry: false });
-  if (!target) return undefined;
   const files = layout.layers.flatMap((layer) => {
     const dataFile = layer.info.format === 'qcow2' ? layer.info.qcow2.dataFile : undefined;
     return dataFile === undefined ? [layer.path] : [layer.path, resolve(dirname(layer.path), dataFile)];
   });
-  return files.find((file) => {
-    const found = statSync(file, { throwIfNoEntry: false });
-    return found !== undefined && found.dev === target.dev && found.ino === target.ino;
-  });
+  return files.find((file) => sameFile(file, path));
 }
 
 /** Captures the chains of `images` as manifest text (read-only: nothing on disk changes). */

@@ -1,7 +1,7 @@
 // Reads a backing chain one layer at a time, so that a backing name qemu would open as a
 // protocol (`nbd://host/x`, `http://...`) or as `json:{...}` options is refused before anything
 // opens it: an image is data, and its header must not make chainform connect or read elsewhere.
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { type Diagnostic, error, type SourceLocation, warning } from '../diagnostics/diagnostic.js';
 import { layerInfoCommand, probeInfoCommand } from '../qemu/commands.js';
@@ -11,6 +11,7 @@ import { qemuMessage } from '../qemu/messages.js';
 import type { CommandResult, CommandRunner } from '../qemu/runner.js';
 import { fileIdentity } from '../state/fingerprint.js';
 import { memoize } from '../util/memo.js';
+import { sameFile } from '../util/same-file.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { type ImageFile, readImageFile } from './image-file.js';
 
@@ -93,20 +94,6 @@ export function layerDamage(
     message: `is cut short: ${file.pastEnd}`,
     hint: 'the file is incomplete (an interrupted copy or a full disk): copy it again from where it came from',
   };
-}
-
-/** Whether two paths name one file: the same path, or the same device and inode. */
-function sameFile(a: string, b: string): boolean {
-  if (a === b) return true;
-  const statOf = (path: string) => {
-    try {
-      return statSync(path, { bigint: true, throwIfNoEntry: false });
-    } catch {
-      return undefined; // a loop of links, a file where a folder should be, no permission
-    }
-  };
-  const [x, y] = [statOf(a), statOf(b)];
-  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
 }
 
 /** `cd FOLDER && ` for a command on the layer at `path` when its data file has a relative name. */

@@ -167,7 +167,6 @@ export function parseWithReference(file: string, text: string): ParsedText {
   return { ok: true, source: { file, text, document, lines, data } };
 }
 
-/** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
 /**
  * Whether `file` is a manifest: short YAML text without NUL bytes whose document is a mapping
  * with `version` and `images` keys. What `import --force` may replace: never a disk image (a raw
@@ -187,6 +186,7 @@ export function looksLikeManifest(file: string): boolean {
   }
 }
 
+/** Reads and parses a manifest file. A missing or unreadable file is a diagnostic. */
 export async function loadManifestFile(file: string): Promise<ParsedText> {
   let text: string;
   try {

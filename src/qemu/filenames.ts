@@ -5,6 +5,7 @@
 import { lstatSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { relativePath, resolvePath } from '../util/paths.js';
+import { sameFile } from '../util/same-file.js';
 
 /** True when qemu would parse this name as a protocol or `json:` pseudo-filename. */
 export function looksLikeProtocol(name: string): boolean {
@@ -68,18 +69,6 @@ function isSymlink(path: string): boolean {
   }
 }
 
-/** Whether two paths name one file: the same path, or one device and inode. */
-function sameFileAt(a: string, b: string): boolean {
-  if (a === b) return true;
-  try {
-    const x = statSync(a, { throwIfNoEntry: false });
-    const y = statSync(b, { throwIfNoEntry: false });
-    return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Where qemu opens the backing name `name` stored in an image in `imageDir`, when that may be
  * another file than chainform's path for it names; else undefined. qemu joins the image's
@@ -94,7 +83,7 @@ export function backingFolderElsewhere(imageDir: string, name: string): string |
   const asChainform = walkedPath('/', resolve(imageDir, name));
   if (asQemu === undefined || asChainform === undefined)
     return '(no folder: a symlink on the way leads nowhere, or a file stands where a folder should)';
-  return sameFileAt(asQemu, asChainform) ? undefined : dirname(asQemu);
+  return sameFile(asQemu, asChainform) ? undefined : dirname(asQemu);
 }
 
 /** Argument form of a file path: absolute paths never look like protocols. */
